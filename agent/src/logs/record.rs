@@ -1,0 +1,49 @@
+//! The record that flows from parser to sinks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which container stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where records came from: one container's log file, plus the node (Downward API).
+/// Shared by every record of that file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceMeta {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    pub node: String,
+    pub path: PathBuf,
+}
+
+/// One log entry, after P/F partials were joined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub source: Arc<SourceMeta>,
+    /// Container runtime timestamp, nanoseconds since the Unix epoch.
+    pub timestamp_nanos: i64,
+    pub stream: Stream,
+    /// The message, without the trailing newline; invalid UTF-8 replaced lossily.
+    pub message: String,
+    /// The joined partial lines exceeded the cap and the message was cut.
+    pub truncated: bool,
+    /// The line was not valid CRI/docker format and is shipped raw.
+    pub malformed: bool,
+    /// The message parsed as a JSON object (only when `logs.parse_json` is on).
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+}

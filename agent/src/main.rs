@@ -1,0 +1,43 @@
+//! node-agent: node metrics, container logs and syscall monitoring in one process.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match node_agent::config::Config::from_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(err) => {
+            // clap renders --help/--version and usage errors itself.
+            if let Some(clap_err) = err.downcast_ref::<clap::Error>() {
+                clap_err.exit();
+            }
+            eprintln!("node-agent: invalid configuration: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = node_agent::telemetry::init_logging(&config.log) {
+        eprintln!("node-agent: cannot initialise logging: {err:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .thread_name("node-agent")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("node-agent: cannot start runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(node_agent::app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "node-agent stopped with an error"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Test support for node-agent end-to-end tests.

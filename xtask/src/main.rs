@@ -1,0 +1,5 @@
+//! Developer tasks: `cargo xtask bench ...`.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("no tasks yet")
+}
