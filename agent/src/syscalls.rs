@@ -16,3 +16,14 @@ pub fn build_collector(_ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, Co
         "this build has no eBPF support (build with --features ebpf)".into(),
     ))
 }
+
+/// The leader's part: attach the eBPF program (if `--collector.syscalls` is on and the
+/// kernel supports it) and keep it attached until `shutdown`. Only the handover leader
+/// calls this, so two pods never attach twice.
+pub async fn run_leader(
+    _config: crate::config::Config,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    shutdown.cancelled().await;
+    Ok(())
+}
