@@ -29,6 +29,9 @@ pub struct SourceMeta {
     pub container: String,
     pub node: String,
     pub path: PathBuf,
+    /// Stable identity of the file across renames: a hash of (dev, inode, fingerprint).
+    /// With `LogRecord::offset` it names a record uniquely (e.g. the ES `_id`).
+    pub file_id: u64,
 }
 
 /// One log entry, after P/F partials were joined.
@@ -38,6 +41,8 @@ pub struct LogRecord {
     /// Container runtime timestamp, nanoseconds since the Unix epoch.
     pub timestamp_nanos: i64,
     pub stream: Stream,
+    /// Byte offset in the file where this record's first line starts.
+    pub offset: u64,
     /// The message, without the trailing newline; invalid UTF-8 replaced lossily.
     pub message: String,
     /// The joined partial lines exceeded the cap and the message was cut.
