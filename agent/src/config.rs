@@ -172,7 +172,7 @@ impl Config {
         Self::from_raw(raw, &toggles)
     }
 
-    fn from_raw(raw: RawArgs, toggles: &[(String, bool)]) -> anyhow::Result<Self> {
+    fn from_raw(raw: RawArgs, toggles: &[Toggle]) -> anyhow::Result<Self> {
         let mut collectors: BTreeSet<&'static str> = COLLECTORS
             .iter()
             .filter(|c| c.default_enabled && !raw.disable_defaults)
@@ -295,12 +295,13 @@ impl FileConfig {
     }
 }
 
+/// `--collector.<name>` (true) or `--no-collector.<name>` (false).
+type Toggle = (String, bool);
+
 /// Pulls `--collector.<name>` / `--no-collector.<name>` out of the arguments (clap can't
 /// derive flags from a runtime table) and turns `--no-collector.<bool option>` into
 /// `--collector.<bool option>=false`.
-fn split_collector_toggles(
-    args: Vec<OsString>,
-) -> anyhow::Result<(Vec<OsString>, Vec<(String, bool)>)> {
+fn split_collector_toggles(args: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Toggle>)> {
     const BOOL_OPTIONS: &[&str] = &["cpu.guest"];
     let mut rest = Vec::with_capacity(args.len());
     let mut toggles = Vec::new();

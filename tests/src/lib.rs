@@ -1,1 +1,4 @@
 //! Test support for node-agent end-to-end tests.
+
+pub mod expfmt;
+pub mod http;

@@ -1,13 +1,21 @@
-//! Developer tasks: `cargo xtask bench <metrics|logs|syscalls>`.
+//! Developer tasks: `cargo xtask ci` (the test command) and `cargo xtask bench <area>`.
 
 use anyhow::bail;
+
+mod bench_metrics;
+mod ci;
+
+const USAGE: &str =
+    "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls> [ARGS]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         // One arm per benchmark area; each lives in its own module.
-        [cmd, ..] => bail!("unknown task {cmd:?}; try: cargo xtask bench <metrics|logs|syscalls>"),
-        [] => bail!("usage: cargo xtask bench <metrics|logs|syscalls>"),
+        ["ci"] => ci::main(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")),
+        ["bench", "metrics", rest @ ..] => bench_metrics::main(rest),
+        [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
+        [] => bail!("{USAGE}"),
     }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the test peers a fresh Debian machine lacks. Idempotent: installs only what is missing.
+set -euo pipefail
+need=()
+command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  echo "install.sh: apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends keeps it small; policy-rc.d stops services from starting.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+# The Debian package may start node_exporter on :9100 where systemd runs; tests use their own ports.
+for c in cargo-clippy rustfmt; do
+  command -v "$c" >/dev/null || rustup component add "${c#cargo-}"
+done
+echo "install.sh: prerequisites present"

@@ -1,0 +1,274 @@
+//! `cargo xtask bench metrics`: CPU per scrape and RSS of node-agent side by side with
+//! Debian's prometheus-node-exporter on this host, printed as ratios.
+//!
+//! Method (same as ../shared/reference/baseline.md): one keep-alive connection per
+//! exporter, warm-up scrapes, then N sequential `GET /metrics`; CPU = delta of the
+//! process's utime+stime (and of its threads' schedstat run time, ns), RSS = VmRSS/VmHWM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const WARMUP: usize = 50;
+/// Debian's patched mount-point default, so both exporters see the same filesystems.
+const DEBIAN_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU and memory of a process, read from /proc.
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    /// utime+stime in seconds (USER_HZ ticks / 100).
+    stat_cpu: f64,
+    /// Sum of the threads' schedstat run time, seconds.
+    sched_cpu: f64,
+    rss_mib: f64,
+    hwm_mib: f64,
+}
+
+fn usage(pid: u32) -> anyhow::Result<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the ")" of comm: state is field 3, utime 14, stime 15.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("bad /proc/pid/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let mut sched_ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            sched_ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    Ok(Usage {
+        stat_cpu: ticks / 100.0,
+        sched_cpu: sched_ns as f64 / 1e9,
+        rss_mib: kib("VmRSS:") / 1024.0,
+        hwm_mib: kib("VmHWM:") / 1024.0,
+    })
+}
+
+/// Also cross-check RSS with sysinfo, the way an operator's tooling would see it.
+fn sysinfo_rss_mib(pid: u32) -> f64 {
+    let mut sys = sysinfo::System::new();
+    let pid = sysinfo::Pid::from_u32(pid);
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), true);
+    sys.process(pid)
+        .map(|p| p.memory() as f64 / 1024.0 / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+struct RunResult {
+    cpu_ms_per_scrape: f64,
+    sched_ms_per_scrape: f64,
+    median_ms: f64,
+    bytes: usize,
+    after: Usage,
+    sysinfo_rss: f64,
+}
+
+fn run(p: &Proc, scrapes: usize, gzip: bool) -> anyhow::Result<RunResult> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let scrape = || -> anyhow::Result<usize> {
+        let mut req = agent.get(&p.url);
+        if gzip {
+            req = req.header("Accept-Encoding", "gzip");
+        }
+        let mut resp = req.call().with_context(|| format!("scraping {}", p.name))?;
+        Ok(resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()?
+            .len())
+    };
+    for _ in 0..WARMUP {
+        scrape()?;
+    }
+    let pid = p.child.id();
+    let before = usage(pid)?;
+    let mut latencies = Vec::with_capacity(scrapes);
+    let mut bytes = 0;
+    for _ in 0..scrapes {
+        let t = Instant::now();
+        bytes = scrape()?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let after = usage(pid)?;
+    latencies.sort_by(f64::total_cmp);
+    Ok(RunResult {
+        cpu_ms_per_scrape: (after.stat_cpu - before.stat_cpu) * 1000.0 / scrapes as f64,
+        sched_ms_per_scrape: (after.sched_cpu - before.sched_cpu) * 1000.0 / scrapes as f64,
+        median_ms: latencies[latencies.len() / 2],
+        bytes,
+        after,
+        sysinfo_rss: sysinfo_rss_mib(pid),
+    })
+}
+
+fn wait_up(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if ureq::get(url).call().is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{url} did not come up")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "node-agent"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/node-agent"))
+}
+
+pub fn main(args: &[&str]) -> anyhow::Result<()> {
+    let scrapes: usize = match args.first() {
+        Some(n) => n
+            .parse()
+            .context("usage: cargo xtask bench metrics [SCRAPES]")?,
+        None => 200,
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let agent_bin = build_agent(&root)?;
+    let ne_bin = "prometheus-node-exporter";
+    if Command::new(ne_bin)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        bail!("{ne_bin} not found: apt-get install prometheus-node-exporter");
+    }
+    let tmp = std::env::temp_dir().join(format!("node-agent-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let config = tmp.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "logs:\n  enabled: false\nhandover:\n  lock_file: {}\n",
+            tmp.join("leader.lock").display()
+        ),
+    )?;
+
+    let ne_port = free_port()?;
+    let ne = Proc {
+        name: "node_exporter",
+        child: Command::new(ne_bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{ne_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+        url: format!("http://127.0.0.1:{ne_port}/metrics"),
+    };
+    let our_port = free_port()?;
+    let ours = Proc {
+        name: "node-agent",
+        child: Command::new(&agent_bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{our_port}"))
+            .arg("--collector.netdev.device-exclude=^lo$")
+            .arg(format!(
+                "--collector.filesystem.mount-points-exclude={DEBIAN_MOUNT_POINTS_EXCLUDE}"
+            ))
+            .arg(format!("--config.file={}", config.display()))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+        url: format!("http://127.0.0.1:{our_port}/metrics"),
+    };
+    wait_up(&ne.url)?;
+    wait_up(&ours.url)?;
+
+    println!(
+        "metrics benchmark: {scrapes} sequential scrapes after {WARMUP} warm-up, one keep-alive connection each"
+    );
+    println!(
+        "{:<14} {:<8} {:>12} {:>14} {:>10} {:>10} {:>9} {:>9} {:>12}",
+        "exporter",
+        "enc",
+        "cpu ms/scr",
+        "sched ms/scr",
+        "median ms",
+        "bytes",
+        "RSS MiB",
+        "HWM MiB",
+        "sysinfo MiB"
+    );
+    for gzip in [false, true] {
+        let enc = if gzip { "gzip" } else { "identity" };
+        let a = run(&ne, scrapes, gzip)?;
+        let b = run(&ours, scrapes, gzip)?;
+        for (p, r) in [(&ne, &a), (&ours, &b)] {
+            println!(
+                "{:<14} {:<8} {:>12.3} {:>14.3} {:>10.3} {:>10} {:>9.1} {:>9.1} {:>12.1}",
+                p.name,
+                enc,
+                r.cpu_ms_per_scrape,
+                r.sched_ms_per_scrape,
+                r.median_ms,
+                r.bytes,
+                r.after.rss_mib,
+                r.after.hwm_mib,
+                r.sysinfo_rss
+            );
+        }
+        let cpu_ratio = b.sched_ms_per_scrape / a.sched_ms_per_scrape;
+        let rss_ratio = b.after.rss_mib / a.after.rss_mib;
+        println!(
+            "ratio node-agent/node_exporter ({enc}): CPU per scrape {cpu_ratio:.3} (target <= 0.2: {}), RSS {rss_ratio:.3} (target <= 0.5: {})",
+            if cpu_ratio <= 0.2 { "met" } else { "NOT met" },
+            if rss_ratio <= 0.5 { "met" } else { "NOT met" },
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
