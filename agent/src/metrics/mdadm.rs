@@ -203,7 +203,7 @@ mod tests {
     use crate::metrics::CollectorOptions;
     use crate::metrics::fixtures::{help, len, paths, scrape, testdata, value};
 
-    fn md<'a>(set: &MetricSet, name: &str, dev: &'a str) -> f64 {
+    fn md(set: &MetricSet, name: &str, dev: &str) -> f64 {
         value(set, name, &[("device", dev)])
     }
 
