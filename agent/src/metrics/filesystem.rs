@@ -1,6 +1,16 @@
-//! `filesystem` collector. TODO(collector helper): port node_exporter 1.5.0 collector/filesystem*_linux.go.
+//! `filesystem`: node_filesystem_* for every mount in /proc/1/mounts (node_exporter 1.5.0
+//! collector/filesystem_linux.go, filesystem_common.go), with stuck-mount protection.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use regex::Regex;
 
 use super::{BuildContext, Collector, CollectorError, MetricSet};
+use crate::host::HostPaths;
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
@@ -9,14 +19,426 @@ pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_FS_TYPES_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
 
-struct Pending;
-
-pub fn build(_ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
-    Ok(Box::new(Pending))
+/// One line of a mounts file, mountpoint unescaped and stripped of the rootfs prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mount {
+    pub device: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub options: String,
 }
 
-impl Collector for Pending {
-    fn update(&self, _out: &mut MetricSet) -> Result<(), CollectorError> {
-        Err(CollectorError::NoData)
+/// The statfs figures node_exporter exports, already multiplied by the block size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FsStats {
+    pub size: f64,
+    pub free: f64,
+    pub avail: f64,
+    pub files: f64,
+    pub files_free: f64,
+}
+
+/// How a mount is stat'ed; a plain fn so tests can simulate a hanging filesystem.
+type StatFn = fn(&Path) -> Result<FsStats, nix::Error>;
+
+fn statvfs(path: &Path) -> Result<FsStats, nix::Error> {
+    let s = nix::sys::statvfs::statvfs(path)?;
+    // Like node_exporter (statfs Blocks × Bsize): f_bsize, not f_frsize.
+    let bsize = s.block_size() as f64;
+    Ok(FsStats {
+        size: s.blocks() as f64 * bsize,
+        free: s.blocks_free() as f64 * bsize,
+        avail: s.blocks_available() as f64 * bsize,
+        files: s.files() as f64,
+        files_free: s.files_free() as f64,
+    })
+}
+
+pub struct FilesystemCollector {
+    paths: HostPaths,
+    mount_points_exclude: Regex,
+    fs_types_exclude: Regex,
+    timeout: Duration,
+    stat: StatFn,
+    /// Mount points whose statfs is still running past the timeout (node_exporter's
+    /// `stuckMounts`); shared with the worker threads that remove them on return.
+    stuck: Arc<Mutex<HashSet<String>>>,
+    /// The current stat worker; replaced when one hangs.
+    worker: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+struct Job {
+    path: PathBuf,
+    mountpoint: String,
+    reply: mpsc::SyncSender<Result<FsStats, nix::Error>>,
+}
+
+pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
+    Ok(Box::new(FilesystemCollector::new(ctx, statvfs)))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Outcome of statting one mount.
+enum Stat {
+    Ok(FsStats),
+    Failed(nix::Error),
+    Stuck,
+}
+
+impl FilesystemCollector {
+    fn new(ctx: &BuildContext<'_>, stat: StatFn) -> Self {
+        Self {
+            paths: ctx.paths.clone(),
+            mount_points_exclude: ctx.options.fs_mount_points_exclude.clone(),
+            fs_types_exclude: ctx.options.fs_types_exclude.clone(),
+            timeout: ctx.options.fs_mount_timeout,
+            stat,
+            stuck: Arc::default(),
+            worker: Mutex::new(None),
+        }
+    }
+
+    fn read_mounts(&self) -> Result<Vec<Mount>, CollectorError> {
+        let primary = self.paths.proc_path("1/mounts");
+        let (path, text) = match std::fs::read_to_string(&primary) {
+            Ok(t) => (primary, t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let fallback = self.paths.proc_path("mounts");
+                let t = std::fs::read_to_string(&fallback)
+                    .map_err(|e| CollectorError::io(&fallback, e))?;
+                (fallback, t)
+            }
+            Err(e) => return Err(CollectorError::io(primary, e)),
+        };
+        parse_mounts(&text, &self.paths)
+            .map_err(|detail| CollectorError::parse(path.display().to_string(), detail))
+    }
+
+    /// Runs statfs on the worker thread, waiting at most `timeout`. A call that takes
+    /// longer marks the mount stuck and abandons the worker; the worker clears the mark
+    /// and exits when the call finally returns.
+    fn stat_with_timeout(
+        &self,
+        worker: &mut Option<mpsc::Sender<Job>>,
+        path: PathBuf,
+        mountpoint: &str,
+    ) -> Stat {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let mut job = Job {
+            path,
+            mountpoint: mountpoint.to_string(),
+            reply,
+        };
+        // A worker that died (it never should) is simply replaced.
+        for _ in 0..2 {
+            let tx = worker.get_or_insert_with(|| spawn_worker(self.stat, self.stuck.clone()));
+            match tx.send(job) {
+                Ok(()) => break,
+                Err(mpsc::SendError(j)) => {
+                    job = j;
+                    *worker = None;
+                }
+            }
+        }
+        match rx.recv_timeout(self.timeout) {
+            Ok(Ok(s)) => Stat::Ok(s),
+            Ok(Err(e)) => Stat::Failed(e),
+            Err(RecvTimeoutError::Disconnected) => Stat::Failed(nix::Error::EIO),
+            Err(RecvTimeoutError::Timeout) => {
+                let mut stuck = lock(&self.stuck);
+                // The worker replies while holding `stuck`, so this check is race-free.
+                match rx.try_recv() {
+                    Ok(Ok(s)) => Stat::Ok(s),
+                    Ok(Err(e)) => Stat::Failed(e),
+                    Err(_) => {
+                        tracing::error!(
+                            mountpoint,
+                            "mount point timed out, it is being labeled as stuck and will not be monitored"
+                        );
+                        stuck.insert(mountpoint.to_string());
+                        *worker = None;
+                        Stat::Stuck
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn spawn_worker(stat: StatFn, stuck: Arc<Mutex<HashSet<String>>>) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new()
+        .name("fs-statfs".into())
+        .spawn(move || {
+            for job in rx {
+                let result = stat(&job.path);
+                let mut stuck = lock(&stuck);
+                if stuck.remove(&job.mountpoint) {
+                    tracing::info!(mountpoint = %job.mountpoint, "mount point has recovered, monitoring will resume");
+                    // The collector gave up on this worker and started another one.
+                    return;
+                }
+                let _ = job.reply.send(result);
+            }
+        });
+    if let Err(e) = spawned {
+        // Dropping the receiver makes the next send fail and the stat report EIO.
+        tracing::error!(error = %e, "cannot spawn statfs worker thread");
+    }
+    tx
+}
+
+const HELP_SIZE: &str = "Filesystem size in bytes.";
+const HELP_FREE: &str = "Filesystem free space in bytes.";
+const HELP_AVAIL: &str = "Filesystem space available to non-root users in bytes.";
+const HELP_FILES: &str = "Filesystem total file nodes.";
+const HELP_FILES_FREE: &str = "Filesystem total free file nodes.";
+const HELP_RO: &str = "Filesystem read-only status.";
+const HELP_ERROR: &str = "Whether an error occurred while getting statistics for the given device.";
+
+impl Collector for FilesystemCollector {
+    fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+        let mounts = self.read_mounts()?;
+        let mut seen: HashSet<&Mount> = HashSet::new();
+        let mut worker = lock(&self.worker);
+        for m in &mounts {
+            if self.mount_points_exclude.is_match(&m.mountpoint)
+                || self.fs_types_exclude.is_match(&m.fstype)
+                || seen.contains(m)
+            {
+                continue;
+            }
+            if lock(&self.stuck).contains(&m.mountpoint) {
+                tracing::debug!(mountpoint = %m.mountpoint, "mount point is in an unresponsive state");
+                continue;
+            }
+            let path = self.paths.rootfs_path(&m.mountpoint);
+            let result = self.stat_with_timeout(&mut worker, path, &m.mountpoint);
+            seen.insert(m);
+            let labels = [
+                ("device", m.device.as_str()),
+                ("fstype", m.fstype.as_str()),
+                ("mountpoint", m.mountpoint.as_str()),
+            ];
+            let s = match result {
+                Stat::Stuck => continue,
+                Stat::Failed(e) => {
+                    tracing::debug!(mountpoint = %m.mountpoint, error = %e, "error on statfs() system call");
+                    out.gauge("node_filesystem_device_error", HELP_ERROR, &labels, 1.0);
+                    continue;
+                }
+                Stat::Ok(s) => s,
+            };
+            let ro = m.options.split(',').any(|o| o == "ro");
+            out.gauge("node_filesystem_device_error", HELP_ERROR, &labels, 0.0);
+            out.gauge("node_filesystem_size_bytes", HELP_SIZE, &labels, s.size);
+            out.gauge("node_filesystem_free_bytes", HELP_FREE, &labels, s.free);
+            out.gauge("node_filesystem_avail_bytes", HELP_AVAIL, &labels, s.avail);
+            out.gauge("node_filesystem_files", HELP_FILES, &labels, s.files);
+            out.gauge(
+                "node_filesystem_files_free",
+                HELP_FILES_FREE,
+                &labels,
+                s.files_free,
+            );
+            out.gauge(
+                "node_filesystem_readonly",
+                HELP_RO,
+                &labels,
+                f64::from(u8::from(ro)),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses a mounts file (fstab(5) format). Mount points get `\040` and `\011` unescaped
+/// and the rootfs prefix stripped, as node_exporter does.
+pub fn parse_mounts(text: &str, paths: &HostPaths) -> Result<Vec<Mount>, String> {
+    let mut mounts = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut f = line.split_whitespace();
+        let (Some(device), Some(mountpoint), Some(fstype), Some(options)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(format!("malformed mount point information: {line:?}"));
+        };
+        let mountpoint = if mountpoint.contains('\\') {
+            mountpoint.replace("\\040", " ").replace("\\011", "\t")
+        } else {
+            mountpoint.to_string()
+        };
+        mounts.push(Mount {
+            device: device.to_string(),
+            mountpoint: paths.strip_rootfs(&mountpoint),
+            fstype: fstype.to_string(),
+            options: options.to_string(),
+        });
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::metrics::CollectorOptions;
+    use crate::metrics::fixtures::{help, len, paths, testdata, value};
+
+    fn fake_stat(path: &Path) -> Result<FsStats, nix::Error> {
+        let p = path.to_string_lossy();
+        if p.ends_with("/broken") {
+            return Err(nix::Error::EACCES);
+        }
+        if p.ends_with("/hang") {
+            let start = Instant::now();
+            while !RELEASE.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(FsStats {
+            size: 4096.0 * 100.0,
+            free: 4096.0 * 50.0,
+            avail: 4096.0 * 40.0,
+            files: 1000.0,
+            files_free: 900.0,
+        })
+    }
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+
+    fn collector(p: &HostPaths, timeout: Duration) -> FilesystemCollector {
+        let options = CollectorOptions {
+            fs_mount_timeout: timeout,
+            ..CollectorOptions::default()
+        };
+        FilesystemCollector::new(
+            &BuildContext {
+                paths: p,
+                options: &options,
+            },
+            fake_stat,
+        )
+    }
+
+    fn labels<'a>(dev: &'a str, fstype: &'a str, mp: &'a str) -> [(&'a str, &'a str); 3] {
+        [("device", dev), ("fstype", fstype), ("mountpoint", mp)]
+    }
+
+    #[test]
+    fn parses_mounts_with_escapes_and_rootfs_prefix() {
+        let p = HostPaths {
+            rootfs: "/host/root".into(),
+            ..HostPaths::default()
+        };
+        let m = parse_mounts(
+            "/dev/vda /host/root ext4 rw,relatime 0 0\n/dev/sdb1 /host/root/mnt/my\\040disk\\011x vfat ro 0 0\n",
+            &p,
+        )
+        .unwrap();
+        assert_eq!(m[0].mountpoint, "/");
+        assert_eq!(m[1].mountpoint, "/mnt/my disk\tx");
+        assert_eq!(m[1].options, "ro");
+        let err = parse_mounts("/dev/vda / ext4\n", &p).unwrap_err();
+        assert!(err.contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn emits_stats_errors_and_dedups() {
+        let p = paths("filesystem");
+        let c = collector(&p, Duration::from_secs(5));
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        let root = labels("/dev/vda", "ext4", "/");
+        assert_eq!(value(&set, "node_filesystem_size_bytes", &root), 409600.0);
+        assert_eq!(value(&set, "node_filesystem_free_bytes", &root), 204800.0);
+        assert_eq!(value(&set, "node_filesystem_avail_bytes", &root), 163840.0);
+        assert_eq!(value(&set, "node_filesystem_files", &root), 1000.0);
+        assert_eq!(value(&set, "node_filesystem_files_free", &root), 900.0);
+        assert_eq!(value(&set, "node_filesystem_readonly", &root), 0.0);
+        assert_eq!(value(&set, "node_filesystem_device_error", &root), 0.0);
+        let ro = labels("/dev/sdb1", "vfat", "/media/usb stick");
+        assert_eq!(value(&set, "node_filesystem_readonly", &ro), 1.0);
+        // statfs failure: only device_error=1.
+        let broken = labels("nfs:/export", "nfs4", "/broken");
+        assert_eq!(value(&set, "node_filesystem_device_error", &broken), 1.0);
+        assert_eq!(len(&set, "node_filesystem_size_bytes"), 2);
+        // /proc, /sys, cgroup2 and the duplicate / line are not exported.
+        assert_eq!(len(&set, "node_filesystem_device_error"), 3);
+        assert_eq!(
+            help(&set, "node_filesystem_avail_bytes"),
+            "Filesystem space available to non-root users in bytes."
+        );
+    }
+
+    #[test]
+    fn falls_back_to_proc_mounts_and_reports_missing_files() {
+        let mut p = paths("filesystem");
+        p.proc = testdata("filesystem").join("proc_fallback");
+        let mut set = MetricSet::new();
+        collector(&p, Duration::from_secs(5))
+            .update(&mut set)
+            .unwrap();
+        assert_eq!(
+            value(
+                &set,
+                "node_filesystem_size_bytes",
+                &labels("/dev/vdb", "xfs", "/data")
+            ),
+            409600.0
+        );
+
+        p.proc = testdata("filesystem").join("missing");
+        let err = collector(&p, Duration::from_secs(5))
+            .update(&mut MetricSet::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("mounts"), "{err}");
+    }
+
+    #[test]
+    fn stuck_mount_is_skipped_until_statfs_returns() {
+        let mut p = paths("filesystem");
+        p.proc = testdata("filesystem").join("proc_hang");
+        let c = collector(&p, Duration::from_millis(50));
+        let data = labels("/dev/vdb", "xfs", "/data");
+        let hang = labels("nfs:/x", "nfs4", "/hang");
+
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert_eq!(value(&set, "node_filesystem_device_error", &data), 0.0);
+        assert_eq!(len(&set, "node_filesystem_device_error"), 1);
+        assert!(lock(&c.stuck).contains("/hang"));
+
+        // While stuck, the mount is skipped without waiting for the timeout again.
+        let start = Instant::now();
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert!(start.elapsed() < Duration::from_millis(50));
+        assert_eq!(len(&set, "node_filesystem_device_error"), 1);
+
+        RELEASE.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while lock(&c.stuck).contains("/hang") {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "stuck mark never cleared"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert_eq!(value(&set, "node_filesystem_device_error", &hang), 0.0);
+        assert_eq!(value(&set, "node_filesystem_device_error", &data), 0.0);
+    }
+
+    #[test]
+    fn real_statvfs_on_root() {
+        let s = statvfs(Path::new("/")).unwrap();
+        assert!(s.size > 0.0 && s.avail <= s.size);
+        assert!(statvfs(Path::new("/nonexistent/dir")).is_err());
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod exposition;
 pub mod family;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod http;
 
 pub mod arp;
