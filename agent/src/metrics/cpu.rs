@@ -82,9 +82,8 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
     // Read once at start, like node_exporter: isolation only changes with a reboot.
     let isolated_path = ctx.paths.sys_path("devices/system/cpu/isolated");
     let isolated = match read_to_string(&isolated_path) {
-        Ok(text) => parse_cpu_list(text.trim()).map_err(|detail| {
-            CollectorError::parse(isolated_path.display().to_string(), detail)
-        })?,
+        Ok(text) => parse_cpu_list(text.trim())
+            .map_err(|detail| CollectorError::parse(isolated_path.display().to_string(), detail))?,
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(e),
     };
@@ -190,7 +189,10 @@ pub fn parse_cpu_stat(text: &str, what: &str) -> Result<Vec<CpuTimes>, Collector
         if cpus.len() <= id {
             // Guard against a corrupt huge index allocating without bound.
             if id > 1 << 16 {
-                return Err(CollectorError::parse(what, format!("cpu id {id} too large")));
+                return Err(CollectorError::parse(
+                    what,
+                    format!("cpu id {id} too large"),
+                ));
             }
             cpus.resize(id + 1, CpuTimes::default());
         }
@@ -303,11 +305,19 @@ mod tests {
         assert_eq!(f.get_field_type(), MetricType::COUNTER);
         assert_eq!(f.get_metric().len(), 16);
         assert_eq!(
-            value(&set, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "user")]),
+            value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "1"), ("mode", "user")]
+            ),
             Some(20.01)
         );
         assert_eq!(
-            value(&set, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "steal")]),
+            value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "0"), ("mode", "steal")]
+            ),
             Some(0.08)
         );
         let g = &set.families()[1];
