@@ -103,7 +103,11 @@ pub fn emit(r: &OsRelease, out: &mut MetricSet) {
         out.gauge(
             "node_os_version",
             VERSION_HELP,
-            &[("id", &r.info[1]), ("id_like", &r.info[2]), ("name", &r.info[5])],
+            &[
+                ("id", &r.info[1]),
+                ("id_like", &r.info[2]),
+                ("name", &r.info[5]),
+            ],
             r.version,
         );
     }
@@ -148,11 +152,7 @@ fn parse_env(text: &str) -> Result<HashMap<String, String>, String> {
             .split_once('=')
             .ok_or_else(|| format!("line {}: no '=' in {line:?}", n + 1))?;
         let key = key.trim();
-        if key.is_empty()
-            || !key
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_')
-        {
+        if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
             return Err(format!("line {}: invalid key {key:?}", n + 1));
         }
         let value = unquote(raw.trim()).ok_or_else(|| format!("line {}: bad quoting", n + 1))?;
@@ -198,7 +198,10 @@ mod tests {
     }
 
     fn labels(m: &prometheus::proto::Metric) -> Vec<(&str, &str)> {
-        m.get_label().iter().map(|l| (l.name(), l.value())).collect()
+        m.get_label()
+            .iter()
+            .map(|l| (l.name(), l.value()))
+            .collect()
     }
 
     #[test]
@@ -221,7 +224,11 @@ mod tests {
             assert_eq!(v.name(), "node_os_version");
             assert_eq!(
                 labels(&v.get_metric()[0]),
-                [("id", "debian"), ("id_like", ""), ("name", "Debian GNU/Linux")]
+                [
+                    ("id", "debian"),
+                    ("id_like", ""),
+                    ("name", "Debian GNU/Linux")
+                ]
             );
             assert_eq!(v.get_metric()[0].get_gauge().get_value(), 12.0);
         }
@@ -241,7 +248,9 @@ mod tests {
             collector("absent").update(&mut MetricSet::new()),
             Err(CollectorError::NoData)
         ));
-        let err = collector("garbage").update(&mut MetricSet::new()).unwrap_err();
+        let err = collector("garbage")
+            .update(&mut MetricSet::new())
+            .unwrap_err();
         assert!(err.to_string().contains("os-release"), "{err}");
     }
 

@@ -156,10 +156,7 @@ mod tests {
         );
         let now = set.families()[0].get_metric()[0].get_gauge().get_value();
         assert!(now > 1.6e9, "{now}");
-        assert_eq!(
-            labels(&set.families()[0 + 1].get_metric()[0])[0].0,
-            "time_zone"
-        );
+        assert_eq!(labels(&set.families()[1].get_metric()[0])[0].0, "time_zone");
         let avail: Vec<_> = set.families()[2].get_metric().iter().map(labels).collect();
         assert_eq!(
             avail,
