@@ -45,7 +45,8 @@ impl Collector for PressureCollector {
                 Err(e) => return Err(e),
             };
             let psi = parse_psi(&text, &path.display().to_string())?;
-            let secs = |r: &PressureRecord| r.total as f64 / 1e6;
+            // Two divisions, exactly as node_exporter does, so the float rounds the same way.
+            let secs = |r: &PressureRecord| r.total as f64 / 1000.0 / 1000.0;
             match resource {
                 "cpu" => out.counter(
                     "node_pressure_cpu_waiting_seconds_total",
@@ -133,7 +134,7 @@ mod tests {
             [
                 ("node_pressure_cpu_waiting_seconds_total", 1.5),
                 ("node_pressure_io_waiting_seconds_total", 0.25),
-                ("node_pressure_io_stalled_seconds_total", 0.125),
+                ("node_pressure_io_stalled_seconds_total", 7.2988599999999995),
                 ("node_pressure_memory_waiting_seconds_total", 3.0),
                 ("node_pressure_memory_stalled_seconds_total", 2.0),
             ]

@@ -46,8 +46,8 @@ struct Parsed {
 impl Collector for TextfileCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let mut errored = false;
-        let mut merged: Vec<Parsed> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        // Every file's families, in file order.
+        let mut parsed: Vec<Parsed> = Vec::new();
         let mut files_of: HashMap<String, Vec<String>> = HashMap::new();
         let mut mtimes: Vec<(String, f64)> = Vec::new();
 
@@ -79,25 +79,22 @@ impl Collector for TextfileCollector {
                         }
                     };
                     for p in families {
-                        let fname = p.family.name().to_string();
                         files_of
-                            .entry(fname.clone())
+                            .entry(p.family.name().to_string())
                             .or_default()
                             .push(path_str.clone());
-                        match index.get(&fname) {
-                            Some(&i) => merge_into(&mut merged[i], p),
-                            None => {
-                                index.insert(fname, merged.len());
-                                merged.push(p);
-                            }
-                        }
+                        parsed.push(p);
                     }
                     mtimes.push((path_str, mtime));
                 }
             }
         }
 
-        for mut p in merged {
+        // The HELP fallback is set per file before merging, so a file without HELP conflicts
+        // with one that has it, exactly as in node_exporter.
+        let mut merged: Vec<MetricFamily> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for mut p in parsed {
             if !p.has_help {
                 let files = files_of
                     .get(p.family.name())
@@ -105,17 +102,27 @@ impl Collector for TextfileCollector {
                     .unwrap_or_default();
                 p.family.set_help(format!("Metric read from {files}"));
             }
-            if let Some(existing) = out.families().iter().find(|f| f.name() == p.family.name())
-                && (existing.get_field_type() != p.family.get_field_type()
-                    || existing.help() != p.family.help())
+            match index.get(p.family.name()) {
+                Some(&i) => merge_into(&mut merged[i], p.family),
+                None => {
+                    index.insert(p.family.name().to_string(), merged.len());
+                    merged.push(p.family);
+                }
+            }
+        }
+
+        for family in merged {
+            if let Some(existing) = out.families().iter().find(|f| f.name() == family.name())
+                && (existing.get_field_type() != family.get_field_type()
+                    || existing.help() != family.help())
             {
                 tracing::error!(
-                    metric = p.family.name(),
+                    metric = family.name(),
                     "textfile metric clashes with a built-in metric of another type or help; dropped"
                 );
                 continue;
             }
-            out.extend_family(p.family);
+            out.extend_family(family);
         }
 
         mtimes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -139,21 +146,15 @@ impl Collector for TextfileCollector {
 
 /// Adds a later file's family to the merged one. A later family whose type or help differs
 /// is dropped, as client_golang's gather rejects metrics inconsistent with the first.
-fn merge_into(first: &mut Parsed, mut later: Parsed) {
-    let help_differs =
-        first.has_help && later.has_help && first.family.help() != later.family.help();
-    if first.family.get_field_type() != later.family.get_field_type() || help_differs {
+fn merge_into(first: &mut MetricFamily, mut later: MetricFamily) {
+    if first.get_field_type() != later.get_field_type() || first.help() != later.help() {
         tracing::error!(
-            metric = first.family.name(),
+            metric = first.name(),
             "textfile metric has inconsistent type or help across files; dropping the later one"
         );
         return;
     }
-    if !first.has_help && later.has_help {
-        first.family.set_help(later.family.help().to_string());
-        first.has_help = true;
-    }
-    first.family.mut_metric().extend(later.family.take_metric());
+    first.mut_metric().extend(later.take_metric());
 }
 
 /// `*.prom` file names in `dir`, sorted (Go's os.ReadDir order).
@@ -801,11 +802,12 @@ mod tests {
         let set = collect(&d);
         assert_eq!(scrape_error(&set), 1.0);
 
-        // Same family in a.prom (with HELP) and b.prom (without): merged, HELP from a.
+        // Same family in a.prom (with HELP) and b.prom (without): b's part gets the
+        // fallback HELP, which conflicts, so only a's series remain (node_exporter 1.5.0).
         let jobs = family(&set, "batch_jobs_total");
         assert_eq!(jobs.get_field_type(), MetricType::COUNTER);
         assert_eq!(jobs.help(), "Jobs run.");
-        assert_eq!(jobs.get_metric().len(), 3);
+        assert_eq!(jobs.get_metric().len(), 2);
         // Missing labels are filled with "" within the file's family.
         assert_eq!(
             labels(&jobs.get_metric()[1]),

@@ -33,7 +33,8 @@ impl Collector for TimeCollector {
             "node_time_seconds",
             "System time in seconds since epoch (1970).",
             &[],
-            now.as_secs_f64(),
+            // As Go: float64(UnixNano()) / 1e9, which rounds differently from secs + frac.
+            now.as_nanos() as f64 / 1e9,
         );
         let (zone, offset) = local_zone(now.as_secs() as libc::time_t)?;
         out.gauge(
