@@ -1,15 +1,402 @@
-//! `cpu` collector. TODO(collector helper): port node_exporter 1.5.0 collector/cpu*_linux.go.
+//! `cpu`: node_cpu_seconds_total and node_cpu_guest_seconds_total from /proc/stat, plus
+//! node_cpu_isolated from sysfs (node_exporter 1.5.0 collector/cpu_linux.go).
+//!
+//! The per-CPU lines are parsed by hand rather than with `procfs::KernelStats`: procfs-core
+//! keeps CPUs as a plain list and drops the `cpuN` index, but node_exporter (procfs-go 0.8)
+//! labels by that index and fills gaps left by offline CPUs with zeroes.
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
-struct Pending;
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
 
-pub fn build(_ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
-    Ok(Box::new(Pending))
+/// /proc/stat counts in USER_HZ, which the kernel fixes at 100 for user space (procfs-go
+/// hard-codes it too), whatever CONFIG_HZ is.
+const USER_HZ: f64 = 100.0;
+
+/// An idle counter that drops by this many seconds means the CPU was hot-unplugged and
+/// re-added, so its cached counters restart (node_exporter's `jumpBackSeconds`).
+const JUMP_BACK_SECONDS: f64 = 3.0;
+
+const SECONDS_HELP: &str = "Seconds the CPUs spent in each mode.";
+const GUEST_HELP: &str = "Seconds the CPUs spent in guests (VMs) for each mode.";
+const ISOLATED_HELP: &str =
+    "Whether each core is isolated, information from /sys/devices/system/cpu/isolated.";
+
+/// One CPU's times in seconds, in /proc/stat column order.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub nice: f64,
+    pub system: f64,
+    pub idle: f64,
+    pub iowait: f64,
+    pub irq: f64,
+    pub softirq: f64,
+    pub steal: f64,
+    pub guest: f64,
+    pub guest_nice: f64,
 }
 
-impl Collector for Pending {
-    fn update(&self, _out: &mut MetricSet) -> Result<(), CollectorError> {
-        Err(CollectorError::NoData)
+impl CpuTimes {
+    fn fields_mut(&mut self) -> [&mut f64; 10] {
+        [
+            &mut self.user,
+            &mut self.nice,
+            &mut self.system,
+            &mut self.idle,
+            &mut self.iowait,
+            &mut self.irq,
+            &mut self.softirq,
+            &mut self.steal,
+            &mut self.guest,
+            &mut self.guest_nice,
+        ]
+    }
+
+    fn fields(&self) -> [f64; 10] {
+        [
+            self.user,
+            self.nice,
+            self.system,
+            self.idle,
+            self.iowait,
+            self.irq,
+            self.softirq,
+            self.steal,
+            self.guest,
+            self.guest_nice,
+        ]
+    }
+}
+
+pub struct CpuCollector {
+    stat_path: PathBuf,
+    guest: bool,
+    isolated: Vec<u32>,
+    /// Last emitted values, indexed by CPU number, kept so counters never go backwards.
+    cache: Mutex<Vec<CpuTimes>>,
+}
+
+pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
+    // Read once at start, like node_exporter: isolation only changes with a reboot.
+    let isolated_path = ctx.paths.sys_path("devices/system/cpu/isolated");
+    let isolated = match read_to_string(&isolated_path) {
+        Ok(text) => parse_cpu_list(text.trim())
+            .map_err(|detail| CollectorError::parse(isolated_path.display().to_string(), detail))?,
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(Box::new(CpuCollector {
+        stat_path: ctx.paths.proc_path("stat"),
+        guest: ctx.options.cpu_guest,
+        isolated,
+        cache: Mutex::new(Vec::new()),
+    }))
+}
+
+impl Collector for CpuCollector {
+    fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+        let text = read_to_string(&self.stat_path)?;
+        let current = parse_cpu_stat(&text, &self.stat_path.display().to_string())?;
+        // A poisoned lock only means an earlier scrape panicked mid-update; the cache is
+        // still a valid (if stale) set of counters.
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        update_monotonic(&mut cache, &current);
+
+        let mut label = String::new();
+        for (cpu, times) in cache.iter().enumerate() {
+            label.clear();
+            use std::fmt::Write;
+            let _ = write!(label, "{cpu}");
+            for (mode, value) in [
+                ("user", times.user),
+                ("nice", times.nice),
+                ("system", times.system),
+                ("idle", times.idle),
+                ("iowait", times.iowait),
+                ("irq", times.irq),
+                ("softirq", times.softirq),
+                ("steal", times.steal),
+            ] {
+                out.counter(
+                    "node_cpu_seconds_total",
+                    SECONDS_HELP,
+                    &[("cpu", &label), ("mode", mode)],
+                    value,
+                );
+            }
+            if self.guest {
+                // Guest time is already included in user/nice; exported separately.
+                out.counter(
+                    "node_cpu_guest_seconds_total",
+                    GUEST_HELP,
+                    &[("cpu", &label), ("mode", "user")],
+                    times.guest,
+                );
+                out.counter(
+                    "node_cpu_guest_seconds_total",
+                    GUEST_HELP,
+                    &[("cpu", &label), ("mode", "nice")],
+                    times.guest_nice,
+                );
+            }
+        }
+        for cpu in &self.isolated {
+            out.gauge(
+                "node_cpu_isolated",
+                ISOLATED_HELP,
+                &[("cpu", &cpu.to_string())],
+                1.0,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The `cpuN` lines of /proc/stat, indexed by N; CPUs missing from the file (offline)
+/// are all-zero entries, as procfs-go 0.8 returns them.
+pub fn parse_cpu_stat(text: &str, what: &str) -> Result<Vec<CpuTimes>, CollectorError> {
+    let mut cpus: Vec<CpuTimes> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            continue;
+        };
+        let mut fields = rest.split_ascii_whitespace();
+        let id = fields.next().unwrap_or_default();
+        if id.is_empty() || rest.starts_with(' ') {
+            continue; // the aggregate "cpu " line
+        }
+        let id: usize = id
+            .parse()
+            .map_err(|e| CollectorError::parse(what, format!("cpu id in {line:?}: {e}")))?;
+        let mut times = CpuTimes::default();
+        let mut n = 0;
+        for (slot, field) in times.fields_mut().into_iter().zip(fields) {
+            let ticks: u64 = field
+                .parse()
+                .map_err(|e| CollectorError::parse(what, format!("{field:?} in {line:?}: {e}")))?;
+            *slot = ticks as f64 / USER_HZ;
+            n += 1;
+        }
+        // Kernels since 2.6.33 print 10 columns; user..idle have always been there.
+        if n < 4 {
+            return Err(CollectorError::parse(
+                what,
+                format!("too few columns in {line:?}"),
+            ));
+        }
+        if cpus.len() <= id {
+            // Guard against a corrupt huge index allocating without bound.
+            if id > 1 << 16 {
+                return Err(CollectorError::parse(
+                    what,
+                    format!("cpu id {id} too large"),
+                ));
+            }
+            cpus.resize(id + 1, CpuTimes::default());
+        }
+        cpus[id] = times;
+    }
+    if cpus.is_empty() {
+        return Err(CollectorError::parse(what, "no cpuN lines"));
+    }
+    Ok(cpus)
+}
+
+/// Folds a new reading into the cache so each counter only moves forward: a value that went
+/// backwards keeps the old one, and an idle drop of ≥3 s resets that CPU (hotplug). A change
+/// in the number of CPUs resets the whole cache, as node_exporter 1.5.0 does.
+pub fn update_monotonic(cache: &mut Vec<CpuTimes>, new: &[CpuTimes]) {
+    if cache.len() != new.len() {
+        cache.clear();
+        cache.resize(new.len(), CpuTimes::default());
+    }
+    for (old, new) in cache.iter_mut().zip(new) {
+        if old.idle - new.idle >= JUMP_BACK_SECONDS {
+            tracing::debug!(
+                old = old.idle,
+                new = new.idle,
+                "CPU idle counter jumped backwards, possible hotplug event, resetting CPU stats"
+            );
+            *old = CpuTimes::default();
+        }
+        for (slot, value) in old.fields_mut().into_iter().zip(new.fields()) {
+            if value >= *slot {
+                *slot = value;
+            }
+        }
+    }
+}
+
+/// A kernel CPU list such as `0-2,5` (empty = none).
+pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|e| format!("{part:?}: {e}"))
+        };
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (num(lo)?, num(hi)?);
+                if lo > hi {
+                    return Err(format!("{part:?}: empty range"));
+                }
+                cpus.extend(lo..=hi);
+            }
+            None => cpus.push(num(part)?),
+        }
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostPaths;
+    use crate::metrics::CollectorOptions;
+    use prometheus::proto::MetricType;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/cpu")).join(name)
+    }
+
+    fn collector(root: &str, guest: bool) -> Box<dyn Collector> {
+        let paths = HostPaths {
+            proc: fixture(root).join("proc"),
+            sys: fixture(root).join("sys"),
+            ..HostPaths::default()
+        };
+        let options = CollectorOptions {
+            cpu_guest: guest,
+            ..CollectorOptions::default()
+        };
+        build(&BuildContext {
+            paths: &paths,
+            options: &options,
+        })
+        .unwrap()
+    }
+
+    fn value(set: &MetricSet, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let f = set.families().iter().find(|f| f.name() == name)?;
+        f.get_metric()
+            .iter()
+            .find(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+    }
+
+    #[test]
+    fn emits_eight_modes_and_guest_in_seconds() {
+        let c = collector("basic", true);
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        let f = &set.families()[0];
+        assert_eq!(f.name(), "node_cpu_seconds_total");
+        assert_eq!(f.help(), SECONDS_HELP);
+        assert_eq!(f.get_field_type(), MetricType::COUNTER);
+        assert_eq!(f.get_metric().len(), 16);
+        assert_eq!(
+            value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "1"), ("mode", "user")]
+            ),
+            Some(20.01)
+        );
+        assert_eq!(
+            value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "0"), ("mode", "steal")]
+            ),
+            Some(0.08)
+        );
+        let g = &set.families()[1];
+        assert_eq!(g.name(), "node_cpu_guest_seconds_total");
+        assert_eq!(g.get_metric().len(), 4);
+        assert_eq!(
+            value(
+                &set,
+                "node_cpu_guest_seconds_total",
+                &[("cpu", "0"), ("mode", "nice")]
+            ),
+            Some(0.1)
+        );
+        // isolated file is "1"
+        assert_eq!(value(&set, "node_cpu_isolated", &[("cpu", "1")]), Some(1.0));
+        assert!(!set.contains("node_cpu_info"));
+    }
+
+    #[test]
+    fn guest_can_be_disabled() {
+        let c = collector("basic", false);
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert!(!set.contains("node_cpu_guest_seconds_total"));
+    }
+
+    #[test]
+    fn offline_cpu_gap_is_zero_filled() {
+        let text = std::fs::read_to_string(fixture("offline/proc/stat")).unwrap();
+        let cpus = parse_cpu_stat(&text, "stat").unwrap();
+        assert_eq!(cpus.len(), 3);
+        assert_eq!(cpus[1], CpuTimes::default());
+        assert_eq!(cpus[2].idle, 5.0);
+        // Old kernels: only 4 columns, the rest are zero.
+        assert_eq!(cpus[0].user, 1.0);
+        assert_eq!(cpus[0].steal, 0.0);
+    }
+
+    #[test]
+    fn counters_are_monotonic_and_reset_on_hotplug() {
+        let t = |user, idle| CpuTimes {
+            user,
+            idle,
+            ..CpuTimes::default()
+        };
+        let mut cache = Vec::new();
+        update_monotonic(&mut cache, &[t(10.0, 100.0)]);
+        // user goes back a little: keep the old value; idle drops by < 3 s: keep old.
+        update_monotonic(&mut cache, &[t(9.0, 98.0)]);
+        assert_eq!(cache[0], t(10.0, 100.0));
+        // idle drops by ≥ 3 s: hotplug, take the new values.
+        update_monotonic(&mut cache, &[t(1.0, 2.0)]);
+        assert_eq!(cache[0], t(1.0, 2.0));
+        // A CPU appears: the whole cache restarts with the new set.
+        update_monotonic(&mut cache, &[t(5.0, 6.0), t(7.0, 8.0)]);
+        assert_eq!(cache, vec![t(5.0, 6.0), t(7.0, 8.0)]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_naming_the_file() {
+        for bad in [
+            "cpu  1 2 3 4\ncpu0 1 x 3 4\n",
+            "cpu0 1 2\n",
+            "intr 1\n",
+            "cpuX 1 2 3 4\n",
+        ] {
+            let err = parse_cpu_stat(bad, "/proc/stat").unwrap_err();
+            assert!(err.to_string().contains("/proc/stat"), "{err}");
+        }
+        let c = collector("missing", true);
+        let err = c.update(&mut MetricSet::new()).unwrap_err();
+        assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn parses_cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5").unwrap(), [0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
     }
 }

@@ -1,15 +1,173 @@
-//! `stat` collector. TODO(collector helper): port node_exporter 1.5.0 collector/stat*_linux.go.
+//! `stat`: boot time, context switches, forks, interrupts and process counts from
+//! /proc/stat (node_exporter 1.5.0 collector/stat_linux.go, softirq flag off).
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use std::path::PathBuf;
 
-struct Pending;
+use procfs::{ExplicitSystemInfo, FromBufReadSI, KernelStats};
 
-pub fn build(_ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
-    Ok(Box::new(Pending))
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+
+/// Only `ticks_per_second` matters to `KernelStats`; /proc/stat uses USER_HZ = 100.
+const SYSTEM_INFO: ExplicitSystemInfo = ExplicitSystemInfo {
+    boot_time_secs: 0,
+    ticks_per_second: 100,
+    page_size: 4096,
+    is_little_endian: cfg!(target_endian = "little"),
+};
+
+pub struct StatCollector {
+    path: PathBuf,
 }
 
-impl Collector for Pending {
-    fn update(&self, _out: &mut MetricSet) -> Result<(), CollectorError> {
-        Err(CollectorError::NoData)
+pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
+    Ok(Box::new(StatCollector {
+        path: ctx.paths.proc_path("stat"),
+    }))
+}
+
+/// The /proc/stat figures this collector exports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemStat {
+    pub intr: u64,
+    pub ctxt: u64,
+    pub btime: u64,
+    pub processes: u64,
+    pub procs_running: u32,
+    pub procs_blocked: u32,
+}
+
+impl Collector for StatCollector {
+    fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+        let text = read_to_string(&self.path)?;
+        let s = parse_stat(&text, &self.path.display().to_string())?;
+        out.counter(
+            "node_intr_total",
+            "Total number of interrupts serviced.",
+            &[],
+            s.intr as f64,
+        );
+        out.counter(
+            "node_context_switches_total",
+            "Total number of context switches.",
+            &[],
+            s.ctxt as f64,
+        );
+        out.counter(
+            "node_forks_total",
+            "Total number of forks.",
+            &[],
+            s.processes as f64,
+        );
+        out.gauge(
+            "node_boot_time_seconds",
+            "Node boot time, in unixtime.",
+            &[],
+            s.btime as f64,
+        );
+        out.gauge(
+            "node_procs_running",
+            "Number of processes in runnable state.",
+            &[],
+            f64::from(s.procs_running),
+        );
+        out.gauge(
+            "node_procs_blocked",
+            "Number of processes blocked waiting for I/O to complete.",
+            &[],
+            f64::from(s.procs_blocked),
+        );
+        Ok(())
+    }
+}
+
+/// Parses /proc/stat with procfs's `KernelStats`; the `intr` total, which procfs-core does
+/// not keep, is the first number of the `intr` line.
+pub fn parse_stat(text: &str, what: &str) -> Result<SystemStat, CollectorError> {
+    let ks = KernelStats::from_buf_read(text.as_bytes(), &SYSTEM_INFO)
+        .map_err(|e| CollectorError::parse(what, e))?;
+    let intr_field = text
+        .lines()
+        .find_map(|l| l.strip_prefix("intr "))
+        .and_then(|rest| rest.split_ascii_whitespace().next())
+        .ok_or_else(|| CollectorError::parse(what, "no intr line"))?;
+    let intr = intr_field
+        .parse()
+        .map_err(|e| CollectorError::parse(what, format!("intr {intr_field:?}: {e}")))?;
+    Ok(SystemStat {
+        intr,
+        ctxt: ks.ctxt,
+        btime: ks.btime,
+        processes: ks.processes,
+        procs_running: ks.procs_running.unwrap_or(0),
+        procs_blocked: ks.procs_blocked.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::proto::MetricType;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/stat")).join(name)
+    }
+
+    #[test]
+    fn emits_node_exporter_families() {
+        let c = StatCollector {
+            path: fixture("stat"),
+        };
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        let got: Vec<_> = set
+            .families()
+            .iter()
+            .map(|f| {
+                let m = &f.get_metric()[0];
+                (
+                    f.name().to_string(),
+                    f.get_field_type(),
+                    m.get_counter().get_value() + m.get_gauge().get_value(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("node_intr_total".into(), MetricType::COUNTER, 12345.0),
+                (
+                    "node_context_switches_total".into(),
+                    MetricType::COUNTER,
+                    987654.0
+                ),
+                ("node_forks_total".into(), MetricType::COUNTER, 4242.0),
+                (
+                    "node_boot_time_seconds".into(),
+                    MetricType::GAUGE,
+                    1700000000.0
+                ),
+                ("node_procs_running".into(), MetricType::GAUGE, 3.0),
+                ("node_procs_blocked".into(), MetricType::GAUGE, 1.0),
+            ]
+        );
+        assert_eq!(set.families()[3].help(), "Node boot time, in unixtime.");
+    }
+
+    #[test]
+    fn bad_input_is_an_error_naming_the_file() {
+        let text = std::fs::read_to_string(fixture("stat")).unwrap();
+        for bad in [
+            text.replace("ctxt 987654", "ctxt x"),
+            text.replace("btime 1700000000\n", ""),
+            text.replace("intr 12345 0 9 0", "intr"),
+            text.replace("intr 12345", "intr -1"),
+        ] {
+            let err = parse_stat(&bad, "/proc/stat").unwrap_err();
+            assert!(err.to_string().contains("/proc/stat"), "{err}");
+        }
+        let c = StatCollector {
+            path: fixture("absent"),
+        };
+        assert!(c.update(&mut MetricSet::new()).unwrap_err().is_not_found());
     }
 }
