@@ -136,6 +136,7 @@ pub fn gather(exporter_metrics: bool) -> Vec<MetricFamily> {
     let mut families = registry().gather();
     if exporter_metrics {
         families.extend(exporter().registry.gather());
+        families.extend(virtual_memory_max());
     }
     families
 }
@@ -162,4 +163,21 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         exporter().in_flight.dec();
     }
+}
+
+/// `process_virtual_memory_max_bytes` (RLIMIT_AS), which client_golang's process collector
+/// exports and the prometheus crate's does not. Unlimited is reported as 2^64-1, as there.
+fn virtual_memory_max() -> Vec<MetricFamily> {
+    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+    else {
+        return Vec::new();
+    };
+    let mut set = crate::metrics::MetricSet::new();
+    set.gauge(
+        "process_virtual_memory_max_bytes",
+        "Maximum amount of virtual memory available in bytes.",
+        &[],
+        soft as f64,
+    );
+    set.into_families()
 }
