@@ -389,3 +389,95 @@ impl NodeCollectors {
         set.into_families()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fails(CollectorError);
+    impl Collector for Fails {
+        fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+            // Partial output before the failure is still served, as in node_exporter.
+            out.gauge("node_partial", "Partial.", &[], 1.0);
+            Err(match &self.0 {
+                CollectorError::NoData => CollectorError::NoData,
+                other => CollectorError::Other(other.to_string()),
+            })
+        }
+    }
+
+    fn success(families: &[MetricFamily], collector: &str) -> f64 {
+        let f = families
+            .iter()
+            .find(|f| f.name() == "node_scrape_collector_success")
+            .expect("success family");
+        f.get_metric()
+            .iter()
+            .find(|m| m.get_label().iter().any(|l| l.value() == collector))
+            .map(|m| m.get_gauge().get_value())
+            .expect("series for collector")
+    }
+
+    #[test]
+    fn a_failing_collector_never_fails_the_scrape() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("loadavg"), "1 2 3 1/1 1\n").unwrap();
+        let paths = HostPaths {
+            proc: dir.path().to_path_buf(),
+            ..HostPaths::default()
+        };
+        let options = CollectorOptions::default();
+        let mut nc = NodeCollectors::build(
+            ["loadavg"],
+            &BuildContext {
+                paths: &paths,
+                options: &options,
+            },
+        );
+        nc.collectors.push((
+            "broken",
+            Box::new(Fails(CollectorError::Other("boom".into()))),
+        ));
+        nc.collectors
+            .push(("absent", Box::new(Fails(CollectorError::NoData))));
+        let families = nc.gather();
+        assert_eq!(success(&families, "loadavg"), 1.0);
+        assert_eq!(success(&families, "broken"), 0.0);
+        assert_eq!(success(&families, "absent"), 0.0);
+        assert!(families.iter().any(|f| f.name() == "node_load1"));
+        assert!(families.iter().any(|f| f.name() == "node_partial"));
+        let durations = families
+            .iter()
+            .find(|f| f.name() == "node_scrape_collector_duration_seconds")
+            .unwrap();
+        assert_eq!(durations.get_metric().len(), 3);
+    }
+
+    #[test]
+    fn every_collector_builds_against_an_empty_root() {
+        // A host without any of the files must not stop the agent: build never panics and
+        // collect only reports failures.
+        let dir = tempfile::tempdir().unwrap();
+        let paths = HostPaths {
+            proc: dir.path().join("proc"),
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().to_path_buf(),
+            udev_data: dir.path().join("udev"),
+        };
+        let options = CollectorOptions::default();
+        let names: Vec<&str> = COLLECTORS.iter().map(|c| c.name).collect();
+        let nc = NodeCollectors::build(
+            names,
+            &BuildContext {
+                paths: &paths,
+                options: &options,
+            },
+        );
+        let families = nc.gather();
+        assert!(
+            families
+                .iter()
+                .any(|f| f.name() == "node_scrape_collector_success")
+        );
+    }
+}
