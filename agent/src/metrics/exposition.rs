@@ -231,8 +231,8 @@ fn escape_into(out: &mut Vec<u8>, text: &str, quote: bool) {
 }
 
 /// Formats like Go's `strconv.FormatFloat(v, 'g', -1, 64)` (what client_golang writes):
-/// shortest round-trip digits, exponent form when the exponent is < -4 or >= 6
-/// (strconv uses precision 6 for that decision in shortest mode).
+/// shortest round-trip digits, exponent form (`2.70553174016e+11`) when the exponent is
+/// < -4 or >= 6, since in shortest mode strconv decides with precision 6.
 pub fn format_float(buf: &mut String, v: f64) {
     use std::fmt::Write as _;
     buf.clear();
@@ -244,26 +244,49 @@ pub fn format_float(buf: &mut String, v: f64) {
         buf.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
         return;
     }
-    if v == 0.0 {
-        buf.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+    // Most samples are small integers (counts, ids, flags): print them directly.
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        if v == 0.0 && v.is_sign_negative() {
+            buf.push_str("-0");
+        } else {
+            let _ = write!(buf, "{}", v as i64);
+        }
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, e.g. "2.70553174016e11".
+    // Rust's `{:e}` gives the shortest round-trip digits, e.g. "2.70553174016e11"; the
+    // plain form is rebuilt from the same digits instead of formatting twice.
     let _ = write!(buf, "{v:e}");
     let Some(e_at) = buf.find('e') else { return };
     let exp: i32 = buf[e_at + 1..].parse().unwrap_or(0);
+    let negative = buf.starts_with('-');
+    let digits: String = buf[..e_at].chars().filter(char::is_ascii_digit).collect();
+    buf.clear();
+    if negative {
+        buf.push('-');
+    }
     if (-4..6).contains(&exp) {
-        buf.clear();
-        let _ = write!(buf, "{v}");
+        if exp < 0 {
+            buf.push_str("0.");
+            buf.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            buf.push_str(&digits);
+        } else {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                buf.push_str(&digits);
+                buf.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            } else {
+                buf.push_str(&digits[..int_len]);
+                buf.push('.');
+                buf.push_str(&digits[int_len..]);
+            }
+        }
     } else {
-        let mantissa = buf[..e_at].to_string();
-        buf.clear();
-        let _ = write!(
-            buf,
-            "{mantissa}e{}{:02}",
-            if exp < 0 { '-' } else { '+' },
-            exp.abs()
-        );
+        buf.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            buf.push('.');
+            buf.push_str(&digits[1..]);
+        }
+        let _ = write!(buf, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
     }
 }
 
@@ -291,6 +314,16 @@ mod tests {
         assert_eq!(f(f64::NAN), "NaN");
         assert_eq!(f(f64::NEG_INFINITY), "-Inf");
         assert_eq!(f(-2.5), "-2.5");
+        assert_eq!(f(0.001955634), "0.001955634");
+        assert_eq!(f(12.5), "12.5");
+        assert_eq!(f(999999.0), "999999");
+        assert_eq!(f(-1234567.0), "-1.234567e+06");
+        assert_eq!(f(1.8446744073709552e19), "1.8446744073709552e+19");
+        assert_eq!(f(100000.5), "100000.5");
+        // Same as formatting through Rust's Display for the plain range.
+        for v in [0.1, 0.5, 3.25, 123.456, 0.00012, 99999.99] {
+            assert_eq!(f(v), format!("{v}"));
+        }
     }
 
     #[test]
