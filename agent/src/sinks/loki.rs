@@ -1,0 +1,455 @@
+//! Grafana Loki push API (`POST /loki/api/v1/push`).
+//!
+//! Protobuf (snappy block-compressed `logproto.PushRequest`, as Promtail sends) or JSON.
+//! Streams are labelled `namespace`, `pod`, `container`, `node`, `stream` plus static
+//! labels; `pod_uid` and file paths stay out of the labels on purpose (unbounded
+//! cardinality). Entries are sorted by timestamp within each stream of a request.
+//! 2xx: done. 429/5xx/network: retry. Other 4xx (out of order, too old, rate-limited
+//! stream…): dead-letter, then done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{LokiConfig, LokiEncoding};
+use super::deadletter::{DeadLetter, Refusal};
+use super::http::{HttpClient, Settled};
+use super::metrics::SinkMetrics;
+use super::retry::Backoff;
+use super::{DeliverFuture, Sink, SinkError};
+use crate::identity::NodeIdentity;
+use crate::logs::record::{LogRecord, SourceMeta, Stream};
+
+/// Labels set from each record; they cannot be configured as static labels.
+pub const DYNAMIC_LABELS: &[&str] = &["namespace", "pod", "container", "node", "stream"];
+
+/// `logproto.PushRequest` and friends (pkg/push/push.proto), the fields we send.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PushRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub streams: Vec<StreamAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamAdapter {
+        /// Prometheus-style label set: `{a="1", b="2"}`.
+        #[prost(string, tag = "1")]
+        pub labels: String,
+        #[prost(message, repeated, tag = "2")]
+        pub entries: Vec<EntryAdapter>,
+        #[prost(uint64, tag = "3")]
+        pub hash: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EntryAdapter {
+        #[prost(message, optional, tag = "1")]
+        pub timestamp: Option<Timestamp>,
+        #[prost(string, tag = "2")]
+        pub line: String,
+    }
+
+    /// `google.protobuf.Timestamp`.
+    #[derive(Clone, Copy, PartialEq, prost::Message)]
+    pub struct Timestamp {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+}
+
+/// One encoded request and what it carries.
+pub struct EncodedRequest {
+    pub body: Bytes,
+    pub content_type: &'static str,
+    /// The body is gzip'd (JSON only; protobuf bodies are snappy'd by the protocol).
+    pub gzipped: bool,
+    /// `records[range]` went into this request.
+    pub range: std::ops::Range<usize>,
+    /// Encoded size before compression.
+    pub raw_len: usize,
+}
+
+/// Turns batches into push requests. Separate from the sink so benchmarks can drive it.
+pub struct LokiEncoder {
+    encoding: LokiEncoding,
+    static_labels: BTreeMap<String, String>,
+    node_fallback: String,
+    max_request_bytes: usize,
+}
+
+/// One stream of a request: its labels and entries (timestamp, index into the batch).
+struct Group {
+    labels: Vec<(String, String)>,
+    label_string: String,
+    entries: Vec<(i64, usize)>,
+}
+
+impl LokiEncoder {
+    pub fn new(config: &LokiConfig, identity: &NodeIdentity) -> Self {
+        Self {
+            encoding: config.encoding,
+            static_labels: config.labels.clone(),
+            node_fallback: identity.node_name.clone(),
+            max_request_bytes: config.http.max_request_bytes,
+        }
+    }
+
+    /// Encodes `records` into requests of at most ~`max_request_bytes` (before compression).
+    pub fn encode(&self, records: &[LogRecord], gzip: bool) -> Vec<EncodedRequest> {
+        let mut requests = Vec::new();
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut estimate = 0;
+            // Per-entry overhead: timestamp and framing (protobuf) or quoting (JSON).
+            while end < records.len()
+                && (end == start
+                    || estimate + records[end].message.len() + 48 <= self.max_request_bytes)
+            {
+                estimate += records[end].message.len() + 48;
+                end += 1;
+            }
+            requests.push(self.encode_one(records, start..end, gzip));
+            start = end;
+        }
+        requests
+    }
+
+    fn encode_one(
+        &self,
+        records: &[LogRecord],
+        range: std::ops::Range<usize>,
+        gzip: bool,
+    ) -> EncodedRequest {
+        let groups = self.group(records, range.clone());
+        match self.encoding {
+            LokiEncoding::Protobuf => {
+                let request = proto::PushRequest {
+                    streams: groups
+                        .into_iter()
+                        .map(|g| proto::StreamAdapter {
+                            labels: g.label_string,
+                            entries: g
+                                .entries
+                                .iter()
+                                .map(|&(ts, i)| proto::EntryAdapter {
+                                    timestamp: Some(proto::Timestamp {
+                                        seconds: ts.div_euclid(1_000_000_000),
+                                        nanos: ts.rem_euclid(1_000_000_000) as i32,
+                                    }),
+                                    line: records[i].message.clone(),
+                                })
+                                .collect(),
+                            hash: 0,
+                        })
+                        .collect(),
+                };
+                let raw = prost::Message::encode_to_vec(&request);
+                let raw_len = raw.len();
+                // Loki expects snappy's block format, not the framed stream format.
+                let body = snap::raw::Encoder::new()
+                    .compress_vec(&raw)
+                    .expect("snappy into Vec");
+                EncodedRequest {
+                    body: Bytes::from(body),
+                    content_type: "application/x-protobuf",
+                    gzipped: false,
+                    range,
+                    raw_len,
+                }
+            }
+            LokiEncoding::Json => {
+                #[derive(Serialize)]
+                struct Push<'a> {
+                    streams: Vec<JsonStream<'a>>,
+                }
+                #[derive(Serialize)]
+                struct JsonStream<'a> {
+                    stream: BTreeMap<&'a str, &'a str>,
+                    values: Vec<(String, &'a str)>,
+                }
+                let push = Push {
+                    streams: groups
+                        .iter()
+                        .map(|g| JsonStream {
+                            stream: g
+                                .labels
+                                .iter()
+                                .map(|(k, v)| (k.as_str(), v.as_str()))
+                                .collect(),
+                            values: g
+                                .entries
+                                .iter()
+                                .map(|&(ts, i)| (ts.to_string(), records[i].message.as_str()))
+                                .collect(),
+                        })
+                        .collect(),
+                };
+                let raw = serde_json::to_vec(&push).expect("JSON into Vec");
+                let raw_len = raw.len();
+                let body = if gzip { super::http::gzip(&raw) } else { raw };
+                EncodedRequest {
+                    body: Bytes::from(body),
+                    content_type: "application/json",
+                    gzipped: gzip,
+                    range,
+                    raw_len,
+                }
+            }
+        }
+    }
+
+    /// Groups `records[range]` by label set, entries sorted by timestamp (stable, so equal
+    /// timestamps keep file order).
+    fn group(&self, records: &[LogRecord], range: std::ops::Range<usize>) -> Vec<Group> {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_labels: HashMap<String, usize> = HashMap::new();
+        // Records of one file arrive together: remember the last source to skip rebuilding.
+        let mut last: Option<(*const SourceMeta, Stream, usize)> = None;
+        for i in range {
+            let r = &records[i];
+            let key = (Arc::as_ptr(&r.source), r.stream);
+            let index = match last {
+                Some((ptr, stream, index)) if (ptr, stream) == key => index,
+                _ => {
+                    let labels = self.labels(r);
+                    let label_string = label_string(&labels);
+                    let index = *by_labels.entry(label_string.clone()).or_insert_with(|| {
+                        groups.push(Group {
+                            labels,
+                            label_string,
+                            entries: Vec::new(),
+                        });
+                        groups.len() - 1
+                    });
+                    last = Some((key.0, key.1, index));
+                    index
+                }
+            };
+            groups[index].entries.push((r.timestamp_nanos, i));
+        }
+        for g in &mut groups {
+            g.entries.sort_by_key(|&(ts, _)| ts);
+        }
+        groups
+    }
+
+    fn labels(&self, r: &LogRecord) -> Vec<(String, String)> {
+        let node = if r.source.node.is_empty() {
+            &self.node_fallback
+        } else {
+            &r.source.node
+        };
+        let mut labels: Vec<(String, String)> = Vec::with_capacity(5 + self.static_labels.len());
+        for (name, value) in [
+            ("container", r.source.container.as_str()),
+            ("namespace", r.source.namespace.as_str()),
+            ("node", node.as_str()),
+            ("pod", r.source.pod.as_str()),
+            ("stream", r.stream.as_str()),
+        ] {
+            // An empty value means "no such label" in Loki and Prometheus.
+            if !value.is_empty() {
+                labels.push((name.to_string(), value.to_string()));
+            }
+        }
+        for (name, value) in &self.static_labels {
+            if !value.is_empty() {
+                labels.push((name.clone(), value.clone()));
+            }
+        }
+        labels.sort();
+        labels
+    }
+}
+
+/// `{a="x", b="y\"z"}` with Go-style escaping of `\`, `"` and newlines.
+pub fn label_string(labels: &[(String, String)]) -> String {
+    let mut s = String::with_capacity(64);
+    s.push('{');
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(name);
+        s.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+pub struct LokiSink {
+    name: String,
+    url: reqwest::Url,
+    tenant: Option<String>,
+    encoder: LokiEncoder,
+    client: HttpClient,
+    dead_letter: DeadLetter,
+    retry: super::config::RetryOptions,
+}
+
+impl LokiSink {
+    pub fn new(name: String, config: &LokiConfig, identity: &NodeIdentity) -> anyhow::Result<Self> {
+        Self::with_state_dir(
+            name,
+            config,
+            identity,
+            std::path::Path::new(super::config::DEFAULT_STATE_DIR),
+        )
+    }
+
+    pub fn with_state_dir(
+        name: String,
+        config: &LokiConfig,
+        identity: &NodeIdentity,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let url = push_url(&config.http.url)?;
+        let metrics = SinkMetrics::new(&name);
+        let client = HttpClient::new(&name, &config.http, metrics.clone())?;
+        let dead_letter_path = config
+            .http
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
+        Ok(Self {
+            dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
+            encoder: LokiEncoder::new(config, identity),
+            tenant: config.tenant.clone().filter(|t| !t.is_empty()),
+            retry: config.http.retry,
+            name,
+            url,
+            client,
+        })
+    }
+
+    pub fn metrics(&self) -> &SinkMetrics {
+        &self.client.metrics
+    }
+
+    pub fn dead_letter_path(&self) -> &std::path::Path {
+        self.dead_letter.path()
+    }
+
+    async fn deliver_all(
+        &self,
+        records: &[LogRecord],
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let requests = self.encoder.encode(records, self.client.gzip());
+        let tenant: Vec<(&'static str, &str)> = self
+            .tenant
+            .iter()
+            .map(|t| ("X-Scope-OrgID", t.as_str()))
+            .collect();
+        let mut backoff = Backoff::new(self.retry);
+        for request in requests {
+            let settled = self
+                .client
+                .send_until_settled(
+                    &self.url,
+                    request.content_type,
+                    request.body,
+                    request.gzipped,
+                    &tenant,
+                    &mut backoff,
+                    cancel,
+                )
+                .await?;
+            let chunk = &records[request.range];
+            match settled {
+                Settled::Accepted { .. } => self.client.metrics.sent(chunk.len(), request.raw_len),
+                Settled::Refused { status, detail } => {
+                    let refusals: Vec<Refusal<'_>> = chunk
+                        .iter()
+                        .map(|record| Refusal {
+                            record,
+                            status: Some(status),
+                            reason: detail.clone(),
+                        })
+                        .collect();
+                    self.dead_letter
+                        .write_retrying(&refusals, &mut backoff, cancel)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `url` as given if it already names the push endpoint, else with it appended.
+fn push_url(url: &str) -> anyhow::Result<reqwest::Url> {
+    let full = if url.trim_end_matches('/').ends_with("/loki/api/v1/push") {
+        url.to_string()
+    } else {
+        format!("{}/loki/api/v1/push", url.trim_end_matches('/'))
+    };
+    let parsed = reqwest::Url::parse(&full).with_context(|| format!("loki url {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("loki url {url:?}: scheme must be http or https");
+    }
+    Ok(parsed)
+}
+
+impl Sink for LokiSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a> {
+        Box::pin(self.deliver_all(records, cancel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        let labels = vec![
+            ("a".to_string(), "x".to_string()),
+            ("b".to_string(), "q\"\\\n".to_string()),
+        ];
+        assert_eq!(label_string(&labels), r#"{a="x", b="q\"\\\n"}"#);
+    }
+
+    #[test]
+    fn builds_the_push_url() {
+        assert_eq!(
+            push_url("http://loki:3100").unwrap().as_str(),
+            "http://loki:3100/loki/api/v1/push"
+        );
+        assert_eq!(
+            push_url("http://gw/tenant1/").unwrap().as_str(),
+            "http://gw/tenant1/loki/api/v1/push"
+        );
+        assert_eq!(
+            push_url("https://l/loki/api/v1/push").unwrap().as_str(),
+            "https://l/loki/api/v1/push"
+        );
+        assert!(push_url("ftp://x").is_err());
+        assert!(push_url("not a url").is_err());
+    }
+}
