@@ -18,6 +18,7 @@ pub mod retry;
 pub mod stdout;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -56,9 +57,19 @@ pub trait Sink: Send + Sync {
 }
 
 /// Builds every configured sink; no `sinks:` entry means the embedded default (stdout).
+/// Dead letters default to [`config::DEFAULT_STATE_DIR`]; see [`build_all_in`].
 pub fn build_all(
     configs: &[SinkConfig],
     identity: &NodeIdentity,
+) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
+    build_all_in(configs, identity, Path::new(config::DEFAULT_STATE_DIR))
+}
+
+/// [`build_all`] with dead letters defaulting to `<state_dir>/deadletter/<sink>.ndjson`.
+pub fn build_all_in(
+    configs: &[SinkConfig],
+    identity: &NodeIdentity,
+    state_dir: &Path,
 ) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
     let defaults = [SinkConfig::Stdout(config::StdoutConfig::default())];
     let configs = if configs.is_empty() {
@@ -75,20 +86,29 @@ pub fn build_all(
                 "sinks[{i}]: a second sink is named {name:?}; give each sink a distinct `name`"
             );
         }
-        let sink = build(config, identity).with_context(|| format!("sinks[{i}] ({name})"))?;
+        let sink =
+            build(config, identity, state_dir).with_context(|| format!("sinks[{i}] ({name})"))?;
         sinks.push(sink);
     }
     Ok(sinks)
 }
 
 /// Builds one sink from its config.
-pub fn build(config: &SinkConfig, identity: &NodeIdentity) -> anyhow::Result<Arc<dyn Sink>> {
+pub fn build(
+    config: &SinkConfig,
+    identity: &NodeIdentity,
+    state_dir: &Path,
+) -> anyhow::Result<Arc<dyn Sink>> {
     config.validate()?;
     let name = config.name();
     Ok(match config {
         SinkConfig::Stdout(_) => Arc::new(stdout::StdoutSink::new(name)),
         SinkConfig::File(c) => Arc::new(file::FileSink::open(name, &c.path)?),
-        SinkConfig::Loki(c) => Arc::new(loki::LokiSink::new(name, c, identity)?),
-        SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::new(name, c)?),
+        SinkConfig::Loki(c) => Arc::new(loki::LokiSink::with_state_dir(
+            name, c, identity, state_dir,
+        )?),
+        SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
+            name, c, state_dir,
+        )?),
     })
 }
