@@ -7,6 +7,7 @@
 
 pub mod elasticsearch;
 pub mod loki;
+pub mod null;
 pub mod records;
 pub mod server;
 
