@@ -313,3 +313,31 @@ async fn bearer_token_file_and_basic_password_env_are_sent() {
         "{err:#}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_split_over_requests_stays_in_timestamp_order() {
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "loki-split-order",
+        &state,
+        json!({"url": loki.url(), "max_request_bytes": 2048}),
+    );
+    let src = source("ns", "p", "c");
+    let body = "z".repeat(300);
+    // Newest first: a naive split would push the newest entries first and Loki would
+    // refuse the older ones as out of order.
+    let records: Vec<_> = (0..20)
+        .rev()
+        .map(|i| record(&src, T0 + i, i as u64 * 400, &format!("{i:02}-{body}")))
+        .collect();
+    deliver(&sink, &records).await.unwrap();
+    assert_eq!(sink.metrics().dead_lettered_records(), 0);
+    let lines = loki.lines();
+    assert_eq!(lines.len(), 20);
+    assert!(
+        lines.windows(2).all(|w| w[0] < w[1]),
+        "not in timestamp order"
+    );
+    assert!(loki.pushes("protobuf") >= 3);
+}

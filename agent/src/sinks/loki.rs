@@ -8,6 +8,7 @@
 //! stream…): dead-letter, then done.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -70,8 +71,8 @@ pub struct EncodedRequest {
     pub content_type: &'static str,
     /// The body is gzip'd (JSON only; protobuf bodies are snappy'd by the protocol).
     pub gzipped: bool,
-    /// `records[range]` went into this request.
-    pub range: std::ops::Range<usize>,
+    /// Indices (into the batch) of the records this request carries.
+    pub records: Vec<usize>,
     /// Encoded size before compression.
     pub raw_len: usize,
 }
@@ -103,41 +104,59 @@ impl LokiEncoder {
 
     /// Encodes `records` into requests of at most ~`max_request_bytes` (before compression).
     pub fn encode(&self, records: &[LogRecord], gzip: bool) -> Vec<EncodedRequest> {
+        // Group and sort the whole batch first, then cut requests: a stream split over
+        // two requests then still goes out in timestamp order.
+        let groups = self.group(records);
         let mut requests = Vec::new();
-        let mut start = 0;
-        while start < records.len() {
-            let mut end = start;
-            let mut estimate = 0;
-            // Per-entry overhead: timestamp and framing (protobuf) or quoting (JSON).
-            while end < records.len()
-                && (end == start
-                    || estimate + records[end].message.len() + 48 <= self.max_request_bytes)
-            {
-                estimate += records[end].message.len() + 48;
-                end += 1;
+        let mut pieces: Vec<(usize, Range<usize>)> = Vec::new();
+        let mut size = 0;
+        for (g, group) in groups.iter().enumerate() {
+            let label_cost = group.label_string.len() + 16;
+            let mut start = 0;
+            for (k, &(_, i)) in group.entries.iter().enumerate() {
+                // Per-entry overhead: timestamp and framing (protobuf) or quoting (JSON).
+                let entry_cost = records[i].message.len() + 48;
+                let mut cost = entry_cost + if k == start { label_cost } else { 0 };
+                if size > 0 && size + cost > self.max_request_bytes {
+                    if k > start {
+                        pieces.push((g, start..k));
+                    }
+                    requests.push(self.encode_request(records, &groups, &pieces, gzip));
+                    pieces.clear();
+                    size = 0;
+                    start = k;
+                    cost = entry_cost + label_cost;
+                }
+                size += cost;
             }
-            requests.push(self.encode_one(records, start..end, gzip));
-            start = end;
+            pieces.push((g, start..group.entries.len()));
+        }
+        if !pieces.is_empty() {
+            requests.push(self.encode_request(records, &groups, &pieces, gzip));
         }
         requests
     }
 
-    fn encode_one(
+    /// One request from `pieces`: (group, range of its sorted entries).
+    fn encode_request(
         &self,
         records: &[LogRecord],
-        range: std::ops::Range<usize>,
+        groups: &[Group],
+        pieces: &[(usize, Range<usize>)],
         gzip: bool,
     ) -> EncodedRequest {
-        let groups = self.group(records, range.clone());
+        let carried: Vec<usize> = pieces
+            .iter()
+            .flat_map(|(g, range)| groups[*g].entries[range.clone()].iter().map(|&(_, i)| i))
+            .collect();
         match self.encoding {
             LokiEncoding::Protobuf => {
                 let request = proto::PushRequest {
-                    streams: groups
-                        .into_iter()
-                        .map(|g| proto::StreamAdapter {
-                            labels: g.label_string,
-                            entries: g
-                                .entries
+                    streams: pieces
+                        .iter()
+                        .map(|(g, range)| proto::StreamAdapter {
+                            labels: groups[*g].label_string.clone(),
+                            entries: groups[*g].entries[range.clone()]
                                 .iter()
                                 .map(|&(ts, i)| proto::EntryAdapter {
                                     timestamp: Some(proto::Timestamp {
@@ -161,7 +180,7 @@ impl LokiEncoder {
                     body: Bytes::from(body),
                     content_type: "application/x-protobuf",
                     gzipped: false,
-                    range,
+                    records: carried,
                     raw_len,
                 }
             }
@@ -176,16 +195,15 @@ impl LokiEncoder {
                     values: Vec<(String, &'a str)>,
                 }
                 let push = Push {
-                    streams: groups
+                    streams: pieces
                         .iter()
-                        .map(|g| JsonStream {
-                            stream: g
+                        .map(|(g, range)| JsonStream {
+                            stream: groups[*g]
                                 .labels
                                 .iter()
                                 .map(|(k, v)| (k.as_str(), v.as_str()))
                                 .collect(),
-                            values: g
-                                .entries
+                            values: groups[*g].entries[range.clone()]
                                 .iter()
                                 .map(|&(ts, i)| (ts.to_string(), records[i].message.as_str()))
                                 .collect(),
@@ -199,22 +217,21 @@ impl LokiEncoder {
                     body: Bytes::from(body),
                     content_type: "application/json",
                     gzipped: gzip,
-                    range,
+                    records: carried,
                     raw_len,
                 }
             }
         }
     }
 
-    /// Groups `records[range]` by label set, entries sorted by timestamp (stable, so equal
+    /// Groups `records` by label set, entries sorted by timestamp (stable, so equal
     /// timestamps keep file order).
-    fn group(&self, records: &[LogRecord], range: std::ops::Range<usize>) -> Vec<Group> {
+    fn group(&self, records: &[LogRecord]) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
         let mut by_labels: HashMap<String, usize> = HashMap::new();
         // Records of one file arrive together: remember the last source to skip rebuilding.
         let mut last: Option<(*const SourceMeta, Stream, usize)> = None;
-        for i in range {
-            let r = &records[i];
+        for (i, r) in records.iter().enumerate() {
             let key = (Arc::as_ptr(&r.source), r.stream);
             let index = match last {
                 Some((ptr, stream, index)) if (ptr, stream) == key => index,
@@ -372,14 +389,20 @@ impl LokiSink {
                     cancel,
                 )
                 .await?;
-            let chunk = &records[request.range];
             match settled {
-                Settled::Accepted { .. } => self.client.metrics.sent(chunk.len(), request.raw_len),
+                Settled::Accepted { .. } => self
+                    .client
+                    .metrics
+                    .sent(request.records.len(), request.raw_len),
                 Settled::Refused { status, detail } => {
-                    let refusals: Vec<Refusal<'_>> = chunk
+                    // Loki may have kept part of a refused push (it answers 400 for the
+                    // rejected entries only); dead-lettering all of it errs on the side
+                    // of keeping a copy.
+                    let refusals: Vec<Refusal<'_>> = request
+                        .records
                         .iter()
-                        .map(|record| Refusal {
-                            record,
+                        .map(|&i| Refusal {
+                            record: &records[i],
                             status: Some(status),
                             reason: detail.clone(),
                         })
