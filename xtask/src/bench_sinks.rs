@@ -192,7 +192,7 @@ fn message_pool(len: usize) -> Vec<String> {
                 let w = words[(state % words.len() as u64) as usize];
                 s.push_str(w);
                 s.push(' ');
-                if state % 5 == 0 {
+                if state.is_multiple_of(5) {
                     s.push_str(&format!("{} ", state % 100_000));
                 }
             }
