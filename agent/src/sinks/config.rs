@@ -130,6 +130,7 @@ pub struct HttpOptions {
     /// Name in metrics and logs (defaults to the sink type).
     pub name: Option<String>,
     /// Base URL of the receiver (`http(s)://host:port`, optionally with a path prefix).
+    #[serde(alias = "endpoint")]
     pub url: String,
     pub tls: TlsOptions,
     pub auth: Option<AuthOptions>,
@@ -352,6 +353,13 @@ mod tests {
         };
         assert_eq!(es.index, "node-agent-%Y.%m.%d");
         assert_eq!(es.http.headers["X-Extra"], "yes");
+    }
+
+    #[test]
+    fn endpoint_is_an_alias_of_url() {
+        let configs = parse("- type: elasticsearch\n  endpoint: http://es:9200\n").unwrap();
+        let SinkConfig::Elasticsearch(es) = &configs[0] else { panic!() };
+        assert_eq!(es.http.url, "http://es:9200");
     }
 
     #[test]
