@@ -358,7 +358,9 @@ mod tests {
     #[test]
     fn endpoint_is_an_alias_of_url() {
         let configs = parse("- type: elasticsearch\n  endpoint: http://es:9200\n").unwrap();
-        let SinkConfig::Elasticsearch(es) = &configs[0] else { panic!() };
+        let SinkConfig::Elasticsearch(es) = &configs[0] else {
+            panic!()
+        };
         assert_eq!(es.http.url, "http://es:9200");
     }
 

@@ -151,26 +151,7 @@ impl LokiEncoder {
             .collect();
         match self.encoding {
             LokiEncoding::Protobuf => {
-                let request = proto::PushRequest {
-                    streams: pieces
-                        .iter()
-                        .map(|(g, range)| proto::StreamAdapter {
-                            labels: groups[*g].label_string.clone(),
-                            entries: groups[*g].entries[range.clone()]
-                                .iter()
-                                .map(|&(ts, i)| proto::EntryAdapter {
-                                    timestamp: Some(proto::Timestamp {
-                                        seconds: ts.div_euclid(1_000_000_000),
-                                        nanos: ts.rem_euclid(1_000_000_000) as i32,
-                                    }),
-                                    line: records[i].message.clone(),
-                                })
-                                .collect(),
-                            hash: 0,
-                        })
-                        .collect(),
-                };
-                let raw = prost::Message::encode_to_vec(&request);
+                let raw = encode_protobuf(records, groups, pieces);
                 let raw_len = raw.len();
                 // Loki expects snappy's block format, not the framed stream format.
                 let body = snap::raw::Encoder::new()
@@ -285,6 +266,91 @@ impl LokiEncoder {
         labels.sort();
         labels
     }
+}
+
+/// Writes `logproto.PushRequest` straight from the records: the same bytes
+/// `prost::Message::encode_to_vec(&proto::PushRequest { .. })` gives (a test checks),
+/// without first copying every line into owned structs.
+fn encode_protobuf(
+    records: &[LogRecord],
+    groups: &[Group],
+    pieces: &[(usize, Range<usize>)],
+) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+
+    fn split(ts: i64) -> (i64, i32) {
+        (
+            ts.div_euclid(1_000_000_000),
+            ts.rem_euclid(1_000_000_000) as i32,
+        )
+    }
+    fn timestamp_len(ts: i64) -> usize {
+        let (s, n) = split(ts);
+        let field = |v: u64| if v == 0 { 0 } else { 1 + encoded_len_varint(v) };
+        field(s as u64) + field(i64::from(n) as u64)
+    }
+    fn delimited_len(len: usize) -> usize {
+        1 + encoded_len_varint(len as u64) + len
+    }
+    fn entry_len(ts: i64, line: &str) -> usize {
+        // The timestamp is always present (an optional message set to Some).
+        delimited_len(timestamp_len(ts))
+            + if line.is_empty() {
+                0
+            } else {
+                delimited_len(line.len())
+            }
+    }
+    let stream_len = |g: &Group, range: &Range<usize>| {
+        let labels = if g.label_string.is_empty() {
+            0
+        } else {
+            delimited_len(g.label_string.len())
+        };
+        labels
+            + g.entries[range.clone()]
+                .iter()
+                .map(|&(ts, i)| delimited_len(entry_len(ts, &records[i].message)))
+                .sum::<usize>()
+    };
+    let total: usize = pieces
+        .iter()
+        .map(|(g, r)| delimited_len(stream_len(&groups[*g], r)))
+        .sum();
+    let mut buf = Vec::with_capacity(total);
+    for (g, range) in pieces {
+        let group = &groups[*g];
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(stream_len(group, range) as u64, &mut buf);
+        if !group.label_string.is_empty() {
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(group.label_string.len() as u64, &mut buf);
+            buf.extend_from_slice(group.label_string.as_bytes());
+        }
+        for &(ts, i) in &group.entries[range.clone()] {
+            let line = &records[i].message;
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(entry_len(ts, line) as u64, &mut buf);
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(timestamp_len(ts) as u64, &mut buf);
+            let (seconds, nanos) = split(ts);
+            if seconds != 0 {
+                encode_key(1, WireType::Varint, &mut buf);
+                encode_varint(seconds as u64, &mut buf);
+            }
+            if nanos != 0 {
+                encode_key(2, WireType::Varint, &mut buf);
+                encode_varint(i64::from(nanos) as u64, &mut buf);
+            }
+            if !line.is_empty() {
+                encode_key(2, WireType::LengthDelimited, &mut buf);
+                encode_varint(line.len() as u64, &mut buf);
+                buf.extend_from_slice(line.as_bytes());
+            }
+        }
+    }
+    debug_assert_eq!(buf.len(), total);
+    buf
 }
 
 /// `{a="x", b="y\"z"}` with Go-style escaping of `\`, `"` and newlines.
@@ -448,6 +514,78 @@ impl Sink for LokiSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_written_protobuf_matches_prost() {
+        let config: LokiConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://l", "labels": {"env": "x"}}))
+                .unwrap();
+        let encoder = LokiEncoder::new(&config, &NodeIdentity::default());
+        let meta = |pod: &str| {
+            Arc::new(SourceMeta {
+                namespace: "ns".into(),
+                pod: pod.into(),
+                pod_uid: "u".into(),
+                container: "c".into(),
+                node: String::new(),
+                path: "/p".into(),
+                file_id: 1,
+            })
+        };
+        let (a, b) = (meta("a"), meta("b"));
+        let rec = |source: &Arc<SourceMeta>, ts: i64, message: &str| LogRecord {
+            source: Arc::clone(source),
+            timestamp_nanos: ts,
+            stream: Stream::Stdout,
+            offset: 0,
+            message: message.into(),
+            truncated: false,
+            malformed: false,
+            fields: None,
+        };
+        let long = "é".repeat(300);
+        let records = vec![
+            rec(&a, 1_700_000_000_123_456_789, "hello"),
+            rec(&b, 0, ""),
+            rec(&a, 5, &long),
+            rec(&b, -1_500_000_000, "before the epoch"),
+            rec(&a, 2_000_000_000, "whole second"),
+        ];
+        let groups = encoder.group(&records);
+        let pieces: Vec<(usize, Range<usize>)> = groups
+            .iter()
+            .enumerate()
+            .map(|(g, group)| (g, 0..group.entries.len()))
+            .collect();
+        let expected = proto::PushRequest {
+            streams: pieces
+                .iter()
+                .map(|(g, range)| proto::StreamAdapter {
+                    labels: groups[*g].label_string.clone(),
+                    entries: groups[*g].entries[range.clone()]
+                        .iter()
+                        .map(|&(ts, i)| proto::EntryAdapter {
+                            timestamp: Some(proto::Timestamp {
+                                seconds: ts.div_euclid(1_000_000_000),
+                                nanos: ts.rem_euclid(1_000_000_000) as i32,
+                            }),
+                            line: records[i].message.clone(),
+                        })
+                        .collect(),
+                    hash: 0,
+                })
+                .collect(),
+        };
+        assert_eq!(
+            encode_protobuf(&records, &groups, &pieces),
+            prost::Message::encode_to_vec(&expected)
+        );
+        // Node falls back to the identity (empty here: the label is left out).
+        assert_eq!(
+            groups[0].label_string,
+            r#"{container="c", env="x", namespace="ns", pod="a", stream="stdout"}"#
+        );
+    }
 
     #[test]
     fn escapes_label_values() {
