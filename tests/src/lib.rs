@@ -2,3 +2,4 @@
 
 pub mod expfmt;
 pub mod http;
+pub mod receivers;

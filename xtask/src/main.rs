@@ -3,6 +3,7 @@
 use anyhow::bail;
 
 mod bench_metrics;
+mod bench_sinks;
 mod ci;
 
 const USAGE: &str =
@@ -12,9 +13,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        // One arm per benchmark area; each lives in its own module.
+        // One arm per task; each lives in its own module.
         ["ci"] => ci::main(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")),
         ["bench", "metrics", rest @ ..] => bench_metrics::main(rest),
+        ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
     }
