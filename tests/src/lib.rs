@@ -1,1 +1,2 @@
 //! Test support for node-agent end-to-end tests.
+pub mod loggen;

@@ -62,10 +62,9 @@ pub fn matches(file: &File, offset: u64, fp: &Fingerprint) -> bool {
     }
 }
 
-/// Stable id of a file across renames: hash of (dev, inode, first line). The first line of
-/// a container log carries a nanosecond timestamp, so a reused inode gets a new id, and a
-/// copytruncated file too. Call once the first line is complete.
-pub fn file_id(file: &File, key: FileKey) -> std::io::Result<u64> {
+/// Hash of a file's first line (up to 4 KiB). The first line of a container log carries a
+/// nanosecond timestamp, so it tells files apart even when they share an inode over time.
+pub fn head_hash(file: &File) -> std::io::Result<u64> {
     let mut head = vec![0u8; HEAD_BYTES];
     let mut filled = 0;
     while filled < head.len() {
@@ -80,11 +79,17 @@ pub fn file_id(file: &File, key: FileKey) -> std::io::Result<u64> {
         Some(i) => &head[..=i],
         None => head,
     };
-    let mut material = Vec::with_capacity(16 + first_line.len());
-    material.extend_from_slice(&key.dev.to_le_bytes());
-    material.extend_from_slice(&key.inode.to_le_bytes());
-    material.extend_from_slice(first_line);
-    Ok(xxh3_64(&material))
+    Ok(xxh3_64(first_line))
+}
+
+/// Stable id of a file across renames: hash of (dev, inode, first line), so a reused inode
+/// or a copytruncated file gets a new id. Call once the first line is complete.
+pub fn file_id(key: FileKey, head: u64) -> u64 {
+    let mut material = [0u8; 24];
+    material[..8].copy_from_slice(&key.dev.to_le_bytes());
+    material[8..16].copy_from_slice(&key.inode.to_le_bytes());
+    material[16..].copy_from_slice(&head.to_le_bytes());
+    xxh3_64(&material)
 }
 
 #[cfg(test)]
@@ -116,7 +121,7 @@ mod tests {
         std::fs::write(&path, b"2024-01-01T00:00:00.1Z stdout F a\n").unwrap();
         let f = File::open(&path).unwrap();
         let key = FileKey::of(&f.metadata().unwrap());
-        let id = file_id(&f, key).unwrap();
+        let id = file_id(key, head_hash(&f).unwrap());
         let renamed = dir.path().join("0.log.20240101-000000");
         std::fs::rename(&path, &renamed).unwrap();
         let g = File::open(&renamed).unwrap();
@@ -125,6 +130,6 @@ mod tests {
             id
         );
         std::fs::write(&renamed, b"2024-01-01T00:00:00.2Z stdout F b\n").unwrap();
-        assert_ne!(file_id(&g, key).unwrap(), id);
+        assert_ne!(file_id(key, head_hash(&g).unwrap()), id);
     }
 }

@@ -34,6 +34,9 @@ const ROTATE_WAIT: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Extra room a raw line gets beyond `max_line_bytes` for the CRI/docker framing.
 const LINE_FRAMING: usize = 1024;
+/// Bound on remembered first-line hashes (cleared when reached; a miss only risks
+/// re-shipping a copytruncate copy).
+const MAX_SEEN_HEADS: usize = 100_000;
 
 /// Committed offsets, shared with the delivery side, for the lag gauge.
 pub type CommittedView = Arc<Mutex<HashMap<FileKey, u64>>>;
@@ -73,6 +76,9 @@ pub struct Reader {
     loaded: HashMap<FileKey, Entry>,
     /// Files read to the end and dropped; a rotated name of theirs must not be re-read.
     finished: HashSet<FileKey>,
+    /// First-line hashes of files we read: a rotated file starting with one of them is a
+    /// copy (copytruncate) of what we already shipped.
+    seen_heads: HashSet<u64>,
     builder: BatchBuilder,
     updates: Vec<Update>,
     tx: Sender<Batch>,
@@ -118,6 +124,7 @@ impl Reader {
             files: HashMap::new(),
             loaded,
             finished: HashSet::new(),
+            seen_heads: HashSet::new(),
             builder,
             updates: Vec::new(),
             tx,
@@ -261,6 +268,15 @@ impl Reader {
                 return;
             }
         };
+        if saved.is_none()
+            && info.kind == FileKind::Rotated
+            && identity::head_hash(&file).is_ok_and(|h| self.seen_heads.contains(&h))
+        {
+            // A copy of a file we read (copytruncate), not a file we missed.
+            tracing::debug!(path = %path.display(), "ignoring copy of an already shipped log file");
+            self.finished.insert(key);
+            return;
+        }
         let start = match saved {
             Some(s)
                 if s.offset <= meta.len() && identity::matches(&file, s.offset, &s.fingerprint) =>
@@ -360,12 +376,15 @@ impl Reader {
         let meta = match &t.meta {
             Some(m) => Arc::clone(m),
             None => {
-                let file_id = identity::file_id(t.tailer.file(), key).unwrap_or_else(|e| {
+                let head = identity::head_hash(t.tailer.file()).unwrap_or_else(|e| {
                     tracing::warn!(path = %t.path.display(), error = %e, "hashing log file head");
-                    xxhash_rust::xxh3::xxh3_64(
-                        &[key.dev.to_le_bytes(), key.inode.to_le_bytes()].concat(),
-                    )
+                    0
                 });
+                if self.seen_heads.len() >= MAX_SEEN_HEADS {
+                    self.seen_heads.clear();
+                }
+                self.seen_heads.insert(head);
+                let file_id = identity::file_id(key, head);
                 let m = Arc::new(SourceMeta {
                     namespace: t.info.namespace.clone(),
                     pod: t.info.pod.clone(),
