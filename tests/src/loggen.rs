@@ -114,7 +114,9 @@ impl ContainerLog {
     ) -> std::io::Result<Self> {
         let n = NEXT_TREE.fetch_add(1, Ordering::Relaxed);
         let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
-        let dir = root.join(format!("{namespace}_{pod}_{uid}")).join(container);
+        let dir = root
+            .join(format!("{namespace}_{pod}_{uid}"))
+            .join(container);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("0.log");
         let out = BufWriter::with_capacity(8192, open_append(&path)?);
@@ -170,7 +172,10 @@ impl ContainerLog {
         let json = ((r >> 10) % 1000) < u64::from(mix.json_per_mille);
         let long = ((r >> 20) % 1000) < u64::from(mix.long_per_mille);
         let size = if long {
-            mix.split_bytes.saturating_mul(3).saturating_add(17).min(1 << 20)
+            mix.split_bytes
+                .saturating_mul(3)
+                .saturating_add(17)
+                .min(1 << 20)
         } else {
             mix.payload_bytes
         };
@@ -183,7 +188,8 @@ impl ContainerLog {
             format!("{id} {filler}")
         };
         self.write_message(stderr, &message, mix.split_bytes)?;
-        self.expected.insert(id.clone(), Expected { stderr, message });
+        self.expected
+            .insert(id.clone(), Expected { stderr, message });
         Ok(id)
     }
 
@@ -220,7 +226,10 @@ impl ContainerLog {
                     if i == last {
                         log.insert_str(log.len() - 1, "\\n");
                     }
-                    writeln!(self.out, "{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{ts}\"}}")?;
+                    writeln!(
+                        self.out,
+                        "{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{ts}\"}}"
+                    )?;
                 }
             }
         }
@@ -248,7 +257,8 @@ impl ContainerLog {
         }
         let gz_path = PathBuf::from(format!("{}.gz", rotated.display()));
         let data = std::fs::read(&rotated)?;
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz_path)?, flate2::Compression::fast());
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz_path)?, flate2::Compression::fast());
         enc.write_all(&data)?;
         enc.finish()?.sync_all()?;
         std::fs::remove_file(&rotated)?;
@@ -265,7 +275,10 @@ impl ContainerLog {
             .dir
             .join(format!("0.log.20240101-{:06}", self.rotations));
         std::fs::copy(&self.path, &copy)?;
-        OpenOptions::new().write(true).open(&self.path)?.set_len(0)?;
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)?
+            .set_len(0)?;
         Ok(copy)
     }
 }
@@ -310,8 +323,18 @@ impl LogTree {
         let mut logs = Vec::new();
         for p in 0..pods {
             for c in 0..containers {
-                let format = if (p * containers + c) % 3 == 2 { Format::Docker } else { Format::Cri };
-                logs.push(ContainerLog::create(root, ns, &format!("pod{p}"), &format!("c{c}"), format)?);
+                let format = if (p * containers + c) % 3 == 2 {
+                    Format::Docker
+                } else {
+                    Format::Cri
+                };
+                logs.push(ContainerLog::create(
+                    root,
+                    ns,
+                    &format!("pod{p}"),
+                    &format!("c{c}"),
+                    format,
+                )?);
             }
         }
         Ok(Self { logs })
@@ -337,7 +360,10 @@ mod tests {
     #[test]
     fn timestamps_format() {
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339_nanos(1_709_200_800_000_000_001), "2024-02-29T10:00:00.000000001Z");
+        assert_eq!(
+            rfc3339_nanos(1_709_200_800_000_000_001),
+            "2024-02-29T10:00:00.000000001Z"
+        );
     }
 
     #[test]

@@ -108,7 +108,12 @@ struct Running {
 
 fn start(config: LogsConfig, sinks: Vec<Arc<dyn Sink>>) -> Running {
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(run_with_sinks(config, "node-1".into(), sinks, shutdown.clone()));
+    let handle = tokio::spawn(run_with_sinks(
+        config,
+        "node-1".into(),
+        sinks,
+        shutdown.clone(),
+    ));
     Running { shutdown, handle }
 }
 
@@ -137,16 +142,31 @@ fn assert_exactly_once(records: &[LogRecord], expected: &HashMap<String, Expecte
     for r in records {
         let id = message_id(&r.message).expect("generated id");
         *seen.entry(id).or_default() += 1;
-        let want = expected.get(id).unwrap_or_else(|| panic!("unexpected id {id}"));
+        let want = expected
+            .get(id)
+            .unwrap_or_else(|| panic!("unexpected id {id}"));
         assert_eq!(r.message, want.message, "message of {id}");
         assert_eq!(r.stream == Stream::Stderr, want.stderr, "stream of {id}");
         assert!(!r.malformed && !r.truncated, "{id} flagged");
         assert_eq!(r.source.node, "node-1");
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "{} duplicated ids, e.g. {:?}", dups.len(), dups.first());
-    let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k.as_str())).collect();
-    assert!(missing.is_empty(), "{} ids lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        dups.is_empty(),
+        "{} duplicated ids, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !seen.contains_key(k.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} ids lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +199,10 @@ async fn every_line_once_through_rotation_under_load() {
     let records = sink.records.lock().unwrap().clone();
     assert_exactly_once(&records, &expected);
     // Records of one file: offsets name them uniquely (the ES `_id`).
-    let ids: HashSet<(u64, u64)> = records.iter().map(|r| (r.source.file_id, r.offset)).collect();
+    let ids: HashSet<(u64, u64)> = records
+        .iter()
+        .map(|r| (r.source.file_id, r.offset))
+        .collect();
     assert_eq!(ids.len(), records.len());
 }
 
@@ -207,9 +230,11 @@ async fn sink_outage_then_recovery_loses_nothing_and_bounds_memory() {
         "{offered} records offered during the outage"
     );
     sink.failing.store(false, Ordering::SeqCst);
-    wait_for("all records after recovery", Duration::from_secs(20), || {
-        sink.records.lock().unwrap().len() >= 3000
-    })
+    wait_for(
+        "all records after recovery",
+        Duration::from_secs(20),
+        || sink.records.lock().unwrap().len() >= 3000,
+    )
     .await;
     run.stop().await;
     assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
@@ -220,7 +245,8 @@ async fn sink_outage_then_recovery_loses_nothing_and_bounds_memory() {
 async fn clean_restart_resumes_from_checkpoint_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Docker).unwrap();
+    let mut log =
+        ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Docker).unwrap();
     let mix = LineMix::default();
     log.write_lines(500, &mix).unwrap();
     log.flush().unwrap();
@@ -293,10 +319,20 @@ async fn crash_like_stop_duplicates_only_unacknowledged_batches() {
 
     let second_ids = second.ids();
     let first_ids: HashSet<String> = first.ids().into_iter().collect();
-    let dups: Vec<&String> = second_ids.iter().filter(|id| first_ids.contains(*id)).collect();
+    let dups: Vec<&String> = second_ids
+        .iter()
+        .filter(|id| first_ids.contains(*id))
+        .collect();
     // Only what the receiver had without confirming is sent again: at most the in-flight bound.
-    assert!(dups.iter().all(|id| unconfirmed.contains(*id)), "re-sent a confirmed record");
-    assert!(dups.len() <= IN_FLIGHT * MAX_BATCH, "{} duplicates", dups.len());
+    assert!(
+        dups.iter().all(|id| unconfirmed.contains(*id)),
+        "re-sent a confirmed record"
+    );
+    assert!(
+        dups.len() <= IN_FLIGHT * MAX_BATCH,
+        "{} duplicates",
+        dups.len()
+    );
     let union: HashSet<String> = first_ids.into_iter().chain(second_ids).collect();
     assert_eq!(union.len(), 600, "lost records");
 }
@@ -321,9 +357,15 @@ async fn new_pod_is_picked_up_within_one_second() {
     .await;
     let latency = created.elapsed();
     run.stop().await;
-    assert!(latency < Duration::from_secs(1), "picked up after {latency:?}");
+    assert!(
+        latency < Duration::from_secs(1),
+        "picked up after {latency:?}"
+    );
     let r = &sink.records.lock().unwrap()[0];
-    assert_eq!((r.source.namespace.as_str(), r.source.pod.as_str()), ("prod", "new"));
+    assert_eq!(
+        (r.source.namespace.as_str(), r.source.pod.as_str()),
+        ("prod", "new")
+    );
     assert_eq!(r.source.container, "app");
     assert_eq!(r.source.path, log.path());
 }
@@ -345,9 +387,11 @@ async fn deleted_pods_file_is_read_to_the_end() {
     log.write_lines(5000, &mix).unwrap();
     log.flush().unwrap();
     std::fs::remove_dir_all(log.pod_dir()).unwrap();
-    wait_for("every line of the deleted file", Duration::from_secs(20), || {
-        sink.records.lock().unwrap().len() >= 5001
-    })
+    wait_for(
+        "every line of the deleted file",
+        Duration::from_secs(20),
+        || sink.records.lock().unwrap().len() >= 5001,
+    )
     .await;
     run.stop().await;
     assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
@@ -358,7 +402,8 @@ async fn copytruncate_and_malformed_lines() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.parse_json = true;
-    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "legacy", "app", Format::Cri).unwrap();
+    let mut log =
+        ContainerLog::create(&cfg.pods_dir, "prod", "legacy", "app", Format::Cri).unwrap();
     let mix = LineMix::default();
     log.write_lines(100, &mix).unwrap();
     log.flush().unwrap();
@@ -374,7 +419,10 @@ async fn copytruncate_and_malformed_lines() {
     log.flush().unwrap();
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(log.path()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap();
         f.write_all(b"this is not a CRI line \xff\n").unwrap();
     }
     wait_for("lines after truncate", Duration::from_secs(5), || {
@@ -389,6 +437,9 @@ async fn copytruncate_and_malformed_lines() {
     assert_eq!(malformed[0].message, "this is not a CRI line \u{fffd}");
     records.retain(|r| !r.malformed);
     assert_exactly_once(&records, log.expected());
-    let json = records.iter().find(|r| r.message.starts_with('{')).expect("a JSON line");
+    let json = records
+        .iter()
+        .find(|r| r.message.starts_with('{'))
+        .expect("a JSON line");
     assert_eq!(json.fields.as_ref().unwrap()["level"], "info");
 }

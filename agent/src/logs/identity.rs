@@ -65,6 +65,12 @@ pub fn matches(file: &File, offset: u64, fp: &Fingerprint) -> bool {
 /// Hash of a file's first line (up to 4 KiB). The first line of a container log carries a
 /// nanosecond timestamp, so it tells files apart even when they share an inode over time.
 pub fn head_hash(file: &File) -> std::io::Result<u64> {
+    head(file).map(|(hash, _)| hash)
+}
+
+/// [`head_hash`], and whether the first line is complete (has its newline, or fills the
+/// 4 KiB window): a file still being written (e.g. a copy in progress) may not be.
+pub fn head(file: &File) -> std::io::Result<(u64, bool)> {
     let mut head = vec![0u8; HEAD_BYTES];
     let mut filled = 0;
     while filled < head.len() {
@@ -75,11 +81,11 @@ pub fn head_hash(file: &File) -> std::io::Result<u64> {
         filled += n;
     }
     let head = &head[..filled];
-    let first_line = match memchr::memchr(b'\n', head) {
-        Some(i) => &head[..=i],
-        None => head,
+    let (first_line, complete) = match memchr::memchr(b'\n', head) {
+        Some(i) => (&head[..=i], true),
+        None => (head, head.len() == HEAD_BYTES),
     };
-    Ok(xxh3_64(first_line))
+    Ok((xxh3_64(first_line), complete))
 }
 
 /// Stable id of a file across renames: hash of (dev, inode, first line), so a reused inode
@@ -125,10 +131,11 @@ mod tests {
         let renamed = dir.path().join("0.log.20240101-000000");
         std::fs::rename(&path, &renamed).unwrap();
         let g = File::open(&renamed).unwrap();
-        assert_eq!(
-            file_id(&g, FileKey::of(&g.metadata().unwrap())).unwrap(),
-            id
-        );
+        let g_key = FileKey::of(&g.metadata().unwrap());
+        assert_eq!(g_key, key);
+        assert_eq!(file_id(g_key, head_hash(&g).unwrap()), id);
+        let (_, complete) = head(&g).unwrap();
+        assert!(complete);
         std::fs::write(&renamed, b"2024-01-01T00:00:00.2Z stdout F b\n").unwrap();
         assert_ne!(file_id(key, head_hash(&g).unwrap()), id);
     }

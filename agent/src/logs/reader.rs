@@ -268,14 +268,18 @@ impl Reader {
                 return;
             }
         };
-        if saved.is_none()
-            && info.kind == FileKind::Rotated
-            && identity::head_hash(&file).is_ok_and(|h| self.seen_heads.contains(&h))
-        {
-            // A copy of a file we read (copytruncate), not a file we missed.
-            tracing::debug!(path = %path.display(), "ignoring copy of an already shipped log file");
-            self.finished.insert(key);
-            return;
+        if saved.is_none() && info.kind == FileKind::Rotated {
+            match identity::head(&file) {
+                // Still being written (a copy in progress?): look again at the next scan.
+                Ok((_, false)) | Err(_) => return,
+                Ok((h, true)) if self.seen_heads.contains(&h) => {
+                    // A copy of a file we read (copytruncate), not a file we missed.
+                    tracing::debug!(path = %path.display(), "ignoring copy of an already shipped log file");
+                    self.finished.insert(key);
+                    return;
+                }
+                Ok(_) => {}
+            }
         }
         let start = match saved {
             Some(s)
