@@ -100,7 +100,9 @@ pub struct ContainerLog {
     /// Fake clock for timestamps: strictly increasing nanoseconds.
     clock_nanos: i64,
     rotations: u32,
+    track_expected: bool,
     expected: HashMap<String, Expected>,
+    lines: u64,
 }
 
 impl ContainerLog {
@@ -130,7 +132,9 @@ impl ContainerLog {
             rng: 0x9E37_79B9_7F4A_7C15 ^ n,
             clock_nanos: 1_700_000_000_000_000_000,
             rotations: 0,
+            track_expected: true,
             expected: HashMap::new(),
+            lines: 0,
         })
     }
 
@@ -147,6 +151,16 @@ impl ContainerLog {
     /// The pod directory (`<ns>_<pod>_<uid>`), e.g. to delete the pod.
     pub fn pod_dir(&self) -> &Path {
         self.dir.parent().unwrap_or(&self.dir)
+    }
+
+    /// Stops remembering expected messages (large backlogs for benchmarks).
+    pub fn set_track_expected(&mut self, on: bool) {
+        self.track_expected = on;
+    }
+
+    /// Logical lines written so far.
+    pub fn lines_written(&self) -> u64 {
+        self.lines
     }
 
     /// Every id written so far, with what a consumer should see.
