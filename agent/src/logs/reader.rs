@@ -87,6 +87,8 @@ pub struct Reader {
     committed: CommittedView,
     started: SystemTime,
     scratch: Vec<Parsed>,
+    /// One read buffer for all files (`read_chunk_bytes`).
+    read_buf: Vec<u8>,
     lag_labels: HashSet<(String, String, String)>,
     warned_open_limit: bool,
 }
@@ -114,6 +116,7 @@ impl Reader {
             config.batch_max_bytes,
             config.batch_timeout,
         );
+        let chunk = config.read_chunk_bytes;
         Self {
             filter: NamespaceFilter {
                 include: config.namespaces_include.clone(),
@@ -133,6 +136,7 @@ impl Reader {
             committed,
             started: SystemTime::now(),
             scratch: Vec::new(),
+            read_buf: vec![0; chunk],
             lag_labels: HashSet::new(),
             warned_open_limit: false,
         }
@@ -142,6 +146,7 @@ impl Reader {
     pub fn run(mut self, shutdown: &CancellationToken) -> Exit {
         self.scan(true);
         let mut last_scan = Instant::now();
+        let mut last_idle = Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -156,10 +161,15 @@ impl Reader {
             if self.builder.is_due(Instant::now()) && !self.seal_and_send() {
                 return Exit::ReceiverGone;
             }
+            // Files at their end are checked even while others keep us busy, so rotated
+            // files get closed and truncations noticed under sustained load too.
+            if !read_any || last_idle.elapsed() >= IDLE_POLL {
+                self.idle_pass();
+                last_idle = Instant::now();
+            }
             if read_any {
                 continue;
             }
-            self.idle_pass();
             if !self.updates.is_empty() && self.builder.is_empty() && !self.seal_and_send() {
                 return Exit::ReceiverGone;
             }
@@ -203,7 +213,14 @@ impl Reader {
         }
         if first {
             // Checkpoint entries whose file is gone expire with the first batch.
-            for key in std::mem::take(&mut self.loaded).into_keys() {
+            let gone: Vec<FileKey> = self
+                .loaded
+                .keys()
+                .filter(|k| !seen.contains(k))
+                .copied()
+                .collect();
+            for key in gone {
+                self.loaded.remove(&key);
                 self.updates.push(Update::Forget(key));
             }
         }
@@ -298,12 +315,7 @@ impl Reader {
             None => 0,
         };
         tracing::debug!(path = %path.display(), offset = start, "tailing log file");
-        let tailer = Tailer::new(
-            file,
-            start,
-            self.config.read_chunk_bytes,
-            self.config.max_line_bytes + LINE_FRAMING,
-        );
+        let tailer = Tailer::new(file, start, self.config.max_line_bytes + LINE_FRAMING);
         self.files.insert(
             key,
             Tracked {
@@ -344,9 +356,11 @@ impl Reader {
         let mut stats = ParseStats::default();
         let scratch = &mut self.scratch;
         let assembler = &mut t.assembler;
-        let result = t.tailer.read_chunk(|offset, line, cut| {
-            assembler.push(offset, line, cut, now_nanos, &mut stats, scratch);
-        });
+        let result = t
+            .tailer
+            .read_chunk(&mut self.read_buf, |offset, line, cut| {
+                assembler.push(offset, line, cut, now_nanos, &mut stats, scratch);
+            });
         let read = match result {
             Ok(s) => {
                 metrics().bytes_read.inc_by(s.bytes as u64);
