@@ -443,3 +443,98 @@ async fn copytruncate_and_malformed_lines() {
         .expect("a JSON line");
     assert_eq!(json.fields.as_ref().unwrap()["level"], "info");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_inode_is_read_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mix = LineMix::default();
+    let mut old = ContainerLog::create(&cfg.pods_dir, "prod", "old", "app", Format::Cri).unwrap();
+    old.write_lines(200, &mix).unwrap();
+    old.flush().unwrap();
+    let first = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![first.clone()]);
+    wait_for("old pod", Duration::from_secs(10), || {
+        first.records.lock().unwrap().len() >= 200
+    })
+    .await;
+    run.stop().await;
+
+    // While stopped, the pod goes away and a new one appears; the filesystem is free to
+    // hand the freed inode to the new file (ext4 and tmpfs usually do).
+    let old_inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(old.path()).unwrap().ino()
+    };
+    std::fs::remove_dir_all(old.pod_dir()).unwrap();
+    let mut new = ContainerLog::create(&cfg.pods_dir, "prod", "new", "app", Format::Cri).unwrap();
+    new.write_lines(300, &mix).unwrap();
+    new.flush().unwrap();
+    let reused = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(new.path()).unwrap().ino() == old_inode
+    };
+
+    let second = Arc::new(TestSink::default());
+    let run = start(cfg, vec![second.clone()]);
+    wait_for("new pod", Duration::from_secs(10), || {
+        second.records.lock().unwrap().len() >= 300
+    })
+    .await;
+    run.stop().await;
+    assert_exactly_once(&second.records.lock().unwrap(), new.expected());
+    eprintln!("inode reused: {reused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_checkpoint_is_moved_aside_and_everything_is_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(&cfg.state_dir).unwrap();
+    std::fs::write(
+        cfg.state_dir.join("logs-checkpoint.json"),
+        b"{\"version\":1,",
+    )
+    .unwrap();
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    log.write_lines(100, &LineMix::default()).unwrap();
+    log.flush().unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![sink.clone()]);
+    wait_for("all lines", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 100
+    })
+    .await;
+    run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
+    let names: Vec<String> = std::fs::read_dir(&cfg.state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("logs-checkpoint.json.corrupt-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "logs-checkpoint.json"),
+        "{names:?}"
+    );
+
+    // The pipeline's own metrics are exported.
+    let families: Vec<String> = node_agent::telemetry::registry()
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    for name in [
+        "node_agent_logs_lines_read_total",
+        "node_agent_logs_records_shipped_total",
+        "node_agent_logs_batch_delivery_seconds",
+        "node_agent_logs_checkpoint_writes_total",
+        "node_agent_logs_open_files",
+    ] {
+        assert!(families.iter().any(|f| f == name), "missing {name}");
+    }
+}
