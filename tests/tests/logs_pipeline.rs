@@ -444,46 +444,82 @@ async fn copytruncate_and_malformed_lines() {
     assert_eq!(json.fields.as_ref().unwrap()["level"], "info");
 }
 
+/// Writes a checkpoint claiming `offset` in `path`'s inode, guarded by `fingerprint`.
+fn forge_checkpoint(
+    state_dir: &Path,
+    path: &Path,
+    offset: u64,
+    fingerprint: node_agent::logs::identity::Fingerprint,
+) {
+    use node_agent::logs::checkpoint::{CheckpointStore, Entry};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let entry = Entry {
+        dev: meta.dev(),
+        inode: meta.ino(),
+        fingerprint,
+        offset,
+        path: path.to_path_buf(),
+    };
+    std::fs::create_dir_all(state_dir).unwrap();
+    CheckpointStore::new(state_dir).save([&entry]).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reused_inode_is_read_from_the_start() {
+async fn checkpoint_fingerprint_guards_against_inode_reuse() {
+    use node_agent::logs::identity::{Fingerprint, fingerprint_before};
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let mix = LineMix::default();
-    let mut old = ContainerLog::create(&cfg.pods_dir, "prod", "old", "app", Format::Cri).unwrap();
-    old.write_lines(200, &mix).unwrap();
-    old.flush().unwrap();
-    let first = Arc::new(TestSink::default());
-    let run = start(cfg.clone(), vec![first.clone()]);
-    wait_for("old pod", Duration::from_secs(10), || {
-        first.records.lock().unwrap().len() >= 200
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    log.write_lines(300, &LineMix::default()).unwrap();
+    log.flush().unwrap();
+    let text = std::fs::read(log.path()).unwrap();
+    // A line boundary roughly in the middle.
+    let offset = text[..text.len() / 2]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap() as u64
+        + 1;
+
+    // Same inode, but the bytes before the saved offset differ: another file → from 0.
+    forge_checkpoint(
+        &cfg.state_dir,
+        log.path(),
+        offset,
+        Fingerprint { len: 256, hash: 42 },
+    );
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![sink.clone()]);
+    wait_for("all lines", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 300
     })
     .await;
     run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
 
-    // While stopped, the pod goes away and a new one appears; the filesystem is free to
-    // hand the freed inode to the new file (ext4 and tmpfs usually do).
-    let old_inode = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(old.path()).unwrap().ino()
-    };
-    std::fs::remove_dir_all(old.pod_dir()).unwrap();
-    let mut new = ContainerLog::create(&cfg.pods_dir, "prod", "new", "app", Format::Cri).unwrap();
-    new.write_lines(300, &mix).unwrap();
-    new.flush().unwrap();
-    let reused = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(new.path()).unwrap().ino() == old_inode
-    };
-
-    let second = Arc::new(TestSink::default());
-    let run = start(cfg, vec![second.clone()]);
-    wait_for("new pod", Duration::from_secs(10), || {
-        second.records.lock().unwrap().len() >= 300
+    // Matching fingerprint: resume exactly at the offset.
+    let fp = fingerprint_before(&std::fs::File::open(log.path()).unwrap(), offset).unwrap();
+    forge_checkpoint(&cfg.state_dir, log.path(), offset, fp);
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("lines after the offset", Duration::from_secs(10), || {
+        !sink.records.lock().unwrap().is_empty()
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     run.stop().await;
-    assert_exactly_once(&second.records.lock().unwrap(), new.expected());
-    eprintln!("inode reused: {reused}");
+    let records = sink.records.lock().unwrap();
+    assert_eq!(records[0].offset, offset);
+    assert!(records.iter().all(|r| r.offset >= offset));
+    let after = text[offset as usize..]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
+    assert!(
+        records.len() <= after && records.len() > 100,
+        "{} records",
+        records.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,21 @@
 //! applies acknowledgements strictly in order ([`ack`]) and persists positions
 //! ([`checkpoint`]). Positions move only after every sink confirmed: at-least-once
 //! delivery, and no duplicates across a clean restart.
+//!
+//! Policies worth knowing:
+//! - No checkpoint (first start on a node, or a corrupt one moved aside): every live
+//!   `<n>.log` is shipped from its beginning (unlike Promtail/Vector's "start at the end"),
+//!   so nothing kubelet still keeps is lost; rotated files from before our start are not.
+//! - Rotated files (`<n>.log.<ts>`) are finished from the fd we hold across the rename; a
+//!   rotated name is read on its own only if a checkpoint points into it, or it was
+//!   rotated after we started before we ever opened it. Compressed rotations (`.gz`) are
+//!   never read: their bytes were read from the plain file.
+//! - copytruncate is detected when the file is found shorter than our offset; bytes
+//!   written between the copy and the truncate, or a file regrown past our offset before
+//!   we look, can be lost or garbled (inherent to copytruncate; kubelet does not use it).
+//! - A message split into partial lines on both streams at once is checkpointed at the
+//!   earliest unfinished part, so after a crash the other stream's lines in between can
+//!   be shipped twice (never lost).
 
 pub mod ack;
 pub mod batch;
