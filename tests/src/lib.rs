@@ -3,3 +3,4 @@
 pub mod expfmt;
 pub mod http;
 pub mod receivers;
+pub mod loggen;

@@ -2,6 +2,7 @@
 
 use anyhow::bail;
 
+mod bench_logs;
 mod bench_metrics;
 mod bench_sinks;
 mod ci;
@@ -16,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         // One arm per task; each lives in its own module.
         ["ci"] => ci::main(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")),
         ["bench", "metrics", rest @ ..] => bench_metrics::main(rest),
+        ["bench", "logs", rest @ ..] => bench_logs::run(rest),
         ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
