@@ -2,5 +2,5 @@
 
 pub mod expfmt;
 pub mod http;
-pub mod receivers;
 pub mod loggen;
+pub mod receivers;
