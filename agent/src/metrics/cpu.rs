@@ -117,11 +117,8 @@ impl Collector for CpuCollector {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         update_monotonic(&mut cache, &current);
 
-        let mut label = String::new();
         for (cpu, times) in cache.iter().enumerate() {
-            label.clear();
-            use std::fmt::Write;
-            let _ = write!(label, "{cpu}");
+            let label = cpu.to_string();
             for (mode, value) in [
                 ("user", times.user),
                 ("nice", times.nice),

@@ -243,7 +243,8 @@ fn expand_glob(pattern: &str) -> Vec<PathBuf> {
                     .filter(|e| {
                         e.file_name()
                             .to_str()
-                            .is_some_and(|n| wildcard_match(comp, n) && !n.starts_with('.'))
+                            // Go's filepath.Match lets `*` match a leading dot too.
+                            .is_some_and(|n| wildcard_match(comp, n))
                     })
                     .map(|e| base.join(e.file_name()))
                     .collect();
