@@ -501,6 +501,40 @@ mod tests {
     }
 
     #[test]
+    fn scrapes_stay_monotonic_across_a_hotplug() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        let c = CpuCollector {
+            stat_path: stat.clone(),
+            guest: true,
+            isolated: Vec::new(),
+            throttle_dir: None,
+            cache: Mutex::new(Vec::new()),
+        };
+        let scrape = |text: &str| {
+            std::fs::write(&stat, text).unwrap();
+            let mut set = MetricSet::new();
+            c.update(&mut set).unwrap();
+            let user = value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "1"), ("mode", "user")],
+            );
+            let idle = value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "1"), ("mode", "idle")],
+            );
+            (user.unwrap(), idle.unwrap())
+        };
+        assert_eq!(scrape("cpu0 1 0 0 100\ncpu1 500 0 0 10000\n"), (5.0, 100.0));
+        // user jitters back by a tick: the old value is kept.
+        assert_eq!(scrape("cpu0 1 0 0 100\ncpu1 499 0 0 10050\n"), (5.0, 100.5));
+        // cpu1 was re-plugged: idle restarts near 0, so its counters restart too.
+        assert_eq!(scrape("cpu0 1 0 0 100\ncpu1 3 0 0 20\n"), (0.03, 0.2));
+    }
+
+    #[test]
     fn parses_cpu_lists() {
         assert_eq!(parse_cpu_list("0-2,5").unwrap(), [0, 1, 2, 5]);
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
