@@ -1,11 +1,13 @@
 //! `cpu`: node_cpu_seconds_total and node_cpu_guest_seconds_total from /proc/stat, plus
-//! node_cpu_isolated from sysfs (node_exporter 1.5.0 collector/cpu_linux.go).
+//! node_cpu_isolated and the thermal throttle counters from sysfs (node_exporter 1.5.0
+//! collector/cpu_linux.go; node_cpu_info needs `--collector.cpu.info`, not implemented).
 //!
 //! The per-CPU lines are parsed by hand rather than with `procfs::KernelStats`: procfs-core
 //! keeps CPUs as a plain list and drops the `cpuN` index, but node_exporter (procfs-go 0.8)
 //! labels by that index and fills gaps left by offline CPUs with zeroes.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
@@ -20,6 +22,8 @@ const JUMP_BACK_SECONDS: f64 = 3.0;
 
 const SECONDS_HELP: &str = "Seconds the CPUs spent in each mode.";
 const GUEST_HELP: &str = "Seconds the CPUs spent in guests (VMs) for each mode.";
+const CORE_THROTTLE_HELP: &str = "Number of times this CPU core has been throttled.";
+const PACKAGE_THROTTLE_HELP: &str = "Number of times this CPU package has been throttled.";
 const ISOLATED_HELP: &str =
     "Whether each core is isolated, information from /sys/devices/system/cpu/isolated.";
 
@@ -74,6 +78,9 @@ pub struct CpuCollector {
     stat_path: PathBuf,
     guest: bool,
     isolated: Vec<u32>,
+    /// sysfs `devices/system/cpu`, when some CPU has `thermal_throttle` counters (the
+    /// therm_throt driver creates them at boot); otherwise the per-scrape walk is skipped.
+    throttle_dir: Option<PathBuf>,
     /// Last emitted values, indexed by CPU number, kept so counters never go backwards.
     cache: Mutex<Vec<CpuTimes>>,
 }
@@ -87,10 +94,16 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(e),
     };
+    let cpu_dir = ctx.paths.sys_path("devices/system/cpu");
+    let has_throttle = cpu_dirs(&cpu_dir)
+        .unwrap_or_default()
+        .iter()
+        .any(|(_, dir)| dir.join("thermal_throttle").is_dir());
     Ok(Box::new(CpuCollector {
         stat_path: ctx.paths.proc_path("stat"),
         guest: ctx.options.cpu_guest,
         isolated,
+        throttle_dir: has_throttle.then_some(cpu_dir),
         cache: Mutex::new(Vec::new()),
     }))
 }
@@ -104,11 +117,8 @@ impl Collector for CpuCollector {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         update_monotonic(&mut cache, &current);
 
-        let mut label = String::new();
         for (cpu, times) in cache.iter().enumerate() {
-            label.clear();
-            use std::fmt::Write;
-            let _ = write!(label, "{cpu}");
+            let label = cpu.to_string();
             for (mode, value) in [
                 ("user", times.user),
                 ("nice", times.nice),
@@ -142,6 +152,7 @@ impl Collector for CpuCollector {
                 );
             }
         }
+        drop(cache);
         for cpu in &self.isolated {
             out.gauge(
                 "node_cpu_isolated",
@@ -150,8 +161,79 @@ impl Collector for CpuCollector {
                 1.0,
             );
         }
+        if let Some(dir) = &self.throttle_dir {
+            emit_throttles(dir, out)?;
+        }
         Ok(())
     }
+}
+
+/// `cpuN` directories under sysfs `devices/system/cpu`, sorted by name as Go's Glob.
+fn cpu_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, CollectorError> {
+    let mut cpus: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| CollectorError::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let digits = name.strip_prefix("cpu")?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| (name, e.path()))
+        })
+        .collect();
+    cpus.sort();
+    Ok(cpus)
+}
+
+/// A sysfs file holding one unsigned integer; `None` if it is missing or unreadable.
+fn read_uint(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// node_cpu_{core,package}_throttles_total: each counter is read once per core and per
+/// package (from the first CPU that has it); CPUs without topology are skipped.
+fn emit_throttles(dir: &Path, out: &mut MetricSet) -> Result<(), CollectorError> {
+    let mut packages: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut cores: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for (_, cpu) in cpu_dirs(dir)? {
+        let topology = cpu.join("topology");
+        let (Some(package), Some(core)) = (
+            read_uint(&topology.join("physical_package_id")),
+            read_uint(&topology.join("core_id")),
+        ) else {
+            continue;
+        };
+        let throttle = cpu.join("thermal_throttle");
+        if !cores.contains_key(&(package, core))
+            && let Some(n) = read_uint(&throttle.join("core_throttle_count"))
+        {
+            cores.insert((package, core), n);
+        }
+        if !packages.contains_key(&package)
+            && let Some(n) = read_uint(&throttle.join("package_throttle_count"))
+        {
+            packages.insert(package, n);
+        }
+    }
+    for (package, n) in packages {
+        out.counter(
+            "node_cpu_package_throttles_total",
+            PACKAGE_THROTTLE_HELP,
+            &[("package", &package.to_string())],
+            n as f64,
+        );
+    }
+    for ((package, core), n) in cores {
+        out.counter(
+            "node_cpu_core_throttles_total",
+            CORE_THROTTLE_HELP,
+            &[
+                ("package", &package.to_string()),
+                ("core", &core.to_string()),
+            ],
+            n as f64,
+        );
+    }
+    Ok(())
 }
 
 /// The `cpuN` lines of /proc/stat, indexed by N; CPUs missing from the file (offline)
@@ -333,15 +415,41 @@ mod tests {
         );
         // isolated file is "1"
         assert_eq!(value(&set, "node_cpu_isolated", &[("cpu", "1")]), Some(1.0));
+        // cpu0 and cpu1 share core 0 of package 0 (hyperthreads); cpu2 lacks topology.
+        let cores = set
+            .families()
+            .iter()
+            .find(|f| f.name() == "node_cpu_core_throttles_total")
+            .unwrap();
+        assert_eq!(cores.get_field_type(), MetricType::COUNTER);
+        assert_eq!(cores.get_metric().len(), 1);
+        assert_eq!(
+            value(
+                &set,
+                "node_cpu_core_throttles_total",
+                &[("package", "0"), ("core", "0")]
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(
+                &set,
+                "node_cpu_package_throttles_total",
+                &[("package", "0")]
+            ),
+            Some(9.0)
+        );
         assert!(!set.contains("node_cpu_info"));
     }
 
     #[test]
-    fn guest_can_be_disabled() {
-        let c = collector("basic", false);
+    fn guest_can_be_disabled_and_throttles_need_sysfs() {
+        let c = collector("offline", false);
         let mut set = MetricSet::new();
         c.update(&mut set).unwrap();
         assert!(!set.contains("node_cpu_guest_seconds_total"));
+        assert!(!set.contains("node_cpu_core_throttles_total"));
+        assert!(!set.contains("node_cpu_isolated"));
     }
 
     #[test]
@@ -390,6 +498,40 @@ mod tests {
         let c = collector("missing", true);
         let err = c.update(&mut MetricSet::new()).unwrap_err();
         assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn scrapes_stay_monotonic_across_a_hotplug() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        let c = CpuCollector {
+            stat_path: stat.clone(),
+            guest: true,
+            isolated: Vec::new(),
+            throttle_dir: None,
+            cache: Mutex::new(Vec::new()),
+        };
+        let scrape = |text: &str| {
+            std::fs::write(&stat, text).unwrap();
+            let mut set = MetricSet::new();
+            c.update(&mut set).unwrap();
+            let user = value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "1"), ("mode", "user")],
+            );
+            let idle = value(
+                &set,
+                "node_cpu_seconds_total",
+                &[("cpu", "1"), ("mode", "idle")],
+            );
+            (user.unwrap(), idle.unwrap())
+        };
+        assert_eq!(scrape("cpu0 1 0 0 100\ncpu1 500 0 0 10000\n"), (5.0, 100.0));
+        // user jitters back by a tick: the old value is kept.
+        assert_eq!(scrape("cpu0 1 0 0 100\ncpu1 499 0 0 10050\n"), (5.0, 100.5));
+        // cpu1 was re-plugged: idle restarts near 0, so its counters restart too.
+        assert_eq!(scrape("cpu0 1 0 0 100\ncpu1 3 0 0 20\n"), (0.03, 0.2));
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Collector for TextfileCollector {
                     }
                 };
                 for name in names {
-                    let path = dir.join(&name);
+                    let path = clean_join(&dir, &name);
                     let path_str = path.display().to_string();
                     let (mtime, families) = match process_file(&path) {
                         Ok(r) => r,
@@ -157,6 +157,30 @@ fn merge_into(first: &mut MetricFamily, mut later: MetricFamily) {
     first.mut_metric().extend(later.take_metric());
 }
 
+/// `dir/name` cleaned lexically like Go's filepath.Join (`./d//x` → `d/x`, `a/../b` → `b`),
+/// since the path shows up in the `file` label and in HELP texts.
+fn clean_join(dir: &Path, name: &str) -> PathBuf {
+    use std::path::Component;
+    let mut parts: Vec<Component<'_>> = Vec::new();
+    for c in dir.components().chain(Path::new(name).components()) {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match parts.last() {
+                Some(Component::Normal(_)) => {
+                    parts.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => parts.push(c),
+            },
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return PathBuf::from(".");
+    }
+    parts.iter().collect()
+}
+
 /// `*.prom` file names in `dir`, sorted (Go's os.ReadDir order).
 fn prom_files(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)?
@@ -243,7 +267,8 @@ fn expand_glob(pattern: &str) -> Vec<PathBuf> {
                     .filter(|e| {
                         e.file_name()
                             .to_str()
-                            .is_some_and(|n| wildcard_match(comp, n) && !n.starts_with('.'))
+                            // Go's filepath.Match lets `*` match a leading dot too.
+                            .is_some_and(|n| wildcard_match(comp, n))
                     })
                     .map(|e| base.join(e.file_name()))
                     .collect();
@@ -936,6 +961,23 @@ mod tests {
         // Timestamps are parsed (and later rejected by the collector).
         assert!(parse_text("m 1 1700000000000\n").unwrap().1);
         assert!(parse_text("m 1 0\n").unwrap().1);
+    }
+
+    #[test]
+    fn paths_are_cleaned_like_go() {
+        assert_eq!(
+            clean_join(Path::new("./d//"), "x.prom"),
+            Path::new("d/x.prom")
+        );
+        assert_eq!(
+            clean_join(Path::new("/a/../b/"), "x.prom"),
+            Path::new("/b/x.prom")
+        );
+        assert_eq!(clean_join(Path::new("/.."), "x.prom"), Path::new("/x.prom"));
+        assert_eq!(
+            clean_join(Path::new("../d"), "x.prom"),
+            Path::new("../d/x.prom")
+        );
     }
 
     #[test]

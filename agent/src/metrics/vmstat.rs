@@ -2,10 +2,10 @@
 //! 1.5.0 collector/vmstat_linux.go).
 //!
 //! Parsed by hand: procfs's `VmStat` builds a map of all ~180 fields per scrape, but only a
-//! handful are exported, and the field regex result is cached per name so the hot path
-//! runs no regex after the first scrape.
+//! handful are exported. The field regex result is cached per line position (the kernel's
+//! field order is fixed), so the hot path runs no regex and no hashing after the first
+//! scrape; a line whose name differs from the cached one is simply re-evaluated.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -19,15 +19,15 @@ pub const DEFAULT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
 pub struct VmstatCollector {
     path: PathBuf,
     fields: Regex,
-    /// Field name → whether `fields` matches it; the kernel's field set is fixed.
-    matches: Mutex<HashMap<String, bool>>,
+    /// Per line: field name and whether `fields` matches it.
+    layout: Mutex<Vec<(Box<str>, bool)>>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(VmstatCollector {
         path: ctx.paths.proc_path("vmstat"),
         fields: ctx.options.vmstat_fields.clone(),
-        matches: Mutex::new(HashMap::new()),
+        layout: Mutex::new(Vec::new()),
     }))
 }
 
@@ -35,16 +35,20 @@ impl Collector for VmstatCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let text = read_to_string(&self.path)?;
         let what = self.path.display().to_string();
-        let mut matches = self.matches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut layout = self.layout.lock().unwrap_or_else(|p| p.into_inner());
         let mut name = String::with_capacity(48);
         let mut help = String::with_capacity(64);
-        for line in text.lines() {
+        for (i, line) in text.lines().enumerate() {
             let (field, value) = parse_line(line, &what)?;
-            let selected = match matches.get(field) {
-                Some(&m) => m,
-                None => {
+            let selected = match layout.get(i) {
+                Some((cached, m)) if &**cached == field => *m,
+                _ => {
                     let m = self.fields.is_match(field);
-                    matches.insert(field.to_string(), m);
+                    let entry = (Box::from(field), m);
+                    match layout.get_mut(i) {
+                        Some(slot) => *slot = entry,
+                        None => layout.push(entry),
+                    }
                     m
                 }
             };
@@ -87,7 +91,7 @@ mod tests {
         VmstatCollector {
             path: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vmstat")).join(file),
             fields: Regex::new(DEFAULT_FIELDS).unwrap(),
-            matches: Mutex::new(HashMap::new()),
+            layout: Mutex::new(Vec::new()),
         }
     }
 
@@ -126,6 +130,27 @@ mod tests {
                 "/proc/vmstat information field pgpgin."
             );
         }
+    }
+
+    #[test]
+    fn cached_layout_survives_a_changed_field_order() {
+        let a = collector("vmstat");
+        a.update(&mut MetricSet::new()).unwrap();
+        let b = VmstatCollector {
+            layout: Mutex::new(a.layout.into_inner().unwrap()),
+            ..collector("reordered")
+        };
+        let mut set = MetricSet::new();
+        b.update(&mut set).unwrap();
+        let names: Vec<_> = set.families().iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "node_vmstat_oom_kill",
+                "node_vmstat_pgfault",
+                "node_vmstat_pswpout"
+            ]
+        );
     }
 
     #[test]
