@@ -47,9 +47,17 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-cat >"$WORK/containers.conf" <<'CONF'
+# Explicit limits (the runtime's defaults may exceed what this sandbox may set): the
+# wanted value, capped at the hard limit of this shell, which the run cannot raise.
+cap_limit() {
+    local want=$1 hard=$2
+    if [[ $hard == unlimited || $hard -gt $want ]]; then echo "$want"; else echo "$hard"; fi
+}
+NOFILE=$(cap_limit 65536 "$(ulimit -Hn)")
+NPROC=$(cap_limit 4096 "$(ulimit -Hu)")
+cat >"$WORK/containers.conf" <<CONF
 [containers]
-default_ulimits = ["nofile=65536:65536", "nproc=4096:4096"]
+default_ulimits = ["nofile=$NOFILE:$NOFILE", "nproc=$NPROC:$NPROC"]
 
 [engine]
 runtime = "runc"
@@ -70,10 +78,11 @@ CONTAINERFILE
 
 # 3. Build and run.
 log "buildah bud (FROM scratch)"
-bh bud --isolation chroot --runtime runc --ulimit nofile=65536:65536 --ulimit nproc=4096:4096 \
+bh bud --isolation chroot --runtime runc --ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC" \
     -t "$TAG" -f "$WORK/context/Containerfile" "$WORK/context"
 ctr=$(bh from "$TAG")
 log "buildah run $TAG -- node-agent --version"
+# `buildah run` takes its ulimits from containers.conf (default_ulimits).
 out=$(bh run --isolation chroot --runtime runc "$ctr" -- /usr/bin/node-agent --version)
 echo "$out"
 if [[ $out != node-agent\ * ]]; then
@@ -82,4 +91,38 @@ if [[ $out != node-agent\ * ]]; then
 fi
 user=$(bh inspect --format '{{.OCIv1.Config.User}}' "$TAG")
 [[ $user == 65532:65532 ]] || { echo "image: USER is '$user', want 65532:65532" >&2; exit 1; }
-log "ok: static binary runs in a scratch image as $user"
+
+# 4. Serve from the image: the agent runs as 65532 on an empty root file system, answers
+#    /healthz and /metrics on loopback (chroot isolation shares the host network), and
+#    stops cleanly on SIGTERM.
+http_get() { # PORT PATH -> response on stdout (bash /dev/tcp: no curl needed)
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$2" >&3
+    timeout 10 cat <&3
+    exec 3<&-
+}
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+bh run --isolation chroot --runtime runc "$ctr" -- /usr/bin/node-agent \
+    --web.listen-address="127.0.0.1:$PORT" --collector.disable-defaults --collector.loadavg \
+    >"$WORK/agent.log" 2>&1 &
+agent_pid=$!
+healthy=""
+for _ in $(seq 100); do
+    if http_get "$PORT" /healthz 2>/dev/null | head -n1 | grep -q ' 200 '; then healthy=1; break; fi
+    sleep 0.1
+done
+metrics=$(http_get "$PORT" /metrics || true)
+kill -TERM "$agent_pid"
+stopped=""
+for _ in $(seq 100); do
+    if ! kill -0 "$agent_pid" 2>/dev/null; then stopped=1; break; fi
+    sleep 0.1
+done
+if [[ -z $stopped ]]; then kill -KILL "$agent_pid" 2>/dev/null || true; fi
+wait "$agent_pid" 2>/dev/null || true
+if [[ -z $healthy ]] || ! grep -q '^node_load1 ' <<<"$metrics" || [[ -z $stopped ]]; then
+    echo "image: agent in the image did not serve or stop (healthy=${healthy:-no} stopped=${stopped:-no}); its log:" >&2
+    cat "$WORK/agent.log" >&2
+    exit 1
+fi
+log "ok: static binary runs in a scratch image as $user, serves /healthz and /metrics, stops on SIGTERM"
