@@ -10,7 +10,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize as _;
 use serde_yaml_ng::Value;
 
 /// Every directory `kubectl apply -k` is documented for.
@@ -84,8 +83,10 @@ fn render(kubectl: &Path, overlay: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
-    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).expect("kustomize output is YAML"))
+    // kustomize separates documents with a bare `---` line.
+    let objects: Vec<Value> = text
+        .split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str::<Value>(doc).expect("kustomize output is YAML"))
         .filter(|v| !v.is_null())
         .collect();
     assert!(!objects.is_empty(), "{overlay} renders no object");
