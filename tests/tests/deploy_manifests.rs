@@ -438,7 +438,7 @@ fn daemonset_args_are_agent_flags() {
 
 /// Every overlay's config file is one the agent accepts.
 #[test]
-#[ignore = "needs the logs (drain_timeout) and sinks (loki/elasticsearch) config sections on main"]
+#[ignore = "needs the logs (drain_timeout) and sinks (loki/elasticsearch) config sections; passes with branches logs + sinks merged"]
 fn configs_parse_as_agent_config() {
     let Some(all) = rendered() else { return };
     for r in all {
