@@ -36,7 +36,7 @@ ensure_venv() {
 # pip_tool PACKAGE VERSION: installs the pinned version into the venv unless present.
 pip_tool() {
     local have
-    have=$("$VENV/bin/pip" show "$1" 2>/dev/null | sed -n 's/^Version: //p')
+    have=$("$VENV/bin/pip" show "$1" 2>/dev/null | sed -n 's/^Version: //p' || true)
     if [[ $have != "$2" ]]; then
         log "installing $1==$2 (PyPI)"
         "$VENV/bin/pip" install -q "$1==$2"
