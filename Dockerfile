@@ -16,9 +16,9 @@ RUN rustup toolchain install nightly --profile minimal --component rust-src \
 WORKDIR /src
 COPY . .
 # +crt-static links glibc statically (nothing to load at run time, runs on scratch).
-# An explicit --target keeps RUSTFLAGS away from build scripts and proc macros, which
-# must stay dynamic host binaries.
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+# Flags for the x86_64 target only, with an explicit --target: they reach neither build
+# scripts and proc macros (dynamic host binaries) nor the nested bpfel-unknown-none build.
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 RUN cargo build --release --locked --package node-agent --features ebpf --target "${TARGET}" \
     && install -D -m 0755 "target/${TARGET}/release/node-agent" /out/node-agent \
     && /out/node-agent --version

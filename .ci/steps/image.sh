@@ -29,7 +29,7 @@ fi
 
 # 1. Static binary, built exactly as in the Dockerfile's builder stage.
 log "cargo build --profile $PROFILE --target $TARGET --features '$FEATURES' (crt-static)"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --package node-agent \
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --package node-agent \
     --profile "$PROFILE" --target "$TARGET" ${FEATURES:+--features "$FEATURES"}
 profile_dir=$PROFILE
 [[ $PROFILE == dev ]] && profile_dir=debug
