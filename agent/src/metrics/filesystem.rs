@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 use crate::host::HostPaths;
 
 /// node_exporter 1.5.0 upstream default.
@@ -103,15 +103,14 @@ impl FilesystemCollector {
 
     fn read_mounts(&self) -> Result<Vec<Mount>, CollectorError> {
         let primary = self.paths.proc_path("1/mounts");
-        let (path, text) = match std::fs::read_to_string(&primary) {
+        let (path, text) = match read_proc(&primary) {
             Ok(t) => (primary, t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 let fallback = self.paths.proc_path("mounts");
-                let t = std::fs::read_to_string(&fallback)
-                    .map_err(|e| CollectorError::io(&fallback, e))?;
+                let t = read_proc(&fallback)?;
                 (fallback, t)
             }
-            Err(e) => return Err(CollectorError::io(primary, e)),
+            Err(e) => return Err(e),
         };
         parse_mounts(&text, &self.paths)
             .map_err(|detail| CollectorError::parse(path.display().to_string(), detail))

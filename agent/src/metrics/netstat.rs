@@ -6,13 +6,12 @@
 //! the kernel's CamelCase names.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
@@ -42,13 +41,13 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for NetstatCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let netstat = read_to_string(&self.netstat)?;
-        let snmp = read_to_string(&self.snmp)?;
+        let netstat = read_proc(&self.netstat)?;
+        let snmp = read_proc(&self.snmp)?;
         // Absent when IPv6 is disabled.
-        let snmp6 = match std::fs::read_to_string(&self.snmp6) {
+        let snmp6 = match read_proc(&self.snmp6) {
             Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(CollectorError::io(&self.snmp6, e)),
+            Err(e) if e.is_not_found() => String::new(),
+            Err(e) => return Err(e),
         };
         let mut stats = parse_net_stats(&netstat, "/proc/net/netstat")?;
         stats.extend(parse_net_stats(&snmp, "/proc/net/snmp")?);
