@@ -5,7 +5,6 @@
 //! field the kernel prints (filtered by the `--collector.netstat.fields` regex), keeping
 //! the kernel's CamelCase names.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -24,9 +23,10 @@ pub struct NetstatCollector {
     snmp: PathBuf,
     snmp6: PathBuf,
     fields: Regex,
-    /// `Proto_Field` → (metric name, help) if the field regex matches. The kernel's field
-    /// set is fixed, so after the first scrape no regex runs and no names are formatted.
-    names: Mutex<HashMap<String, Option<(String, String)>>>,
+    /// Per field position: `Proto_Field` and, if the field regex matches, (metric name,
+    /// help). The kernel prints the same fields in the same order every time, so after the
+    /// first scrape each field costs one string compare: no regex, hashing or formatting.
+    names: Mutex<Vec<(String, Option<(String, String)>)>>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -53,28 +53,40 @@ impl Collector for NetstatCollector {
         stats.extend(parse_net_stats(&snmp, "/proc/net/snmp")?);
         stats.extend(parse_snmp6(&snmp6)?);
 
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        let mut key = String::new();
-        for (proto, field, value) in stats {
-            key.clear();
-            key.push_str(proto);
-            key.push('_');
-            key.push_str(field);
-            if !names.contains_key(key.as_str()) {
+        let mut cache = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, &(proto, field, value)) in stats.iter().enumerate() {
+            if !cache
+                .get(i)
+                .is_some_and(|(key, _)| key_is(key, proto, field))
+            {
+                let key = format!("{proto}_{field}");
                 let entry = self.fields.is_match(&key).then(|| {
                     (
                         format!("node_netstat_{key}"),
                         format!("Statistic {proto}{field}."),
                     )
                 });
-                names.insert(key.clone(), entry);
+                if i < cache.len() {
+                    cache[i] = (key, entry);
+                } else {
+                    cache.push((key, entry));
+                }
             }
-            if let Some(Some((name, help))) = names.get(key.as_str()) {
+            if let Some((name, help)) = &cache[i].1 {
                 out.untyped(name, help, &[], value);
             }
         }
+        cache.truncate(stats.len());
         Ok(())
     }
+}
+
+/// `key == format!("{proto}_{field}")` without allocating.
+fn key_is(key: &str, proto: &str, field: &str) -> bool {
+    key.len() == proto.len() + 1 + field.len()
+        && key.starts_with(proto)
+        && key.ends_with(field)
+        && key.as_bytes()[proto.len()] == b'_'
 }
 
 /// Parses the header/value line pairs of /proc/net/netstat and /proc/net/snmp:
@@ -193,6 +205,38 @@ mod tests {
                 .iter()
                 .all(|n| n.starts_with("node_netstat_Tcp_"))
         );
+    }
+
+    #[test]
+    fn name_cache_follows_changed_field_sets() {
+        assert!(key_is("Tcp_InErrs", "Tcp", "InErrs"));
+        assert!(!key_is("Tcp_InErrs", "Tc", "pInErrs"));
+        assert!(!key_is("TcpXInErrs", "Tcp", "InErrs"));
+        let dir = tempfile::tempdir().unwrap();
+        let write = |netstat: &str| {
+            std::fs::write(dir.path().join("netstat"), netstat).unwrap();
+            std::fs::write(dir.path().join("snmp"), "Tcp: CurrEstab InErrs\nTcp: 4 1\n").unwrap();
+        };
+        let c = NetstatCollector {
+            netstat: dir.path().join("netstat"),
+            snmp: dir.path().join("snmp"),
+            snmp6: dir.path().join("snmp6"),
+            fields: Regex::new(DEFAULT_FIELDS).unwrap(),
+            names: Mutex::default(),
+        };
+        write("TcpExt: ListenDrops TCPTimeouts\nTcpExt: 1 2\n");
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert_eq!(value(&set, "node_netstat_TcpExt_TCPTimeouts", &[]), 2.0);
+        // A new kernel field shifts every position after it.
+        write("TcpExt: ListenDrops NewField TCPTimeouts\nTcpExt: 1 9 3\n");
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert_eq!(value(&set, "node_netstat_TcpExt_TCPTimeouts", &[]), 3.0);
+        assert_eq!(value(&set, "node_netstat_Tcp_CurrEstab", &[]), 4.0);
+        assert_eq!(value(&set, "node_netstat_Tcp_InErrs", &[]), 1.0);
+        assert!(!set.contains("node_netstat_TcpExt_NewField"));
+        assert_eq!(names(&set).len(), 4);
     }
 
     #[test]
