@@ -215,7 +215,6 @@ fn spawn_worker(stat: StatFn, stuck: Arc<Mutex<HashSet<String>>>) -> mpsc::Sende
         .spawn(move || {
             for batch in rx {
                 for (path, mountpoint) in &batch.items {
-                    lock(&batch.state).started = Instant::now();
                     let result = stat(path);
                     let mut st = lock(&batch.state);
                     if st.abandoned {
@@ -225,6 +224,9 @@ fn spawn_worker(stat: StatFn, stuck: Arc<Mutex<HashSet<String>>>) -> mpsc::Sende
                         return;
                     }
                     st.results.push(result);
+                    // The next item's clock starts in the same critical section, so the
+                    // collector never charges one item's time to the next.
+                    st.started = Instant::now();
                 }
                 batch.done.notify_one();
             }
