@@ -26,7 +26,13 @@ pub struct NetstatCollector {
     /// Per field position: `Proto_Field` and, if the field regex matches, (metric name,
     /// help). The kernel prints the same fields in the same order every time, so after the
     /// first scrape each field costs one string compare: no regex, hashing or formatting.
-    names: Mutex<Vec<(String, Option<(String, String)>)>>,
+    names: Mutex<Vec<CachedField>>,
+}
+
+/// A field position's `Proto_Field` key and, if exported, its (metric name, help).
+struct CachedField {
+    key: String,
+    desc: Option<(String, String)>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -55,24 +61,22 @@ impl Collector for NetstatCollector {
 
         let mut cache = self.names.lock().unwrap_or_else(|p| p.into_inner());
         for (i, &(proto, field, value)) in stats.iter().enumerate() {
-            if !cache
-                .get(i)
-                .is_some_and(|(key, _)| key_is(key, proto, field))
-            {
+            if !cache.get(i).is_some_and(|c| key_is(&c.key, proto, field)) {
                 let key = format!("{proto}_{field}");
-                let entry = self.fields.is_match(&key).then(|| {
+                let desc = self.fields.is_match(&key).then(|| {
                     (
                         format!("node_netstat_{key}"),
                         format!("Statistic {proto}{field}."),
                     )
                 });
+                let entry = CachedField { key, desc };
                 if i < cache.len() {
-                    cache[i] = (key, entry);
+                    cache[i] = entry;
                 } else {
-                    cache.push((key, entry));
+                    cache.push(entry);
                 }
             }
-            if let Some((name, help)) = &cache[i].1 {
+            if let Some((name, help)) = &cache[i].desc {
                 out.untyped(name, help, &[], value);
             }
         }
