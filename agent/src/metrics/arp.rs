@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use procfs::FromBufRead;
 use procfs::net::ArpEntries;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct ArpCollector {
     path: PathBuf,
@@ -21,7 +21,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for ArpCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        for (device, count) in count_by_device(&read_to_string(&self.path)?)? {
+        for (device, count) in count_by_device(&read_proc(&self.path)?)? {
             out.gauge(
                 "node_arp_entries",
                 "ARP entries by device",

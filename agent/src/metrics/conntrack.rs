@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// Header column → (metric name, help).
 const STATS: [(&str, &str, &str); 8] = [
@@ -78,7 +78,7 @@ fn no_data_if_missing(e: CollectorError) -> CollectorError {
 }
 
 fn read_uint(path: &PathBuf) -> Result<f64, CollectorError> {
-    let text = read_to_string(path).map_err(no_data_if_missing)?;
+    let text = read_proc(path).map_err(no_data_if_missing)?;
     text.trim()
         .parse::<u64>()
         .map(|v| v as f64)
@@ -99,7 +99,7 @@ impl Collector for ConntrackCollector {
             &[],
             read_uint(&self.max)?,
         );
-        let text = read_to_string(&self.stat).map_err(no_data_if_missing)?;
+        let text = read_proc(&self.stat).map_err(no_data_if_missing)?;
         let sums = parse_stat(&text)?;
         for ((_, name, help), v) in STATS.iter().zip(sums) {
             out.gauge(name, help, &[], v as f64);

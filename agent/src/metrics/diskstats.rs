@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use procfs::DiskStat;
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_DEVICE_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
@@ -167,7 +167,7 @@ const ATA: [(&str, &str, &str); 3] = [
 
 impl Collector for DiskstatsCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.path)?;
+        let text = read_proc(&self.path)?;
         for stat in parse_diskstats(&text)? {
             if self.exclude.is_match(&stat.name) {
                 continue;
@@ -290,7 +290,7 @@ fn emit(out: &mut MetricSet, s: &DiskStat, udev: &HashMap<String, String>) {
 /// Properties (`E:KEY=VALUE` lines) of `<udev_data>/b<major>:<minor>`. A missing or
 /// unreadable file gives no properties, so node_disk_info gets empty labels as upstream.
 fn read_udev(dir: &std::path::Path, major: i32, minor: i32) -> HashMap<String, String> {
-    match std::fs::read_to_string(dir.join(format!("b{major}:{minor}"))) {
+    match read_proc(dir.join(format!("b{major}:{minor}"))) {
         Ok(text) => parse_udev(&text),
         Err(e) => {
             tracing::debug!(major, minor, error = %e, "no udev data for block device");

@@ -3,13 +3,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 use crate::host::HostPaths;
 
 /// node_exporter 1.5.0 upstream default.
@@ -64,13 +64,27 @@ pub struct FilesystemCollector {
     /// `stuckMounts`); shared with the worker threads that remove them on return.
     stuck: Arc<Mutex<HashSet<String>>>,
     /// The current stat worker; replaced when one hangs.
-    worker: Mutex<Option<mpsc::Sender<Job>>>,
+    worker: Mutex<Option<mpsc::Sender<Arc<Batch>>>>,
 }
 
-struct Job {
-    path: PathBuf,
-    mountpoint: String,
-    reply: mpsc::SyncSender<Result<FsStats, nix::Error>>,
+/// The mounts of one scrape, statted in order by the worker thread. The worker wakes the
+/// collector only when the whole batch is done, so a scrape costs one thread hand-off
+/// rather than two per mount; the collector checks progress whenever an item's deadline
+/// passes.
+struct Batch {
+    /// (path to stat, mount point) per item.
+    items: Vec<(PathBuf, String)>,
+    state: Mutex<BatchState>,
+    done: Condvar,
+}
+
+struct BatchState {
+    /// Results of `items[..results.len()]`.
+    results: Vec<Result<FsStats, nix::Error>>,
+    /// When the item at `results.len()` was started (or the batch was queued).
+    started: Instant,
+    /// The collector gave up on the item in progress (marked stuck) and on this worker.
+    abandoned: bool,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -103,89 +117,122 @@ impl FilesystemCollector {
 
     fn read_mounts(&self) -> Result<Vec<Mount>, CollectorError> {
         let primary = self.paths.proc_path("1/mounts");
-        let (path, text) = match std::fs::read_to_string(&primary) {
+        let (path, text) = match read_proc(&primary) {
             Ok(t) => (primary, t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 let fallback = self.paths.proc_path("mounts");
-                let t = std::fs::read_to_string(&fallback)
-                    .map_err(|e| CollectorError::io(&fallback, e))?;
+                let t = read_proc(&fallback)?;
                 (fallback, t)
             }
-            Err(e) => return Err(CollectorError::io(primary, e)),
+            Err(e) => return Err(e),
         };
         parse_mounts(&text, &self.paths)
             .map_err(|detail| CollectorError::parse(path.display().to_string(), detail))
     }
 
-    /// Runs statfs on the worker thread, waiting at most `timeout`. A call that takes
-    /// longer marks the mount stuck and abandons the worker; the worker clears the mark
-    /// and exits when the call finally returns.
-    fn stat_with_timeout(
+    /// Stats `items` on the worker thread. An item that takes longer than `timeout` is
+    /// marked stuck and its worker abandoned; the worker clears the mark and exits when
+    /// the call finally returns, and the items after it go to a fresh worker.
+    fn stat_all(
         &self,
-        worker: &mut Option<mpsc::Sender<Job>>,
-        path: PathBuf,
-        mountpoint: &str,
-    ) -> Stat {
-        let (reply, rx) = mpsc::sync_channel(1);
-        let mut job = Job {
-            path,
-            mountpoint: mountpoint.to_string(),
-            reply,
-        };
-        // A worker that died (it never should) is simply replaced.
+        worker: &mut Option<mpsc::Sender<Arc<Batch>>>,
+        mut items: Vec<(PathBuf, String)>,
+    ) -> Vec<Stat> {
+        let mut out = Vec::with_capacity(items.len());
+        while !items.is_empty() {
+            let batch = Arc::new(Batch {
+                items: std::mem::take(&mut items),
+                state: Mutex::new(BatchState {
+                    results: Vec::new(),
+                    started: Instant::now(),
+                    abandoned: false,
+                }),
+                done: Condvar::new(),
+            });
+            if !self.dispatch(worker, &batch) {
+                out.extend(batch.items.iter().map(|_| Stat::Failed(nix::Error::EAGAIN)));
+                break;
+            }
+            let n = batch.items.len();
+            let mut st = lock(&batch.state);
+            loop {
+                if st.results.len() == n {
+                    break;
+                }
+                let deadline = st.started + self.timeout;
+                let now = Instant::now();
+                if now >= deadline {
+                    let i = st.results.len();
+                    let mountpoint = &batch.items[i].1;
+                    tracing::error!(
+                        mountpoint = %mountpoint,
+                        "mount point timed out, it is being labeled as stuck and will not be monitored"
+                    );
+                    st.abandoned = true;
+                    // Marked while holding the batch lock, which the worker also holds when
+                    // it clears the mark, so the mark cannot be lost.
+                    lock(&self.stuck).insert(mountpoint.clone());
+                    *worker = None;
+                    items = batch.items[i + 1..].to_vec();
+                    break;
+                }
+                st = batch
+                    .done
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            let stuck = st.abandoned;
+            out.extend(st.results.drain(..).map(|r| match r {
+                Ok(s) => Stat::Ok(s),
+                Err(e) => Stat::Failed(e),
+            }));
+            if stuck {
+                out.push(Stat::Stuck);
+            }
+        }
+        out
+    }
+
+    /// Hands a batch to the worker, (re)starting it if needed.
+    fn dispatch(&self, worker: &mut Option<mpsc::Sender<Arc<Batch>>>, batch: &Arc<Batch>) -> bool {
         for _ in 0..2 {
             let tx = worker.get_or_insert_with(|| spawn_worker(self.stat, self.stuck.clone()));
-            match tx.send(job) {
-                Ok(()) => break,
-                Err(mpsc::SendError(j)) => {
-                    job = j;
-                    *worker = None;
-                }
+            if tx.send(batch.clone()).is_ok() {
+                return true;
             }
+            *worker = None;
         }
-        match rx.recv_timeout(self.timeout) {
-            Ok(Ok(s)) => Stat::Ok(s),
-            Ok(Err(e)) => Stat::Failed(e),
-            Err(RecvTimeoutError::Disconnected) => Stat::Failed(nix::Error::EIO),
-            Err(RecvTimeoutError::Timeout) => {
-                let mut stuck = lock(&self.stuck);
-                // The worker replies while holding `stuck`, so this check is race-free.
-                match rx.try_recv() {
-                    Ok(Ok(s)) => Stat::Ok(s),
-                    Ok(Err(e)) => Stat::Failed(e),
-                    Err(_) => {
-                        tracing::error!(
-                            mountpoint,
-                            "mount point timed out, it is being labeled as stuck and will not be monitored"
-                        );
-                        stuck.insert(mountpoint.to_string());
-                        *worker = None;
-                        Stat::Stuck
-                    }
-                }
-            }
-        }
+        tracing::error!("cannot start statfs worker thread");
+        false
     }
 }
 
-fn spawn_worker(stat: StatFn, stuck: Arc<Mutex<HashSet<String>>>) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel::<Job>();
+fn spawn_worker(stat: StatFn, stuck: Arc<Mutex<HashSet<String>>>) -> mpsc::Sender<Arc<Batch>> {
+    let (tx, rx) = mpsc::channel::<Arc<Batch>>();
     let spawned = std::thread::Builder::new()
         .name("fs-statfs".into())
         .spawn(move || {
-            for job in rx {
-                let result = stat(&job.path);
-                let mut stuck = lock(&stuck);
-                if stuck.remove(&job.mountpoint) {
-                    tracing::info!(mountpoint = %job.mountpoint, "mount point has recovered, monitoring will resume");
-                    // The collector gave up on this worker and started another one.
-                    return;
+            for batch in rx {
+                for (path, mountpoint) in &batch.items {
+                    let result = stat(path);
+                    let mut st = lock(&batch.state);
+                    if st.abandoned {
+                        lock(&stuck).remove(mountpoint);
+                        tracing::info!(mountpoint = %mountpoint, "mount point has recovered, monitoring will resume");
+                        // The collector moved on to another worker.
+                        return;
+                    }
+                    st.results.push(result);
+                    // The next item's clock starts in the same critical section, so the
+                    // collector never charges one item's time to the next.
+                    st.started = Instant::now();
                 }
-                let _ = job.reply.send(result);
+                batch.done.notify_one();
             }
         });
     if let Err(e) = spawned {
-        // Dropping the receiver makes the next send fail and the stat report EIO.
+        // Dropping the receiver makes the send fail and the mounts report an error.
         tracing::error!(error = %e, "cannot spawn statfs worker thread");
     }
     tx
@@ -203,21 +250,29 @@ impl Collector for FilesystemCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let mounts = self.read_mounts()?;
         let mut seen: HashSet<&Mount> = HashSet::new();
-        let mut worker = lock(&self.worker);
-        for m in &mounts {
-            if self.mount_points_exclude.is_match(&m.mountpoint)
-                || self.fs_types_exclude.is_match(&m.fstype)
-                || seen.contains(m)
-            {
-                continue;
+        let mut todo: Vec<&Mount> = Vec::new();
+        {
+            let stuck = lock(&self.stuck);
+            for m in &mounts {
+                if self.mount_points_exclude.is_match(&m.mountpoint)
+                    || self.fs_types_exclude.is_match(&m.fstype)
+                    || !seen.insert(m)
+                {
+                    continue;
+                }
+                if stuck.contains(&m.mountpoint) {
+                    tracing::debug!(mountpoint = %m.mountpoint, "mount point is in an unresponsive state");
+                    continue;
+                }
+                todo.push(m);
             }
-            if lock(&self.stuck).contains(&m.mountpoint) {
-                tracing::debug!(mountpoint = %m.mountpoint, "mount point is in an unresponsive state");
-                continue;
-            }
-            let path = self.paths.rootfs_path(&m.mountpoint);
-            let result = self.stat_with_timeout(&mut worker, path, &m.mountpoint);
-            seen.insert(m);
+        }
+        let items = todo
+            .iter()
+            .map(|m| (self.paths.rootfs_path(&m.mountpoint), m.mountpoint.clone()))
+            .collect();
+        let results = self.stat_all(&mut lock(&self.worker), items);
+        for (m, result) in todo.into_iter().zip(results) {
             let labels = [
                 ("device", m.device.as_str()),
                 ("fstype", m.fstype.as_str()),
@@ -403,22 +458,29 @@ mod tests {
     fn stuck_mount_is_skipped_until_statfs_returns() {
         let mut p = paths("filesystem");
         p.proc = testdata("filesystem").join("proc_hang");
-        let c = collector(&p, Duration::from_millis(50));
+        let timeout = Duration::from_millis(250);
+        let c = collector(&p, timeout);
         let data = labels("/dev/vdb", "xfs", "/data");
         let hang = labels("nfs:/x", "nfs4", "/hang");
 
         let mut set = MetricSet::new();
         c.update(&mut set).unwrap();
         assert_eq!(value(&set, "node_filesystem_device_error", &data), 0.0);
-        assert_eq!(len(&set, "node_filesystem_device_error"), 1);
+        let before = labels("/dev/vdc", "ext4", "/before");
+        assert_eq!(value(&set, "node_filesystem_device_error", &before), 0.0);
+        assert_eq!(
+            len(&set, "node_filesystem_device_error"),
+            2,
+            "mounts before and after the stuck one"
+        );
         assert!(lock(&c.stuck).contains("/hang"));
 
         // While stuck, the mount is skipped without waiting for the timeout again.
         let start = Instant::now();
         let mut set = MetricSet::new();
         c.update(&mut set).unwrap();
-        assert!(start.elapsed() < Duration::from_millis(50));
-        assert_eq!(len(&set, "node_filesystem_device_error"), 1);
+        assert!(start.elapsed() < timeout);
+        assert_eq!(len(&set, "node_filesystem_device_error"), 2);
 
         RELEASE.store(true, Ordering::SeqCst);
         let start = Instant::now();

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// `<size> blocks ... [<total>/<active>] [UU_]`, last match on the line (greedy `.*`).
 static STATUS_LINE: LazyLock<Regex> = LazyLock::new(|| {
@@ -44,7 +44,7 @@ const STATE_HELP: &str = "Indicates the state of md-device.";
 
 impl Collector for MdadmCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = match read_to_string(&self.path) {
+        let text = match read_proc(&self.path) {
             Err(e) if e.is_not_found() => return Err(CollectorError::NoData),
             other => other?,
         };

@@ -94,6 +94,31 @@ pub fn read_to_string(path: impl AsRef<std::path::Path>) -> Result<String, Colle
     std::fs::read_to_string(path).map_err(|e| CollectorError::io(path, e))
 }
 
+/// Reads a whole procfs/sysfs file with few, large reads. `std::fs::read_to_string` sees
+/// size 0 for these files and probes with 32-byte reads growing from there (~10 syscalls
+/// for /proc/net/netstat), and for iterated seq files such as /proc/net/udp every short
+/// read makes the kernel walk its table again from the start.
+pub fn read_proc(path: impl AsRef<std::path::Path>) -> Result<String, CollectorError> {
+    use std::io::Read;
+    let path = path.as_ref();
+    let mut file = std::fs::File::open(path).map_err(|e| CollectorError::io(path, e))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CollectorError::io(path, e)),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| CollectorError::parse(path.display().to_string(), e))
+}
+
 /// Options of individual collectors (node_exporter's `--collector.<name>.<option>` flags).
 #[derive(Debug, Clone)]
 pub struct CollectorOptions {

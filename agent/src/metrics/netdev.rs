@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// /proc/net/dev columns after the interface name, as node_exporter names them.
 const FIELDS: [&str; 16] = [
@@ -75,7 +75,7 @@ impl NetdevCollector {
 
 impl Collector for NetdevCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.path)?;
+        let text = read_proc(&self.path)?;
         for (dev, values) in parse_net_dev(&text)? {
             if self.ignored(dev) {
                 continue;
@@ -86,7 +86,7 @@ impl Collector for NetdevCollector {
             }
             // Only present when sysfs shows this network namespace's devices.
             let path = self.class_net.join(dev).join("statistics/rx_nohandler");
-            if let Ok(s) = std::fs::read_to_string(&path) {
+            if let Ok(s) = read_proc(&path) {
                 match s.trim().parse::<u64>() {
                     Ok(v) => out.counter(
                         &self.nohandler.name,

@@ -5,14 +5,12 @@
 //! field the kernel prints (filtered by the `--collector.netstat.fields` regex), keeping
 //! the kernel's CamelCase names.
 
-use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
@@ -25,9 +23,16 @@ pub struct NetstatCollector {
     snmp: PathBuf,
     snmp6: PathBuf,
     fields: Regex,
-    /// `Proto_Field` → (metric name, help) if the field regex matches. The kernel's field
-    /// set is fixed, so after the first scrape no regex runs and no names are formatted.
-    names: Mutex<HashMap<String, Option<(String, String)>>>,
+    /// Per field position: `Proto_Field` and, if the field regex matches, (metric name,
+    /// help). The kernel prints the same fields in the same order every time, so after the
+    /// first scrape each field costs one string compare: no regex, hashing or formatting.
+    names: Mutex<Vec<CachedField>>,
+}
+
+/// A field position's `Proto_Field` key and, if exported, its (metric name, help).
+struct CachedField {
+    key: String,
+    desc: Option<(String, String)>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -42,40 +47,50 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for NetstatCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let netstat = read_to_string(&self.netstat)?;
-        let snmp = read_to_string(&self.snmp)?;
+        let netstat = read_proc(&self.netstat)?;
+        let snmp = read_proc(&self.snmp)?;
         // Absent when IPv6 is disabled.
-        let snmp6 = match std::fs::read_to_string(&self.snmp6) {
+        let snmp6 = match read_proc(&self.snmp6) {
             Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(CollectorError::io(&self.snmp6, e)),
+            Err(e) if e.is_not_found() => String::new(),
+            Err(e) => return Err(e),
         };
         let mut stats = parse_net_stats(&netstat, "/proc/net/netstat")?;
         stats.extend(parse_net_stats(&snmp, "/proc/net/snmp")?);
         stats.extend(parse_snmp6(&snmp6)?);
 
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        let mut key = String::new();
-        for (proto, field, value) in stats {
-            key.clear();
-            key.push_str(proto);
-            key.push('_');
-            key.push_str(field);
-            if !names.contains_key(key.as_str()) {
-                let entry = self.fields.is_match(&key).then(|| {
+        let mut cache = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, &(proto, field, value)) in stats.iter().enumerate() {
+            if !cache.get(i).is_some_and(|c| key_is(&c.key, proto, field)) {
+                let key = format!("{proto}_{field}");
+                let desc = self.fields.is_match(&key).then(|| {
                     (
                         format!("node_netstat_{key}"),
                         format!("Statistic {proto}{field}."),
                     )
                 });
-                names.insert(key.clone(), entry);
+                let entry = CachedField { key, desc };
+                if i < cache.len() {
+                    cache[i] = entry;
+                } else {
+                    cache.push(entry);
+                }
             }
-            if let Some(Some((name, help))) = names.get(key.as_str()) {
+            if let Some((name, help)) = &cache[i].desc {
                 out.untyped(name, help, &[], value);
             }
         }
+        cache.truncate(stats.len());
         Ok(())
     }
+}
+
+/// `key == format!("{proto}_{field}")` without allocating.
+fn key_is(key: &str, proto: &str, field: &str) -> bool {
+    key.len() == proto.len() + 1 + field.len()
+        && key.starts_with(proto)
+        && key.ends_with(field)
+        && key.as_bytes()[proto.len()] == b'_'
 }
 
 /// Parses the header/value line pairs of /proc/net/netstat and /proc/net/snmp:
@@ -194,6 +209,38 @@ mod tests {
                 .iter()
                 .all(|n| n.starts_with("node_netstat_Tcp_"))
         );
+    }
+
+    #[test]
+    fn name_cache_follows_changed_field_sets() {
+        assert!(key_is("Tcp_InErrs", "Tcp", "InErrs"));
+        assert!(!key_is("Tcp_InErrs", "Tc", "pInErrs"));
+        assert!(!key_is("TcpXInErrs", "Tcp", "InErrs"));
+        let dir = tempfile::tempdir().unwrap();
+        let write = |netstat: &str| {
+            std::fs::write(dir.path().join("netstat"), netstat).unwrap();
+            std::fs::write(dir.path().join("snmp"), "Tcp: CurrEstab InErrs\nTcp: 4 1\n").unwrap();
+        };
+        let c = NetstatCollector {
+            netstat: dir.path().join("netstat"),
+            snmp: dir.path().join("snmp"),
+            snmp6: dir.path().join("snmp6"),
+            fields: Regex::new(DEFAULT_FIELDS).unwrap(),
+            names: Mutex::default(),
+        };
+        write("TcpExt: ListenDrops TCPTimeouts\nTcpExt: 1 2\n");
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert_eq!(value(&set, "node_netstat_TcpExt_TCPTimeouts", &[]), 2.0);
+        // A new kernel field shifts every position after it.
+        write("TcpExt: ListenDrops NewField TCPTimeouts\nTcpExt: 1 9 3\n");
+        let mut set = MetricSet::new();
+        c.update(&mut set).unwrap();
+        assert_eq!(value(&set, "node_netstat_TcpExt_TCPTimeouts", &[]), 3.0);
+        assert_eq!(value(&set, "node_netstat_Tcp_CurrEstab", &[]), 4.0);
+        assert_eq!(value(&set, "node_netstat_Tcp_InErrs", &[]), 1.0);
+        assert!(!set.contains("node_netstat_TcpExt_NewField"));
+        assert_eq!(names(&set).len(), 4);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! Hand-parsed: procfs-core has no sockstat parser. Only the keys procfs (Go) knows are
 //! exported; `mem` is in pages and also exported as `mem_bytes` = pages × page size.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 const KNOWN_KEYS: [&str; 6] = ["inuse", "orphan", "tw", "alloc", "mem", "memory"];
 
@@ -35,13 +34,13 @@ pub type Sample<'a> = (&'a str, &'a str, f64);
 
 /// Reads a sockstat file; `None` if it does not exist (e.g. IPv6 disabled).
 fn read_optional(path: &Path) -> Result<Option<String>, CollectorError> {
-    match std::fs::read_to_string(path) {
+    match read_proc(path) {
         Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             tracing::debug!(path = %path.display(), "sockstat statistics not found, skipping");
             Ok(None)
         }
-        Err(e) => Err(CollectorError::io(path, e)),
+        Err(e) => Err(e),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// Fewest columns any supported kernel prints (procfs' minimum).
 const MIN_COLUMNS: usize = 9;
@@ -30,7 +30,7 @@ pub struct SoftnetStat {
 
 impl Collector for SoftnetCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let stats = parse_softnet(&read_to_string(&self.path)?)?;
+        let stats = parse_softnet(&read_proc(&self.path)?)?;
         for (cpu, s) in stats.iter().enumerate() {
             let cpu = cpu.to_string();
             let labels = [("cpu", cpu.as_str())];

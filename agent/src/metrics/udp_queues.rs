@@ -4,10 +4,9 @@
 //! Hand-parsed: procfs' `UdpNetEntries` decodes every column (addresses, uid, inode) and
 //! allocates per socket; only the `tx_queue:rx_queue` column is needed here.
 
-use std::io::ErrorKind;
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 const HELP: &str = "Number of allocated memory in the kernel for UDP datagrams in bytes.";
 
@@ -27,14 +26,14 @@ impl Collector for UdpQueuesCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let mut missing = 0;
         for (path, ip) in [(&self.v4, "v4"), (&self.v6, "v6")] {
-            let text = match std::fs::read_to_string(path) {
+            let text = match read_proc(path) {
                 Ok(t) => t,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(e) if e.is_not_found() => {
                     tracing::debug!(path = %path.display(), "not collecting {ip} UDP queues");
                     missing += 1;
                     continue;
                 }
-                Err(e) => return Err(CollectorError::io(path, e)),
+                Err(e) => return Err(e),
             };
             let (tx, rx) = sum_queues(&text, &path.display().to_string())?;
             out.gauge(
