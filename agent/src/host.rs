@@ -32,6 +32,21 @@ impl HostPaths {
         self.proc.join(rel)
     }
 
+    /// A path below the host's `net/` procfs directory, e.g. `proc_net_path("dev")`.
+    ///
+    /// `<procfs>/net` resolves through `self` to the reading process's network namespace:
+    /// in a pod without hostNetwork (which maxSurge rollouts need) that is the pod's, not
+    /// the node's. When procfs is a host mount (not `/proc`) and has `1/net`, init's view,
+    /// i.e. the node's namespace, is used instead; standalone it stays `/proc/net`.
+    pub fn proc_net_path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let init_net = self.proc.join("1/net");
+        if self.proc != Path::new("/proc") && init_net.is_dir() {
+            init_net.join(rel)
+        } else {
+            self.proc.join("net").join(rel)
+        }
+    }
+
     /// A path below the sysfs root, e.g. `sys_path("class/net")`.
     pub fn sys_path(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.sys.join(rel)
@@ -75,6 +90,22 @@ mod tests {
         assert_eq!(p.strip_rootfs("/host/rootless"), "/host/rootless");
         assert_eq!(p.strip_rootfs("/proc"), "/proc");
         assert_eq!(HostPaths::default().strip_rootfs("/boot"), "/boot");
+    }
+
+    #[test]
+    fn proc_net_prefers_the_host_namespace_of_a_host_procfs_mount() {
+        assert_eq!(
+            HostPaths::default().proc_net_path("dev"),
+            PathBuf::from("/proc/net/dev")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = HostPaths {
+            proc: dir.path().to_path_buf(),
+            ..HostPaths::default()
+        };
+        assert_eq!(p.proc_net_path("dev"), dir.path().join("net/dev"));
+        std::fs::create_dir_all(dir.path().join("1/net")).unwrap();
+        assert_eq!(p.proc_net_path("dev"), dir.path().join("1/net/dev"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub struct ArpCollector {
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(ArpCollector {
-        path: ctx.paths.proc_path("net/arp"),
+        path: ctx.paths.proc_net_path("arp"),
     }))
 }
 

@@ -63,7 +63,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
     Ok(Box::new(ConntrackCollector {
         count: ctx.paths.proc_path("sys/net/netfilter/nf_conntrack_count"),
         max: ctx.paths.proc_path("sys/net/netfilter/nf_conntrack_max"),
-        stat: ctx.paths.proc_path("net/stat/nf_conntrack"),
+        stat: ctx.paths.proc_net_path("stat/nf_conntrack"),
     }))
 }
 

@@ -89,9 +89,9 @@ impl CollectorError {
 }
 
 /// Reads a whole file, mapping errors to [`CollectorError::Io`] with the path.
+/// Same as [`read_proc`]: procfs/sysfs files report size 0, so large reads are cheaper.
 pub fn read_to_string(path: impl AsRef<std::path::Path>) -> Result<String, CollectorError> {
-    let path = path.as_ref();
-    std::fs::read_to_string(path).map_err(|e| CollectorError::io(path, e))
+    read_proc(path)
 }
 
 /// Reads a whole procfs/sysfs file with few, large reads. `std::fs::read_to_string` sees

@@ -57,7 +57,7 @@ pub struct NetdevCollector {
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(NetdevCollector {
-        path: ctx.paths.proc_path("net/dev"),
+        path: ctx.paths.proc_net_path("dev"),
         class_net: ctx.paths.sys_path("class/net"),
         include: ctx.options.netdev_device_include.clone(),
         exclude: ctx.options.netdev_device_exclude.clone(),

@@ -37,9 +37,9 @@ struct CachedField {
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(NetstatCollector {
-        netstat: ctx.paths.proc_path("net/netstat"),
-        snmp: ctx.paths.proc_path("net/snmp"),
-        snmp6: ctx.paths.proc_path("net/snmp6"),
+        netstat: ctx.paths.proc_net_path("netstat"),
+        snmp: ctx.paths.proc_net_path("snmp"),
+        snmp6: ctx.paths.proc_net_path("snmp6"),
         fields: ctx.options.netstat_fields.clone(),
         names: Mutex::default(),
     }))

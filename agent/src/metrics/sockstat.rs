@@ -23,8 +23,8 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
         .flatten()
         .unwrap_or(4096);
     Ok(Box::new(SockstatCollector {
-        v4: ctx.paths.proc_path("net/sockstat"),
-        v6: ctx.paths.proc_path("net/sockstat6"),
+        v4: ctx.paths.proc_net_path("sockstat"),
+        v6: ctx.paths.proc_net_path("sockstat6"),
         page_size: page_size as f64,
     }))
 }

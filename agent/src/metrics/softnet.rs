@@ -16,7 +16,7 @@ pub struct SoftnetCollector {
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(SoftnetCollector {
-        path: ctx.paths.proc_path("net/softnet_stat"),
+        path: ctx.paths.proc_net_path("softnet_stat"),
     }))
 }
 

@@ -17,8 +17,8 @@ pub struct UdpQueuesCollector {
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(UdpQueuesCollector {
-        v4: ctx.paths.proc_path("net/udp"),
-        v6: ctx.paths.proc_path("net/udp6"),
+        v4: ctx.paths.proc_net_path("udp"),
+        v6: ctx.paths.proc_net_path("udp6"),
     }))
 }
 
