@@ -119,7 +119,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     );
     println!(
         "{:<20} {:>9} {:>12} {:>11} {:>12} {:>10}",
-        "sink", "MB/s", "MB/CPU-s", "CPU s", "wire MiB", "peak RSS"
+        "sink", "MB/s", "MB/CPU-s", "CPU s", "body MiB", "peak RSS"
     );
     for name in &options.only {
         let figures = bench_one(name, &options, &receiver.url)?;
@@ -134,7 +134,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         );
     }
     println!(
-        "(MB = 10^6 bytes of message text; CPU = this process: encode, compress, HTTP client, response parsing)"
+        "(MB = 10^6 bytes of message text; body MiB = request bodies before compression; CPU = this process: encode, compress, HTTP client, response parsing)"
     );
     Ok(())
 }

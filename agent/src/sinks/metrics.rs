@@ -51,7 +51,7 @@ fn families() -> &'static Families {
             ),
             failures: counter(
                 "node_agent_sink_failures_total",
-                "Failed requests or items by class (network, timeout, http_429, http_5xx, http_4xx, item_4xx, item_retry, io).",
+                "Failed requests or items by class (network, timeout, http_429, http_5xx, http_auth, auth, http_4xx, bad_response, item_4xx, item_retry, io).",
                 &["sink", "class"],
             ),
             dead_lettered: counter(
