@@ -1,1 +1,3 @@
 //! Test support for node-agent end-to-end tests.
+
+pub mod agent_proc;
