@@ -52,3 +52,25 @@ pub struct LogRecord {
     /// The message parsed as a JSON object (only when `logs.parse_json` is on).
     pub fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+impl LogRecord {
+    /// A record with no flags and no parsed fields.
+    pub fn new(
+        source: Arc<SourceMeta>,
+        timestamp_nanos: i64,
+        stream: Stream,
+        offset: u64,
+        message: String,
+    ) -> Self {
+        Self {
+            source,
+            timestamp_nanos,
+            stream,
+            offset,
+            message,
+            truncated: false,
+            malformed: false,
+            fields: None,
+        }
+    }
+}

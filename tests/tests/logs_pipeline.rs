@@ -1,0 +1,576 @@
+//! End-to-end tests of the real log pipeline (discovery → … → checkpoint), in-process, with
+//! a temporary pods directory and state directory, and test sinks.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use node_agent::logs::record::{LogRecord, Stream};
+use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
+use node_agent::sinks::{DeliverFuture, Sink, SinkError};
+use node_agent_tests::loggen::{ContainerLog, Expected, Format, LineMix, LogTree, message_id};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const BATCH_RECORDS: usize = 50;
+const IN_FLIGHT: usize = 2;
+const CHUNK: usize = 4096;
+/// A batch is sealed after the read chunk that filled it: it may exceed
+/// `batch_max_records` by the lines of one chunk (generated lines are > 100 bytes).
+const MAX_BATCH: usize = BATCH_RECORDS + CHUNK / 100;
+
+fn config(root: &Path) -> LogsConfig {
+    LogsConfig {
+        pods_dir: root.join("pods"),
+        state_dir: root.join("state"),
+        rescan_interval: Duration::from_millis(200),
+        checkpoint_interval: Duration::from_millis(100),
+        batch_max_records: BATCH_RECORDS,
+        batch_timeout: Duration::from_millis(20),
+        max_in_flight_batches: IN_FLIGHT,
+        drain_timeout: Duration::from_secs(5),
+        read_chunk_bytes: CHUNK,
+        ..LogsConfig::default()
+    }
+}
+
+/// Records every delivered record; optionally fails while `failing` is set; tracks how
+/// many deliveries run at once.
+#[derive(Default)]
+struct TestSink {
+    records: Mutex<Vec<LogRecord>>,
+    failing: AtomicBool,
+    failures: AtomicUsize,
+    /// Distinct record offsets offered while failing (to bound what was read meanwhile).
+    offered_while_failing: Mutex<HashSet<(u64, u64)>>,
+    concurrent: AtomicUsize,
+    max_concurrent: AtomicUsize,
+    /// Once set, deliveries record their records as "received" and never confirm (a
+    /// receiver that got the data but whose ack is lost), until cancelled.
+    hang: AtomicBool,
+}
+
+impl TestSink {
+    fn ids(&self) -> Vec<String> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| message_id(&r.message).expect("generated id").to_string())
+            .collect()
+    }
+}
+
+struct ConcurrencyGuard<'a>(&'a AtomicUsize);
+impl Drop for ConcurrencyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Sink for TestSink {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+            let _guard = ConcurrencyGuard(&self.concurrent);
+            self.max_concurrent.fetch_max(now, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            if self.failing.load(Ordering::SeqCst) {
+                self.failures.fetch_add(1, Ordering::SeqCst);
+                let mut offered = self.offered_while_failing.lock().unwrap();
+                offered.extend(records.iter().map(|r| (r.source.file_id, r.offset)));
+                return Err(SinkError::Failed("receiver down".into()));
+            }
+            self.records.lock().unwrap().extend_from_slice(records);
+            if self.hang.load(Ordering::SeqCst) {
+                cancel.cancelled().await;
+                return Err(SinkError::Cancelled);
+            }
+            Ok(())
+        })
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<RunSummary>>,
+}
+
+fn start(config: LogsConfig, sinks: Vec<Arc<dyn Sink>>) -> Running {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run_with_sinks(
+        config,
+        "node-1".into(),
+        sinks,
+        shutdown.clone(),
+    ));
+    Running { shutdown, handle }
+}
+
+impl Running {
+    async fn stop(self) -> RunSummary {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.handle)
+            .await
+            .expect("pipeline stops in time")
+            .expect("pipeline task")
+            .expect("pipeline result")
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every expected id arrived exactly once with the exact message (P/F joined) and stream.
+fn assert_exactly_once(records: &[LogRecord], expected: &HashMap<String, Expected>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for r in records {
+        let id = message_id(&r.message).expect("generated id");
+        *seen.entry(id).or_default() += 1;
+        let want = expected
+            .get(id)
+            .unwrap_or_else(|| panic!("unexpected id {id}"));
+        assert_eq!(r.message, want.message, "message of {id}");
+        assert_eq!(r.stream == Stream::Stderr, want.stderr, "stream of {id}");
+        assert!(!r.malformed && !r.truncated, "{id} flagged");
+        assert_eq!(r.source.node, "node-1");
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "{} duplicated ids, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !seen.contains_key(k.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} ids lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_once_through_rotation_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut tree = LogTree::create(&cfg.pods_dir, "prod", 3, 2).unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    let mix = LineMix::default();
+    for round in 0..30 {
+        for (i, log) in tree.logs.iter_mut().enumerate() {
+            log.write_lines(40, &mix).unwrap();
+            if round % 6 == 5 && i % 2 == round % 2 {
+                // Every other rotation compresses, like kubelet's older rotations.
+                log.rotate(i % 4 == 1).unwrap();
+            }
+        }
+        tree.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let expected = tree.expected();
+    assert_eq!(expected.len(), 30 * 40 * 6);
+    wait_for("all records", Duration::from_secs(20), || {
+        sink.records.lock().unwrap().len() >= expected.len()
+    })
+    .await;
+    let summary = run.stop().await;
+    assert_eq!(summary.batches_abandoned, 0);
+    let records = sink.records.lock().unwrap().clone();
+    assert_exactly_once(&records, &expected);
+    // Records of one file: offsets name them uniquely (the ES `_id`).
+    let ids: HashSet<(u64, u64)> = records
+        .iter()
+        .map(|r| (r.source.file_id, r.offset))
+        .collect();
+    assert_eq!(ids.len(), records.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_outage_then_recovery_loses_nothing_and_bounds_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    let sink = Arc::new(TestSink::default());
+    sink.failing.store(true, Ordering::SeqCst);
+    let run = start(cfg, vec![sink.clone()]);
+    let mix = LineMix::default();
+    log.write_lines(3000, &mix).unwrap();
+    log.flush().unwrap();
+    wait_for("a few failures", Duration::from_secs(5), || {
+        sink.failures.load(Ordering::SeqCst) >= 6
+    })
+    .await;
+    // The outage went on long enough for the reader to have read everything if it were
+    // unbounded; it must have stopped at the in-flight bound (+1 queued, +1 building).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let offered = sink.offered_while_failing.lock().unwrap().len();
+    assert!(
+        offered <= IN_FLIGHT * MAX_BATCH,
+        "{offered} records offered during the outage"
+    );
+    sink.failing.store(false, Ordering::SeqCst);
+    wait_for(
+        "all records after recovery",
+        Duration::from_secs(20),
+        || sink.records.lock().unwrap().len() >= 3000,
+    )
+    .await;
+    run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
+    assert!(sink.max_concurrent.load(Ordering::SeqCst) <= IN_FLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_restart_resumes_from_checkpoint_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut log =
+        ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Docker).unwrap();
+    let mix = LineMix::default();
+    log.write_lines(500, &mix).unwrap();
+    log.flush().unwrap();
+
+    let first = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![first.clone()]);
+    wait_for("first run", Duration::from_secs(10), || {
+        first.records.lock().unwrap().len() >= 500
+    })
+    .await;
+    run.stop().await;
+
+    // Written while no agent runs, including a rotation.
+    log.write_lines(200, &mix).unwrap();
+    log.rotate(false).unwrap();
+    log.write_lines(300, &mix).unwrap();
+    log.flush().unwrap();
+
+    let second = Arc::new(TestSink::default());
+    let run = start(cfg, vec![second.clone()]);
+    wait_for("second run", Duration::from_secs(10), || {
+        second.records.lock().unwrap().len() >= 500
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let mut all = first.records.lock().unwrap().clone();
+    assert_eq!(all.len(), 500);
+    all.extend(second.records.lock().unwrap().iter().cloned());
+    assert_exactly_once(&all, log.expected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_like_stop_duplicates_only_unacknowledged_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.drain_timeout = Duration::from_millis(50);
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    let mix = LineMix::default();
+    log.write_lines(300, &mix).unwrap();
+    log.flush().unwrap();
+
+    let first = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![first.clone()]);
+    wait_for("first batch", Duration::from_secs(10), || {
+        first.records.lock().unwrap().len() >= 300
+    })
+    .await;
+    // From now on the receiver gets data but never confirms; then the agent is stopped
+    // without a chance to drain.
+    first.hang.store(true, Ordering::SeqCst);
+    log.write_lines(300, &mix).unwrap();
+    log.flush().unwrap();
+    wait_for("unconfirmed deliveries", Duration::from_secs(10), || {
+        first.concurrent.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let summary = run.stop().await;
+    assert!(summary.batches_abandoned >= 1);
+    let unconfirmed: HashSet<String> = first.ids().into_iter().skip(300).collect();
+
+    let second = Arc::new(TestSink::default());
+    let run = start(cfg, vec![second.clone()]);
+    wait_for("rest after restart", Duration::from_secs(10), || {
+        second.records.lock().unwrap().len() >= 300
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+
+    let second_ids = second.ids();
+    let first_ids: HashSet<String> = first.ids().into_iter().collect();
+    let dups: Vec<&String> = second_ids
+        .iter()
+        .filter(|id| first_ids.contains(*id))
+        .collect();
+    // Only what the receiver had without confirming is sent again: at most the in-flight bound.
+    assert!(
+        dups.iter().all(|id| unconfirmed.contains(*id)),
+        "re-sent a confirmed record"
+    );
+    assert!(
+        dups.len() <= IN_FLIGHT * MAX_BATCH,
+        "{} duplicates",
+        dups.len()
+    );
+    let union: HashSet<String> = first_ids.into_iter().chain(second_ids).collect();
+    assert_eq!(union.len(), 600, "lost records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pod_is_picked_up_within_one_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // Rescans are rare here: the file watch must do the job.
+    cfg.rescan_interval = Duration::from_secs(30);
+    std::fs::create_dir_all(&cfg.pods_dir).unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![sink.clone()]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let created = Instant::now();
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "new", "app", Format::Cri).unwrap();
+    log.write_lines(1, &LineMix::default()).unwrap();
+    log.flush().unwrap();
+    wait_for("new pod's line", Duration::from_secs(5), || {
+        !sink.records.lock().unwrap().is_empty()
+    })
+    .await;
+    let latency = created.elapsed();
+    run.stop().await;
+    assert!(
+        latency < Duration::from_secs(1),
+        "picked up after {latency:?}"
+    );
+    let r = &sink.records.lock().unwrap()[0];
+    assert_eq!(
+        (r.source.namespace.as_str(), r.source.pod.as_str()),
+        ("prod", "new")
+    );
+    assert_eq!(r.source.container, "app");
+    assert_eq!(r.source.path, log.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_pods_file_is_read_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "job", "app", Format::Cri).unwrap();
+    let mix = LineMix::default();
+    log.write_lines(1, &mix).unwrap();
+    log.flush().unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("file opened", Duration::from_secs(5), || {
+        !sink.records.lock().unwrap().is_empty()
+    })
+    .await;
+    log.write_lines(5000, &mix).unwrap();
+    log.flush().unwrap();
+    std::fs::remove_dir_all(log.pod_dir()).unwrap();
+    wait_for(
+        "every line of the deleted file",
+        Duration::from_secs(20),
+        || sink.records.lock().unwrap().len() >= 5001,
+    )
+    .await;
+    run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_and_malformed_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.parse_json = true;
+    let mut log =
+        ContainerLog::create(&cfg.pods_dir, "prod", "legacy", "app", Format::Cri).unwrap();
+    let mix = LineMix::default();
+    log.write_lines(100, &mix).unwrap();
+    log.flush().unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("first lines", Duration::from_secs(5), || {
+        sink.records.lock().unwrap().len() >= 100
+    })
+    .await;
+    log.copytruncate().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    log.write_lines(50, &mix).unwrap();
+    log.flush().unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap();
+        f.write_all(b"this is not a CRI line \xff\n").unwrap();
+    }
+    wait_for("lines after truncate", Duration::from_secs(5), || {
+        sink.records.lock().unwrap().len() >= 151
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    let mut records = sink.records.lock().unwrap().clone();
+    let malformed: Vec<_> = records.iter().filter(|r| r.malformed).cloned().collect();
+    assert_eq!(malformed.len(), 1);
+    assert_eq!(malformed[0].message, "this is not a CRI line \u{fffd}");
+    records.retain(|r| !r.malformed);
+    assert_exactly_once(&records, log.expected());
+    let json = records
+        .iter()
+        .find(|r| r.message.starts_with('{'))
+        .expect("a JSON line");
+    assert_eq!(json.fields.as_ref().unwrap()["level"], "info");
+}
+
+/// Writes a checkpoint claiming `offset` in `path`'s inode, guarded by `fingerprint`.
+fn forge_checkpoint(
+    state_dir: &Path,
+    path: &Path,
+    offset: u64,
+    fingerprint: node_agent::logs::identity::Fingerprint,
+) {
+    use node_agent::logs::checkpoint::{CheckpointStore, Entry};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let entry = Entry {
+        dev: meta.dev(),
+        inode: meta.ino(),
+        fingerprint,
+        offset,
+        path: path.to_path_buf(),
+    };
+    std::fs::create_dir_all(state_dir).unwrap();
+    CheckpointStore::new(state_dir).save([&entry]).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_fingerprint_guards_against_inode_reuse() {
+    use node_agent::logs::identity::{Fingerprint, fingerprint_before};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    log.write_lines(300, &LineMix::default()).unwrap();
+    log.flush().unwrap();
+    let text = std::fs::read(log.path()).unwrap();
+    // A line boundary roughly in the middle.
+    let offset = text[..text.len() / 2]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap() as u64
+        + 1;
+
+    // Same inode, but the bytes before the saved offset differ: another file → from 0.
+    forge_checkpoint(
+        &cfg.state_dir,
+        log.path(),
+        offset,
+        Fingerprint { len: 256, hash: 42 },
+    );
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![sink.clone()]);
+    wait_for("all lines", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 300
+    })
+    .await;
+    run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
+
+    // Matching fingerprint: resume exactly at the offset.
+    let fp = fingerprint_before(&std::fs::File::open(log.path()).unwrap(), offset).unwrap();
+    forge_checkpoint(&cfg.state_dir, log.path(), offset, fp);
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("lines after the offset", Duration::from_secs(10), || {
+        !sink.records.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    let records = sink.records.lock().unwrap();
+    assert_eq!(records[0].offset, offset);
+    assert!(records.iter().all(|r| r.offset >= offset));
+    let after = text[offset as usize..]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
+    assert!(
+        records.len() <= after && records.len() > 100,
+        "{} records",
+        records.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_checkpoint_is_moved_aside_and_everything_is_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(&cfg.state_dir).unwrap();
+    std::fs::write(
+        cfg.state_dir.join("logs-checkpoint.json"),
+        b"{\"version\":1,",
+    )
+    .unwrap();
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    log.write_lines(100, &LineMix::default()).unwrap();
+    log.flush().unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg.clone(), vec![sink.clone()]);
+    wait_for("all lines", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 100
+    })
+    .await;
+    run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), log.expected());
+    let names: Vec<String> = std::fs::read_dir(&cfg.state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("logs-checkpoint.json.corrupt-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "logs-checkpoint.json"),
+        "{names:?}"
+    );
+
+    // The pipeline's own metrics are exported.
+    let families: Vec<String> = node_agent::telemetry::registry()
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    for name in [
+        "node_agent_logs_lines_read_total",
+        "node_agent_logs_records_shipped_total",
+        "node_agent_logs_batch_delivery_seconds",
+        "node_agent_logs_checkpoint_writes_total",
+        "node_agent_logs_open_files",
+    ] {
+        assert!(families.iter().any(|f| f == name), "missing {name}");
+    }
+}

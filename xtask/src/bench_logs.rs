@@ -1,0 +1,256 @@
+//! `cargo xtask bench logs [--size 1GiB] [--dir PATH] [--keep]`: generates a backlog of CRI
+//! pod logs, runs the real pipeline (discovery, read, parse, enrich, batch, ack,
+//! checkpoint) into a null sink, and prints throughput, MB per CPU-second and peak RSS.
+//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB.
+//!
+//! Figures are only meaningful optimized: a debug build re-runs itself with `--release`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use node_agent::logs::LogsConfig;
+use node_agent::logs::record::LogRecord;
+use node_agent::sinks::{DeliverFuture, Sink};
+use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
+use tokio_util::sync::CancellationToken;
+
+const MIB: u64 = 1024 * 1024;
+
+struct Options {
+    size: u64,
+    dir: Option<PathBuf>,
+    keep: bool,
+    containers: usize,
+}
+
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().with_context(|| format!("size {text:?}"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => MIB,
+        "g" | "gib" | "gb" => 1024 * MIB,
+        other => bail!("unknown size unit {other:?} (use KiB, MiB, GiB)"),
+    };
+    Ok(n * mult)
+}
+
+fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        size: 1024 * MIB,
+        dir: None,
+        keep: false,
+        containers: 8,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--size" => o.size = parse_size(it.next().context("--size needs a value")?)?,
+            "--dir" => o.dir = Some(PathBuf::from(it.next().context("--dir needs a value")?)),
+            "--containers" => {
+                o.containers = it.next().context("--containers needs a value")?.parse()?
+            }
+            "--keep" => o.keep = true,
+            other => bail!(
+                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep]"
+            ),
+        }
+    }
+    anyhow::ensure!(
+        o.size > 0 && o.containers > 0,
+        "size and containers must be > 0"
+    );
+    Ok(o)
+}
+
+/// Counts records and confirms at once.
+#[derive(Default)]
+struct NullSink {
+    records: AtomicU64,
+}
+
+impl Sink for NullSink {
+    fn name(&self) -> &str {
+        "null"
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        _cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a> {
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Writes the backlog; returns (bytes on disk, logical lines).
+fn generate(pods_dir: &Path, o: &Options) -> anyhow::Result<(u64, u64)> {
+    let mix = LineMix {
+        stderr_per_mille: 100,
+        json_per_mille: 200,
+        long_per_mille: 20,
+        payload_bytes: 150,
+        split_bytes: 512,
+    };
+    let mut logs = (0..o.containers)
+        .map(|i| {
+            let mut l =
+                ContainerLog::create(pods_dir, "bench", &format!("pod{i}"), "app", Format::Cri)?;
+            l.set_track_expected(false);
+            Ok(l)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let per_file = o.size / o.containers as u64;
+    for l in &mut logs {
+        loop {
+            l.write_lines(1000, &mix)?;
+            l.flush()?;
+            if std::fs::metadata(l.path())?.len() >= per_file {
+                break;
+            }
+        }
+    }
+    let mut bytes = 0;
+    for l in &logs {
+        bytes += std::fs::metadata(l.path())?.len();
+    }
+    Ok((bytes, logs.iter().map(|l| l.lines_written()).sum()))
+}
+
+pub fn run(args: &[&str]) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("bench logs: re-running optimized (cargo run --release -p xtask)");
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "xtask",
+                    "--",
+                    "bench",
+                    "logs",
+                ])
+                .args(args)
+                .status()
+                .context("running cargo")?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let o = parse_args(args)?;
+    let tmp;
+    let root = match &o.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new().prefix("bench-logs-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let pods_dir = root.join("pods");
+    let state_dir = root.join("state");
+    println!(
+        "generating {} MiB of CRI logs in {} containers under {}",
+        o.size / MIB,
+        o.containers,
+        pods_dir.display()
+    );
+    let t = Instant::now();
+    let (bytes, lines) = generate(&pods_dir, &o)?;
+    println!(
+        "  {:.0} MiB, {lines} messages in {:.1}s",
+        bytes as f64 / MIB as f64,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Peak RSS from here on only: the generator's allocations are not the pipeline's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = status_kib("VmRSS:").unwrap_or(0);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let sink = Arc::new(NullSink::default());
+    let config = LogsConfig {
+        pods_dir,
+        state_dir,
+        ..LogsConfig::default()
+    };
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let summary = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(node_agent::logs::run_with_sinks(
+            config,
+            "bench-node".into(),
+            vec![sink.clone() as Arc<dyn Sink>],
+            shutdown.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        while sink.records.load(Ordering::Relaxed) < lines {
+            if run.is_finished() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        run.await
+    })??;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let shipped = sink.records.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        shipped == lines,
+        "pipeline shipped {shipped} of {lines} messages"
+    );
+    let mb = bytes as f64 / 1e6;
+    let hwm = status_kib("VmHWM:").unwrap_or(0);
+    println!("logs pipeline (discover+read+parse+enrich+batch+ack+checkpoint → null sink):");
+    println!(
+        "  messages        {shipped} in {} batches",
+        summary.batches_delivered
+    );
+    println!("  wall            {wall:.2} s   → {:.1} MB/s", mb / wall);
+    println!(
+        "  cpu (user+sys)  {cpu:.2} s   → {:.1} MB per CPU-second (target ≥ 100)",
+        mb / cpu
+    );
+    println!(
+        "  peak RSS        {:.1} MiB (VmHWM; {:.1} MiB before start; target ≤ 64)",
+        hwm as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    if o.keep {
+        if let Some(d) = &o.dir {
+            println!("kept {}", d.display());
+        }
+    } else if o.dir.is_some() {
+        std::fs::remove_dir_all(root.join("pods")).ok();
+        std::fs::remove_dir_all(root.join("state")).ok();
+    }
+    Ok(())
+}
