@@ -2,3 +2,4 @@
 
 pub mod agent_proc;
 pub mod loggen;
+pub mod receivers;

@@ -3,6 +3,7 @@
 use anyhow::bail;
 
 mod bench_logs;
+mod bench_sinks;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -10,6 +11,7 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         // One arm per benchmark area; each lives in its own module.
         ["bench", "logs", rest @ ..] => bench_logs::run(rest),
+        ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
         [cmd, ..] => bail!("unknown task {cmd:?}; try: cargo xtask bench <metrics|logs|syscalls>"),
         [] => bail!("usage: cargo xtask bench <metrics|logs|syscalls>"),
     }

@@ -1,24 +1,34 @@
 //! Where log records go. Each sink delivers a batch or says why not; the pipeline advances
-//! checkpoints only after every sink said yes. (Placeholder until the sinks land.)
+//! checkpoints only after every sink said yes.
+//!
+//! Layout: [`config`] (what the `sinks:` entries look like), [`stdout`] and [`file`] (JSON
+//! lines, see [`jsonl`]), [`loki`] and [`elasticsearch`] (HTTP, sharing [`http`] for the
+//! client, auth, gzip and response classes, and [`retry`] for backoff), [`deadletter`]
+//! (records a receiver refused for good), [`metrics`] (the `node_agent_sink_*` families).
+
+pub mod config;
+pub mod deadletter;
+pub mod elasticsearch;
+pub mod file;
+pub mod http;
+pub mod jsonl;
+pub mod loki;
+pub mod metrics;
+pub mod retry;
+pub mod stdout;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use serde::Deserialize;
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::NodeIdentity;
 use crate::logs::record::LogRecord;
 
-/// One `sinks:` entry of the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// JSON lines on standard output (the embedded default).
-    Stdout {},
-    /// JSON lines appended to a file.
-    File { path: PathBuf },
-}
+pub use config::SinkConfig;
 
 /// Why a batch was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -47,67 +57,58 @@ pub trait Sink: Send + Sync {
 }
 
 /// Builds every configured sink; no `sinks:` entry means the embedded default (stdout).
+/// Dead letters default to [`config::DEFAULT_STATE_DIR`]; see [`build_all_in`].
 pub fn build_all(
     configs: &[SinkConfig],
-    identity: &crate::identity::NodeIdentity,
-) -> anyhow::Result<Vec<std::sync::Arc<dyn Sink>>> {
-    let _ = identity;
-    let defaults = [SinkConfig::Stdout {}];
+    identity: &NodeIdentity,
+) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
+    build_all_in(configs, identity, Path::new(config::DEFAULT_STATE_DIR))
+}
+
+/// [`build_all`] with dead letters defaulting to `<state_dir>/deadletter/<sink>.ndjson`.
+pub fn build_all_in(
+    configs: &[SinkConfig],
+    identity: &NodeIdentity,
+    state_dir: &Path,
+) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
+    let defaults = [SinkConfig::Stdout(config::StdoutConfig::default())];
     let configs = if configs.is_empty() {
         &defaults[..]
     } else {
         configs
     };
-    configs
-        .iter()
-        .map(|config| -> anyhow::Result<std::sync::Arc<dyn Sink>> {
-            match config {
-                SinkConfig::Stdout {} => Ok(std::sync::Arc::new(stdout::StdoutSink)),
-                SinkConfig::File { path } => {
-                    anyhow::bail!("file sink {} not implemented yet", path.display())
-                }
-            }
-        })
-        .collect()
+    let mut names = std::collections::HashSet::new();
+    let mut sinks = Vec::with_capacity(configs.len());
+    for (i, config) in configs.iter().enumerate() {
+        let name = config.name();
+        if !names.insert(name.clone()) {
+            anyhow::bail!(
+                "sinks[{i}]: a second sink is named {name:?}; give each sink a distinct `name`"
+            );
+        }
+        let sink =
+            build(config, identity, state_dir).with_context(|| format!("sinks[{i}] ({name})"))?;
+        sinks.push(sink);
+    }
+    Ok(sinks)
 }
 
-pub mod stdout {
-    //! JSON lines on standard output. (Minimal until the sinks land.)
-    use std::io::Write as _;
-
-    use super::{DeliverFuture, Sink, SinkError};
-    use crate::logs::record::LogRecord;
-    use tokio_util::sync::CancellationToken;
-
-    pub struct StdoutSink;
-
-    impl Sink for StdoutSink {
-        fn name(&self) -> &str {
-            "stdout"
-        }
-
-        fn deliver<'a>(
-            &'a self,
-            records: &'a [LogRecord],
-            _cancel: &'a CancellationToken,
-        ) -> DeliverFuture<'a> {
-            Box::pin(async move {
-                let mut out = std::io::stdout().lock();
-                for r in records {
-                    let line = serde_json::json!({
-                        "timestamp_nanos": r.timestamp_nanos,
-                        "namespace": r.source.namespace,
-                        "pod": r.source.pod,
-                        "container": r.source.container,
-                        "stream": r.stream.as_str(),
-                        "message": r.message,
-                    });
-                    writeln!(out, "{line}")
-                        .map_err(|e| SinkError::Failed(format!("writing to stdout: {e}")))?;
-                }
-                out.flush()
-                    .map_err(|e| SinkError::Failed(format!("flushing stdout: {e}")))
-            })
-        }
-    }
+/// Builds one sink from its config.
+pub fn build(
+    config: &SinkConfig,
+    identity: &NodeIdentity,
+    state_dir: &Path,
+) -> anyhow::Result<Arc<dyn Sink>> {
+    config.validate()?;
+    let name = config.name();
+    Ok(match config {
+        SinkConfig::Stdout(_) => Arc::new(stdout::StdoutSink::new(name)),
+        SinkConfig::File(c) => Arc::new(file::FileSink::open(name, &c.path)?),
+        SinkConfig::Loki(c) => Arc::new(loki::LokiSink::with_state_dir(
+            name, c, identity, state_dir,
+        )?),
+        SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
+            name, c, state_dir,
+        )?),
+    })
 }

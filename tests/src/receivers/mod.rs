@@ -1,0 +1,16 @@
+//! Protocol-faithful, in-process test receivers for the log sinks.
+//!
+//! Each listens on `127.0.0.1:0` (optionally with TLS), decodes requests the way the real
+//! service does, stores what it accepted, and can be scripted to fail: whole requests
+//! (status N times, or "down": connections dropped), and per item where the protocol has
+//! items (Elasticsearch bulk).
+
+pub mod elasticsearch;
+pub mod loki;
+pub mod null;
+pub mod records;
+pub mod server;
+
+pub use elasticsearch::EsReceiver;
+pub use loki::LokiReceiver;
+pub use server::{Recorded, Server};
