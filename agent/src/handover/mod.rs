@@ -80,10 +80,12 @@ where
             }
         }
     };
+    let acquired_at = wall_clock();
     let waited = waiting.elapsed();
     metrics.became_leader(waited);
     tracing::info!(
         lock_file = %path.display(),
+        %acquired_at,
         waited_seconds = waited.as_secs_f64(),
         "acquired leader lock: now leader"
     );
@@ -96,11 +98,13 @@ where
     let result = lead(work, shutdown).await;
     let drain = result.as_ref().map(|d| *d).unwrap_or_default();
     metrics.drained(drain);
+    let unlock_at = wall_clock();
     let released = lock.release();
     metrics.stopped_leading();
     match &released {
         Ok(()) => tracing::info!(
             lock_file = %path.display(),
+            %unlock_at,
             led_seconds = leading.elapsed().as_secs_f64(),
             drain_seconds = drain.as_secs_f64(),
             "released leader lock"
@@ -141,6 +145,12 @@ where
             result.map(|()| drain)
         }
     }
+}
+
+/// Wall-clock time (µs) for transition logs: `acquired_at` of the new leader minus
+/// `unlock_at` of the old one bounds the leaderless gap from above.
+fn wall_clock() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn log_standby(path: &std::path::Path) {
