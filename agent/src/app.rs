@@ -61,22 +61,28 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
 }
 
 /// The leader's work: log shipping and syscall monitoring side by side until `shutdown`.
-/// One failing is logged and does not stop the other; the first error is returned once
-/// both have finished.
+/// One failing is logged at once and does not stop the other; the first error is
+/// returned once both have finished.
 async fn lead(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (logs, syscalls) = tokio::join!(
-        logs::run(config.clone(), shutdown.clone()),
-        syscalls::run_leader(config, shutdown),
+        logged("logs", logs::run(config.clone(), shutdown.clone())),
+        logged("syscalls", syscalls::run_leader(config, shutdown)),
     );
-    for (subsystem, result) in [("logs", &logs), ("syscalls", &syscalls)] {
-        if let Err(err) = result {
-            tracing::error!(
-                subsystem,
-                error = format!("{err:#}"),
-                "leader subsystem failed"
-            );
-        }
-    }
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
+}
+
+async fn logged(
+    subsystem: &'static str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = work.await;
+    if let Err(err) = &result {
+        tracing::error!(
+            subsystem,
+            error = format!("{err:#}"),
+            "leader subsystem failed"
+        );
+    }
+    result
 }
