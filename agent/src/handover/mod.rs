@@ -13,7 +13,7 @@ mod metrics;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -56,10 +56,11 @@ where
     let metrics = metrics::get();
     if !settings.enabled {
         tracing::info!("handover disabled: leading without the lock");
-        metrics.became_leader(std::time::Duration::ZERO);
-        let result = lead(work, shutdown).await;
+        metrics.became_leader(Duration::ZERO);
+        let led = lead(work, shutdown).await;
+        metrics.drained(led.drain);
         metrics.stopped_leading();
-        return result.map(|_| ());
+        return led.result;
     }
 
     let path = &settings.lock_file;
@@ -95,8 +96,7 @@ where
     }
 
     let leading = Instant::now();
-    let result = lead(work, shutdown).await;
-    let drain = result.as_ref().map(|d| *d).unwrap_or_default();
+    let Led { drain, result } = lead(work, shutdown).await;
     metrics.drained(drain);
     let unlock_at = wall_clock();
     let released = lock.release();
@@ -118,12 +118,19 @@ where
     Ok(())
 }
 
-/// Runs the leader's work until `shutdown` and it has drained; returns the drain time.
+/// How the leader's work ended.
+struct Led {
+    /// Shutdown to work returned (zero if the work ended before shutdown).
+    drain: Duration,
+    result: anyhow::Result<()>,
+}
+
+/// Runs the leader's work until `shutdown` and it has drained.
 ///
 /// Work that ends early with success (nothing enabled) keeps the leadership until
 /// `shutdown`, so a standby does not start the same nothing; work that fails returns the
 /// error (the process exits, the lock frees and the pod is restarted).
-async fn lead<F, Fut>(work: F, shutdown: CancellationToken) -> anyhow::Result<std::time::Duration>
+async fn lead<F, Fut>(work: F, shutdown: CancellationToken) -> Led
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -132,17 +139,17 @@ where
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => {
-            result?;
-            tracing::info!("leader work finished before shutdown; holding leadership until shutdown");
-            shutdown.cancelled().await;
-            Ok(std::time::Duration::ZERO)
+            if result.is_ok() {
+                tracing::info!("leader work finished before shutdown; holding leadership until shutdown");
+                shutdown.cancelled().await;
+            }
+            Led { drain: Duration::ZERO, result }
         }
         _ = shutdown.cancelled() => {
             tracing::info!("leader draining before releasing the lock");
             let started = Instant::now();
             let result = work.await;
-            let drain = started.elapsed();
-            result.map(|()| drain)
+            Led { drain: started.elapsed(), result }
         }
     }
 }
