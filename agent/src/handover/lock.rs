@@ -138,28 +138,26 @@ impl LeaderLock {
     /// deleted or replaced meanwhile excludes nobody: a newcomer would open and lock the
     /// new file, and both would lead.
     fn verified(file: Flock<File>, path: &Path) -> Result<Option<Self>, LockError> {
-        let open_error = |source| LockError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let locked = file.metadata().map_err(open_error)?;
-        match std::fs::metadata(path) {
-            Ok(named) if named.dev() == locked.dev() && named.ino() == locked.ino() => {
-                Ok(Some(Self {
-                    file,
-                    path: path.to_path_buf(),
-                }))
-            }
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "lock file was replaced while we waited; retrying on the new one");
+        match names(&file, path) {
+            Ok(true) => Ok(Some(Self {
+                file,
+                path: path.to_path_buf(),
+            })),
+            Ok(false) => {
+                tracing::warn!(path = %path.display(), "lock file was deleted or replaced while we waited; retrying");
                 Ok(None)
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %path.display(), "lock file was deleted while we waited; retrying");
-                Ok(None)
-            }
-            Err(err) => Err(open_error(err)),
+            Err(source) => Err(LockError::Open {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
+    }
+
+    /// Whether the lock path still names the locked file. If not (someone deleted or
+    /// replaced it), a newcomer can lock a different file and lead too.
+    pub fn still_named(&self) -> std::io::Result<bool> {
+        names(&self.file, &self.path)
     }
 
     /// Replaces the lock file's content with `info` — in place, through the locked
@@ -193,6 +191,16 @@ impl LeaderLock {
                 })
             }
         }
+    }
+}
+
+/// Whether `path` currently names the same inode as `file`.
+fn names(file: &File, path: &Path) -> std::io::Result<bool> {
+    let locked = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == locked.dev() && named.ino() == locked.ino()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
@@ -477,6 +485,11 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, "").unwrap();
         assert!(LeaderLock::verified(stale, &path).unwrap().is_none());
+        let held = LeaderLock::try_acquire(&path).unwrap().unwrap();
+        assert!(held.still_named().unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!held.still_named().unwrap());
+        drop(held);
         // The new file at the path is lockable.
         assert!(LeaderLock::try_acquire(&path).unwrap().is_some());
     }

@@ -96,7 +96,10 @@ where
     }
 
     let leading = Instant::now();
-    let Led { drain, result } = lead(work, shutdown).await;
+    let Led { drain, result } = tokio::select! {
+        led = lead(work, shutdown) => led,
+        never = watch_lock(&lock) => match never {},
+    };
     metrics.drained(drain);
     let unlock_at = wall_clock();
     let released = lock.release();
@@ -150,6 +153,32 @@ where
             let started = Instant::now();
             let result = work.await;
             Led { drain: started.elapsed(), result }
+        }
+    }
+}
+
+/// How often the leader checks that its lock file is still in place.
+const LOCK_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Complains (once per incident) while the lock path no longer names the locked file:
+/// the lock then excludes nobody. Runs until dropped.
+async fn watch_lock(lock: &LeaderLock) -> std::convert::Infallible {
+    let mut complained = false;
+    loop {
+        tokio::time::sleep(LOCK_CHECK_INTERVAL).await;
+        match lock.still_named() {
+            Ok(true) => complained = false,
+            Ok(false) if !complained => {
+                complained = true;
+                tracing::error!(
+                    lock_file = %lock.path().display(),
+                    "leader lock file was deleted or replaced: another instance may lead at the same time; restart this pod to restore exclusion"
+                );
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(lock_file = %lock.path().display(), error = %err, "cannot check the leader lock file")
+            }
         }
     }
 }
