@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// thread preemption for the same reasons.
 const WAKE_SIGNAL: Signal = Signal::SIGURG;
 
+const WAITER_STACK_BYTES: usize = 64 * 1024;
+
 /// How long a cancelled standby keeps nudging its waiter thread before detaching it.
 const CANCEL_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -258,6 +260,8 @@ impl Waiter {
         let flag = Arc::clone(&cancelled);
         let thread = std::thread::Builder::new()
             .name("leader-lock".into())
+            // It only sits in flock(); the default 2 MiB stack would be wasted address space.
+            .stack_size(WAITER_STACK_BYTES)
             .spawn(move || {
                 let mut file = file;
                 let result = loop {
