@@ -308,11 +308,16 @@ fn check_index_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The parts of a bulk response we read.
+/// The first thing we read of a bulk response.
 #[derive(Deserialize)]
-struct BulkResponse {
+struct BulkHead {
     #[serde(default)]
     errors: bool,
+}
+
+/// The parts of a bulk response we read when some item failed.
+#[derive(Deserialize)]
+struct BulkResponse {
     #[serde(default)]
     items: Vec<std::collections::HashMap<String, BulkItem>>,
 }
@@ -334,15 +339,18 @@ struct ItemResults {
 
 /// Reads the per-item answers for `sent` (positions into the batch, in request order).
 fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
-    let response: BulkResponse =
+    // `errors: false` answers for every item (ES sets it when any item failed), so the
+    // common case skips building the per-item results.
+    let head: BulkHead =
         serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
-    if !response.errors && response.items.is_empty() {
-        // Some proxies strip items; `errors: false` is still an answer for all of them.
+    if !head.errors {
         return Ok(ItemResults {
             done: sent.to_vec(),
             ..Default::default()
         });
     }
+    let response: BulkResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
     if response.items.len() != sent.len() {
         return Err(format!(
             "bulk response has {} items for {} sent",
