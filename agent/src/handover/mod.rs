@@ -7,6 +7,11 @@
 //! old one stopped: nothing lost, nothing shipped twice. If the leader dies instead
 //! (SIGKILL, OOM), the kernel frees the lock and the standby resumes from the last
 //! persisted checkpoint (at most the unacknowledged batches are re-sent).
+//!
+//! Deployment: the lock file's directory and `logs.state_dir` must be hostPaths shared by
+//! both pods (`DirectoryOrCreate`); the rollout `maxSurge: 1, maxUnavailable: 0`;
+//! `terminationGracePeriodSeconds` above `logs.drain_timeout`, so the old pod releases the
+//! lock itself instead of being killed mid-drain.
 
 pub mod lock;
 mod metrics;
@@ -64,6 +69,11 @@ where
     }
 
     let path = &settings.lock_file;
+    anyhow::ensure!(
+        path.is_absolute(),
+        "handover.lock_file must be an absolute path, got {}",
+        path.display()
+    );
     let waiting = Instant::now();
     let lock = match LeaderLock::try_acquire(path)? {
         Some(lock) => lock,
@@ -332,6 +342,15 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn relative_lock_file_is_rejected() {
+        let config = config(PathBuf::from("run/leader.lock"));
+        let err = run(&config, CancellationToken::new(), |_| async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("handover.lock_file"), "{err}");
     }
 
     #[tokio::test]
