@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::http::{self, MetricsEndpoint};
 use crate::metrics::{BuildContext, NodeCollectors};
-use crate::{handover, logs, shutdown};
+use crate::{handover, logs, shutdown, syscalls};
 
 /// Runs the agent until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -49,7 +49,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     ));
 
     let result = handover::run(&config, shutdown.clone(), |token| {
-        logs::run(config.clone(), token)
+        lead(config.clone(), token)
     })
     .await;
 
@@ -57,5 +57,32 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     server_stop.cancel();
     let _ = server.await;
     tracing::info!("node-agent stopped");
+    result
+}
+
+/// The leader's work: log shipping and syscall monitoring side by side until `shutdown`.
+/// One failing is logged at once and does not stop the other; the first error is
+/// returned once both have finished.
+async fn lead(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (logs, syscalls) = tokio::join!(
+        logged("logs", logs::run(config.clone(), shutdown.clone())),
+        logged("syscalls", syscalls::run_leader(config, shutdown)),
+    );
+    logs.context("log shipping")?;
+    syscalls.context("syscall monitoring")
+}
+
+async fn logged(
+    subsystem: &'static str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = work.await;
+    if let Err(err) = &result {
+        tracing::error!(
+            subsystem,
+            error = format!("{err:#}"),
+            "leader subsystem failed"
+        );
+    }
     result
 }

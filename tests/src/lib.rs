@@ -1,5 +1,6 @@
 //! Test support for node-agent end-to-end tests.
 
+pub mod agent_proc;
 pub mod expfmt;
 pub mod http;
 pub mod loggen;

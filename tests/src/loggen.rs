@@ -202,8 +202,11 @@ impl ContainerLog {
             format!("{id} {filler}")
         };
         self.write_message(stderr, &message, mix.split_bytes)?;
-        self.expected
-            .insert(id.clone(), Expected { stderr, message });
+        self.lines += 1;
+        if self.track_expected {
+            self.expected
+                .insert(id.clone(), Expected { stderr, message });
+        }
         Ok(id)
     }
 

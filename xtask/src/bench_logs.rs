@@ -161,6 +161,13 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 .context("running cargo")?;
         std::process::exit(status.code().unwrap_or(1));
     }
+    if let ["--generate-into", dir, rest @ ..] = args {
+        // Child process: generation must not count towards the pipeline's peak RSS.
+        let o = parse_args(rest)?;
+        let (bytes, lines) = generate(Path::new(dir), &o)?;
+        println!("{bytes} {lines}");
+        return Ok(());
+    }
     let o = parse_args(args)?;
     let tmp;
     let root = match &o.dir {
@@ -179,15 +186,26 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         pods_dir.display()
     );
     let t = Instant::now();
-    let (bytes, lines) = generate(&pods_dir, &o)?;
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "logs", "--generate-into"])
+        .arg(&pods_dir)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the generator")?;
+    anyhow::ensure!(out.status.success(), "generator failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (bytes, lines) = text
+        .trim()
+        .split_once(' ')
+        .and_then(|(b, l)| Some((b.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
+        .with_context(|| format!("generator output {text:?}"))?;
     println!(
         "  {:.0} MiB, {lines} messages in {:.1}s",
         bytes as f64 / MIB as f64,
         t.elapsed().as_secs_f64()
     );
 
-    // Peak RSS from here on only: the generator's allocations are not the pipeline's.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = status_kib("VmRSS:").unwrap_or(0);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2,7 +2,6 @@
 //! of batches at once), applies acknowledgements in order and persists checkpoints.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,20 +56,6 @@ pub async fn run_with_sinks(
     // (max_in_flight_batches + 2) × batch_max_bytes (one queued, one being built).
     let (tx, mut rx) = mpsc::channel::<Batch>(1);
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let rescan = Arc::new(AtomicBool::new(false));
-    let watcher =
-        match super::discovery::watch(&config.pods_dir, Arc::clone(&rescan), wake_tx.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    pods_dir = %config.pods_dir.display(),
-                    error = %e,
-                    interval = ?config.rescan_interval,
-                    "cannot watch the pods directory; relying on periodic rescans"
-                );
-                None
-            }
-        };
 
     let reader_stop = CancellationToken::new();
     let reader = Reader::new(
@@ -78,8 +63,7 @@ pub async fn run_with_sinks(
         node,
         loaded,
         tx,
-        wake_rx,
-        rescan,
+        (wake_tx.clone(), wake_rx),
         Arc::clone(&committed_view),
     );
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -183,7 +167,6 @@ pub async fn run_with_sinks(
         }
     }
     metrics().batches_in_flight.set(0);
-    drop(watcher);
     reader_stop.cancel();
     let _ = wake_tx.try_send(());
     drop(rx);

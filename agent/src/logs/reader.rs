@@ -8,7 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +32,8 @@ use super::tailer::Tailer;
 const ROTATE_WAIT: Duration = Duration::from_secs(1);
 /// Upper bound on an idle wait, so missed notifications cost at most this much latency.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Second look after a watch-triggered rescan (see the loop in [`Reader::run`]).
+const FOLLOW_UP_SCAN: Duration = Duration::from_millis(200);
 /// Extra room a raw line gets beyond `max_line_bytes` for the CRI/docker framing.
 const LINE_FRAMING: usize = 1024;
 /// Bound on remembered first-line hashes (cleared when reached; a miss only risks
@@ -83,7 +85,12 @@ pub struct Reader {
     updates: Vec<Update>,
     tx: Sender<Batch>,
     wake: Receiver<()>,
+    wake_tx: SyncSender<()>,
+    /// Set by the file watch on structural changes.
     rescan: Arc<AtomicBool>,
+    /// Established once `pods_dir` exists (it may appear after we start).
+    watcher: Option<notify::RecommendedWatcher>,
+    watch_warned: bool,
     committed: CommittedView,
     started: SystemTime,
     scratch: Vec<Parsed>,
@@ -107,8 +114,7 @@ impl Reader {
         node: String,
         loaded: HashMap<FileKey, Entry>,
         tx: Sender<Batch>,
-        wake: Receiver<()>,
-        rescan: Arc<AtomicBool>,
+        (wake_tx, wake): (SyncSender<()>, Receiver<()>),
         committed: CommittedView,
     ) -> Self {
         let builder = BatchBuilder::new(
@@ -132,7 +138,10 @@ impl Reader {
             updates: Vec::new(),
             tx,
             wake,
-            rescan,
+            wake_tx,
+            rescan: Arc::new(AtomicBool::new(false)),
+            watcher: None,
+            watch_warned: false,
             committed,
             started: SystemTime::now(),
             scratch: Vec::new(),
@@ -147,15 +156,24 @@ impl Reader {
         self.scan(true);
         let mut last_scan = Instant::now();
         let mut last_idle = Instant::now();
+        let mut follow_up: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            if self.rescan.swap(false, Ordering::Relaxed)
-                || last_scan.elapsed() >= self.config.rescan_interval
+            let now = Instant::now();
+            if self.rescan.swap(false, Ordering::Relaxed) {
+                self.scan(false);
+                last_scan = now;
+                // inotify cannot watch a directory before it exists: files created in a
+                // new pod directory right after it may go unnoticed, so look once more.
+                follow_up = Some(now + FOLLOW_UP_SCAN);
+            } else if follow_up.is_some_and(|t| now >= t)
+                || now.duration_since(last_scan) >= self.config.rescan_interval
             {
                 self.scan(false);
-                last_scan = Instant::now();
+                last_scan = now;
+                follow_up = None;
             }
             let read_any = self.read_pass();
             if self.builder.is_due(Instant::now()) && !self.seal_and_send() {
@@ -176,7 +194,7 @@ impl Reader {
             let now = Instant::now();
             let mut wait = IDLE_POLL
                 .min((last_scan + self.config.rescan_interval).saturating_duration_since(now));
-            if let Some(d) = self.builder.deadline() {
+            for d in [self.builder.deadline(), follow_up].into_iter().flatten() {
                 wait = wait.min(d.saturating_duration_since(now));
             }
             // Drain coalesced wake-ups, then wait for the next one.
@@ -193,6 +211,9 @@ impl Reader {
 
     /// Opens files that appeared, marks files whose path moved on, expires stale state.
     fn scan(&mut self, first: bool) {
+        if self.watcher.is_none() {
+            self.ensure_watch();
+        }
         let candidates = discovery::scan(&self.config.pods_dir, &self.filter);
         let mut seen: HashSet<FileKey> = HashSet::new();
         for c in candidates {
@@ -237,6 +258,31 @@ impl Reader {
         }
         metrics().open_files.set(self.files.len() as i64);
         self.update_lag();
+    }
+
+    fn ensure_watch(&mut self) {
+        match discovery::watch(
+            &self.config.pods_dir,
+            Arc::clone(&self.rescan),
+            self.wake_tx.clone(),
+        ) {
+            Ok(w) => {
+                self.watcher = Some(w);
+                if self.watch_warned {
+                    tracing::info!(pods_dir = %self.config.pods_dir.display(), "watching the pods directory");
+                }
+            }
+            Err(e) if !self.watch_warned => {
+                self.watch_warned = true;
+                tracing::warn!(
+                    pods_dir = %self.config.pods_dir.display(),
+                    error = %e,
+                    interval = ?self.config.rescan_interval,
+                    "cannot watch the pods directory (yet); relying on periodic rescans"
+                );
+            }
+            Err(_) => {}
+        }
     }
 
     /// Decides whether and where to start reading a newly seen file.
