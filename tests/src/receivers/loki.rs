@@ -67,6 +67,7 @@ pub struct LokiEntry {
 struct Store {
     entries: Vec<LokiEntry>,
     /// Newest timestamp and the lines at it, per (tenant, stream).
+    #[allow(clippy::type_complexity)]
     newest: HashMap<(Option<String>, BTreeMap<String, String>), (i64, Vec<String>)>,
     pushes_by_encoding: HashMap<&'static str, usize>,
 }
