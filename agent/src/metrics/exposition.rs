@@ -6,7 +6,6 @@
 //! untyped metrics (node_netstat_*, node_vmstat_* are untyped in node_exporter) and
 //! formats floats differently from Go.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
@@ -17,39 +16,43 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Merges families with the same name, drops empty families, conflicting types and
 /// duplicate series, and sorts everything the way client_golang does.
 pub fn normalize(families: impl IntoIterator<Item = MetricFamily>) -> Vec<MetricFamily> {
-    let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
+    let mut families: Vec<MetricFamily> = families.into_iter().collect();
+    // Stable: of several families with one name, the first collected stays first.
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut merged: Vec<MetricFamily> = Vec::with_capacity(families.len());
     for mut family in families {
-        match by_name.get_mut(family.name()) {
-            Some(existing) if existing.get_field_type() != family.get_field_type() => {
+        if let Some(last) = merged.last_mut()
+            && last.name() == family.name()
+        {
+            if last.get_field_type() == family.get_field_type() {
+                last.mut_metric().extend(family.take_metric());
+            } else {
                 tracing::error!(
                     metric = family.name(),
                     "metric collected with conflicting types; dropping the later family"
                 );
             }
-            Some(existing) => existing.mut_metric().extend(family.take_metric()),
-            None => {
-                by_name.insert(family.name().to_string(), family);
-            }
+            continue;
         }
+        merged.push(family);
     }
-    by_name
-        .into_values()
-        .filter_map(|mut family| {
-            let name = family.name().to_string();
-            let metrics = family.mut_metric();
+    merged.retain_mut(|family| {
+        let metrics = family.mut_metric();
+        if !metrics.is_sorted_by(|a, b| cmp_label_values(a, b).is_le()) {
             metrics.sort_by(cmp_label_values);
-            let before = metrics.len();
-            metrics.dedup_by(|a, b| labels_equal(a, b));
-            if metrics.len() != before {
-                tracing::error!(
-                    metric = %name,
-                    dropped = before - metrics.len(),
-                    "metric collected before with the same name and label values"
-                );
-            }
-            (!metrics.is_empty()).then_some(family)
-        })
-        .collect()
+        }
+        let before = metrics.len();
+        metrics.dedup_by(|a, b| labels_equal(a, b));
+        if metrics.len() != before {
+            tracing::error!(
+                metric = family.name(),
+                dropped = before - family.get_metric().len(),
+                "metric collected before with the same name and label values"
+            );
+        }
+        !family.get_metric().is_empty()
+    });
+    merged
 }
 
 /// client_golang orders series by their label values, compared label by label.

@@ -115,8 +115,9 @@ impl AttrDir {
     }
 }
 
-/// sysfs attributes are at most one page.
-const ATTR_BUF: usize = 4096;
+/// Large enough for every attribute read here (the longest, `ifalias`, is at most
+/// IFALIASZ = 256 bytes); a page-sized buffer cost a 4 KiB memset per attribute.
+const ATTR_BUF: usize = 512;
 
 /// Go's `strconv.ParseInt(s, 0, 64)` as procfs uses it: `0x` hex, leading-`0` octal.
 pub fn parse_int(s: &str) -> Option<i64> {
