@@ -30,7 +30,9 @@ mod ebpf {
         println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
         println!("cargo::rerun-if-env-changed={TOOLCHAIN_VAR}");
         if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-            println!("cargo::warning=AYA_BUILD_SKIP set: node-agent is built without the eBPF object");
+            println!(
+                "cargo::warning=AYA_BUILD_SKIP set: node-agent is built without the eBPF object"
+            );
             return Ok(());
         }
         // "nightly" by default; e.g. "stable" works together with RUSTC_BOOTSTRAP=1.

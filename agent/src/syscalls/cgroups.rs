@@ -309,11 +309,17 @@ mod tests {
     fn systemd_driver_paths() {
         let uid_ = UID.replace('-', "_");
         for path in [
-            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope"),
-            format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-{ID}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope"
+            ),
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-{ID}.scope"
+            ),
             format!("/kubepods.slice/kubepods-pod{uid_}.slice/docker-{ID}.scope"),
             // kind / nested: a prefix before kubepods.
-            format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{uid_}.slice/cri-containerd-{ID}.scope"),
+            format!(
+                "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{uid_}.slice/cri-containerd-{ID}.scope"
+            ),
         ] {
             assert_eq!(parse_container_path(&path), expected(), "{path}");
         }
@@ -357,7 +363,11 @@ mod tests {
     fn pod_dirs_and_container_links() {
         assert_eq!(
             parse_pod_dir(&format!("kube-system_coredns-5d78c9869d-abcde_{UID}")),
-            Some((UID.into(), "kube-system".into(), "coredns-5d78c9869d-abcde".into()))
+            Some((
+                UID.into(),
+                "kube-system".into(),
+                "coredns-5d78c9869d-abcde".into()
+            ))
         );
         assert_eq!(parse_pod_dir("kube-system_coredns"), None);
         assert_eq!(parse_pod_dir(&format!("a_b_c_{UID}")), None);
@@ -373,7 +383,10 @@ mod tests {
             Some((ID.into(), "istio-proxy".into()))
         );
         assert_eq!(parse_container_log_link("web-0_prod_app-123.log"), None);
-        assert_eq!(parse_container_log_link(&format!("web-0_prod-{ID}.log")), None);
+        assert_eq!(
+            parse_container_log_link(&format!("web-0_prod-{ID}.log")),
+            None
+        );
         assert_eq!(parse_container_log_link(&format!("x_y_z-{ID}.txt")), None);
     }
 
@@ -383,10 +396,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("cgroup");
         let uid_ = UID.replace('-', "_");
-        let pod_path = format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice");
-        let ctr = root.join(&pod_path).join(format!("cri-containerd-{ID}.scope"));
+        let pod_path =
+            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice");
+        let ctr = root
+            .join(&pod_path)
+            .join(format!("cri-containerd-{ID}.scope"));
         let other_id = "f".repeat(64);
-        let unnamed = root.join(&pod_path).join(format!("cri-containerd-{other_id}.scope"));
+        let unnamed = root
+            .join(&pod_path)
+            .join(format!("cri-containerd-{other_id}.scope"));
         let service = root.join("system.slice/kubelet.service");
         for d in [&ctr, &unnamed, &service] {
             std::fs::create_dir_all(d).expect("mkdir");
@@ -420,7 +438,10 @@ mod tests {
             }
         );
         // No /var/log/containers link: short id.
-        assert_eq!(labels(attribution.owner(ino(&unnamed))).container, "ffffffffffff");
+        assert_eq!(
+            labels(attribution.owner(ino(&unnamed))).container,
+            "ffffffffffff"
+        );
         assert_eq!(attribution.owner(ino(&service)), Owner::Host);
         assert_eq!(attribution.owner(ino(&root)), Owner::Host);
         assert!(attribution.is_known(ino(&root)));

@@ -99,7 +99,11 @@ fn log_event(event: &SecurityEvent, attribution: &Attribution) {
         }
     };
     events_total().with_label_values(&[syscall]).inc();
-    let comm_len = event.comm.iter().position(|b| *b == 0).unwrap_or(event.comm.len());
+    let comm_len = event
+        .comm
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(event.comm.len());
     let comm = String::from_utf8_lossy(&event.comm[..comm_len]);
     let (namespace, pod, container) = match attribution.owner(event.cgroup_id) {
         Owner::Host => (String::new(), String::new(), String::new()),

@@ -44,9 +44,8 @@ impl LoadedProgram {
     /// Loads the program, reusing or creating the pinned maps, sets the event filter and
     /// attaches to the `sys_enter` raw tracepoint.
     pub fn load(config: &SyscallsConfig) -> anyhow::Result<Self> {
-        let object = OBJECT.context(
-            "this node-agent was built with AYA_BUILD_SKIP, without the eBPF object",
-        )?;
+        let object = OBJECT
+            .context("this node-agent was built with AYA_BUILD_SKIP, without the eBPF object")?;
         ensure_bpffs(&config.pin_path)?;
         warn_if_pinned_capacity_differs(config);
         let mut ebpf = EbpfLoader::new()
@@ -238,10 +237,8 @@ impl PinnedMaps {
     }
 
     fn stat(&self, index: u32) -> anyhow::Result<u64> {
-        let values: PerCpuValues<u64> = self
-            .stats
-            .get(&index, 0)
-            .context("reading the STATS map")?;
+        let values: PerCpuValues<u64> =
+            self.stats.get(&index, 0).context("reading the STATS map")?;
         Ok(values.iter().sum())
     }
 
@@ -266,7 +263,10 @@ pub async fn run_leader(
     let mut program = match LoadedProgram::load(syscalls) {
         Ok(program) => program,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "syscall monitoring disabled: cannot load the eBPF program");
+            tracing::error!(
+                error = format!("{err:#}"),
+                "syscall monitoring disabled: cannot load the eBPF program"
+            );
             shutdown.cancelled().await;
             return Ok(());
         }

@@ -104,7 +104,9 @@ impl SyscallsConfig {
             .iter()
             .map(|name| {
                 names::syscall_nr(name).ok_or_else(|| {
-                    anyhow::anyhow!("syscalls.events: unknown syscall {name:?} on this architecture")
+                    anyhow::anyhow!(
+                        "syscalls.events: unknown syscall {name:?} on this architecture"
+                    )
                 })
             })
             .collect()
@@ -134,12 +136,11 @@ impl SyscallsOptions {
         } else {
             self.pods_dir.clone()
         };
-        let containers_dir = self.config.containers_dir.clone().unwrap_or_else(|| {
-            pods_dir
-                .parent()
-                .unwrap_or(&pods_dir)
-                .join("containers")
-        });
+        let containers_dir = self
+            .config
+            .containers_dir
+            .clone()
+            .unwrap_or_else(|| pods_dir.parent().unwrap_or(&pods_dir).join("containers"));
         AttributionSources {
             cgroup_root: self
                 .config
@@ -167,8 +168,7 @@ pub fn build_collector(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, Col
 }
 
 /// Why the collector is missing from a build without the `ebpf` feature.
-pub const NOT_BUILT: &str =
-    "syscalls collector unavailable: this node-agent was built without eBPF support (cargo feature `ebpf`)";
+pub const NOT_BUILT: &str = "syscalls collector unavailable: this node-agent was built without eBPF support (cargo feature `ebpf`)";
 
 /// The leader's part: attach the eBPF program (if `--collector.syscalls` is on and the
 /// kernel supports it) and keep it attached until `shutdown`. Only the handover leader
@@ -208,7 +208,9 @@ mod tests {
         assert_eq!(config.max_series, 10);
         assert_eq!(config.attribution_refresh, Duration::from_secs(1));
         config.validate().expect("valid");
-        SyscallsConfig::default().validate().expect("defaults are valid");
+        SyscallsConfig::default()
+            .validate()
+            .expect("defaults are valid");
     }
 
     #[test]
@@ -243,7 +245,10 @@ mod tests {
         };
         let sources = options.attribution_sources(&HostPaths::default());
         assert_eq!(sources.cgroup_root, Some(PathBuf::from("/cg")));
-        assert_eq!(sources.containers_dir, PathBuf::from("/host/var/log/containers"));
+        assert_eq!(
+            sources.containers_dir,
+            PathBuf::from("/host/var/log/containers")
+        );
     }
 
     #[cfg(not(feature = "ebpf"))]

@@ -5,7 +5,9 @@
 /// Name of syscall `nr` on this architecture, `None` for unassigned numbers.
 pub fn syscall_name(nr: u64) -> Option<&'static str> {
     let table: &[Option<&str>] = native_table();
-    usize::try_from(nr).ok().and_then(|i| table.get(i).copied().flatten())
+    usize::try_from(nr)
+        .ok()
+        .and_then(|i| table.get(i).copied().flatten())
 }
 
 /// Number of syscall `name` on this architecture (the inverse of [`syscall_name`]).

@@ -72,7 +72,9 @@ pub fn aggregate(
 ) -> BTreeMap<SeriesKey, u64> {
     let mut by_owner: BTreeMap<(Owner, u64), u64> = BTreeMap::new();
     for (cgroup_id, nr, count) in rows {
-        *by_owner.entry((attribution.owner(cgroup_id), nr)).or_default() += count;
+        *by_owner
+            .entry((attribution.owner(cgroup_id), nr))
+            .or_default() += count;
     }
     let mut out = BTreeMap::new();
     for ((owner, nr), count) in by_owner {
@@ -202,11 +204,7 @@ mod tests {
         let attribution = no_cgroups();
         let mut admission = Admission::new(1);
         let nr = crate::syscalls::names::syscall_nr("getppid").expect("getppid");
-        let series = aggregate(
-            [(1, nr, 3), (1, 100_000, 2)],
-            &attribution,
-            &mut admission,
-        );
+        let series = aggregate([(1, nr, 3), (1, 100_000, 2)], &attribution, &mut admission);
         let mut set = MetricSet::new();
         emit(&series, &mut set);
         let families = set.into_families();
@@ -220,12 +218,14 @@ mod tests {
                 .collect()
         };
         let all: Vec<_> = (0..metrics.len())
-            .map(|i| (labels(i), metrics[i].get_counter().value()))
+            .map(|i| (labels(i), metrics[i].get_counter().get_value()))
             .collect();
         assert!(all.iter().any(|(l, v)| *v == 3.0
             && l.contains(&("syscall".into(), "getppid".into()))
             && l.contains(&("pod".into(), String::new()))));
-        assert!(all.iter().any(|(l, v)| *v == 2.0
-            && l.contains(&("syscall".into(), OTHER.into()))));
+        assert!(
+            all.iter()
+                .any(|(l, v)| *v == 2.0 && l.contains(&("syscall".into(), OTHER.into())))
+        );
     }
 }

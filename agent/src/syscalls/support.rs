@@ -85,7 +85,9 @@ mod tests {
         };
         assert_eq!(
             check(&paths),
-            Err(Unsupported::NoBtf("/nonexistent-sys/kernel/btf/vmlinux".into()))
+            Err(Unsupported::NoBtf(
+                "/nonexistent-sys/kernel/btf/vmlinux".into()
+            ))
         );
     }
 }

@@ -1,0 +1,280 @@
+//! Real eBPF tests: load the `sys_enter` program into this kernel, run a child process in a
+//! fresh cgroup v2 that looks like a Kubernetes container, and check the pinned counters and
+//! the collector's series. Need root (CAP_BPF+CAP_PERFMON) and BTF; skip with a printed
+//! reason otherwise. Run with `cargo test -p node-agent-tests --features ebpf`.
+#![cfg(feature = "ebpf")]
+
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use node_agent::host::HostPaths;
+use node_agent::metrics::{BuildContext, CollectorOptions, MetricSet};
+use node_agent::syscalls::loader::{LoadedProgram, PinnedMaps};
+use node_agent::syscalls::{SyscallsConfig, SyscallsOptions, build_collector, cgroups, names};
+
+const GETPPID_CALLS: u64 = 10_000;
+
+/// Returns why this host can't run the tests, if it can't.
+fn skip_reason() -> Option<String> {
+    if let Err(reason) = node_agent::syscalls::support::check(&HostPaths::default()) {
+        return Some(reason.to_string());
+    }
+    if cgroups::detect_v2_root(&HostPaths::default()).is_none() {
+        return Some("no cgroup v2 hierarchy".into());
+    }
+    None
+}
+
+macro_rules! require_ebpf {
+    () => {
+        if let Some(reason) = skip_reason() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
+
+/// A scratch area: a pin directory in bpffs, a fake container cgroup and kubelet log dirs.
+struct Fixture {
+    pin_path: PathBuf,
+    cgroup_root: PathBuf,
+    /// Created cgroup directories, outermost first.
+    cgroups: Vec<PathBuf>,
+    container_cgroup: PathBuf,
+    logs: tempfile::TempDir,
+}
+
+const POD_UID: &str = "0a1b2c3d-4e5f-6789-abcd-ef0123456789";
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let (pid, seq) = (std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let unique = format!("node-agent-test-{pid}-{seq}-{name}");
+        let cgroup_root = cgroups::detect_v2_root(&HostPaths::default()).expect("cgroup v2");
+        // cgroupfs-driver layout: <root>/<unique>/kubepods/besteffort/pod<uid>/<container id>.
+        let container_id = format!("{:064x}", (u128::from(pid) << 32) | u128::from(seq));
+        let mut cgroups = Vec::new();
+        let mut dir = cgroup_root.join(&unique);
+        for part in [
+            "",
+            "kubepods",
+            "besteffort",
+            &format!("pod{POD_UID}"),
+            &container_id,
+        ] {
+            if !part.is_empty() {
+                dir = dir.join(part);
+            }
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            cgroups.push(dir.clone());
+        }
+        let logs = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(
+            logs.path()
+                .join(format!("pods/testns_testpod_{POD_UID}/app")),
+        )
+        .expect("pods dir");
+        std::fs::create_dir_all(logs.path().join("containers")).expect("containers dir");
+        std::fs::write(
+            logs.path()
+                .join(format!("containers/testpod_testns_app-{container_id}.log")),
+            "",
+        )
+        .expect("container link");
+        Self {
+            pin_path: PathBuf::from("/sys/fs/bpf").join(&unique),
+            cgroup_root,
+            container_cgroup: dir,
+            cgroups,
+            logs,
+        }
+    }
+
+    fn config(&self) -> SyscallsConfig {
+        SyscallsConfig {
+            pin_path: self.pin_path.clone(),
+            cgroup_root: Some(self.cgroup_root.clone()),
+            map_entries: 4096,
+            ..SyscallsConfig::default()
+        }
+    }
+
+    fn cgroup_id(&self) -> u64 {
+        std::fs::metadata(&self.container_cgroup)
+            .expect("stat")
+            .ino()
+    }
+
+    fn count(&self, nr: u64) -> u64 {
+        let maps = PinnedMaps::open(&self.pin_path).expect("open pinned maps");
+        let id = self.cgroup_id();
+        maps.counts()
+            .expect("read counts")
+            .into_iter()
+            .filter(|(cgroup, n, _)| *cgroup == id && *n == nr)
+            .map(|(_, _, c)| c)
+            .sum()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for dir in self.cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        for map in ["COUNTS", "STATS"] {
+            let _ = std::fs::remove_file(self.pin_path.join(map));
+        }
+        let _ = std::fs::remove_dir(&self.pin_path);
+    }
+}
+
+/// Forks a child that joins `cgroup`, calls getppid `n` times and exits; waits for it.
+fn run_getppid_in(cgroup: &Path, n: u64) {
+    let procs =
+        CString::new(cgroup.join("cgroup.procs").to_str().expect("utf-8 path")).expect("no NUL");
+    // SAFETY: the child only makes raw syscalls (open/write/getppid/_exit) on data prepared
+    // before the fork: no allocation or locking, so forking a threaded test process is fine.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            // "0" means "the writing process".
+            if fd < 0 || libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(2);
+            }
+            libc::close(fd);
+            for _ in 0..n {
+                libc::syscall(libc::SYS_getppid);
+            }
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed to join {} (status {status})",
+            cgroup.display()
+        );
+    }
+}
+
+fn getppid_nr() -> u64 {
+    names::syscall_nr("getppid").expect("getppid in the table")
+}
+
+#[test]
+fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
+    require_ebpf!();
+    let fixture = Fixture::new("count");
+    let program = LoadedProgram::load(&fixture.config()).expect("load + attach");
+    run_getppid_in(&fixture.container_cgroup, GETPPID_CALLS);
+
+    let counted = fixture.count(getppid_nr());
+    assert!(
+        counted >= GETPPID_CALLS,
+        "counted {counted} < {GETPPID_CALLS}"
+    );
+
+    // The collector reads the pinned map and attributes the cgroup to the fake container.
+    let paths = HostPaths::default();
+    let options = CollectorOptions {
+        syscalls: SyscallsOptions {
+            config: fixture.config(),
+            pods_dir: fixture.logs.path().join("pods"),
+        },
+        ..CollectorOptions::default()
+    };
+    let collector = build_collector(&BuildContext {
+        paths: &paths,
+        options: &options,
+    })
+    .expect("collector builds");
+    let mut set = MetricSet::new();
+    collector.update(&mut set).expect("collector update");
+    let families = set.into_families();
+    let total = families
+        .iter()
+        .find(|f| f.name() == "node_agent_syscalls_total")
+        .expect("node_agent_syscalls_total");
+    let value = total
+        .get_metric()
+        .iter()
+        .find(|m| {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            label("syscall").as_deref() == Some("getppid")
+                && label("namespace").as_deref() == Some("testns")
+                && label("pod").as_deref() == Some("testpod")
+                && label("container").as_deref() == Some("app")
+        })
+        .map(|m| m.get_counter().get_value())
+        .expect("series for the test container");
+    assert!(value >= GETPPID_CALLS as f64, "exported {value}");
+    for name in [
+        "node_agent_syscalls_map_overflow_total",
+        "node_agent_syscalls_map_entries",
+        "node_agent_syscalls_map_max_entries",
+    ] {
+        assert!(families.iter().any(|f| f.name() == name), "{name} missing");
+    }
+    drop(program);
+}
+
+#[test]
+fn pinned_counters_continue_across_a_reload() {
+    require_ebpf!();
+    let fixture = Fixture::new("handover");
+    let nr = getppid_nr();
+
+    let first = LoadedProgram::load(&fixture.config()).expect("first load");
+    run_getppid_in(&fixture.container_cgroup, GETPPID_CALLS);
+    let before = fixture.count(nr);
+    assert!(before >= GETPPID_CALLS, "first leader counted {before}");
+    drop(first); // the old leader exits: program detached, pins stay
+
+    assert!(
+        fixture.pin_path.join("COUNTS").exists(),
+        "pin removed on drop"
+    );
+    assert_eq!(
+        fixture.count(nr),
+        before,
+        "detached program still counting?"
+    );
+
+    let second = LoadedProgram::load(&fixture.config()).expect("second load reuses the pins");
+    assert!(
+        fixture.count(nr) >= before,
+        "counter went backwards after reload"
+    );
+    run_getppid_in(&fixture.container_cgroup, GETPPID_CALLS);
+    let after = fixture.count(nr);
+    assert!(
+        after >= before + GETPPID_CALLS,
+        "second leader did not continue the count: {before} then {after}"
+    );
+    drop(second);
+}
+
+#[test]
+fn security_event_filter_rejects_unknown_syscalls() {
+    require_ebpf!();
+    let fixture = Fixture::new("filter");
+    let config = SyscallsConfig {
+        events: vec!["no_such_syscall".into()],
+        ..fixture.config()
+    };
+    let err = LoadedProgram::load(&config)
+        .err()
+        .expect("unknown syscall name is rejected");
+    assert!(format!("{err:#}").contains("no_such_syscall"), "{err:#}");
+}
