@@ -168,6 +168,7 @@ fn mount_bpffs(target: &Path) -> std::io::Result<()> {
     }
 }
 
+#[allow(clippy::unnecessary_cast, reason = "f_type is i64 or i32 depending on the target")]
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }

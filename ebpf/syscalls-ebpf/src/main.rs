@@ -3,7 +3,8 @@
 //!
 //! A raw tracepoint (not the classic `raw_syscalls/sys_enter` tracepoint) because it needs
 //! no tracefs and skips the perf-event argument copy, so it is the cheapest hook per syscall.
-#![no_std]
+// std (with a dummy main) on the host, so `cargo clippy --workspace` can check this crate.
+#![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
