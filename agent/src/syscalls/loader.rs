@@ -74,6 +74,18 @@ impl LoadedProgram {
         &self.pin_path
     }
 
+    /// Total run time and run count of the program, as kept by the kernel while
+    /// [`enable_run_time_stats`] is held (benchmarks).
+    pub fn run_stats(&self) -> anyhow::Result<(std::time::Duration, u64)> {
+        let info = self
+            .ebpf
+            .program(PROG_SYS_ENTER)
+            .context("program missing")?
+            .info()
+            .context("reading program info")?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
     /// Takes the ring buffer of security events (once).
     pub fn take_events(&mut self) -> Option<Map> {
         self.ebpf.take_map(syscalls_common::MAP_EVENTS)
@@ -168,7 +180,10 @@ fn mount_bpffs(target: &Path) -> std::io::Result<()> {
     }
 }
 
-#[allow(clippy::unnecessary_cast, reason = "f_type is i64 or i32 depending on the target")]
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "f_type is i64 or i32 depending on the target"
+)]
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
@@ -293,6 +308,12 @@ pub async fn run_leader(
     drop(program);
     tracing::info!("syscall monitoring detached (pinned counters kept for the next leader)");
     Ok(())
+}
+
+/// Makes the kernel account run time of BPF programs until the returned fd is dropped
+/// (`kernel.bpf_stats_enabled`; costs a little per run, so only for benchmarks).
+pub fn enable_run_time_stats() -> anyhow::Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")
 }
 
 /// Fails unless the current build embeds the eBPF object.
