@@ -39,12 +39,50 @@ pub fn decode(bytes: &[u8]) -> Option<SecurityEvent> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SecurityEvent>()) })
 }
 
-/// Runs until `shutdown`, logging every event.
+/// A security event with its syscall name and container attribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedEvent {
+    pub syscall: String,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub owner: Owner,
+}
+
+impl ResolvedEvent {
+    fn new(event: &SecurityEvent, attribution: &Attribution) -> Self {
+        let comm_len = event
+            .comm
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(event.comm.len());
+        Self {
+            syscall: syscall_name(event.nr)
+                .map(str::to_string)
+                .unwrap_or_else(|| event.nr.to_string()),
+            pid: event.tgid,
+            tid: event.pid,
+            uid: event.uid,
+            gid: event.gid,
+            comm: String::from_utf8_lossy(&event.comm[..comm_len]).into_owned(),
+            cgroup_id: event.cgroup_id,
+            owner: attribution.owner(event.cgroup_id),
+        }
+    }
+}
+
+/// Runs until `shutdown`, handing every event to `sink` ([`log_event`] in the agent).
 pub async fn run(
     map: Map,
     sources: AttributionSources,
     refresh: Duration,
     shutdown: CancellationToken,
+    mut sink: impl FnMut(ResolvedEvent),
 ) {
     let ring: RingBuf<MapData> = match RingBuf::try_from(map) {
         Ok(ring) => ring,
@@ -84,39 +122,26 @@ pub async fn run(
         guard.clear_ready();
         attribution.ensure(batch.iter().map(|e| e.cgroup_id));
         for event in &batch {
-            log_event(event, &attribution);
+            sink(ResolvedEvent::new(event, &attribution));
         }
     }
 }
 
-fn log_event(event: &SecurityEvent, attribution: &Attribution) {
-    let number;
-    let syscall = match syscall_name(event.nr) {
-        Some(name) => name,
-        None => {
-            number = event.nr.to_string();
-            &number
-        }
-    };
-    events_total().with_label_values(&[syscall]).inc();
-    let comm_len = event
-        .comm
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(event.comm.len());
-    let comm = String::from_utf8_lossy(&event.comm[..comm_len]);
-    let (namespace, pod, container) = match attribution.owner(event.cgroup_id) {
-        Owner::Host => (String::new(), String::new(), String::new()),
-        Owner::Container(l) => (l.namespace.clone(), l.pod.clone(), l.container.clone()),
+/// The leader's sink: one structured log line and a counter per event.
+pub fn log_event(event: ResolvedEvent) {
+    events_total().with_label_values(&[&event.syscall]).inc();
+    let (namespace, pod, container) = match &event.owner {
+        Owner::Host => ("", "", ""),
+        Owner::Container(l) => (l.namespace.as_str(), l.pod.as_str(), l.container.as_str()),
     };
     tracing::info!(
         target: "node_agent::syscalls::event",
-        syscall,
-        pid = event.tgid,
-        tid = event.pid,
+        syscall = event.syscall,
+        pid = event.pid,
+        tid = event.tid,
         uid = event.uid,
         gid = event.gid,
-        %comm,
+        comm = event.comm,
         cgroup_id = event.cgroup_id,
         namespace,
         pod,

@@ -299,6 +299,7 @@ pub async fn run_leader(
             sources,
             syscalls.attribution_refresh,
             shutdown.clone(),
+            super::events::log_event,
         ))
     });
     shutdown.cancelled().await;

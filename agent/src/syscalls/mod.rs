@@ -12,7 +12,7 @@ pub mod cgroups;
 #[cfg(feature = "ebpf")]
 mod collector;
 #[cfg(feature = "ebpf")]
-mod events;
+pub mod events;
 #[cfg(feature = "ebpf")]
 pub mod loader;
 pub mod names;
