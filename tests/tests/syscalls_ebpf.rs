@@ -43,6 +43,8 @@ struct Fixture {
     /// Created cgroup directories, outermost first.
     cgroups: Vec<PathBuf>,
     container_cgroup: PathBuf,
+    /// A sibling cgroup that is not a container (attributed to the host).
+    host_cgroup: PathBuf,
     logs: tempfile::TempDir,
 }
 
@@ -71,6 +73,9 @@ impl Fixture {
             std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
             cgroups.push(dir.clone());
         }
+        let host_cgroup = cgroup_root.join(format!("{unique}-host"));
+        std::fs::create_dir(&host_cgroup).expect("mkdir host cgroup");
+        cgroups.push(host_cgroup.clone());
         let logs = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(
             logs.path()
@@ -88,6 +93,7 @@ impl Fixture {
             pin_path: PathBuf::from("/sys/fs/bpf").join(&unique),
             cgroup_root,
             container_cgroup: dir,
+            host_cgroup,
             cgroups,
             logs,
         }
@@ -122,6 +128,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // Children before parents; the host cgroup (last) has none.
         for dir in self.cgroups.iter().rev() {
             let _ = std::fs::remove_dir(dir);
         }
@@ -354,4 +361,61 @@ async fn security_events_carry_process_and_container() {
         }
         Owner::Host => panic!("event not attributed to the test container"),
     }
+}
+
+#[test]
+fn gc_drops_dead_cgroups_and_keeps_host_totals() {
+    require_ebpf!();
+    use node_agent::syscalls::cgroups::{Attribution, RETIRED_HOST_CGROUP_ID};
+
+    let fixture = Fixture::new("gc");
+    let nr = getppid_nr();
+    let program = LoadedProgram::load(&fixture.config()).expect("load + attach");
+    run_getppid_in(&fixture.container_cgroup, GETPPID_CALLS);
+    run_getppid_in(&fixture.host_cgroup, GETPPID_CALLS);
+
+    let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
+    let (container_id, host_id) = (ino(&fixture.container_cgroup), ino(&fixture.host_cgroup));
+    let options = SyscallsOptions {
+        config: fixture.config(),
+        pods_dir: fixture.logs.path().join("pods"),
+    };
+    let mut attribution = Attribution::new(
+        options.attribution_sources(&HostPaths::default()),
+        std::time::Duration::ZERO,
+    );
+    assert!(attribution.refresh());
+    let mut maps = PinnedMaps::open(&fixture.pin_path).expect("open pins");
+    let count_of = |maps: &PinnedMaps, id: u64| -> u64 {
+        maps.counts()
+            .expect("counts")
+            .into_iter()
+            .filter(|(c, n, _)| *c == id && *n == nr)
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    let retired_before = count_of(&maps, RETIRED_HOST_CGROUP_ID);
+    let host_count = count_of(&maps, host_id);
+    assert!(host_count >= GETPPID_CALLS);
+
+    // Both cgroups die (their processes have exited).
+    std::fs::remove_dir(&fixture.container_cgroup).expect("rmdir container cgroup");
+    std::fs::remove_dir(&fixture.host_cgroup).expect("rmdir host cgroup");
+    let stats = maps.collect_garbage(&mut attribution).expect("gc pass");
+    assert!(stats.container_entries >= 1, "{stats:?}");
+    assert!(stats.host_entries >= 1, "{stats:?}");
+
+    let rows = maps.counts().expect("counts");
+    assert!(
+        !rows
+            .iter()
+            .any(|(c, _, _)| *c == container_id || *c == host_id),
+        "entries of dead cgroups left in the map"
+    );
+    let retired_after = count_of(&maps, RETIRED_HOST_CGROUP_ID);
+    assert!(
+        retired_after >= retired_before + host_count,
+        "host counts lost: retired {retired_before} -> {retired_after}, dead host cgroup had {host_count}"
+    );
+    drop(program);
 }

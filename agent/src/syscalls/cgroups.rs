@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 
 use crate::host::HostPaths;
 
+/// Pseudo cgroup id under which the leader accumulates the counts of host cgroups that no
+/// longer exist (see `gc.rs`), so the host series stay monotonic. Real cgroup ids are
+/// inode numbers and never 0.
+pub const RETIRED_HOST_CGROUP_ID: u64 = 0;
+
 /// Where a cgroup's syscalls are accounted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
@@ -194,12 +199,14 @@ impl Attribution {
 
     /// Makes sure every id in `ids` is resolved if it can be (one refresh at most).
     pub fn ensure(&mut self, ids: impl IntoIterator<Item = u64>) {
-        let missing = ids.into_iter().any(|id| !self.owners.contains_key(&id));
+        let missing = ids
+            .into_iter()
+            .any(|id| id != RETIRED_HOST_CGROUP_ID && !self.owners.contains_key(&id));
         let due = self
             .last_refresh
             .is_none_or(|t| t.elapsed() >= self.min_refresh);
         if missing && due {
-            self.refresh();
+            let _ = self.refresh();
         }
     }
 
@@ -213,17 +220,18 @@ impl Attribution {
         self.owners.contains_key(&id)
     }
 
-    /// Rebuilds the cache from the cgroup tree and kubelet's log directories.
-    pub fn refresh(&mut self) {
+    /// Rebuilds the cache from the cgroup tree and kubelet's log directories; false (and
+    /// the old cache kept) when the tree cannot be walked.
+    pub fn refresh(&mut self) -> bool {
         self.last_refresh = Some(Instant::now());
         let Some(root) = &self.sources.cgroup_root else {
-            return;
+            return false;
         };
         let cgroups = match walk_cgroups(root) {
             Ok(cgroups) => cgroups,
             Err(err) => {
                 tracing::warn!(root = %root.display(), error = %err, "cannot walk the cgroup v2 tree");
-                return;
+                return false;
             }
         };
         let pods = read_pods(&self.sources.pods_dir);
@@ -244,6 +252,7 @@ impl Attribution {
                 (id, owner)
             })
             .collect();
+        true
     }
 }
 

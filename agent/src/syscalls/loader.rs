@@ -258,6 +258,14 @@ impl PinnedMaps {
         Ok(values.iter().sum())
     }
 
+    /// Leader only: drops entries of cgroups that no longer exist (see `gc.rs`).
+    pub fn collect_garbage(
+        &mut self,
+        attribution: &mut super::cgroups::Attribution,
+    ) -> anyhow::Result<super::gc::GcStats> {
+        super::gc::collect(&mut self.counts, attribution)
+    }
+
     /// `max_entries` of the counter map.
     pub fn capacity(&self) -> u32 {
         self.capacity
@@ -293,6 +301,7 @@ pub async fn run_leader(
         .collector_options
         .syscalls
         .attribution_sources(&config.paths);
+    let sources_for_gc = sources.clone();
     let reader = events.map(|map| {
         tokio::spawn(super::events::run(
             map,
@@ -302,13 +311,73 @@ pub async fn run_leader(
             super::events::log_event,
         ))
     });
+    let gc = tokio::spawn(run_gc(
+        program.pin_path().to_path_buf(),
+        sources_for_gc,
+        syscalls.gc_interval,
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     if let Some(reader) = reader {
         let _ = reader.await;
     }
+    let _ = gc.await;
     drop(program);
     tracing::info!("syscall monitoring detached (pinned counters kept for the next leader)");
     Ok(())
+}
+
+/// Leader: every `interval`, removes map entries of dead cgroups.
+async fn run_gc(
+    pin_path: PathBuf,
+    sources: super::cgroups::AttributionSources,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    if sources.cgroup_root.is_none() {
+        tracing::warn!("no cgroup v2 root: counter map entries of dead cgroups are never removed");
+        return;
+    }
+    let mut state = PinnedMaps::open(&pin_path).map(|maps| {
+        let mut attribution = super::cgroups::Attribution::new(sources, std::time::Duration::ZERO);
+        let _ = attribution.refresh();
+        (maps, attribution)
+    });
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let (mut maps, mut attribution) = match state {
+            Ok(state) => state,
+            Err(err) => {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "counter map garbage collection disabled"
+                );
+                return;
+            }
+        };
+        // Walking the cgroup tree is blocking file-system work.
+        let pass = tokio::task::spawn_blocking(move || {
+            let result = maps.collect_garbage(&mut attribution);
+            (maps, attribution, result)
+        })
+        .await;
+        state = match pass {
+            Ok((maps, attribution, result)) => {
+                match result {
+                    Ok(stats) => tracing::debug!(?stats, "counter map garbage collected"),
+                    Err(err) => tracing::warn!(
+                        error = format!("{err:#}"),
+                        "counter map garbage collection failed"
+                    ),
+                }
+                Ok((maps, attribution))
+            }
+            Err(err) => Err(anyhow::anyhow!("garbage collection task failed: {err}")),
+        };
+    }
 }
 
 /// Makes the kernel account run time of BPF programs until the returned fd is dropped

@@ -14,6 +14,8 @@ mod collector;
 #[cfg(feature = "ebpf")]
 pub mod events;
 #[cfg(feature = "ebpf")]
+pub mod gc;
+#[cfg(feature = "ebpf")]
 pub mod loader;
 pub mod names;
 pub mod series;
@@ -52,6 +54,9 @@ pub struct SyscallsConfig {
     /// Minimum time between two walks of the cgroup tree to attribute new cgroups.
     #[serde(with = "crate::config::duration_serde")]
     pub attribution_refresh: Duration,
+    /// How often the leader removes counter-map entries of cgroups that no longer exist.
+    #[serde(with = "crate::config::duration_serde")]
+    pub gc_interval: Duration,
 }
 
 impl Default for SyscallsConfig {
@@ -75,6 +80,7 @@ impl Default for SyscallsConfig {
             .to_vec(),
             max_series: 5000,
             attribution_refresh: Duration::from_secs(5),
+            gc_interval: Duration::from_secs(60),
         }
     }
 }
@@ -84,6 +90,9 @@ impl SyscallsConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.map_entries == 0 {
             anyhow::bail!("syscalls.map_entries must be at least 1");
+        }
+        if self.gc_interval.is_zero() {
+            anyhow::bail!("syscalls.gc_interval must be positive");
         }
         if self.max_series == 0 {
             anyhow::bail!("syscalls.max_series must be at least 1");

@@ -6,7 +6,7 @@
 //! of the collector; later ones are folded into a single `other` series. Admission is
 //! sticky so that every series — including `other` — only ever grows between scrapes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::cgroups::{Attribution, ContainerLabels, Owner};
@@ -32,6 +32,12 @@ pub enum SeriesKey {
 pub struct Admission {
     max_series: usize,
     admitted: HashSet<SeriesKey>,
+    /// Series folded into `other`, with the count last seen: once folded, always folded,
+    /// so that `other` only grows.
+    folded: HashMap<SeriesKey, u64>,
+    /// Last counts of folded series that have since disappeared (dead containers whose
+    /// map entries the leader removed); keeps `other` monotonic.
+    folded_gone: u64,
 }
 
 impl Admission {
@@ -39,27 +45,42 @@ impl Admission {
         Self {
             max_series,
             admitted: HashSet::new(),
+            folded: HashMap::new(),
+            folded_gone: 0,
         }
     }
 
-    /// The key to account `key` under: itself if admitted (now or before), else `Other`.
-    fn admit(&mut self, key: SeriesKey) -> SeriesKey {
-        if self.admitted.contains(&key) {
-            return key;
+    /// Accounts `count` of `key`: returns true if the series is exported on its own.
+    fn admit(&mut self, key: &SeriesKey, count: u64) -> bool {
+        if self.admitted.contains(key) {
+            return true;
         }
-        if self.admitted.len() < self.max_series {
+        if !self.folded.contains_key(key) && self.admitted.len() < self.max_series {
             self.admitted.insert(key.clone());
-            return key;
+            return true;
         }
-        SeriesKey::Other
+        self.folded.insert(key.clone(), count);
+        false
     }
 
-    /// Forgets series of containers that are gone, so the cap is not exhausted by history.
-    pub fn retain_owners(&mut self, alive: impl Fn(&Owner) -> bool) {
-        self.admitted.retain(|k| match k {
-            SeriesKey::Syscall { owner, .. } => alive(owner),
-            SeriesKey::Other => true,
+    /// Forgets series that are no longer in the map (their containers are gone), freeing
+    /// their slots for new series.
+    fn prune(&mut self, present: impl Fn(&SeriesKey) -> bool) {
+        self.admitted.retain(|k| present(k));
+        let mut gone = 0;
+        self.folded.retain(|k, last| {
+            let keep = present(k);
+            if !keep {
+                gone += *last;
+            }
+            keep
         });
+        self.folded_gone += gone;
+    }
+
+    /// The `other` series' value.
+    fn other(&self) -> u64 {
+        self.folded_gone + self.folded.values().sum::<u64>()
     }
 }
 
@@ -70,16 +91,24 @@ pub fn aggregate(
     attribution: &Attribution,
     admission: &mut Admission,
 ) -> BTreeMap<SeriesKey, u64> {
-    let mut by_owner: BTreeMap<(Owner, u64), u64> = BTreeMap::new();
+    let mut by_key: BTreeMap<SeriesKey, u64> = BTreeMap::new();
     for (cgroup_id, nr, count) in rows {
-        *by_owner
-            .entry((attribution.owner(cgroup_id), nr))
-            .or_default() += count;
+        let key = SeriesKey::Syscall {
+            nr,
+            owner: attribution.owner(cgroup_id),
+        };
+        *by_key.entry(key).or_default() += count;
     }
+    admission.prune(|k| by_key.contains_key(k));
     let mut out = BTreeMap::new();
-    for ((owner, nr), count) in by_owner {
-        let key = admission.admit(SeriesKey::Syscall { nr, owner });
-        *out.entry(key).or_default() += count;
+    for (key, count) in by_key {
+        if admission.admit(&key, count) {
+            out.insert(key, count);
+        }
+    }
+    let other = admission.other();
+    if other > 0 {
+        out.insert(SeriesKey::Other, other);
     }
     out
 }
@@ -197,6 +226,18 @@ mod tests {
             }),
             Some(&11)
         );
+        // Series 5 disappears (its container died): its slot frees up, but the folded
+        // series 1 stays folded and "other" keeps series 7's last count after it goes too.
+        let third = aggregate(
+            [(1, 1, 5), (1, 6, 22), (1, 8, 1)],
+            &attribution,
+            &mut admission,
+        );
+        assert_eq!(third.get(&SeriesKey::Other), Some(&(5 + 4)));
+        assert!(third.contains_key(&SeriesKey::Syscall {
+            nr: 8,
+            owner: Owner::Host
+        }));
     }
 
     #[test]
