@@ -38,12 +38,23 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub struct LoadedProgram {
     ebpf: Ebpf,
     pin_path: PathBuf,
+    program: String,
 }
 
 impl LoadedProgram {
     /// Loads the program, reusing or creating the pinned maps, sets the event filter and
     /// attaches to the `sys_enter` raw tracepoint.
     pub fn load(config: &SyscallsConfig) -> anyhow::Result<Self> {
+        Self::load_program(config, PROG_SYS_ENTER)
+    }
+
+    /// Benchmarks only: attaches the empty program on the same hook instead, to measure
+    /// the cost of the hook itself.
+    pub fn load_baseline(config: &SyscallsConfig) -> anyhow::Result<Self> {
+        Self::load_program(config, syscalls_common::PROG_SYS_ENTER_NOOP)
+    }
+
+    fn load_program(config: &SyscallsConfig, name: &str) -> anyhow::Result<Self> {
         let object = OBJECT
             .context("this node-agent was built with AYA_BUILD_SKIP, without the eBPF object")?;
         ensure_bpffs(&config.pin_path)?;
@@ -55,17 +66,20 @@ impl LoadedProgram {
             .context("loading the eBPF object (maps + BTF)")?;
         set_filter(&mut ebpf, &config.event_numbers()?)?;
         let program: &mut RawTracePoint = ebpf
-            .program_mut(PROG_SYS_ENTER)
-            .with_context(|| format!("program {PROG_SYS_ENTER} missing from the object"))?
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
             .try_into()
-            .context("sys_enter is not a raw tracepoint program")?;
-        program.load().context("loading sys_enter (verifier)")?;
+            .with_context(|| format!("{name} is not a raw tracepoint program"))?;
+        program
+            .load()
+            .with_context(|| format!("loading {name} (verifier)"))?;
         program
             .attach("sys_enter")
             .context("attaching the sys_enter raw tracepoint")?;
         Ok(Self {
             ebpf,
             pin_path: config.pin_path.clone(),
+            program: name.to_string(),
         })
     }
 
@@ -79,7 +93,7 @@ impl LoadedProgram {
     pub fn run_stats(&self) -> anyhow::Result<(std::time::Duration, u64)> {
         let info = self
             .ebpf
-            .program(PROG_SYS_ENTER)
+            .program(&self.program)
             .context("program missing")?
             .info()
             .context("reading program info")?;

@@ -52,6 +52,8 @@ pub const MAP_FILTER: &str = "FILTER";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Name of the raw tracepoint program.
 pub const PROG_SYS_ENTER: &str = "sys_enter";
+/// Name of the empty program on the same hook (benchmark baseline only).
+pub const PROG_SYS_ENTER_NOOP: &str = "sys_enter_noop";
 
 #[cfg(feature = "user")]
 mod pod {

@@ -45,6 +45,13 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     try_sys_enter(&ctx).unwrap_or_default()
 }
 
+/// Benchmark baseline: an empty program on the same hook separates what the hook itself
+/// costs (the tracing slow path of every syscall) from what our program adds.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_noop(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
 #[inline(always)]
 fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i64> {
     let nr: i64 = ctx.arg(1);
