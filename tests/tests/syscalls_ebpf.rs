@@ -419,3 +419,61 @@ fn gc_drops_dead_cgroups_and_keeps_host_totals() {
     );
     drop(program);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
+    require_ebpf!();
+    let fixture = Fixture::new("leader");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_file = dir.path().join("config.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "logs:\n  pods_dir: {}\nsyscalls:\n  pin_path: {}\n  cgroup_root: {}\n",
+            fixture.logs.path().join("pods").display(),
+            fixture.pin_path.display(),
+            fixture.cgroup_root.display()
+        ),
+    )
+    .expect("write config");
+    let config = node_agent::config::Config::from_args([
+        "node-agent",
+        "--collector.syscalls",
+        "--config.file",
+        config_file.to_str().expect("utf-8"),
+    ])
+    .expect("valid config");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let leader = tokio::spawn(node_agent::syscalls::run_leader(config, stop.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fixture.pin_path.join("COUNTS").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader did not pin its maps"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let cgroup = fixture.container_cgroup.clone();
+    tokio::task::spawn_blocking(move || run_getppid_in(&cgroup, GETPPID_CALLS))
+        .await
+        .expect("child");
+    let counted = fixture.count(getppid_nr());
+    assert!(
+        counted >= GETPPID_CALLS,
+        "leader's program counted {counted}"
+    );
+
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), leader)
+        .await
+        .expect("leader stops promptly")
+        .expect("leader task")
+        .expect("leader result");
+    // Detached: new syscalls are not counted, but the pinned counts remain.
+    let cgroup = fixture.container_cgroup.clone();
+    tokio::task::spawn_blocking(move || run_getppid_in(&cgroup, 100))
+        .await
+        .expect("child");
+    assert_eq!(fixture.count(getppid_nr()), counted);
+}
