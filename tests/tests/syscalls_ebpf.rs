@@ -477,3 +477,30 @@ async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
         .expect("child");
     assert_eq!(fixture.count(getppid_nr()), counted);
 }
+
+#[test]
+fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
+    require_ebpf!();
+    let paths = HostPaths::default();
+    let options = CollectorOptions {
+        syscalls: SyscallsOptions {
+            config: SyscallsConfig {
+                pin_path: format!("/sys/fs/bpf/node-agent-test-{}-absent", std::process::id())
+                    .into(),
+                ..SyscallsConfig::default()
+            },
+            pods_dir: "/nonexistent".into(),
+        },
+        ..CollectorOptions::default()
+    };
+    let collector = build_collector(&BuildContext {
+        paths: &paths,
+        options: &options,
+    })
+    .expect("collector builds on a supported kernel");
+    let mut set = MetricSet::new();
+    assert!(matches!(
+        collector.update(&mut set),
+        Err(node_agent::metrics::CollectorError::NoData)
+    ));
+}

@@ -54,6 +54,11 @@ impl SyscallsCollector {
 impl Collector for SyscallsCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let other = |e: anyhow::Error| CollectorError::Other(format!("{e:#}"));
+        // No pins yet: no leader has loaded the program (a standby starting first, or an
+        // unsupported kernel the leader logged about). Expected, so not an error.
+        if !self.pin_path.join(syscalls_common::MAP_COUNTS).exists() {
+            return Err(CollectorError::NoData);
+        }
         let maps = PinnedMaps::open(&self.pin_path).map_err(other)?;
         let rows = maps.counts().map_err(other)?;
         let entries = rows.len();
