@@ -504,3 +504,42 @@ fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
         Err(node_agent::metrics::CollectorError::NoData)
     ));
 }
+
+/// Creates a per-CPU hash map with 8-byte keys (not our layout) and pins it at `path`.
+fn pin_foreign_map(path: &Path) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+    let mut create = [0u8; 128];
+    for (i, v) in [BPF_MAP_TYPE_PERCPU_HASH, 8, 8, 16].into_iter().enumerate() {
+        create[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    // SAFETY: bpf(2) with a zero-padded bpf_attr of the documented layout.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, create.as_ptr(), 128) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let c_path = CString::new(path.to_str().expect("utf-8")).expect("no NUL");
+    let mut pin = [0u8; 128];
+    pin[..8].copy_from_slice(&(c_path.as_ptr() as u64).to_ne_bytes());
+    pin[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    // SAFETY: as above; c_path outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, pin.as_ptr(), 128) };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is ours; the pin keeps the map alive.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn a_pinned_map_of_another_layout_is_replaced() {
+    require_ebpf!();
+    let fixture = Fixture::new("layout");
+    node_agent::syscalls::loader::ensure_bpffs(&fixture.pin_path).expect("bpffs");
+    pin_foreign_map(&fixture.pin_path.join("COUNTS"));
+    let program = LoadedProgram::load(&fixture.config()).expect("load replaces the stale pin");
+    run_getppid_in(&fixture.container_cgroup, 100);
+    assert!(fixture.count(getppid_nr()) >= 100);
+    drop(program);
+}

@@ -58,7 +58,7 @@ impl LoadedProgram {
         let object = OBJECT
             .context("this node-agent was built with AYA_BUILD_SKIP, without the eBPF object")?;
         ensure_bpffs(&config.pin_path)?;
-        warn_if_pinned_capacity_differs(config);
+        check_pinned_counts(config);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&config.pin_path)
             .map_max_entries(MAP_COUNTS, config.map_entries)
@@ -123,12 +123,29 @@ fn set_filter(ebpf: &mut Ebpf, numbers: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A reused pin keeps its old capacity; say so instead of silently ignoring the setting.
-fn warn_if_pinned_capacity_differs(config: &SyscallsConfig) {
+/// A reused pin keeps its old capacity; say so instead of silently ignoring the setting. A
+/// pin whose layout does not match this build (an upgrade changed the key) cannot be reused:
+/// it is unpinned, so the counters restart instead of the program failing to load forever.
+fn check_pinned_counts(config: &SyscallsConfig) {
     let path = config.pin_path.join(MAP_COUNTS);
-    if let Ok(info) = aya::maps::MapInfo::from_pin(&path)
-        && info.max_entries() != config.map_entries
-    {
+    let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+        return;
+    };
+    let expected_key = std::mem::size_of::<SysKey>() as u32;
+    let expected_value = std::mem::size_of::<u64>() as u32;
+    if info.key_size() != expected_key || info.value_size() != expected_value {
+        tracing::warn!(
+            path = %path.display(),
+            key_size = info.key_size(),
+            value_size = info.value_size(),
+            "pinned counter map has another layout (older agent?); unpinning it, counters restart"
+        );
+        for map in [MAP_COUNTS, MAP_STATS] {
+            let _ = std::fs::remove_file(config.pin_path.join(map));
+        }
+        return;
+    }
+    if info.max_entries() != config.map_entries {
         tracing::warn!(
             path = %path.display(),
             pinned = info.max_entries(),
