@@ -177,6 +177,11 @@ pub struct AttributionSources {
     pub containers_dir: PathBuf,
 }
 
+/// How long the owner of a vanished cgroup is remembered: its map entries stay until the
+/// leader's next GC pass, and must keep their attribution until then, or their counts
+/// would hop from the container's series to the host's and back.
+const DEPARTED_TTL: Duration = Duration::from_secs(600);
+
 /// cgroup id → [`Owner`], cached; rebuilt when an unknown id shows up (rate limited), so a
 /// new container is attributed on the next scrape after it starts.
 #[derive(Debug)]
@@ -184,6 +189,8 @@ pub struct Attribution {
     sources: AttributionSources,
     min_refresh: Duration,
     owners: HashMap<u64, Owner>,
+    /// Owners of cgroups that have disappeared, with when they were last seen.
+    departed: HashMap<u64, (Owner, Instant)>,
     last_refresh: Option<Instant>,
 }
 
@@ -193,15 +200,18 @@ impl Attribution {
             sources,
             min_refresh,
             owners: HashMap::new(),
+            departed: HashMap::new(),
             last_refresh: None,
         }
     }
 
     /// Makes sure every id in `ids` is resolved if it can be (one refresh at most).
     pub fn ensure(&mut self, ids: impl IntoIterator<Item = u64>) {
-        let missing = ids
-            .into_iter()
-            .any(|id| id != RETIRED_HOST_CGROUP_ID && !self.owners.contains_key(&id));
+        let missing = ids.into_iter().any(|id| {
+            id != RETIRED_HOST_CGROUP_ID
+                && !self.owners.contains_key(&id)
+                && !self.departed.contains_key(&id)
+        });
         let due = self
             .last_refresh
             .is_none_or(|t| t.elapsed() >= self.min_refresh);
@@ -210,9 +220,14 @@ impl Attribution {
         }
     }
 
-    /// Owner of cgroup `id`; unknown ids (gone before we saw them) count as host.
+    /// Owner of cgroup `id` (also of a recently vanished one); ids never seen (gone before
+    /// we looked) count as host.
     pub fn owner(&self, id: u64) -> Owner {
-        self.owners.get(&id).cloned().unwrap_or(Owner::Host)
+        self.owners
+            .get(&id)
+            .or_else(|| self.departed.get(&id).map(|(owner, _)| owner))
+            .cloned()
+            .unwrap_or(Owner::Host)
     }
 
     /// Whether cgroup `id` existed at the last refresh.
@@ -237,6 +252,7 @@ impl Attribution {
         let pods = read_pods(&self.sources.pods_dir);
         let names = read_container_names(&self.sources.containers_dir);
         let mut labels_cache: HashMap<String, Arc<ContainerLabels>> = HashMap::new();
+        let previous = std::mem::take(&mut self.owners);
         self.owners = cgroups
             .into_iter()
             .map(|(id, path)| {
@@ -252,6 +268,15 @@ impl Attribution {
                 (id, owner)
             })
             .collect();
+        let now = Instant::now();
+        for (id, owner) in previous {
+            if !self.owners.contains_key(&id) {
+                self.departed.insert(id, (owner, now));
+            }
+        }
+        self.departed.retain(|id, (_, since)| {
+            !self.owners.contains_key(id) && since.elapsed() < DEPARTED_TTL
+        });
         true
     }
 }
@@ -457,6 +482,32 @@ mod tests {
         // Unknown ids are host, and don't refresh again within min_refresh.
         assert_eq!(attribution.owner(u64::MAX), Owner::Host);
         assert!(!attribution.is_known(u64::MAX));
+    }
+
+    #[test]
+    fn vanished_container_keeps_its_owner_until_gc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("cgroup");
+        let ctr = root.join(format!("kubepods/pod{UID}/{ID}"));
+        std::fs::create_dir_all(&ctr).expect("mkdir");
+        let id = std::fs::metadata(&ctr).expect("stat").ino();
+        let mut attribution = Attribution::new(
+            AttributionSources {
+                cgroup_root: Some(root),
+                pods_dir: "/nonexistent".into(),
+                containers_dir: "/nonexistent".into(),
+            },
+            Duration::ZERO,
+        );
+        assert!(attribution.refresh());
+        assert!(matches!(attribution.owner(id), Owner::Container(_)));
+        std::fs::remove_dir(&ctr).expect("rmdir");
+        assert!(attribution.refresh());
+        assert!(!attribution.is_known(id), "dead for GC");
+        assert!(
+            matches!(attribution.owner(id), Owner::Container(_)),
+            "still the container's for the collector"
+        );
     }
 
     #[test]
