@@ -447,10 +447,17 @@ async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
     let stop = tokio_util::sync::CancellationToken::new();
     let leader = tokio::spawn(node_agent::syscalls::run_leader(config, stop.clone()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !fixture.pin_path.join("COUNTS").exists() {
+    // The pins appear when the maps are created, slightly before the program is attached;
+    // attached means something (e.g. this loop's own sleeps) has been counted.
+    let attached = || {
+        PinnedMaps::open(&fixture.pin_path)
+            .and_then(|maps| maps.counts())
+            .is_ok_and(|rows| !rows.is_empty())
+    };
+    while !attached() {
         assert!(
             std::time::Instant::now() < deadline,
-            "leader did not pin its maps"
+            "leader did not attach"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
