@@ -58,6 +58,7 @@ impl LoadedProgram {
         let object = OBJECT
             .context("this node-agent was built with AYA_BUILD_SKIP, without the eBPF object")?;
         ensure_bpffs(&config.pin_path)?;
+        raise_memlock_limit();
         check_pinned_counts(config);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&config.pin_path)
@@ -103,6 +104,23 @@ impl LoadedProgram {
     /// Takes the ring buffer of security events (once).
     pub fn take_events(&mut self) -> Option<Map> {
         self.ebpf.take_map(syscalls_common::MAP_EVENTS)
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (64 KiB by default), far too little
+/// for the counter map; later kernels use memcg accounting and ignore it. Best effort: needs
+/// CAP_SYS_RESOURCE to raise the hard limit, and load reports EPERM clearly otherwise.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lift RLIMIT_MEMLOCK (only matters before Linux 5.11)"
+        );
     }
 }
 
