@@ -190,7 +190,7 @@ impl Config {
             }
         }
 
-        let collector_options = CollectorOptions {
+        let mut collector_options = CollectorOptions {
             textfile_directory: raw.textfile_directory,
             fs_mount_points_exclude: regex_flag(
                 "collector.filesystem.mount-points-exclude",
@@ -222,6 +222,7 @@ impl Config {
             netstat_fields: regex_flag("collector.netstat.fields", &raw.netstat_fields)?,
             vmstat_fields: regex_flag("collector.vmstat.fields", &raw.vmstat_fields)?,
             cpu_guest: raw.cpu_guest,
+            syscalls: Default::default(),
         };
         if collector_options.netdev_device_exclude.is_some()
             && collector_options.netdev_device_include.is_some()
@@ -250,6 +251,8 @@ impl Config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        file.syscalls.validate()?;
+        collector_options.syscalls = crate::syscalls::SyscallsOptions::from_file(&file);
 
         Ok(Config {
             web: WebConfig {

@@ -5,6 +5,7 @@ use anyhow::bail;
 mod bench_logs;
 mod bench_metrics;
 mod bench_sinks;
+mod bench_syscalls;
 mod ci;
 
 const USAGE: &str =
@@ -19,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         ["bench", "metrics", rest @ ..] => bench_metrics::main(rest),
         ["bench", "logs", rest @ ..] => bench_logs::run(rest),
         ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
+        ["bench", "syscalls"] => bench_syscalls::run(),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
     }

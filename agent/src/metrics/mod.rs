@@ -128,6 +128,8 @@ pub struct CollectorOptions {
     pub netstat_fields: regex::Regex,
     pub vmstat_fields: regex::Regex,
     pub cpu_guest: bool,
+    /// The `syscalls:` config section (+ pods dir) for the eBPF syscalls collector.
+    pub syscalls: crate::syscalls::SyscallsOptions,
 }
 
 impl Default for CollectorOptions {
@@ -146,6 +148,7 @@ impl Default for CollectorOptions {
             netstat_fields: re(netstat::DEFAULT_FIELDS),
             vmstat_fields: re(vmstat::DEFAULT_FIELDS),
             cpu_guest: true,
+            syscalls: crate::syscalls::SyscallsOptions::default(),
         }
     }
 }
