@@ -47,6 +47,11 @@ pub async fn run_with_sinks(
     let loaded = store
         .load()
         .with_context(|| format!("loading log checkpoint from {}", config.state_dir.display()))?;
+    // A checkpoint that survived loading is valid: its age tells which rotated files hold
+    // bytes written after it.
+    let checkpoint_time = std::fs::metadata(store.path())
+        .and_then(|m| m.modified())
+        .ok();
     let committed_view: CommittedView = Arc::new(Mutex::new(
         loaded.iter().map(|(k, e)| (*k, e.offset)).collect(),
     ));
@@ -61,7 +66,7 @@ pub async fn run_with_sinks(
     let reader = Reader::new(
         config.clone(),
         node,
-        loaded,
+        (loaded, checkpoint_time),
         tx,
         (wake_tx.clone(), wake_rx),
         Arc::clone(&committed_view),
