@@ -153,6 +153,20 @@ fn assert_exactly_once(records: &[LogRecord], expected: &HashMap<String, Expecte
         assert_eq!(r.source.node, "node-1");
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    if let Some((id, _)) = dups.first() {
+        for (i, r) in records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| message_id(&r.message) == Some(id))
+        {
+            eprintln!(
+                "dup {id}: index={i} file_id={} path={} offset={}",
+                r.source.file_id,
+                r.source.path.display(),
+                r.offset
+            );
+        }
+    }
     assert!(
         dups.is_empty(),
         "{} duplicated ids, e.g. {:?}",

@@ -161,7 +161,8 @@ impl Reader {
         self.scan(true);
         let mut last_scan = Instant::now();
         let mut last_idle = Instant::now();
-        let mut follow_up: Option<Instant> = None;
+        // The second scan settles checkpoint entries the first one did not match.
+        let mut follow_up: Option<Instant> = Some(last_scan + FOLLOW_UP_SCAN);
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -235,9 +236,7 @@ impl Reader {
             if c.info.kind == FileKind::RotatedCompressed {
                 // Compressed rotations hold bytes we read from the plain file already,
                 // except when a checkpoint points into one (see below).
-                if first {
-                    compressed.push(c);
-                }
+                compressed.push(c);
                 continue;
             }
             if self.files.contains_key(&key) {
@@ -245,7 +244,10 @@ impl Reader {
             }
             self.consider(c.path, c.info, key, &meta, first);
         }
-        if first {
+        // Checkpoint entries not matched by now: the file was compressed (resume from the
+        // .gz) or is gone (forget it). Not at the first scan: a rename racing with our
+        // listing can hide a file once.
+        if !first && !self.loaded.is_empty() {
             let gone: Vec<FileKey> = self
                 .loaded
                 .keys()
@@ -255,7 +257,6 @@ impl Reader {
             for key in &gone {
                 self.resume_compressed(*key, &compressed);
             }
-            // Other checkpoint entries whose file is gone expire with the first batch.
             let gone: Vec<FileKey> = gone
                 .into_iter()
                 .filter(|k| self.loaded.contains_key(k))
@@ -372,10 +373,11 @@ impl Reader {
             // holds bytes written after what we know: after our last checkpoint (rotated
             // while no agent ran, e.g. between two leaders) or after we started (rotated
             // before we opened it). Older ones predate us or were finished and forgotten.
-            let since = if first {
-                self.checkpoint_time
-            } else {
-                Some(self.started - Duration::from_secs(1))
+            let just_started = self.started - Duration::from_secs(1);
+            let since = match (first, self.checkpoint_time) {
+                (_, Some(t)) => Some(t.min(just_started)),
+                (true, None) => None,
+                (false, None) => Some(just_started),
             };
             let recent = since.is_some_and(|t| meta.modified().is_ok_and(|m| m > t));
             if !recent || self.finished.contains(&key) {
