@@ -203,8 +203,8 @@ impl Reader {
             for d in [self.builder.deadline(), follow_up].into_iter().flatten() {
                 wait = wait.min(d.saturating_duration_since(now));
             }
-            // Drain coalesced wake-ups, then wait for the next one.
-            while self.wake.try_recv().is_ok() {}
+            // A wake-up that arrived during the pass returns at once (the channel holds
+            // one, coalescing bursts): no write goes unnoticed for a whole poll interval.
             if !wait.is_zero() {
                 let _ = self.wake.recv_timeout(wait);
             }
