@@ -661,3 +661,64 @@ async fn restarts_under_load_with_rotation_ship_every_line_exactly_once() {
     run.stop().await;
     assert_exactly_once(&sink.records.lock().unwrap(), &expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_messages_are_cut_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_line_bytes = 100;
+    let mut log =
+        ContainerLog::create(&cfg.pods_dir, "prod", "chatty", "app", Format::Cri).unwrap();
+    // Every line is long: split by the runtime into P parts of 64 bytes (joined length
+    // > 100), and one single raw line far beyond the cap.
+    let mix = LineMix {
+        long_per_mille: 1000,
+        ..LineMix::default()
+    };
+    let ids = log.write_lines(20, &mix).unwrap();
+    let huge = LineMix {
+        long_per_mille: 0,
+        payload_bytes: 10_000,
+        split_bytes: usize::MAX,
+        json_per_mille: 0,
+        ..LineMix::default()
+    };
+    let huge_id = log.write_line(&huge).unwrap();
+    log.write_lines(
+        5,
+        &LineMix {
+            long_per_mille: 0,
+            payload_bytes: 20,
+            ..LineMix::default()
+        },
+    )
+    .unwrap();
+    log.flush().unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("all records", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 26
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let records = sink.records.lock().unwrap();
+    assert_eq!(records.len(), 26);
+    for r in records.iter() {
+        let id = message_id(&r.message).map(str::to_string);
+        let want = &log.expected()[id.as_deref().unwrap_or("?")].message;
+        if want.len() > 100 {
+            assert!(r.truncated, "{id:?} not flagged");
+            assert_eq!(r.message, want[..100], "{id:?} cut at the cap");
+        } else {
+            assert!(!r.truncated);
+            assert_eq!(&r.message, want);
+        }
+        assert!(!r.malformed);
+    }
+    assert!(ids.iter().chain([&huge_id]).all(|id| {
+        records
+            .iter()
+            .any(|r| message_id(&r.message) == Some(id.as_str()))
+    }));
+}
