@@ -259,8 +259,9 @@ impl ContainerLog {
     }
 
     /// kubelet-style rotation: rename `0.log` to `0.log.<timestamp>` and start a new
-    /// `0.log`. With `gzip`, the rotated file is then compressed to `….gz` and removed (as
-    /// kubelet does for older rotations). Returns the rotated file's final path.
+    /// `0.log`. With `gzip`, the older rotated files are compressed to `….gz` (and the
+    /// plain ones removed), as kubelet does: it keeps only the newest rotation plain.
+    /// Returns the path of the file just rotated.
     pub fn rotate(&mut self, gzip: bool) -> std::io::Result<PathBuf> {
         self.flush()?;
         self.rotations += 1;
@@ -269,17 +270,16 @@ impl ContainerLog {
             .join(format!("0.log.20240101-{:06}", self.rotations));
         std::fs::rename(&self.path, &rotated)?;
         self.out = BufWriter::with_capacity(8192, open_append(&self.path)?);
-        if !gzip {
-            return Ok(rotated);
+        if gzip {
+            for entry in std::fs::read_dir(&self.dir)? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with("0.log.") && !name.ends_with(".gz") && path != rotated {
+                    compress(&path)?;
+                }
+            }
         }
-        let gz_path = PathBuf::from(format!("{}.gz", rotated.display()));
-        let data = std::fs::read(&rotated)?;
-        let mut enc =
-            flate2::write::GzEncoder::new(File::create(&gz_path)?, flate2::Compression::fast());
-        enc.write_all(&data)?;
-        enc.finish()?.sync_all()?;
-        std::fs::remove_file(&rotated)?;
-        Ok(gz_path)
+        Ok(rotated)
     }
 
     /// copytruncate rotation: copy `0.log` to `0.log.<timestamp>` and truncate `0.log` in
@@ -298,6 +298,17 @@ impl ContainerLog {
             .set_len(0)?;
         Ok(copy)
     }
+}
+
+/// Compresses `path` to `path.gz` and removes it.
+fn compress(path: &Path) -> std::io::Result<()> {
+    let gz_path = PathBuf::from(format!("{}.gz", path.display()));
+    let data = std::fs::read(path)?;
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(&gz_path)?, flate2::Compression::fast());
+    enc.write_all(&data)?;
+    enc.finish()?.sync_all()?;
+    std::fs::remove_file(path)
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -370,9 +381,79 @@ impl LogTree {
     }
 }
 
+/// Background writer producing a steady load on a set of logs (e.g. across agent restarts
+/// or a leader handover), with optional kubelet-style rotation.
+pub struct LoadWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::io::Result<Vec<ContainerLog>>>,
+}
+
+impl LoadWriter {
+    /// Writes about `lines_per_sec` lines per second spread over `logs` (in rounds of one
+    /// line per log, flushed every round); with `rotate_every`, each log is rotated after
+    /// that many of its lines (gzip on every other rotation).
+    pub fn spawn(
+        mut logs: Vec<ContainerLog>,
+        lines_per_sec: u64,
+        rotate_every: Option<u64>,
+        mix: LineMix,
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let round = std::time::Duration::from_secs_f64(
+                logs.len().max(1) as f64 / lines_per_sec.max(1) as f64,
+            );
+            let started = std::time::Instant::now();
+            let mut rounds: u32 = 0;
+            while !flag.load(Ordering::Relaxed) {
+                for log in &mut logs {
+                    log.write_line(&mix)?;
+                    if let Some(every) = rotate_every
+                        && every > 0
+                        && log.lines_written() % every == 0
+                    {
+                        let gzip = log.rotations % 2 == 1;
+                        log.rotate(gzip)?;
+                    }
+                    log.flush()?;
+                }
+                rounds += 1;
+                let due = started + round * rounds;
+                if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            Ok(logs)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops writing; returns the logs (with everything they expect) once flushed.
+    pub fn stop(self) -> std::io::Result<Vec<ContainerLog>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| std::io::Error::other("load writer panicked"))?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_writer_writes_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ContainerLog::create(dir.path(), "ns", "p", "c", Format::Cri).unwrap();
+        let w = LoadWriter::spawn(vec![log], 20_000, Some(50), LineMix::default());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let logs = w.stop().unwrap();
+        assert!(logs[0].lines_written() >= 50);
+        assert_eq!(logs[0].expected().len() as u64, logs[0].lines_written());
+        let rotated = std::fs::read_dir(logs[0].dir()).unwrap().count();
+        assert!(rotated >= 2, "{rotated} files");
+    }
 
     #[test]
     fn timestamps_format() {
@@ -399,8 +480,12 @@ mod tests {
         for id in &ids {
             assert_eq!(message_id(&log.expected()[id].message), Some(id.as_str()));
         }
-        let rotated = log.rotate(true).unwrap();
-        assert!(rotated.to_str().unwrap().ends_with(".gz"));
+        let first = log.rotate(true).unwrap();
         assert_eq!(std::fs::metadata(log.path()).unwrap().len(), 0);
+        log.write_lines(1, &mix).unwrap();
+        let second = log.rotate(true).unwrap();
+        assert!(second.exists());
+        assert!(!first.exists());
+        assert!(PathBuf::from(format!("{}.gz", first.display())).exists());
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use node_agent::logs::record::{LogRecord, Stream};
 use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
 use node_agent::sinks::{DeliverFuture, Sink, SinkError};
-use node_agent_tests::loggen::{ContainerLog, Expected, Format, LineMix, LogTree, message_id};
+use node_agent_tests::loggen::{
+    ContainerLog, Expected, Format, LineMix, LoadWriter, LogTree, message_id,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -151,21 +153,39 @@ fn assert_exactly_once(records: &[LogRecord], expected: &HashMap<String, Expecte
         assert_eq!(r.source.node, "node-1");
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    if let Some((id, _)) = dups.first() {
+        for (i, r) in records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| message_id(&r.message) == Some(id))
+        {
+            eprintln!(
+                "dup {id}: index={i} file_id={} path={} offset={}",
+                r.source.file_id,
+                r.source.path.display(),
+                r.offset
+            );
+        }
+    }
     assert!(
         dups.is_empty(),
         "{} duplicated ids, e.g. {:?}",
         dups.len(),
         dups.first()
     );
-    let missing: Vec<_> = expected
+    let mut missing: Vec<_> = expected
         .keys()
         .filter(|k| !seen.contains_key(k.as_str()))
         .collect();
+    missing.sort_by_key(|id| {
+        let (name, seq) = id.rsplit_once('-').unwrap_or((id, "0"));
+        (name.to_string(), seq.parse::<u64>().unwrap_or(0))
+    });
     assert!(
         missing.is_empty(),
-        "{} ids lost, e.g. {:?}",
+        "{} ids lost: {:?}",
         missing.len(),
-        missing.first()
+        &missing[..missing.len().min(40)]
     );
 }
 
@@ -460,6 +480,7 @@ fn forge_checkpoint(
         fingerprint,
         offset,
         path: path.to_path_buf(),
+        head: None,
     };
     std::fs::create_dir_all(state_dir).unwrap();
     CheckpointStore::new(state_dir).save([&entry]).unwrap();
@@ -604,4 +625,100 @@ async fn pods_dir_created_after_start_is_watched() {
     let mut expected = log.expected().clone();
     expected.extend(second.expected().clone());
     assert_exactly_once(&sink.records.lock().unwrap(), &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_under_load_with_rotation_ship_every_line_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let logs = (0..3)
+        .map(|i| {
+            let format = if i == 2 { Format::Docker } else { Format::Cri };
+            ContainerLog::create(&cfg.pods_dir, "prod", &format!("web{i}"), "app", format).unwrap()
+        })
+        .collect();
+    // ~1000 lines/s per log, rotated every 300 lines (kubelet-style: older rotations get
+    // compressed): rotations happen while pipelines run and while none does (at most one
+    // per gap; see the logs module docs for two rotations during one outage).
+    let writer = LoadWriter::spawn(logs, 3000, Some(300), LineMix::default());
+    let sink = Arc::new(TestSink::default());
+    for _ in 0..3 {
+        let run = start(cfg.clone(), vec![sink.clone()]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        run.stop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let run = start(cfg.clone(), vec![sink.clone()]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = writer.stop().unwrap();
+    let expected: HashMap<String, Expected> =
+        logs.iter().flat_map(|l| l.expected().clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sink.records.lock().unwrap().len() < expected.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    assert_exactly_once(&sink.records.lock().unwrap(), &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_messages_are_cut_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_line_bytes = 100;
+    let mut log =
+        ContainerLog::create(&cfg.pods_dir, "prod", "chatty", "app", Format::Cri).unwrap();
+    // Every line is long: split by the runtime into P parts of 64 bytes (joined length
+    // > 100), and one single raw line far beyond the cap.
+    let mix = LineMix {
+        long_per_mille: 1000,
+        ..LineMix::default()
+    };
+    let ids = log.write_lines(20, &mix).unwrap();
+    let huge = LineMix {
+        long_per_mille: 0,
+        payload_bytes: 10_000,
+        split_bytes: usize::MAX,
+        json_per_mille: 0,
+        ..LineMix::default()
+    };
+    let huge_id = log.write_line(&huge).unwrap();
+    log.write_lines(
+        5,
+        &LineMix {
+            long_per_mille: 0,
+            payload_bytes: 20,
+            ..LineMix::default()
+        },
+    )
+    .unwrap();
+    log.flush().unwrap();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("all records", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 26
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.stop().await;
+    let records = sink.records.lock().unwrap();
+    assert_eq!(records.len(), 26);
+    for r in records.iter() {
+        let id = message_id(&r.message).map(str::to_string);
+        let want = &log.expected()[id.as_deref().unwrap_or("?")].message;
+        if want.len() > 100 {
+            assert!(r.truncated, "{id:?} not flagged");
+            assert_eq!(r.message, want[..100], "{id:?} cut at the cap");
+        } else {
+            assert!(!r.truncated);
+            assert_eq!(&r.message, want);
+        }
+        assert!(!r.malformed);
+    }
+    assert!(ids.iter().chain([&huge_id]).all(|id| {
+        records
+            .iter()
+            .any(|r| message_id(&r.message) == Some(id.as_str()))
+    }));
 }

@@ -98,6 +98,7 @@ mod tests {
             offset,
             fingerprint: Fingerprint { len: 0, hash: 0 },
             path: "/x".into(),
+            head: None,
         })
     }
 

@@ -28,6 +28,10 @@ pub struct Entry {
     pub offset: u64,
     /// Where the file was last seen (informational; identity is dev+inode+fingerprint).
     pub path: PathBuf,
+    /// Hash of the file's first line, once known: finds the file again after kubelet
+    /// compressed it (new inode) while no agent ran.
+    #[serde(default)]
+    pub head: Option<u64>,
 }
 
 impl Entry {
@@ -152,6 +156,7 @@ mod tests {
             fingerprint: Fingerprint { len: 4, hash: 99 },
             offset: 1234,
             path: "/var/log/pods/a_b_c/d/0.log".into(),
+            head: Some(7),
         }
     }
 

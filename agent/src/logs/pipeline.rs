@@ -47,6 +47,11 @@ pub async fn run_with_sinks(
     let loaded = store
         .load()
         .with_context(|| format!("loading log checkpoint from {}", config.state_dir.display()))?;
+    // A checkpoint that survived loading is valid: its age tells which rotated files hold
+    // bytes written after it.
+    let checkpoint_time = std::fs::metadata(store.path())
+        .and_then(|m| m.modified())
+        .ok();
     let committed_view: CommittedView = Arc::new(Mutex::new(
         loaded.iter().map(|(k, e)| (*k, e.offset)).collect(),
     ));
@@ -61,7 +66,7 @@ pub async fn run_with_sinks(
     let reader = Reader::new(
         config.clone(),
         node,
-        loaded,
+        (loaded, checkpoint_time),
         tx,
         (wake_tx.clone(), wake_rx),
         Arc::clone(&committed_view),
@@ -163,7 +168,7 @@ pub async fn run_with_sinks(
                     None => rx_open = false,
                 }
             }
-            _ = checkpoint_tick.tick() => save(&store, &mut tracker),
+            _ = checkpoint_tick.tick() => save(&store, &mut tracker).await,
         }
     }
     metrics().batches_in_flight.set(0);
@@ -174,7 +179,7 @@ pub async fn run_with_sinks(
         Ok(Exit::Shutdown) | Ok(Exit::ReceiverGone) => {}
         Err(_) => tracing::error!("log reader thread panicked"),
     }
-    save(&store, &mut tracker);
+    save(&store, &mut tracker).await;
     let unconfirmed = tracker.unapplied();
     tracing::info!(
         batches = summary.batches_delivered,
@@ -205,18 +210,27 @@ fn publish(tracker: &AckTracker, view: &CommittedView) {
         .collect::<HashMap<_, _>>();
 }
 
-fn save(store: &CheckpointStore, tracker: &mut AckTracker) {
+/// Persists confirmed positions if they changed. The fsyncs run on the blocking pool so a
+/// slow disk does not stall acknowledgements on the runtime's workers.
+async fn save(store: &CheckpointStore, tracker: &mut AckTracker) {
     if !tracker.is_dirty() {
         return;
     }
-    match store.save(tracker.committed().values()) {
-        Ok(()) => {
+    let entries: Vec<_> = tracker.committed().values().cloned().collect();
+    let writer = store.clone();
+    let result = tokio::task::spawn_blocking(move || writer.save(entries.iter())).await;
+    match result {
+        Ok(Ok(())) => {
             metrics().checkpoint_writes.inc();
             tracker.mark_saved();
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             metrics().checkpoint_errors.inc();
             tracing::error!(error = %e, "writing log checkpoint");
+        }
+        Err(e) => {
+            metrics().checkpoint_errors.inc();
+            tracing::error!(error = %e, "checkpoint writer task failed");
         }
     }
 }

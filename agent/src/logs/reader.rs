@@ -51,6 +51,8 @@ struct Tracked {
     info: PodLogPath,
     /// Built once the first line is complete (the file id hashes it).
     meta: Option<Arc<SourceMeta>>,
+    /// Hash of the first line, with `meta`.
+    head: Option<u64>,
     /// Records were emitted or the position moved since the last sealed batch.
     dirty: bool,
     /// The last read hit the end of the file.
@@ -93,6 +95,8 @@ pub struct Reader {
     watch_warned: bool,
     committed: CommittedView,
     started: SystemTime,
+    /// When the loaded checkpoint was written (`None`: no checkpoint).
+    checkpoint_time: Option<SystemTime>,
     scratch: Vec<Parsed>,
     /// One read buffer for all files (`read_chunk_bytes`).
     read_buf: Vec<u8>,
@@ -112,7 +116,7 @@ impl Reader {
     pub fn new(
         config: LogsConfig,
         node: String,
-        loaded: HashMap<FileKey, Entry>,
+        (loaded, checkpoint_time): (HashMap<FileKey, Entry>, Option<SystemTime>),
         tx: Sender<Batch>,
         (wake_tx, wake): (SyncSender<()>, Receiver<()>),
         committed: CommittedView,
@@ -144,6 +148,7 @@ impl Reader {
             watch_warned: false,
             committed,
             started: SystemTime::now(),
+            checkpoint_time,
             scratch: Vec::new(),
             read_buf: vec![0; chunk],
             lag_labels: HashSet::new(),
@@ -156,7 +161,8 @@ impl Reader {
         self.scan(true);
         let mut last_scan = Instant::now();
         let mut last_idle = Instant::now();
-        let mut follow_up: Option<Instant> = None;
+        // The second scan settles checkpoint entries the first one did not match.
+        let mut follow_up: Option<Instant> = Some(last_scan + FOLLOW_UP_SCAN);
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -197,8 +203,8 @@ impl Reader {
             for d in [self.builder.deadline(), follow_up].into_iter().flatten() {
                 wait = wait.min(d.saturating_duration_since(now));
             }
-            // Drain coalesced wake-ups, then wait for the next one.
-            while self.wake.try_recv().is_ok() {}
+            // A wake-up that arrived during the pass returns at once (the channel holds
+            // one, coalescing bursts): no write goes unnoticed for a whole poll interval.
             if !wait.is_zero() {
                 let _ = self.wake.recv_timeout(wait);
             }
@@ -216,6 +222,7 @@ impl Reader {
         }
         let candidates = discovery::scan(&self.config.pods_dir, &self.filter);
         let mut seen: HashSet<FileKey> = HashSet::new();
+        let mut compressed = Vec::new();
         for c in candidates {
             let meta = match std::fs::metadata(&c.path) {
                 Ok(m) => m,
@@ -226,19 +233,33 @@ impl Reader {
             };
             let key = FileKey::of(&meta);
             seen.insert(key);
-            if self.files.contains_key(&key) || c.info.kind == FileKind::RotatedCompressed {
-                // Compressed rotations hold bytes we read from the plain file already.
+            if c.info.kind == FileKind::RotatedCompressed {
+                // Compressed rotations hold bytes we read from the plain file already,
+                // except when a checkpoint points into one (see below).
+                compressed.push(c);
+                continue;
+            }
+            if self.files.contains_key(&key) {
                 continue;
             }
             self.consider(c.path, c.info, key, &meta, first);
         }
-        if first {
-            // Checkpoint entries whose file is gone expire with the first batch.
+        // Checkpoint entries not matched by now: the file was compressed (resume from the
+        // .gz) or is gone (forget it). Not at the first scan: a rename racing with our
+        // listing can hide a file once.
+        if !first && !self.loaded.is_empty() {
             let gone: Vec<FileKey> = self
                 .loaded
                 .keys()
                 .filter(|k| !seen.contains(k))
                 .copied()
+                .collect();
+            for key in &gone {
+                self.resume_compressed(*key, &compressed);
+            }
+            let gone: Vec<FileKey> = gone
+                .into_iter()
+                .filter(|k| self.loaded.contains_key(k))
                 .collect();
             for key in gone {
                 self.loaded.remove(&key);
@@ -258,6 +279,58 @@ impl Reader {
         }
         metrics().open_files.set(self.files.len() as i64);
         self.update_lag();
+    }
+
+    /// A file we were reading was rotated and then compressed by kubelet while no agent
+    /// ran: find the `.gz` in its directory whose content matches the checkpoint's
+    /// fingerprint, decompress it into an unlinked file in `state_dir`, and finish it from
+    /// the saved offset under the original identity (same offsets, same file id).
+    fn resume_compressed(&mut self, key: FileKey, compressed: &[discovery::Candidate]) {
+        let Some(entry) = self.loaded.get(&key).cloned() else {
+            return;
+        };
+        let dir = entry.path.parent();
+        for c in compressed.iter().filter(|c| c.path.parent() == dir) {
+            let file = match decompress_to_unlinked(&c.path, &self.config.state_dir) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(path = %c.path.display(), error = %e, "decompressing rotated log file");
+                    continue;
+                }
+            };
+            // The first line identifies the file; the fingerprint guards the offset.
+            let len = file.metadata().map_or(0, |m| m.len());
+            let same_head = entry.head.is_some() && identity::head_hash(&file).ok() == entry.head;
+            if !same_head
+                || entry.offset > len
+                || !identity::matches(&file, entry.offset, &entry.fingerprint)
+            {
+                continue;
+            }
+            tracing::info!(path = %c.path.display(), offset = entry.offset, "finishing a log file that was compressed while no agent ran");
+            self.loaded.remove(&key);
+            let tailer = Tailer::new(
+                file,
+                entry.offset,
+                self.config.max_line_bytes + LINE_FRAMING,
+            );
+            self.files.insert(
+                key,
+                Tracked {
+                    tailer,
+                    assembler: Assembler::new(self.config.max_line_bytes),
+                    key,
+                    path: entry.path.clone(),
+                    info: c.info.clone(),
+                    meta: None,
+                    head: entry.head,
+                    dirty: false,
+                    at_eof: false,
+                    detached_since: Some(Instant::now()),
+                },
+            );
+            return;
+        }
     }
 
     fn ensure_watch(&mut self) {
@@ -296,13 +369,18 @@ impl Reader {
     ) {
         let saved = self.loaded.remove(&key);
         if saved.is_none() && info.kind == FileKind::Rotated {
-            // A rotated file is read only if we were reading it (checkpoint) or it was
-            // rotated after we started, before we ever opened it. Older rotations predate
-            // us (first start) or were finished and forgotten.
-            let rotated_recently = meta
-                .modified()
-                .is_ok_and(|m| m >= self.started - Duration::from_secs(1));
-            if first || !rotated_recently || self.finished.contains(&key) {
+            // A rotated file without a position of ours is read from its start only if it
+            // holds bytes written after what we know: after our last checkpoint (rotated
+            // while no agent ran, e.g. between two leaders) or after we started (rotated
+            // before we opened it). Older ones predate us or were finished and forgotten.
+            let just_started = self.started - Duration::from_secs(1);
+            let since = match (first, self.checkpoint_time) {
+                (_, Some(t)) => Some(t.min(just_started)),
+                (true, None) => None,
+                (false, None) => Some(just_started),
+            };
+            let recent = since.is_some_and(|t| meta.modified().is_ok_and(|m| m > t));
+            if !recent || self.finished.contains(&key) {
                 return;
             }
         }
@@ -371,6 +449,7 @@ impl Reader {
                 path,
                 info,
                 meta: None,
+                head: None,
                 dirty: start == 0,
                 at_eof: false,
                 detached_since: None,
@@ -448,6 +527,7 @@ impl Reader {
                     self.seen_heads.clear();
                 }
                 self.seen_heads.insert(head);
+                t.head = Some(head);
                 let file_id = identity::file_id(key, head);
                 let m = Arc::new(SourceMeta {
                     namespace: t.info.namespace.clone(),
@@ -493,6 +573,7 @@ impl Reader {
                     tracing::info!(path = %t.path.display(), "log file was truncated (copytruncate); reading from the start");
                     t.assembler.reset();
                     t.meta = None;
+                    t.head = None;
                     t.dirty = true;
                     t.at_eof = false;
                 }
@@ -532,6 +613,7 @@ impl Reader {
                     fingerprint,
                     offset,
                     path: t.path.clone(),
+                    head: t.head,
                 })),
                 Err(e) => {
                     tracing::warn!(path = %t.path.display(), error = %e, "fingerprinting log file")
@@ -575,4 +657,19 @@ impl Reader {
         }
         self.lag_labels = lag.into_keys().collect();
     }
+}
+
+/// Decompresses a gzip file into an anonymous (already unlinked) file under `dir`.
+fn decompress_to_unlinked(gz: &std::path::Path, dir: &std::path::Path) -> std::io::Result<File> {
+    let tmp_path = dir.join(format!(".logs-gunzip-{}", std::process::id()));
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp_path)?;
+    std::fs::remove_file(&tmp_path)?;
+    let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(File::open(gz)?));
+    std::io::copy(&mut dec, &mut out)?;
+    Ok(out)
 }
