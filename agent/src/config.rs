@@ -294,7 +294,26 @@ impl FileConfig {
             return Ok(Self::default());
         }
         let config: Self = serde_yaml_ng::from_str(text).context("invalid YAML")?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks every section, so a bad config stops the agent at start-up with a clear
+    /// message instead of failing later inside one subsystem.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.logs.validate().context("in section logs")?;
+        for (i, sink) in self.sinks.iter().enumerate() {
+            sink.validate()
+                .with_context(|| format!("in sinks[{i}] ({})", sink.name()))?;
+        }
+        if !self.handover.lock_file.is_absolute() {
+            bail!(
+                "in section handover: lock_file must be an absolute path, got {}",
+                self.handover.lock_file.display()
+            );
+        }
+        self.syscalls.validate().context("in section syscalls")?;
+        Ok(())
     }
 }
 
@@ -463,6 +482,17 @@ mod tests {
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn config_file_sections_are_validated_at_load() {
+        let err = FileConfig::parse("logs:\n  batch_max_records: 0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("logs"), "{err:#}");
+        let err = FileConfig::parse("sinks:\n  - type: loki\n").unwrap_err();
+        assert!(format!("{err:#}").contains("url"), "{err:#}");
+        let err = FileConfig::parse("handover:\n  lock_file: relative.lock\n").unwrap_err();
+        assert!(format!("{err:#}").contains("absolute"), "{err:#}");
+        assert!(FileConfig::parse("sinks:\n  - type: stdout\n").is_ok());
     }
 
     #[test]

@@ -164,7 +164,11 @@ async fn killed_leader_frees_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_keeps_leading_when_log_shipping_fails() {
     let dirs = AgentDirs::new().unwrap();
-    let config = dirs.write_config(&["batch_max_records: 0"]).unwrap();
+    // A valid config whose state dir is unusable at run time (a file, not a directory):
+    // invalid settings are rejected at load, before any leadership.
+    let config = dirs.write_config(&[]).unwrap();
+    let _ = std::fs::remove_dir_all(&dirs.state_dir);
+    std::fs::write(&dirs.state_dir, "not a directory").unwrap();
     let mut agent = AgentProc::start("half-broken", &config).await.unwrap();
     agent.wait_for_event(ACQUIRED, EXIT).await.unwrap();
     let failed = agent
@@ -173,7 +177,10 @@ async fn leader_keeps_leading_when_log_shipping_fails() {
         .unwrap();
     assert_eq!(failed.fields["subsystem"], "logs");
     let error = failed.fields["error"].as_str().unwrap();
-    assert!(error.contains("batch_max_records"), "{error}");
+    assert!(
+        error.contains(&dirs.state_dir.display().to_string()),
+        "{error}"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(leader_gauge(&agent).await, 1.0);
     assert!(LeaderLock::try_acquire(&dirs.lock_file).unwrap().is_none());

@@ -84,6 +84,11 @@ impl AckTracker {
     pub fn mark_saved(&mut self) {
         self.dirty = false;
     }
+
+    /// Marks positions unsaved again (a background save taken earlier failed).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
 }
 
 #[cfg(test)]

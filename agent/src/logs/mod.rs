@@ -63,7 +63,8 @@ pub struct LogsConfig {
     /// Full rescan of `pods_dir`, the fallback for missed file-watch events.
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub rescan_interval: Duration,
-    /// How often confirmed positions are written to disk (and always at shutdown).
+    /// Confirmed positions are written after every acknowledgement (coalesced, one write
+    /// at a time) and at shutdown; this is the period of the fallback write.
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub checkpoint_interval: Duration,
     /// Cap on one message (joined partial lines); longer ones are cut and flagged.
@@ -166,7 +167,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         return Ok(());
     }
     logs.validate()?;
-    let sinks = crate::sinks::build_all(&config.file.sinks, &config.identity)?;
+    // Dead letters default to the logs state dir (a hostPath), next to the checkpoints.
+    let sinks = crate::sinks::build_all_in(&config.file.sinks, &config.identity, &logs.state_dir)?;
     run_with_sinks(logs, config.identity.node_name.clone(), sinks, shutdown).await?;
     Ok(())
 }

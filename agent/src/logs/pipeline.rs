@@ -86,6 +86,10 @@ pub async fn run_with_sinks(
     let mut summary = RunSummary::default();
     let mut rx_open = true;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // Confirmed positions are saved right after each acknowledgement, one save at a time:
+    // acks that arrive while a save runs are coalesced into the next one. A crash then
+    // re-ships at most the unconfirmed batches plus what was acked during one save.
+    let mut saving: Option<tokio::task::JoinHandle<bool>> = None;
     let mut checkpoint_tick = tokio::time::interval(config.checkpoint_interval);
     checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sinks = Arc::new(sinks);
@@ -143,6 +147,9 @@ pub async fn run_with_sinks(
                         summary.batches_delivered += 1;
                         summary.records_delivered += n as u64;
                         publish(&tracker, &committed_view);
+                        if saving.is_none() {
+                            saving = start_save(&store, &mut tracker);
+                        }
                     }
                     Some(Ok((_, _, false))) => summary.batches_abandoned += 1,
                     Some(Err(e)) => {
@@ -168,8 +175,19 @@ pub async fn run_with_sinks(
                     None => rx_open = false,
                 }
             }
-            _ = checkpoint_tick.tick() => save(&store, &mut tracker).await,
+            saved = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => {
+                if !matches!(saved, Ok(true)) {
+                    tracker.mark_dirty();
+                }
+                saving = start_save(&store, &mut tracker);
+            }
+            _ = checkpoint_tick.tick(), if saving.is_none() => saving = start_save(&store, &mut tracker),
         }
+    }
+    if let Some(pending) = saving.take()
+        && !matches!(pending.await, Ok(true))
+    {
+        tracker.mark_dirty();
     }
     metrics().batches_in_flight.set(0);
     reader_stop.cancel();
@@ -212,6 +230,33 @@ fn publish(tracker: &AckTracker, view: &CommittedView) {
 
 /// Persists confirmed positions if they changed. The fsyncs run on the blocking pool so a
 /// slow disk does not stall acknowledgements on the runtime's workers.
+/// Starts writing the confirmed positions in the background if they changed; the
+/// tracker counts as saved from the snapshot on (re-marked dirty if the write fails).
+fn start_save(
+    store: &CheckpointStore,
+    tracker: &mut AckTracker,
+) -> Option<tokio::task::JoinHandle<bool>> {
+    if !tracker.is_dirty() {
+        return None;
+    }
+    let entries: Vec<_> = tracker.committed().values().cloned().collect();
+    tracker.mark_saved();
+    let writer = store.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        match writer.save(entries.iter()) {
+            Ok(()) => {
+                metrics().checkpoint_writes.inc();
+                true
+            }
+            Err(e) => {
+                metrics().checkpoint_errors.inc();
+                tracing::error!(error = %e, "writing log checkpoint");
+                false
+            }
+        }
+    }))
+}
+
 async fn save(store: &CheckpointStore, tracker: &mut AckTracker) {
     if !tracker.is_dirty() {
         return;
