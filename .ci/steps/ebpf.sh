@@ -9,7 +9,9 @@ BPF_LINKER_VERSION=0.10.4
 
 echo "--- eBPF toolchain"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-rustup component add rust-src --toolchain nightly
+# rust-src ships with the machine's nightly where it was preinstalled; add it otherwise.
+rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' \
+    || rustup component add rust-src --toolchain nightly
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
 fi
