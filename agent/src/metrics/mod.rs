@@ -94,23 +94,41 @@ pub fn read_to_string(path: impl AsRef<std::path::Path>) -> Result<String, Colle
     read_proc(path)
 }
 
-/// Reads a whole procfs/sysfs file with few, large reads. `std::fs::read_to_string` sees
-/// size 0 for these files and probes with 32-byte reads growing from there (~10 syscalls
-/// for /proc/net/netstat), and for iterated seq files such as /proc/net/udp every short
-/// read makes the kernel walk its table again from the start.
+/// Reads a whole procfs/sysfs file with as few syscalls as possible.
+///
+/// `std::fs::read_to_string` probes these size-0 files with growing small reads and an
+/// fstat; worse, every `read` of a seq file such as /proc/net/udp restarts the kernel's
+/// walk of its table. seq files and sysfs attributes fill the caller's buffer until EOF,
+/// so a short read *is* EOF and the usual extra zero-length read is skipped. The buffer is
+/// per thread and reused across scrapes, so nothing is zeroed or grown per file.
 pub fn read_proc(path: impl AsRef<std::path::Path>) -> Result<String, CollectorError> {
+    use std::cell::RefCell;
     use std::io::Read;
+    thread_local! {
+        static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+    }
     let path = path.as_ref();
     let mut file = std::fs::File::open(path).map_err(|e| CollectorError::io(path, e))?;
-    // Spare capacity is read into without zeroing it first (memset of a zeroed buffer per
-    // file was the top item of a scrape profile).
-    // `Take` hides the size hint, so std does not fstat+lseek a file whose size is 0 anyway.
-    let mut buf = Vec::with_capacity(16 * 1024);
-    (&mut file)
-        .take(u64::MAX)
-        .read_to_end(&mut buf)
-        .map_err(|e| CollectorError::io(path, e))?;
-    String::from_utf8(buf).map_err(|e| CollectorError::parse(path.display().to_string(), e))
+    BUF.with_borrow_mut(|buf| {
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            let want = buf.len() - len;
+            let n = match file.read(&mut buf[len..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CollectorError::io(path, e)),
+            };
+            len += n;
+            if n < want {
+                break;
+            }
+        }
+        String::from_utf8(buf[..len].to_vec())
+            .map_err(|e| CollectorError::parse(path.display().to_string(), e))
+    })
 }
 
 /// Options of individual collectors (node_exporter's `--collector.<name>.<option>` flags).
