@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let config = match node_agent::config::Config::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(err) => {
@@ -39,5 +40,15 @@ fn main() -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives every thread that allocates its own malloc arena; for a small agent whose
+/// threads mostly wait, one arena (threads keep their tcache) saves about 1 MiB of RSS.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
