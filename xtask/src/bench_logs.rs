@@ -17,28 +17,13 @@ use node_agent::sinks::{DeliverFuture, Sink};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
 
-const MIB: u64 = 1024 * 1024;
+use crate::size::{MIB, parse_size};
 
 struct Options {
     size: u64,
     dir: Option<PathBuf>,
     keep: bool,
     containers: usize,
-}
-
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("size {text:?}"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1024,
-        "m" | "mib" | "mb" => MIB,
-        "g" | "gib" | "gb" => 1024 * MIB,
-        other => bail!("unknown size unit {other:?} (use KiB, MiB, GiB)"),
-    };
-    Ok(n * mult)
 }
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {

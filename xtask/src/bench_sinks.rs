@@ -20,7 +20,7 @@ use node_agent_tests::receivers::records::source;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-const MIB: u64 = 1024 * 1024;
+use crate::size::{MIB, parse_size};
 const ALL: &[&str] = &[
     "loki",
     "loki-json",
@@ -35,21 +35,6 @@ struct Options {
     message_bytes: usize,
     batch: usize,
     only: Vec<String>,
-}
-
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("size {text:?}"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1024,
-        "m" | "mib" | "mb" => MIB,
-        "g" | "gib" | "gb" => 1024 * MIB,
-        other => bail!("unknown size unit {other:?} (use KiB, MiB, GiB)"),
-    };
-    Ok(n * mult)
 }
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {

@@ -7,6 +7,7 @@ mod bench_metrics;
 mod bench_sinks;
 mod bench_syscalls;
 mod ci;
+mod size;
 
 const USAGE: &str =
     "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls> [ARGS]";
