@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use node_agent::logs::LogsConfig;
 use node_agent::logs::record::LogRecord;
-use node_agent::sinks::{DeliverFuture, Sink};
+use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,8 @@ struct Options {
     dir: Option<PathBuf>,
     keep: bool,
     containers: usize,
+    /// Seconds the sink is down at the start (reading must pause, memory stay flat).
+    outage: Option<u64>,
 }
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
@@ -32,6 +34,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         dir: None,
         keep: false,
         containers: 8,
+        outage: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -42,8 +45,9 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 o.containers = it.next().context("--containers needs a value")?.parse()?
             }
             "--keep" => o.keep = true,
+            "--outage" => o.outage = Some(it.next().context("--outage needs seconds")?.parse()?),
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep]"
+                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS]"
             ),
         }
     }
@@ -54,10 +58,11 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
     Ok(o)
 }
 
-/// Counts records and confirms at once.
+/// Counts records and confirms at once, or refuses everything while `down`.
 #[derive(Default)]
 struct NullSink {
     records: AtomicU64,
+    down: AtomicBool,
 }
 
 impl Sink for NullSink {
@@ -70,10 +75,45 @@ impl Sink for NullSink {
         records: &'a [LogRecord],
         _cancel: &'a CancellationToken,
     ) -> DeliverFuture<'a> {
+        if self.down.load(Ordering::Relaxed) {
+            return Box::pin(async { Err(SinkError::Failed("simulated outage".into())) });
+        }
         self.records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Keeps the sink down for `secs` while sampling RSS: with the files as the buffer,
+/// reading pauses at the in-flight bound and memory must stay flat.
+async fn outage_phase(sink: &NullSink, secs: u64) {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(status_kib("VmRSS:").unwrap_or(0));
+    }
+    let delivered = sink.records.load(Ordering::Relaxed);
+    sink.down.store(false, Ordering::Relaxed);
+    let mib = |k: u64| k as f64 / 1024.0;
+    let (min, max) = (
+        samples.iter().min().copied().unwrap_or(0),
+        samples.iter().max().copied().unwrap_or(0),
+    );
+    let last_min = samples
+        .iter()
+        .rev()
+        .take(samples.len().div_ceil(10))
+        .copied()
+        .max()
+        .unwrap_or(0);
+    println!("sink outage of {secs} s: {delivered} records delivered meanwhile (expected 0)");
+    println!(
+        "  RSS during outage: min {:.1} MiB, max {:.1} MiB, max over the last tenth {:.1} MiB (flat = no growth)",
+        mib(min),
+        mib(max),
+        mib(last_min)
+    );
 }
 
 fn cpu_seconds() -> f64 {
@@ -198,6 +238,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let sink = Arc::new(NullSink::default());
+    sink.down.store(o.outage.is_some(), Ordering::Relaxed);
     let config = LogsConfig {
         pods_dir,
         state_dir,
@@ -213,6 +254,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             vec![sink.clone() as Arc<dyn Sink>],
             shutdown.clone(),
         ));
+        if let Some(secs) = o.outage {
+            outage_phase(&sink, secs).await;
+        }
         let deadline = Instant::now() + Duration::from_secs(3600);
         while sink.records.load(Ordering::Relaxed) < lines {
             if run.is_finished() || Instant::now() > deadline {
