@@ -1,7 +1,7 @@
 //! A small builder for Prometheus metric families, so collectors say *what* to emit
 //! (`set.gauge(name, help, labels, value)`) and not how protobuf structs are filled.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Untyped};
 
@@ -9,7 +9,9 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 #[derive(Default)]
 pub struct MetricSet {
     families: Vec<MetricFamily>,
-    index: HashMap<String, usize>,
+    /// Family position by name. FxHash: SipHash of ~300 names per scrape showed up in
+    /// profiles, and the keys are our own metric names, not attacker-chosen.
+    index: FxHashMap<String, usize>,
 }
 
 impl MetricSet {
