@@ -8,6 +8,9 @@
 //! opt-out for tools like clippy; such a binary reports "built without the eBPF object".
 
 fn main() -> anyhow::Result<()> {
+    // Without this, cargo re-scans the whole package (fixtures included) on every build;
+    // with the feature, aya-build adds the eBPF crate's directory.
+    println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(syscalls_ebpf_object)");
     #[cfg(feature = "ebpf")]
     ebpf::build()?;
