@@ -17,6 +17,7 @@ use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
 
+use crate::selfstat::{cpu_seconds, status_kib};
 use crate::size::{MIB, parse_size};
 
 struct Options {
@@ -114,22 +115,6 @@ async fn outage_phase(sink: &NullSink, secs: u64) {
         mib(max),
         mib(last_min)
     );
-}
-
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Writes the backlog; returns (bytes on disk, logical lines).

@@ -20,6 +20,7 @@ use node_agent_tests::receivers::records::source;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::selfstat::{cpu_seconds, status_kib};
 use crate::size::{MIB, parse_size};
 const ALL: &[&str] = &[
     "loki",
@@ -263,25 +264,6 @@ fn sent_bytes(sink: &str) -> u64 {
         .filter(|m| m.get_label().iter().any(|l| l.value() == sink))
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
-}
-
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// The null receiver, in a child process so its CPU does not count as the sink's.

@@ -7,6 +7,7 @@ mod bench_metrics;
 mod bench_sinks;
 mod bench_syscalls;
 mod ci;
+mod selfstat;
 mod size;
 
 const USAGE: &str =
