@@ -4,7 +4,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct BondingCollector {
     class_net: PathBuf,
@@ -41,13 +41,13 @@ impl Collector for BondingCollector {
 }
 
 pub fn read_bonding(class_net: &Path) -> Result<Vec<BondStatus>, CollectorError> {
-    let masters = match read_to_string(class_net.join("bonding_masters")) {
+    let masters = match read_proc(class_net.join("bonding_masters")) {
         Err(e) if e.is_not_found() => return Err(CollectorError::NoData),
         other => other?,
     };
     let mut status = Vec::new();
     for master in masters.split_whitespace() {
-        let slaves = read_to_string(class_net.join(master).join("bonding/slaves"))?;
+        let slaves = read_proc(class_net.join(master).join("bonding/slaves"))?;
         let (mut total, mut active) = (0, 0);
         for slave in slaves.split_whitespace() {
             let lower = class_net
@@ -56,7 +56,7 @@ pub fn read_bonding(class_net: &Path) -> Result<Vec<BondStatus>, CollectorError>
             let state = match std::fs::read_to_string(&lower) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     // Some older kernels use a slave_ prefix.
-                    read_to_string(
+                    read_proc(
                         class_net
                             .join(master)
                             .join(format!("slave_{slave}/bonding_slave/mii_status")),

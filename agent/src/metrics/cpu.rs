@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// /proc/stat counts in USER_HZ, which the kernel fixes at 100 for user space (procfs-go
 /// hard-codes it too), whatever CONFIG_HZ is.
@@ -88,7 +88,7 @@ pub struct CpuCollector {
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     // Read once at start, like node_exporter: isolation only changes with a reboot.
     let isolated_path = ctx.paths.sys_path("devices/system/cpu/isolated");
-    let isolated = match read_to_string(&isolated_path) {
+    let isolated = match read_proc(&isolated_path) {
         Ok(text) => parse_cpu_list(text.trim())
             .map_err(|detail| CollectorError::parse(isolated_path.display().to_string(), detail))?,
         Err(e) if e.is_not_found() => Vec::new(),
@@ -110,7 +110,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for CpuCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.stat_path)?;
+        let text = read_proc(&self.stat_path)?;
         let current = parse_cpu_stat(&text, &self.stat_path.display().to_string())?;
         // A poisoned lock only means an earlier scrape panicked mid-update; the cache is
         // still a valid (if stale) set of counters.

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct EntropyCollector {
     avail: PathBuf,
@@ -41,7 +41,7 @@ impl Collector for EntropyCollector {
 
 /// A file holding one unsigned integer.
 fn read_uint(path: &Path) -> Result<f64, CollectorError> {
-    let text = read_to_string(path)?;
+    let text = read_proc(path)?;
     let text = text.trim();
     text.parse::<u64>()
         .map(|v| v as f64)

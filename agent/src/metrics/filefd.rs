@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct FilefdCollector {
     path: PathBuf,
@@ -20,7 +20,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for FilefdCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.path)?;
+        let text = read_proc(&self.path)?;
         let (allocated, maximum) = parse_file_nr(&text, &self.path.display().to_string())?;
         out.gauge(
             "node_filefd_allocated",

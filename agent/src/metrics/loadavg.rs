@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct LoadavgCollector {
     path: PathBuf,
@@ -16,7 +16,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for LoadavgCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let loads = parse_loadavg(&read_to_string(&self.path)?)?;
+        let loads = parse_loadavg(&read_proc(&self.path)?)?;
         for (name, value) in ["node_load1", "node_load5", "node_load15"]
             .into_iter()
             .zip(loads)

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct MeminfoCollector {
     path: PathBuf,
@@ -21,7 +21,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for MeminfoCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.path)?;
+        let text = read_proc(&self.path)?;
         let fields = parse_meminfo(&text, &self.path.display().to_string())?;
         let mut name = String::with_capacity(64);
         let mut help = String::with_capacity(64);

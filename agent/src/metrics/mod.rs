@@ -88,12 +88,6 @@ impl CollectorError {
     }
 }
 
-/// Reads a whole file, mapping errors to [`CollectorError::Io`] with the path.
-/// Same as [`read_proc`]: procfs/sysfs files report size 0, so large reads are cheaper.
-pub fn read_to_string(path: impl AsRef<std::path::Path>) -> Result<String, CollectorError> {
-    read_proc(path)
-}
-
 /// Reads a whole procfs/sysfs file with as few syscalls as possible.
 ///
 /// `std::fs::read_to_string` probes these size-0 files with growing small reads and an

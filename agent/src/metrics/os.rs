@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// The os-release keys behind node_os_info's labels, in label order.
 const INFO_KEYS: [(&str, &str); 12] = [
@@ -75,7 +75,7 @@ impl Collector for OsCollector {
             {
                 break;
             }
-            let release = parse_os_release(&read_to_string(path)?, &path.display().to_string())?;
+            let release = parse_os_release(&read_proc(path)?, &path.display().to_string())?;
             *cache = Some(Cached {
                 path: path.clone(),
                 mtime,

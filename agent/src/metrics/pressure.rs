@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use procfs::{PressureRecord, parse_pressure_record};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 const RESOURCES: [&str; 3] = ["cpu", "io", "memory"];
 
@@ -34,7 +34,7 @@ impl Collector for PressureCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         for resource in RESOURCES {
             let path = self.dir.join(resource);
-            let text = match read_to_string(&path) {
+            let text = match read_proc(&path) {
                 Ok(t) => t,
                 Err(e) if e.is_not_found() => {
                     tracing::debug!(

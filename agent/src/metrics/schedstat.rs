@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 const NS_PER_SEC: f64 = 1e9;
 
@@ -31,7 +31,7 @@ pub struct CpuSchedstat<'a> {
 
 impl Collector for SchedstatCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = match read_to_string(&self.path) {
+        let text = match read_proc(&self.path) {
             Ok(t) => t,
             Err(e) if e.is_not_found() => {
                 tracing::debug!("schedstat file does not exist");

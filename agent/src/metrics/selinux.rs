@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct SelinuxCollector {
     enforce: PathBuf,
@@ -22,7 +22,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for SelinuxCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let enforce = match read_to_string(&self.enforce) {
+        let enforce = match read_proc(&self.enforce) {
             Ok(t) => t,
             Err(e) if e.is_not_found() => {
                 out.gauge(
@@ -45,7 +45,7 @@ impl Collector for SelinuxCollector {
                 ));
             }
         };
-        let config_mode = match read_to_string(&self.config) {
+        let config_mode = match read_proc(&self.config) {
             Ok(text) => config_mode(&text),
             // No config file: the library reports "disabled".
             Err(e) if e.is_not_found() => -1.0,

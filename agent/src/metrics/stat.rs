@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use procfs::{ExplicitSystemInfo, FromBufReadSI, KernelStats};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// Only `ticks_per_second` matters to `KernelStats`; /proc/stat uses USER_HZ = 100.
 const SYSTEM_INFO: ExplicitSystemInfo = ExplicitSystemInfo {
@@ -38,7 +38,7 @@ pub struct SystemStat {
 
 impl Collector for StatCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.path)?;
+        let text = read_proc(&self.path)?;
         let s = parse_stat(&text, &self.path.display().to_string())?;
         out.counter(
             "node_intr_total",

@@ -5,7 +5,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct ThermalZoneCollector {
     class_thermal: PathBuf,
@@ -40,7 +40,7 @@ fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(String, PathBuf)>, Collecto
 }
 
 fn read_trimmed(path: PathBuf) -> Result<String, CollectorError> {
-    Ok(read_to_string(path)?.trim().to_string())
+    Ok(read_proc(path)?.trim().to_string())
 }
 
 fn read_int(path: PathBuf) -> Result<i64, CollectorError> {

@@ -5,7 +5,7 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct TimeCollector {
     clocksource_dir: PathBuf,
@@ -84,11 +84,11 @@ impl TimeCollector {
             .map(|name| {
                 let base = dir.join(name);
                 Ok(ClockSource {
-                    available: read_to_string(base.join("available_clocksource"))?
+                    available: read_proc(base.join("available_clocksource"))?
                         .split_ascii_whitespace()
                         .map(str::to_string)
                         .collect(),
-                    current: read_to_string(base.join("current_clocksource"))?
+                    current: read_proc(base.join("current_clocksource"))?
                         .trim()
                         .to_string(),
                 })

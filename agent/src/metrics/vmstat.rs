@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_to_string};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
@@ -33,7 +33,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
 
 impl Collector for VmstatCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let text = read_to_string(&self.path)?;
+        let text = read_proc(&self.path)?;
         let what = self.path.display().to_string();
         let mut layout = self.layout.lock().unwrap_or_else(|p| p.into_inner());
         let mut name = String::with_capacity(48);
