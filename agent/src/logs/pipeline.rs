@@ -176,18 +176,14 @@ pub async fn run_with_sinks(
                 }
             }
             saved = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => {
-                if !matches!(saved, Ok(true)) {
-                    tracker.mark_dirty();
-                }
+                finish_save(saved, &mut tracker);
                 saving = start_save(&store, &mut tracker);
             }
             _ = checkpoint_tick.tick(), if saving.is_none() => saving = start_save(&store, &mut tracker),
         }
     }
-    if let Some(pending) = saving.take()
-        && !matches!(pending.await, Ok(true))
-    {
-        tracker.mark_dirty();
+    if let Some(pending) = saving.take() {
+        finish_save(pending.await, &mut tracker);
     }
     metrics().batches_in_flight.set(0);
     reader_stop.cancel();
@@ -257,25 +253,22 @@ fn start_save(
     }))
 }
 
+/// Writes the confirmed positions now and waits for the write (shutdown path).
 async fn save(store: &CheckpointStore, tracker: &mut AckTracker) {
-    if !tracker.is_dirty() {
-        return;
+    if let Some(write) = start_save(store, tracker) {
+        finish_save(write.await, tracker);
     }
-    let entries: Vec<_> = tracker.committed().values().cloned().collect();
-    let writer = store.clone();
-    let result = tokio::task::spawn_blocking(move || writer.save(entries.iter())).await;
+}
+
+/// A write that failed (or whose task died) leaves the positions unsaved for the next one.
+fn finish_save(result: Result<bool, tokio::task::JoinError>, tracker: &mut AckTracker) {
     match result {
-        Ok(Ok(())) => {
-            metrics().checkpoint_writes.inc();
-            tracker.mark_saved();
-        }
-        Ok(Err(e)) => {
-            metrics().checkpoint_errors.inc();
-            tracing::error!(error = %e, "writing log checkpoint");
-        }
+        Ok(true) => {}
+        Ok(false) => tracker.mark_dirty(),
         Err(e) => {
             metrics().checkpoint_errors.inc();
             tracing::error!(error = %e, "checkpoint writer task failed");
+            tracker.mark_dirty();
         }
     }
 }
