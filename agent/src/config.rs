@@ -306,12 +306,7 @@ impl FileConfig {
             sink.validate()
                 .with_context(|| format!("in sinks[{i}] ({})", sink.name()))?;
         }
-        if !self.handover.lock_file.is_absolute() {
-            bail!(
-                "in section handover: lock_file must be an absolute path, got {}",
-                self.handover.lock_file.display()
-            );
-        }
+        self.handover.validate().context("in section handover")?;
         self.syscalls.validate().context("in section syscalls")?;
         Ok(())
     }

@@ -37,6 +37,18 @@ pub struct HandoverConfig {
     pub lock_file: PathBuf,
 }
 
+impl HandoverConfig {
+    /// The lock must name one file for every pod on the node, so it must be absolute.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.lock_file.is_absolute(),
+            "handover.lock_file must be an absolute path, got {}",
+            self.lock_file.display()
+        );
+        Ok(())
+    }
+}
+
 impl Default for HandoverConfig {
     fn default() -> Self {
         Self {
@@ -68,12 +80,8 @@ where
         return led.result;
     }
 
+    settings.validate()?;
     let path = &settings.lock_file;
-    anyhow::ensure!(
-        path.is_absolute(),
-        "handover.lock_file must be an absolute path, got {}",
-        path.display()
-    );
     let waiting = Instant::now();
     let lock = match LeaderLock::try_acquire(path)? {
         Some(lock) => lock,
