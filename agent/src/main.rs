@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    raise_open_files_limit();
     let config = match node_agent::config::Config::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(err) => {
@@ -50,5 +51,19 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Raises the soft open-files limit to the hard one, as the Go runtime does for
+/// node_exporter: containerd 2 leaves containers at a soft limit of 1024, and the agent
+/// keeps procfs/sysfs files open across scrapes and tails a file per container.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        // Logging is not set up yet; the agent works with the lower limit.
+        eprintln!("cannot raise the open-files limit from {soft} to {hard}: {e}");
     }
 }

@@ -465,3 +465,32 @@ fn http_semantics_match_node_exporter() {
     assert_eq!(http::get(s.ours_addr, "/healthz", &[]).unwrap().status, 200);
     assert_eq!(http::get(s.ours_addr, "/nope", &[]).unwrap().status, 404);
 }
+
+/// Scrapes re-read kept procfs/sysfs files and reuse the previous scrape's sample set: a
+/// later scrape, even right after a filtered one, serves exactly the series compared above.
+#[test]
+fn repeated_scrapes_serve_the_same_series() {
+    let Some(s) = scrapes() else { return };
+    // Request counts by code gain a "400" series when the test above asks for a bad filter.
+    let series = |families: &BTreeMap<String, Family>| -> BTreeSet<String> {
+        families
+            .iter()
+            .filter(|(name, _)| *name != "promhttp_metric_handler_requests_total")
+            .flat_map(|(_, f)| f.series.iter())
+            .map(|(name, series)| format!("{name}{:?}", series.labels))
+            .collect()
+    };
+    let filtered = http::get(s.ours_addr, "/metrics?collect[]=loadavg", &[]).unwrap();
+    assert_eq!(filtered.status, 200);
+    let first = series(&s.ours);
+    for _ in 0..3 {
+        let again = http::get(s.ours_addr, "/metrics", &[]).unwrap();
+        let again = series(&expfmt::parse(&again.text()).unwrap());
+        let missing: Vec<_> = first.difference(&again).collect();
+        let added: Vec<_> = again.difference(&first).collect();
+        assert!(
+            missing.is_empty() && added.is_empty(),
+            "missing {missing:?}, added {added:?}"
+        );
+    }
+}

@@ -1,10 +1,9 @@
 //! `bonding`: node_bonding_{slaves,active}{master} from /sys/class/net/bonding_masters
 //! (node_exporter 1.5.0 collector/bonding_linux.go).
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, MetricSet, procfile, read_proc};
 
 pub struct BondingCollector {
     class_net: PathBuf,
@@ -45,6 +44,8 @@ pub fn read_bonding(class_net: &Path) -> Result<Vec<BondStatus>, CollectorError>
         Err(e) if e.is_not_found() => return Err(CollectorError::NoData),
         other => other?,
     };
+    // Bond devices can be renamed: the listing forgets kept files of a changed name.
+    procfile::list_dir(class_net).map_err(|e| CollectorError::io(class_net, e))?;
     let mut status = Vec::new();
     for master in masters.split_whitespace() {
         let slaves = read_proc(class_net.join(master).join("bonding/slaves"))?;
@@ -53,8 +54,8 @@ pub fn read_bonding(class_net: &Path) -> Result<Vec<BondStatus>, CollectorError>
             let lower = class_net
                 .join(master)
                 .join(format!("lower_{slave}/bonding_slave/mii_status"));
-            let state = match std::fs::read_to_string(&lower) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+            let state = match read_proc(&lower) {
+                Err(e) if e.is_not_found() => {
                     // Some older kernels use a slave_ prefix.
                     read_proc(
                         class_net
@@ -62,7 +63,7 @@ pub fn read_bonding(class_net: &Path) -> Result<Vec<BondStatus>, CollectorError>
                             .join(format!("slave_{slave}/bonding_slave/mii_status")),
                     )?
                 }
-                other => other.map_err(|e| CollectorError::io(&lower, e))?,
+                other => other?,
             };
             total += 1;
             if state.trim() == "up" {

@@ -1,66 +1,140 @@
-//! Turns gathered families into the text format node_exporter serves: families merged by
-//! name and sorted, series sorted by label values, duplicates dropped (client_golang's
-//! ContinueOnError behaviour: a bad series is logged and left out, the scrape goes on).
+//! Text format 0.0.4 as node_exporter serves it: the pieces [`MetricSet::encode_text`]
+//! writes samples with, Go's float formatting, and summaries/histograms.
 //!
 //! The encoder is our own because the prometheus crate's text encoder cannot write
 //! untyped metrics (node_netstat_*, node_vmstat_* are untyped in node_exporter) and
 //! formats floats differently from Go.
+//!
+//! [`MetricSet::encode_text`]: super::MetricSet::encode_text
 
-use std::io::{self, Write};
+use std::io::Write;
 
-use prometheus::proto::{Metric, MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricType};
+
+use super::family::cmp_label_values;
 
 /// Content type of text exposition format 0.0.4 (node_exporter 1.5.0 negotiates nothing else).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Merges families with the same name, drops empty families, conflicting types and
-/// duplicate series, and sorts everything the way client_golang does.
-pub fn normalize(families: impl IntoIterator<Item = MetricFamily>) -> Vec<MetricFamily> {
-    let mut families: Vec<MetricFamily> = families.into_iter().collect();
-    // Stable: of several families with one name, the first collected stays first.
-    families.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut merged: Vec<MetricFamily> = Vec::with_capacity(families.len());
-    for mut family in families {
-        if let Some(last) = merged.last_mut()
-            && last.name() == family.name()
-        {
-            if last.get_field_type() == family.get_field_type() {
-                last.mut_metric().extend(family.take_metric());
-            } else {
-                tracing::error!(
-                    metric = family.name(),
-                    "metric collected with conflicting types; dropping the later family"
-                );
-            }
-            continue;
-        }
-        merged.push(family);
-    }
-    merged.retain_mut(|family| {
-        let metrics = family.mut_metric();
-        if !metrics.is_sorted_by(|a, b| cmp_label_values(a, b).is_le()) {
-            metrics.sort_by(cmp_label_values);
-        }
-        let before = metrics.len();
-        metrics.dedup_by(|a, b| labels_equal(a, b));
-        if metrics.len() != before {
-            tracing::error!(
-                metric = family.name(),
-                dropped = before - family.get_metric().len(),
-                "metric collected before with the same name and label values"
-            );
-        }
-        !family.get_metric().is_empty()
+/// `# HELP` and `# TYPE` lines of a family.
+pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: MetricType) {
+    out.extend_from_slice(b"# HELP ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    escape_into(out, help, false);
+    out.extend_from_slice(b"\n# TYPE ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(match kind {
+        MetricType::COUNTER => b" counter\n",
+        MetricType::GAUGE => b" gauge\n",
+        MetricType::SUMMARY => b" summary\n",
+        MetricType::HISTOGRAM => b" histogram\n",
+        MetricType::UNTYPED => b" untyped\n",
     });
-    merged
 }
 
-/// client_golang orders series by their label values, compared label by label.
-fn cmp_label_values(a: &Metric, b: &Metric) -> std::cmp::Ordering {
-    a.get_label()
-        .iter()
-        .map(|p| p.value())
-        .cmp(b.get_label().iter().map(|p| p.value()))
+/// One sample line: `name{k="v",...} value`, with an optional extra label last
+/// (`quantile`, `le`).
+pub fn write_sample<'a>(
+    out: &mut Vec<u8>,
+    num: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    extra: Option<(&str, &str)>,
+    value: f64,
+) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(suffix.as_bytes());
+    let mut first = true;
+    let mut label = |out: &mut Vec<u8>, k: &str, v: &str| {
+        out.push(if first { b'{' } else { b',' });
+        first = false;
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_into(out, v, true);
+        out.push(b'"');
+    };
+    for (k, v) in labels {
+        label(out, k, v);
+    }
+    if let Some((k, v)) = extra {
+        label(out, k, v);
+    }
+    if !first {
+        out.push(b'}');
+    }
+    out.push(b' ');
+    format_float(num, value);
+    out.extend_from_slice(num.as_bytes());
+    out.push(b'\n');
+}
+
+/// Summary or histogram series (protobuf form), sorted by label values, duplicates
+/// dropped with an error log.
+pub fn encode_complex(
+    out: &mut Vec<u8>,
+    num: &mut String,
+    name: &str,
+    kind: MetricType,
+    metrics: &mut Vec<Metric>,
+) {
+    if !metrics.is_sorted_by(|a, b| cmp_label_values(a, b).is_le()) {
+        metrics.sort_by(cmp_label_values);
+    }
+    let before = metrics.len();
+    metrics.dedup_by(|a, b| labels_equal(a, b));
+    if metrics.len() != before {
+        tracing::error!(
+            metric = name,
+            dropped = before - metrics.len(),
+            "metric collected before with the same name and label values"
+        );
+    }
+    for m in metrics.iter() {
+        let labels = || m.get_label().iter().map(|p| (p.name(), p.value()));
+        let mut line = |out: &mut Vec<u8>, suffix: &str, extra: Option<(&str, &str)>, v: f64| {
+            write_sample(out, num, name, suffix, labels(), extra, v);
+            if m.timestamp_ms() != 0 {
+                out.pop();
+                let _ = writeln!(out, " {}", m.timestamp_ms());
+            }
+        };
+        if kind == MetricType::SUMMARY {
+            let s = m.get_summary();
+            for q in s.get_quantile() {
+                let mut qs = String::new();
+                format_float(&mut qs, q.quantile());
+                line(out, "", Some(("quantile", &qs)), q.value());
+            }
+            line(out, "_sum", None, s.sample_sum());
+            line(out, "_count", None, s.sample_count() as f64);
+        } else {
+            let h = m.get_histogram();
+            let mut saw_inf = false;
+            for b in h.get_bucket() {
+                saw_inf |= b.upper_bound() == f64::INFINITY;
+                let mut le = String::new();
+                format_float(&mut le, b.upper_bound());
+                line(
+                    out,
+                    "_bucket",
+                    Some(("le", &le)),
+                    b.cumulative_count() as f64,
+                );
+            }
+            if !saw_inf {
+                line(
+                    out,
+                    "_bucket",
+                    Some(("le", "+Inf")),
+                    h.get_sample_count() as f64,
+                );
+            }
+            line(out, "_sum", None, h.get_sample_sum());
+            line(out, "_count", None, h.get_sample_count() as f64);
+        }
+    }
 }
 
 fn labels_equal(a: &Metric, b: &Metric) -> bool {
@@ -71,158 +145,16 @@ fn labels_equal(a: &Metric, b: &Metric) -> bool {
             .all(|(x, y)| x.name() == y.name() && x.value() == y.value())
 }
 
-/// Encodes families as text format 0.0.4.
-pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result<()> {
-    let mut num = String::with_capacity(32);
-    for family in families {
-        let name = family.name();
-        out.extend_from_slice(b"# HELP ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b' ');
-        escape_into(out, family.help(), false);
-        out.extend_from_slice(b"\n# TYPE ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(match family.get_field_type() {
-            MetricType::COUNTER => b" counter\n",
-            MetricType::GAUGE => b" gauge\n",
-            MetricType::SUMMARY => b" summary\n",
-            MetricType::HISTOGRAM => b" histogram\n",
-            MetricType::UNTYPED => b" untyped\n",
-        });
-        for m in family.get_metric() {
-            match family.get_field_type() {
-                MetricType::COUNTER => sample(
-                    out,
-                    &mut num,
-                    name,
-                    "",
-                    m,
-                    None,
-                    m.get_counter().get_value(),
-                ),
-                MetricType::GAUGE => {
-                    sample(out, &mut num, name, "", m, None, m.get_gauge().get_value())
-                }
-                #[allow(deprecated)]
-                MetricType::UNTYPED => sample(
-                    out,
-                    &mut num,
-                    name,
-                    "",
-                    m,
-                    None,
-                    m.get_untyped().get_value(),
-                ),
-                MetricType::SUMMARY => {
-                    let s = m.get_summary();
-                    for q in s.get_quantile() {
-                        format_float(&mut num, q.quantile());
-                        let qv = num.clone();
-                        sample(
-                            out,
-                            &mut num,
-                            name,
-                            "",
-                            m,
-                            Some(("quantile", &qv)),
-                            q.value(),
-                        );
-                    }
-                    sample(out, &mut num, name, "_sum", m, None, s.sample_sum());
-                    sample(
-                        out,
-                        &mut num,
-                        name,
-                        "_count",
-                        m,
-                        None,
-                        s.sample_count() as f64,
-                    );
-                }
-                MetricType::HISTOGRAM => {
-                    let h = m.get_histogram();
-                    let mut saw_inf = false;
-                    for b in h.get_bucket() {
-                        saw_inf |= b.upper_bound() == f64::INFINITY;
-                        format_float(&mut num, b.upper_bound());
-                        let le = num.clone();
-                        sample(
-                            out,
-                            &mut num,
-                            name,
-                            "_bucket",
-                            m,
-                            Some(("le", &le)),
-                            b.cumulative_count() as f64,
-                        );
-                    }
-                    if !saw_inf {
-                        sample(
-                            out,
-                            &mut num,
-                            name,
-                            "_bucket",
-                            m,
-                            Some(("le", "+Inf")),
-                            h.get_sample_count() as f64,
-                        );
-                    }
-                    sample(out, &mut num, name, "_sum", m, None, h.get_sample_sum());
-                    sample(
-                        out,
-                        &mut num,
-                        name,
-                        "_count",
-                        m,
-                        None,
-                        h.get_sample_count() as f64,
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn sample(
-    out: &mut Vec<u8>,
-    num: &mut String,
-    name: &str,
-    suffix: &str,
-    m: &Metric,
-    extra: Option<(&str, &str)>,
-    value: f64,
-) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(suffix.as_bytes());
-    let labels = m.get_label();
-    if !labels.is_empty() || extra.is_some() {
-        out.push(b'{');
-        let mut first = true;
-        let pairs = labels.iter().map(|p| (p.name(), p.value())).chain(extra);
-        for (k, v) in pairs {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"=\"");
-            escape_into(out, v, true);
-            out.push(b'"');
-        }
-        out.push(b'}');
-    }
-    out.push(b' ');
-    format_float(num, value);
-    out.extend_from_slice(num.as_bytes());
-    if m.timestamp_ms() != 0 {
-        let _ = write!(out, " {}", m.timestamp_ms());
-    }
-    out.push(b'\n');
-}
-
 /// HELP escapes `\` and newline; label values additionally escape `"`.
 fn escape_into(out: &mut Vec<u8>, text: &str, quote: bool) {
+    // Almost nothing needs escaping: copy whole unless a special byte is present.
+    if !text
+        .bytes()
+        .any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     for b in text.bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -347,9 +279,8 @@ mod tests {
         set.untyped("a_metric", "A.", &[], 1.0);
         set.counter("c_total", "C.", &[], 4.0);
         set.counter("c_total", "C.", &[], 5.0);
-        let families = normalize(set.into_families());
         let mut out = Vec::new();
-        encode_text(&families, &mut out).unwrap();
+        set.encode_text(&mut out);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

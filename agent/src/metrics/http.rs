@@ -4,8 +4,8 @@
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use flate2::Compression;
@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::exposition::{self, CONTENT_TYPE};
+use super::exposition::CONTENT_TYPE;
 use super::{MetricSet, NodeCollectors};
 use crate::telemetry;
 
@@ -32,6 +32,11 @@ pub struct MetricsEndpoint {
     exporter_metrics: bool,
     limit: Option<Semaphore>,
     ready: AtomicBool,
+    /// A set kept from the previous scrape, so its families, label arena and index are
+    /// reused; a concurrent scrape builds its own.
+    spare: Mutex<Option<MetricSet>>,
+    /// Capacity for the next body: the last one's size plus some.
+    body_hint: AtomicUsize,
 }
 
 impl MetricsEndpoint {
@@ -47,6 +52,8 @@ impl MetricsEndpoint {
             exporter_metrics,
             limit: (max_requests > 0).then(|| Semaphore::new(max_requests)),
             ready: AtomicBool::new(true),
+            spare: Mutex::new(None),
+            body_hint: AtomicUsize::new(64 * 1024),
         }
     }
 
@@ -55,14 +62,22 @@ impl MetricsEndpoint {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Gathers one scrape's worth of families: node collectors (optionally filtered) plus
-    /// the agent's own metrics.
-    pub fn gather(&self, only: Option<&[String]>) -> Vec<prometheus::proto::MetricFamily> {
-        let mut set = MetricSet::new();
+    /// Encodes one scrape: node collectors (optionally filtered) plus the agent's own
+    /// metrics, as text format 0.0.4.
+    pub fn render(&self, only: Option<&[String]>) -> Vec<u8> {
+        let spare = self.spare.lock().map(|mut s| s.take()).unwrap_or_default();
+        let mut set = spare.unwrap_or_default();
+        set.clear();
         self.collectors.collect(only, &mut set);
-        let mut families = set.into_families();
-        families.extend(telemetry::gather(self.exporter_metrics));
-        exposition::normalize(families)
+        telemetry::collect(self.exporter_metrics, &mut set);
+        let mut body = Vec::with_capacity(self.body_hint.load(Ordering::Relaxed));
+        set.encode_text(&mut body);
+        self.body_hint
+            .store(body.len() + body.len() / 8, Ordering::Relaxed);
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Some(set);
+        }
+        body
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -106,23 +121,14 @@ impl MetricsEndpoint {
         let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
         let this = Arc::clone(self);
         // Collectors do blocking file I/O; keep them off the async workers.
-        let encoded = tokio::task::spawn_blocking(move || {
+        let rendered = tokio::task::spawn_blocking(move || {
             let _in_flight = telemetry::scrape_in_flight();
-            let families = this.gather(only.as_deref());
-            let mut body = Vec::with_capacity(64 * 1024);
-            exposition::encode_text(&families, &mut body).map(|()| body)
+            this.render(only.as_deref())
         })
         .await;
-        let body = match encoded {
-            Ok(Ok(body)) => body,
-            Ok(Err(err)) => {
-                telemetry::scrape_error("encoding");
-                telemetry::scrape_finished("500");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("error encoding metrics: {err}\n"),
-                );
-            }
+        let body = match rendered {
+            Ok(body) => body,
+            // A collector panicked.
             Err(err) => {
                 telemetry::scrape_error("gathering");
                 telemetry::scrape_finished("500");

@@ -6,6 +6,7 @@ pub mod family;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod http;
+pub mod procfile;
 
 pub mod arp;
 pub mod bonding;
@@ -42,6 +43,7 @@ pub mod vmstat;
 use std::time::{Duration, Instant};
 
 pub use family::MetricSet;
+pub use procfile::read_proc;
 use prometheus::proto::MetricFamily;
 
 use crate::host::HostPaths;
@@ -86,43 +88,6 @@ impl CollectorError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
-}
-
-/// Reads a whole procfs/sysfs file with as few syscalls as possible.
-///
-/// `std::fs::read_to_string` probes these size-0 files with growing small reads and an
-/// fstat; worse, every `read` of a seq file such as /proc/net/udp restarts the kernel's
-/// walk of its table. seq files and sysfs attributes fill the caller's buffer until EOF,
-/// so a short read *is* EOF and the usual extra zero-length read is skipped. The buffer is
-/// per thread and reused across scrapes, so nothing is zeroed or grown per file.
-pub fn read_proc(path: impl AsRef<std::path::Path>) -> Result<String, CollectorError> {
-    use std::cell::RefCell;
-    use std::io::Read;
-    thread_local! {
-        static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
-    }
-    let path = path.as_ref();
-    let mut file = std::fs::File::open(path).map_err(|e| CollectorError::io(path, e))?;
-    BUF.with_borrow_mut(|buf| {
-        let mut len = 0;
-        loop {
-            if len == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            let want = buf.len() - len;
-            let n = match file.read(&mut buf[len..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(CollectorError::io(path, e)),
-            };
-            len += n;
-            if n < want {
-                break;
-            }
-        }
-        String::from_utf8(buf[..len].to_vec())
-            .map_err(|e| CollectorError::parse(path.display().to_string(), e))
-    })
 }
 
 /// Options of individual collectors (node_exporter's `--collector.<name>.<option>` flags).
@@ -414,6 +379,7 @@ impl NodeCollectors {
                 success,
             );
         }
+        procfile::end_scrape();
     }
 
     /// Convenience for tests and benchmarks: collect everything into families.

@@ -1,15 +1,11 @@
 //! `netclass`: node_network_* properties from /sys/class/net/<iface>/ (node_exporter 1.5.0
 //! collector/netclass_linux.go over procfs' sysfs.NetClass).
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, procfile};
 
 /// sysfs attribute, metric suffix, counter? — numeric properties exported one-to-one.
 const NUMERIC: [(&str, &str, bool); 15] = [
@@ -66,43 +62,25 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
     }))
 }
 
-/// An interface directory, opened once per scrape; attributes are read with `openat`
-/// relative to it, which spares the kernel a full path walk through the class symlink per
-/// attribute (the bulk of this collector's cost), and with a single `read`: sysfs serves
-/// an attribute (at most a page) whole.
+/// An interface directory. Attributes are read through [`procfile`]'s kept files: after
+/// the first scrape each one costs a `pread` instead of a path walk through the class
+/// symlink, an open and a close (the bulk of this collector's cost).
 struct AttrDir {
-    fd: OwnedFd,
     path: PathBuf,
 }
 
 impl AttrDir {
-    fn open(path: PathBuf) -> Result<Self, CollectorError> {
-        let fd = nix::fcntl::open(
-            &path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| CollectorError::io(&path, e.into()))?;
-        Ok(Self { fd, path })
-    }
-
     /// The attribute without its trailing newline; `None` when it cannot be read (missing,
     /// EINVAL on a down link's carrier, EPERM...), which procfs treats as "absent".
-    fn read<'b>(&self, attr: &str, buf: &'b mut [u8; ATTR_BUF]) -> Option<&'b str> {
-        let result = nix::fcntl::openat(
-            &self.fd,
-            attr,
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|fd| nix::unistd::read(&fd, buf));
-        match result {
-            Ok(n) => std::str::from_utf8(&buf[..n])
-                .ok()
-                .map(|s| s.trim_end_matches('\n')),
+    fn read(&self, attr: &str) -> Option<String> {
+        match procfile::read_proc(self.path.join(attr)) {
+            Ok(mut s) => {
+                s.truncate(s.trim_end_matches('\n').len());
+                Some(s)
+            }
             Err(e) => {
-                if e != nix::Error::ENOENT {
-                    tracing::debug!(path = %self.path.join(attr).display(), error = %e, "netclass attribute unreadable");
+                if !e.is_not_found() {
+                    tracing::debug!(error = %e, "netclass attribute unreadable");
                 }
                 None
             }
@@ -110,14 +88,9 @@ impl AttrDir {
     }
 
     fn read_string(&self, attr: &str) -> String {
-        let mut buf = [0; ATTR_BUF];
-        self.read(attr, &mut buf).unwrap_or_default().to_string()
+        self.read(attr).unwrap_or_default()
     }
 }
-
-/// Large enough for every attribute read here (the longest, `ifalias`, is at most
-/// IFALIASZ = 256 bytes); a page-sized buffer cost a 4 KiB memset per attribute.
-const ATTR_BUF: usize = 512;
 
 /// Go's `strconv.ParseInt(s, 0, 64)` as procfs uses it: `0x` hex, leading-`0` octal.
 pub fn parse_int(s: &str) -> Option<i64> {
@@ -147,11 +120,10 @@ impl NetclassCollector {
         dev: &str,
         scale: impl Fn(i64) -> Option<f64>,
     ) -> Result<(), CollectorError> {
-        let mut buf = [0; ATTR_BUF];
-        let Some(raw) = dir.read(d.attr, &mut buf) else {
+        let Some(raw) = dir.read(d.attr) else {
             return Ok(());
         };
-        let v = parse_int(raw).ok_or_else(|| {
+        let v = parse_int(&raw).ok_or_else(|| {
             CollectorError::parse(
                 dir.path.join(d.attr).display().to_string(),
                 format!("not an integer: {raw:?}"),
@@ -171,27 +143,26 @@ impl NetclassCollector {
 
 impl Collector for NetclassCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        let entries = std::fs::read_dir(&self.class_net)
+        let entries = procfile::list_dir(&self.class_net)
             .map_err(|e| CollectorError::io(&self.class_net, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| CollectorError::io(&self.class_net, e))?;
             // Interfaces are symlinks to directories; bonding_masters is a regular file.
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
+            if entry.file_type.is_file() {
                 continue;
             }
-            let name = entry.file_name();
-            let Some(dev) = name.to_str() else { continue };
+            let dev = entry.name.as_str();
             if self.ignored.is_match(dev) {
                 continue;
             }
-            let dir = match AttrDir::open(entry.path()) {
-                Ok(d) => d,
-                // The interface went away between readdir and open.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+            // An interface that went away between readdir and here reads as all-absent
+            // attributes; skip it rather than emit empty series.
+            let dir = AttrDir {
+                path: self.class_net.join(dev),
+            };
+            let Some(operstate) = dir.read("operstate") else {
+                continue;
             };
             let attr = |a| dir.read_string(a);
-            let operstate = attr("operstate");
             out.gauge(
                 "node_network_up",
                 "Value is 1 if operstate is 'up', 0 otherwise.",

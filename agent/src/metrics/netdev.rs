@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, MetricSet, procfile, read_proc};
 
 /// /proc/net/dev columns after the interface name, as node_exporter names them.
 const FIELDS: [&str; 16] = [
@@ -76,6 +76,9 @@ impl NetdevCollector {
 impl Collector for NetdevCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let text = read_proc(&self.path)?;
+        // Listing the class directory lets the kept rx_nohandler files of a renamed
+        // interface be forgotten (see procfile); it fails when sysfs is not mounted.
+        let _ = procfile::list_dir(&self.class_net);
         for (dev, values) in parse_net_dev(&text)? {
             if self.ignored(dev) {
                 continue;

@@ -112,9 +112,8 @@ impl Collector for TextfileCollector {
         }
 
         for family in merged {
-            if let Some(existing) = out.families().iter().find(|f| f.name() == family.name())
-                && (existing.get_field_type() != family.get_field_type()
-                    || existing.help() != family.help())
+            if let Some((kind, help)) = out.family_info(family.name())
+                && (kind != family.get_field_type() || help != family.help())
             {
                 tracing::error!(
                     metric = family.name(),

@@ -6,11 +6,13 @@
 
 use std::sync::OnceLock;
 
-use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::metrics::MetricSet;
+
+pub mod process;
 
 /// Version baked in at build time.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -112,7 +114,6 @@ fn exporter() -> &'static ExporterMetrics {
             Box::new(in_flight.clone()),
             Box::new(agent_info),
             Box::new(compat_info),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
             if let Err(err) = registry.register(c) {
@@ -131,14 +132,18 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// Families from the agent's registries for one scrape.
-pub fn gather(exporter_metrics: bool) -> Vec<MetricFamily> {
-    let mut families = registry().gather();
-    if exporter_metrics {
-        families.extend(exporter().registry.gather());
-        families.extend(virtual_memory_max());
+/// Adds the agent's own metrics for one scrape: the functional registry, and unless
+/// `--web.disable-exporter-metrics`, the exporter registry and `process_*`.
+pub fn collect(exporter_metrics: bool, out: &mut MetricSet) {
+    for family in registry().gather() {
+        out.extend_family(family);
     }
-    families
+    if exporter_metrics {
+        for family in exporter().registry.gather() {
+            out.extend_family(family);
+        }
+        process::collect(out);
+    }
 }
 
 /// Counts a finished scrape by HTTP status code.
@@ -163,21 +168,4 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         exporter().in_flight.dec();
     }
-}
-
-/// `process_virtual_memory_max_bytes` (RLIMIT_AS), which client_golang's process collector
-/// exports and the prometheus crate's does not. Unlimited is reported as 2^64-1, as there.
-fn virtual_memory_max() -> Vec<MetricFamily> {
-    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
-    else {
-        return Vec::new();
-    };
-    let mut set = crate::metrics::MetricSet::new();
-    set.gauge(
-        "process_virtual_memory_max_bytes",
-        "Maximum amount of virtual memory available in bytes.",
-        &[],
-        soft as f64,
-    );
-    set.into_families()
 }
