@@ -76,6 +76,15 @@ struct RawArgs {
     /// Regexp of net devices to include (mutually exclusive to device-exclude).
     #[arg(long = "collector.netdev.device-include", default_value = "")]
     netdev_device_include: String,
+    /// Regexp of arp devices to exclude (mutually exclusive to device-include).
+    #[arg(long = "collector.arp.device-exclude", default_value = "")]
+    arp_device_exclude: String,
+    /// Regexp of arp devices to include (mutually exclusive to device-exclude).
+    #[arg(long = "collector.arp.device-include", default_value = "")]
+    arp_device_include: String,
+    /// Regexp of power supplies to ignore for powersupplyclass collector.
+    #[arg(long = "collector.powersupply.ignored-supplies", default_value = "^$")]
+    powersupply_ignored_supplies: String,
     /// Regexp of net devices to ignore for netclass collector.
     #[arg(long = "collector.netclass.ignored-devices", default_value = "^$")]
     netclass_ignored_devices: String,
@@ -91,6 +100,15 @@ struct RawArgs {
     /// Enables metric node_cpu_guest_seconds_total.
     #[arg(long = "collector.cpu.guest", action = ArgAction::Set, default_value_t = true, num_args = 0..=1, default_missing_value = "true")]
     cpu_guest: bool,
+    /// Enables metric node_cpu_info.
+    #[arg(long = "collector.cpu.info")]
+    cpu_info: bool,
+    /// Filter the `flags` field in cpuInfo with a value that must be a regular expression.
+    #[arg(long = "collector.cpu.info.flags-include", default_value = "")]
+    cpu_flags_include: String,
+    /// Filter the `bugs` field in cpuInfo with a value that must be a regular expression.
+    #[arg(long = "collector.cpu.info.bugs-include", default_value = "")]
+    cpu_bugs_include: String,
 
     /// YAML file with the logs, sinks, handover and syscalls settings.
     #[arg(long = "config.file", env = "NODE_AGENT_CONFIG")]
@@ -214,6 +232,15 @@ impl Config {
                 "collector.netdev.device-include",
                 &raw.netdev_device_include,
             )?,
+            // node_exporter documents the two as exclusive but applies both; so do we.
+            arp_devices: crate::metrics::DeviceFilter {
+                exclude: optional_regex("collector.arp.device-exclude", &raw.arp_device_exclude)?,
+                include: optional_regex("collector.arp.device-include", &raw.arp_device_include)?,
+            },
+            powersupply_ignored: regex_flag(
+                "collector.powersupply.ignored-supplies",
+                &raw.powersupply_ignored_supplies,
+            )?,
             netclass_ignored_devices: regex_flag(
                 "collector.netclass.ignored-devices",
                 &raw.netclass_ignored_devices,
@@ -222,6 +249,18 @@ impl Config {
             netstat_fields: regex_flag("collector.netstat.fields", &raw.netstat_fields)?,
             vmstat_fields: regex_flag("collector.vmstat.fields", &raw.vmstat_fields)?,
             cpu_guest: raw.cpu_guest,
+            // As in node_exporter, asking for flags or bugs turns the info metrics on.
+            cpu_info: raw.cpu_info
+                || !raw.cpu_flags_include.is_empty()
+                || !raw.cpu_bugs_include.is_empty(),
+            cpu_flags_include: optional_regex(
+                "collector.cpu.info.flags-include",
+                &raw.cpu_flags_include,
+            )?,
+            cpu_bugs_include: optional_regex(
+                "collector.cpu.info.bugs-include",
+                &raw.cpu_bugs_include,
+            )?,
             syscalls: Default::default(),
         };
         if collector_options.netdev_device_exclude.is_some()
@@ -449,6 +488,27 @@ mod tests {
             c.collectors.iter().copied().collect::<Vec<_>>(),
             vec!["loadavg"]
         );
+    }
+
+    #[test]
+    fn collector_filter_and_info_flags() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.collector_options.cpu_info);
+        assert!(!c.collector_options.arp_devices.ignored("eth0"));
+        assert!(!c.collector_options.powersupply_ignored.is_match("BAT0"));
+        let c = parse(&[
+            "--collector.arp.device-exclude=^veth",
+            "--collector.powersupply.ignored-supplies=^AC$",
+            "--collector.cpu.info.flags-include=^avx",
+        ])
+        .unwrap();
+        assert!(c.collector_options.arp_devices.ignored("veth12"));
+        assert!(!c.collector_options.arp_devices.ignored("eth0"));
+        assert!(c.collector_options.powersupply_ignored.is_match("AC"));
+        // A flags/bugs regex turns the info metrics on, as in node_exporter.
+        assert!(c.collector_options.cpu_info);
+        let err = parse(&["--collector.arp.device-include=("]).unwrap_err();
+        assert!(format!("{err:#}").contains("arp.device-include"), "{err:#}");
     }
 
     #[test]

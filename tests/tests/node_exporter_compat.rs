@@ -20,6 +20,13 @@ const NODE_EXPORTER: &str = "prometheus-node-exporter";
 const DEBIAN_MOUNT_POINTS_EXCLUDE: &str =
     "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 
+/// Off by default in both; on here so node_cpu_info/flag_info/bug_info are compared too.
+const CPU_INFO_FLAGS: &[&str] = &[
+    "--collector.cpu.info",
+    "--collector.cpu.info.flags-include=^(aes|avx2?|sse4_2|hypervisor)$",
+    "--collector.cpu.info.bugs-include=^spectre",
+];
+
 struct Scrapes {
     ne_text: String,
     ours_text: String,
@@ -89,6 +96,7 @@ fn scrape_both() -> Scrapes {
         Command::new(NODE_EXPORTER)
             .arg(format!("--web.listen-address={ne_addr}"))
             .arg("--no-collector.systemd")
+            .args(CPU_INFO_FLAGS)
             .arg(format!(
                 "--collector.textfile.directory={}",
                 textfile_dir.display()
@@ -99,14 +107,18 @@ fn scrape_both() -> Scrapes {
             .expect("starting node_exporter"),
     );
 
-    let config = node_agent::config::Config::from_args([
-        "node-agent".to_string(),
-        format!("--web.listen-address={ours_addr}"),
-        format!("--collector.textfile.directory={}", textfile_dir.display()),
-        "--collector.netdev.device-exclude=^lo$".to_string(),
-        format!("--collector.filesystem.mount-points-exclude={DEBIAN_MOUNT_POINTS_EXCLUDE}"),
-        format!("--config.file={}", config_file.display()),
-    ])
+    let config = node_agent::config::Config::from_args(
+        [
+            "node-agent".to_string(),
+            format!("--web.listen-address={ours_addr}"),
+            format!("--collector.textfile.directory={}", textfile_dir.display()),
+            "--collector.netdev.device-exclude=^lo$".to_string(),
+            format!("--collector.filesystem.mount-points-exclude={DEBIAN_MOUNT_POINTS_EXCLUDE}"),
+            format!("--config.file={}", config_file.display()),
+        ]
+        .into_iter()
+        .chain(CPU_INFO_FLAGS.iter().map(|f| f.to_string())),
+    )
     .expect("agent config");
     let stop = tokio_util::sync::CancellationToken::new();
     let agent_stop = stop.clone();
@@ -224,6 +236,23 @@ fn same_label_values_for_stable_dimensions() {
     let checks: &[(&str, &[&str])] = &[
         ("node_cpu_seconds_total", &["cpu", "mode"]),
         ("node_cpu_guest_seconds_total", &["cpu", "mode"]),
+        (
+            "node_cpu_info",
+            &[
+                "package",
+                "core",
+                "cpu",
+                "vendor",
+                "family",
+                "model",
+                "model_name",
+                "microcode",
+                "stepping",
+                "cachesize",
+            ],
+        ),
+        ("node_cpu_flag_info", &["flag"]),
+        ("node_cpu_bug_info", &["bug"]),
         (
             "node_filesystem_size_bytes",
             &["device", "fstype", "mountpoint"],

@@ -1,5 +1,6 @@
 //! `arp`: node_arp_entries{device} from /proc/net/arp (node_exporter 1.5.0
-//! collector/arp_linux.go), parsed with procfs-core's `ArpEntries`.
+//! collector/arp_linux.go), parsed with procfs-core's `ArpEntries`, devices filtered by
+//! `--collector.arp.device-include` / `-exclude`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,21 +8,26 @@ use std::path::PathBuf;
 use procfs::FromBufRead;
 use procfs::net::ArpEntries;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, DeviceFilter, MetricSet, read_proc};
 
 pub struct ArpCollector {
     path: PathBuf,
+    filter: DeviceFilter,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(ArpCollector {
         path: ctx.paths.proc_net_path("arp"),
+        filter: ctx.options.arp_devices.clone(),
     }))
 }
 
 impl Collector for ArpCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         for (device, count) in count_by_device(&read_proc(&self.path)?)? {
+            if self.filter.ignored(&device) {
+                continue;
+            }
             out.gauge(
                 "node_arp_entries",
                 "ARP entries by device",
@@ -75,5 +81,29 @@ mod tests {
         let mut p = paths("arp");
         p.proc = testdata("arp").join("missing");
         assert!(scrape(build, &p, &CollectorOptions::default()).is_err());
+    }
+
+    #[test]
+    fn device_filters_apply() {
+        let only_eth1 = CollectorOptions {
+            arp_devices: crate::metrics::DeviceFilter {
+                exclude: None,
+                include: Some(regex::Regex::new("^eth1$").unwrap()),
+            },
+            ..CollectorOptions::default()
+        };
+        let set = scrape(build, &paths("arp"), &only_eth1).unwrap();
+        assert_eq!(len(&set, "node_arp_entries"), 1);
+        assert_eq!(value(&set, "node_arp_entries", &[("device", "eth1")]), 1.0);
+        let not_eth1 = CollectorOptions {
+            arp_devices: crate::metrics::DeviceFilter {
+                exclude: Some(regex::Regex::new("^eth1$").unwrap()),
+                include: None,
+            },
+            ..CollectorOptions::default()
+        };
+        let set = scrape(build, &paths("arp"), &not_eth1).unwrap();
+        assert_eq!(len(&set, "node_arp_entries"), 1);
+        assert_eq!(value(&set, "node_arp_entries", &[("device", "eth0")]), 2.0);
     }
 }

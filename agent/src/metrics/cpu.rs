@@ -1,6 +1,7 @@
 //! `cpu`: node_cpu_seconds_total and node_cpu_guest_seconds_total from /proc/stat, plus
-//! node_cpu_isolated and the thermal throttle counters from sysfs (node_exporter 1.5.0
-//! collector/cpu_linux.go; node_cpu_info needs `--collector.cpu.info`, not implemented).
+//! node_cpu_isolated and the thermal throttle counters from sysfs, and with
+//! `--collector.cpu.info` node_cpu_info / node_cpu_flag_info / node_cpu_bug_info from
+//! /proc/cpuinfo (node_exporter 1.5.0 collector/cpu_linux.go).
 //!
 //! The per-CPU lines are parsed by hand rather than with `procfs::KernelStats`: procfs-core
 //! keeps CPUs as a plain list and drops the `cpuN` index, but node_exporter (procfs-go 0.8)
@@ -24,6 +25,11 @@ const SECONDS_HELP: &str = "Seconds the CPUs spent in each mode.";
 const GUEST_HELP: &str = "Seconds the CPUs spent in guests (VMs) for each mode.";
 const CORE_THROTTLE_HELP: &str = "Number of times this CPU core has been throttled.";
 const PACKAGE_THROTTLE_HELP: &str = "Number of times this CPU package has been throttled.";
+const INFO_HELP: &str = "CPU information from /proc/cpuinfo.";
+const FLAG_INFO_HELP: &str =
+    "The `flags` field of CPU information from /proc/cpuinfo taken from the first core.";
+const BUG_INFO_HELP: &str =
+    "The `bugs` field of CPU information from /proc/cpuinfo taken from the first core.";
 const ISOLATED_HELP: &str =
     "Whether each core is isolated, information from /sys/devices/system/cpu/isolated.";
 
@@ -83,6 +89,14 @@ pub struct CpuCollector {
     throttle_dir: Option<PathBuf>,
     /// Last emitted values, indexed by CPU number, kept so counters never go backwards.
     cache: Mutex<Vec<CpuTimes>>,
+    /// /proc/cpuinfo families, with `--collector.cpu.info`.
+    info: Option<InfoOptions>,
+}
+
+struct InfoOptions {
+    path: PathBuf,
+    flags_include: Option<regex::Regex>,
+    bugs_include: Option<regex::Regex>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -105,11 +119,19 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
         isolated,
         throttle_dir: has_throttle.then_some(cpu_dir),
         cache: Mutex::new(Vec::new()),
+        info: ctx.options.cpu_info.then(|| InfoOptions {
+            path: ctx.paths.proc_path("cpuinfo"),
+            flags_include: ctx.options.cpu_flags_include.clone(),
+            bugs_include: ctx.options.cpu_bugs_include.clone(),
+        }),
     }))
 }
 
 impl Collector for CpuCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+        if let Some(info) = &self.info {
+            emit_info(info, out)?;
+        }
         let text = read_proc(&self.stat_path)?;
         let current = parse_cpu_stat(&text, &self.stat_path.display().to_string())?;
         // A poisoned lock only means an earlier scrape panicked mid-update; the cache is
@@ -166,6 +188,116 @@ impl Collector for CpuCollector {
         }
         Ok(())
     }
+}
+
+/// One processor block of /proc/cpuinfo, with the fields node_exporter labels by.
+#[derive(Debug, Default, PartialEq)]
+pub struct CpuInfo {
+    pub processor: String,
+    pub vendor_id: String,
+    pub family: String,
+    pub model: String,
+    pub model_name: String,
+    pub microcode: String,
+    pub stepping: String,
+    pub cache_size: String,
+    pub physical_id: String,
+    pub core_id: String,
+    pub flags: Vec<String>,
+    pub bugs: Vec<String>,
+}
+
+/// Parses /proc/cpuinfo: one block per processor, each starting with a `processor` line.
+/// x86 names its features `flags`, arm64 `Features` (procfs-go's per-arch parsers); fields
+/// an architecture lacks stay empty, as there.
+pub fn parse_cpuinfo(text: &str) -> Result<Vec<CpuInfo>, CollectorError> {
+    let mut cpus: Vec<CpuInfo> = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key == "processor" {
+            cpus.push(CpuInfo {
+                processor: value.to_string(),
+                ..CpuInfo::default()
+            });
+            continue;
+        }
+        // Lines before the first processor (arm's "Processor" model line) are not per CPU.
+        let Some(cpu) = cpus.last_mut() else { continue };
+        let words = || value.split_whitespace().map(str::to_string).collect();
+        match key {
+            "vendor_id" => cpu.vendor_id = value.to_string(),
+            "cpu family" => cpu.family = value.to_string(),
+            "model" => cpu.model = value.to_string(),
+            "model name" => cpu.model_name = value.to_string(),
+            "microcode" => cpu.microcode = value.to_string(),
+            "stepping" => cpu.stepping = value.to_string(),
+            "cache size" => cpu.cache_size = value.to_string(),
+            "physical id" => cpu.physical_id = value.to_string(),
+            "core id" => cpu.core_id = value.to_string(),
+            "flags" | "Features" => cpu.flags = words(),
+            "bugs" => cpu.bugs = words(),
+            _ => {}
+        }
+    }
+    if cpus.is_empty() {
+        return Err(CollectorError::parse(
+            "/proc/cpuinfo",
+            "no \"processor\" line",
+        ));
+    }
+    Ok(cpus)
+}
+
+fn emit_info(options: &InfoOptions, out: &mut MetricSet) -> Result<(), CollectorError> {
+    let text = read_proc(&options.path)?;
+    let cpus = parse_cpuinfo(&text)?;
+    for cpu in &cpus {
+        out.gauge(
+            "node_cpu_info",
+            INFO_HELP,
+            &[
+                ("package", &cpu.physical_id),
+                ("core", &cpu.core_id),
+                ("cpu", &cpu.processor),
+                ("vendor", &cpu.vendor_id),
+                ("family", &cpu.family),
+                ("model", &cpu.model),
+                ("model_name", &cpu.model_name),
+                ("microcode", &cpu.microcode),
+                ("stepping", &cpu.stepping),
+                ("cachesize", &cpu.cache_size),
+            ],
+            1.0,
+        );
+    }
+    // Flags and bugs of the first CPU, only those the include regexes select (none
+    // without a regex, as in node_exporter).
+    let first = &cpus[0];
+    for (values, include, name, help, label) in [
+        (
+            &first.flags,
+            &options.flags_include,
+            "node_cpu_flag_info",
+            FLAG_INFO_HELP,
+            "flag",
+        ),
+        (
+            &first.bugs,
+            &options.bugs_include,
+            "node_cpu_bug_info",
+            BUG_INFO_HELP,
+            "bug",
+        ),
+    ] {
+        let Some(include) = include else { continue };
+        for value in values.iter().filter(|v| include.is_match(v)) {
+            out.gauge(name, help, &[(label, value)], 1.0);
+        }
+    }
+    Ok(())
 }
 
 /// `cpuN` directories under sysfs `devices/system/cpu`, sorted by name as Go's Glob.
@@ -339,6 +471,7 @@ mod tests {
     use super::*;
     use crate::host::HostPaths;
     use crate::metrics::CollectorOptions;
+    use crate::metrics::fixtures::{help, len, paths, scrape};
     use prometheus::proto::MetricType;
 
     fn fixture(name: &str) -> PathBuf {
@@ -510,6 +643,7 @@ mod tests {
             isolated: Vec::new(),
             throttle_dir: None,
             cache: Mutex::new(Vec::new()),
+            info: None,
         };
         let scrape = |text: &str| {
             std::fs::write(&stat, text).unwrap();
@@ -540,5 +674,74 @@ mod tests {
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("a").is_err());
+    }
+
+    #[test]
+    fn parses_cpuinfo_of_x86_and_arm64() {
+        let text = std::fs::read_to_string(fixture("basic/proc/cpuinfo")).unwrap();
+        let cpus = parse_cpuinfo(&text).unwrap();
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[1].processor, "1");
+        assert_eq!(cpus[1].core_id, "1");
+        assert_eq!(
+            cpus[0].model_name,
+            "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz"
+        );
+        assert_eq!(cpus[0].cache_size, "8192 KB");
+        assert_eq!(cpus[0].microcode, "0xb4");
+        assert!(cpus[0].flags.contains(&"sse4_2".to_string()));
+        assert_eq!(cpus[0].bugs.len(), 7);
+
+        let arm = "Processor\t: AArch64 Processor rev 4 (aarch64)\n\
+                   processor\t: 0\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm crc32\n\
+                   CPU implementer\t: 0x41\n\nprocessor\t: 1\nFeatures\t: fp asimd\n";
+        let cpus = parse_cpuinfo(arm).unwrap();
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[0].flags, ["fp", "asimd", "evtstrm", "crc32"]);
+        assert_eq!(cpus[0].vendor_id, "");
+        assert!(parse_cpuinfo("").is_err());
+        assert!(parse_cpuinfo("garbage without colons\n").is_err());
+    }
+
+    #[test]
+    fn cpu_info_families_follow_the_include_regexes() {
+        let paths = paths("cpu/basic");
+        let options = CollectorOptions {
+            cpu_info: true,
+            cpu_flags_include: Some(regex::Regex::new("^(aes|avx.*)$").unwrap()),
+            ..CollectorOptions::default()
+        };
+        let set = scrape(build, &paths, &options).unwrap();
+        assert_eq!(len(&set, "node_cpu_info"), 2);
+        assert_eq!(help(&set, "node_cpu_info"), INFO_HELP);
+        assert_eq!(
+            value(
+                &set,
+                "node_cpu_info",
+                &[
+                    ("package", "0"),
+                    ("core", "1"),
+                    ("cpu", "1"),
+                    ("vendor", "GenuineIntel"),
+                    ("family", "6"),
+                    ("model", "142"),
+                    ("model_name", "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz"),
+                    ("microcode", "0xb4"),
+                    ("stepping", "10"),
+                    ("cachesize", "8192 KB"),
+                ],
+            ),
+            Some(1.0)
+        );
+        // Flags of the first CPU only, filtered; no bug_info without a bugs regex.
+        assert_eq!(len(&set, "node_cpu_flag_info"), 2);
+        assert_eq!(
+            value(&set, "node_cpu_flag_info", &[("flag", "avx")]),
+            Some(1.0)
+        );
+        assert!(!set.contains("node_cpu_bug_info"));
+
+        let without = scrape(build, &paths, &CollectorOptions::default()).unwrap();
+        assert!(!without.contains("node_cpu_info"));
     }
 }

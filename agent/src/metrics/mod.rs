@@ -90,6 +90,21 @@ impl CollectorError {
     }
 }
 
+/// node_exporter's device filter (collector/device_filter.go): a device is ignored when it
+/// matches the exclude regex or fails the include regex.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub exclude: Option<regex::Regex>,
+    pub include: Option<regex::Regex>,
+}
+
+impl DeviceFilter {
+    pub fn ignored(&self, device: &str) -> bool {
+        self.exclude.as_ref().is_some_and(|r| r.is_match(device))
+            || self.include.as_ref().is_some_and(|r| !r.is_match(device))
+    }
+}
+
 /// Options of individual collectors (node_exporter's `--collector.<name>.<option>` flags).
 #[derive(Debug, Clone)]
 pub struct CollectorOptions {
@@ -100,11 +115,19 @@ pub struct CollectorOptions {
     pub diskstats_device_exclude: regex::Regex,
     pub netdev_device_exclude: Option<regex::Regex>,
     pub netdev_device_include: Option<regex::Regex>,
+    /// `--collector.arp.device-exclude` / `-include`.
+    pub arp_devices: DeviceFilter,
+    /// `--collector.powersupply.ignored-supplies`.
+    pub powersupply_ignored: regex::Regex,
     pub netclass_ignored_devices: regex::Regex,
     pub netclass_ignore_invalid_speed: bool,
     pub netstat_fields: regex::Regex,
     pub vmstat_fields: regex::Regex,
     pub cpu_guest: bool,
+    /// `--collector.cpu.info` and its flag/bug include regexes.
+    pub cpu_info: bool,
+    pub cpu_flags_include: Option<regex::Regex>,
+    pub cpu_bugs_include: Option<regex::Regex>,
     /// The `syscalls:` config section (+ pods dir) for the eBPF syscalls collector.
     pub syscalls: crate::syscalls::SyscallsOptions,
 }
@@ -120,11 +143,16 @@ impl Default for CollectorOptions {
             diskstats_device_exclude: re(diskstats::DEFAULT_DEVICE_EXCLUDE),
             netdev_device_exclude: None,
             netdev_device_include: None,
+            arp_devices: DeviceFilter::default(),
+            powersupply_ignored: re("^$"),
             netclass_ignored_devices: re("^$"),
             netclass_ignore_invalid_speed: false,
             netstat_fields: re(netstat::DEFAULT_FIELDS),
             vmstat_fields: re(vmstat::DEFAULT_FIELDS),
             cpu_guest: true,
+            cpu_info: false,
+            cpu_flags_include: None,
+            cpu_bugs_include: None,
             syscalls: crate::syscalls::SyscallsOptions::default(),
         }
     }

@@ -9,9 +9,9 @@
 
 use std::path::PathBuf;
 
-use regex::Regex;
-
-use super::{BuildContext, Collector, CollectorError, MetricSet, procfile, read_proc};
+use super::{
+    BuildContext, Collector, CollectorError, DeviceFilter, MetricSet, procfile, read_proc,
+};
 
 /// /proc/net/dev columns after the interface name, as node_exporter names them.
 const FIELDS: [&str; 16] = [
@@ -49,8 +49,7 @@ fn desc(field: &str) -> Desc {
 pub struct NetdevCollector {
     path: PathBuf,
     class_net: PathBuf,
-    include: Option<Regex>,
-    exclude: Option<Regex>,
+    filter: DeviceFilter,
     descs: Vec<Desc>,
     nohandler: Desc,
 }
@@ -59,18 +58,13 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
     Ok(Box::new(NetdevCollector {
         path: ctx.paths.proc_net_path("dev"),
         class_net: ctx.paths.sys_path("class/net"),
-        include: ctx.options.netdev_device_include.clone(),
-        exclude: ctx.options.netdev_device_exclude.clone(),
+        filter: DeviceFilter {
+            exclude: ctx.options.netdev_device_exclude.clone(),
+            include: ctx.options.netdev_device_include.clone(),
+        },
         descs: FIELDS.iter().map(|f| desc(f)).collect(),
         nohandler: desc("receive_nohandler"),
     }))
-}
-
-impl NetdevCollector {
-    fn ignored(&self, dev: &str) -> bool {
-        self.exclude.as_ref().is_some_and(|r| r.is_match(dev))
-            || self.include.as_ref().is_some_and(|r| !r.is_match(dev))
-    }
 }
 
 impl Collector for NetdevCollector {
@@ -80,7 +74,7 @@ impl Collector for NetdevCollector {
         // interface be forgotten (see procfile); it fails when sysfs is not mounted.
         let _ = procfile::list_dir(&self.class_net);
         for (dev, values) in parse_net_dev(&text)? {
-            if self.ignored(dev) {
+            if self.filter.ignored(dev) {
                 continue;
             }
             let labels = [("device", dev)];
@@ -137,6 +131,7 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<(&str, [u64; 16])>, CollectorErro
 #[cfg(test)]
 mod tests {
     use prometheus::proto::MetricType;
+    use regex::Regex;
 
     use super::*;
     use crate::metrics::CollectorOptions;

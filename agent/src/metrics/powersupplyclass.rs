@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 /// (sysfs attribute, metric suffix, divisor): raw counts, µ-units (÷1e6) and deci-°C (÷10).
 const NUMERIC: [(&str, &str, f64); 49] = [
@@ -92,12 +92,14 @@ struct Desc {
 
 pub struct PowerSupplyCollector {
     class: PathBuf,
+    ignored: regex::Regex,
     descs: Vec<Desc>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(PowerSupplyCollector {
         class: ctx.paths.sys_path("class/power_supply"),
+        ignored: ctx.options.powersupply_ignored.clone(),
         descs: NUMERIC
             .iter()
             .map(|&(attr, suffix, divisor)| Desc {
@@ -120,10 +122,8 @@ fn read_attrs(dir: &Path) -> Result<HashMap<String, String>, CollectorError> {
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        let (Ok(name), Ok(value)) = (
-            entry.file_name().into_string(),
-            std::fs::read_to_string(entry.path()),
-        ) else {
+        let (Ok(name), Ok(value)) = (entry.file_name().into_string(), read_proc(entry.path()))
+        else {
             continue;
         };
         attrs.insert(name, value.trim().to_string());
@@ -144,6 +144,9 @@ impl Collector for PowerSupplyCollector {
             .collect();
         supplies.sort();
         for (supply, dir) in supplies {
+            if self.ignored.is_match(&supply) {
+                continue;
+            }
             let attrs = read_attrs(&dir)?;
             let labels = [("power_supply", supply.as_str())];
             for d in &self.descs {
@@ -249,5 +252,26 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("capacity"), "{err}");
+    }
+
+    #[test]
+    fn ignored_supplies_are_left_out() {
+        let options = CollectorOptions {
+            powersupply_ignored: regex::Regex::new("^BAT").unwrap(),
+            ..CollectorOptions::default()
+        };
+        let set = scrape(build, &paths("powersupplyclass"), &options).unwrap();
+        let info = set
+            .families()
+            .iter()
+            .find(|f| f.name() == "node_power_supply_info")
+            .unwrap();
+        assert_eq!(info.get_metric().len(), 1);
+        assert!(
+            info.get_metric()[0]
+                .get_label()
+                .iter()
+                .any(|l| l.name() == "power_supply" && l.value() == "AC")
+        );
     }
 }
