@@ -318,7 +318,7 @@ fn cpu_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, CollectorError> {
 
 /// A sysfs file holding one unsigned integer; `None` if it is missing or unreadable.
 fn read_uint(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_proc(path).ok()?.trim().parse().ok()
 }
 
 /// node_cpu_{core,package}_throttles_total: each counter is read once per core and per

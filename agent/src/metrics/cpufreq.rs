@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 pub struct CpufreqCollector {
     cpu_dir: PathBuf,
@@ -86,17 +86,17 @@ impl Collector for CpufreqCollector {
 
 /// A kHz value, `None` if the file is absent or not readable by us.
 fn read_khz(path: &Path) -> Result<Option<f64>, CollectorError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_proc(path) {
         Ok(t) => t,
-        Err(e)
+        Err(CollectorError::Io { source, .. })
             if matches!(
-                e.kind(),
+                source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
             ) =>
         {
             return Ok(None);
         }
-        Err(e) => return Err(CollectorError::io(path, e)),
+        Err(e) => return Err(e),
     };
     let text = text.trim();
     text.parse::<u64>()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{BuildContext, Collector, CollectorError, MetricSet};
+use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
 
 const SENSOR_TYPES: [&str; 13] = [
     "vrm",
@@ -87,7 +87,7 @@ fn collect_sensor_data(dir: &Path, data: &mut SensorData) -> Result<(), Collecto
             continue;
         }
         // Unreadable files (write-only, EIO from a sleeping device, directories) are skipped.
-        let Ok(raw) = std::fs::read_to_string(entry.path()) else {
+        let Ok(raw) = read_proc(entry.path()) else {
             continue;
         };
         data.entry(format!("{kind}{num}"))
@@ -131,7 +131,7 @@ fn chip_name(dir: &Path) -> Result<String, CollectorError> {
 
 /// The cleaned `name` file, if any.
 fn human_chip_name(dir: &Path) -> Option<String> {
-    let raw = std::fs::read_to_string(dir.join("name")).ok()?;
+    let raw = read_proc(dir.join("name")).ok()?;
     let name = clean_name(&raw);
     (!name.is_empty()).then_some(name)
 }
