@@ -65,17 +65,6 @@ pub fn read_proc(path: impl AsRef<Path>) -> Result<String, CollectorError> {
     global().read(path.as_ref())
 }
 
-/// Reads a file without keeping it open: for files under a renameable name that no
-/// [`list_dir`] watches.
-pub fn read_fresh(path: impl AsRef<Path>) -> Result<String, CollectorError> {
-    let path = path.as_ref();
-    let file = File::open(path).map_err(|e| CollectorError::io(path, e))?;
-    decode(
-        path,
-        read_all(&file).map_err(|e| CollectorError::io(path, e))?,
-    )
-}
-
 /// [`FileCache::list_dir`] on the shared cache.
 pub fn list_dir(dir: &Path) -> io::Result<Vec<DirEntry>> {
     global().list_dir(dir)
