@@ -471,7 +471,7 @@ mod tests {
     use super::*;
     use crate::host::HostPaths;
     use crate::metrics::CollectorOptions;
-    use crate::metrics::fixtures::{help, len, paths, scrape};
+    use crate::metrics::fixtures::{help, len, paths, scrape, try_value as value};
     use prometheus::proto::MetricType;
 
     fn fixture(name: &str) -> PathBuf {
@@ -493,20 +493,6 @@ mod tests {
             options: &options,
         })
         .unwrap()
-    }
-
-    fn value(set: &MetricSet, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let f = set.families().iter().find(|f| f.name() == name)?;
-        f.get_metric()
-            .iter()
-            .find(|m| {
-                labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
-            })
-            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn read_khz(path: &Path) -> Result<Option<f64>, CollectorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::fixtures::try_value;
 
     fn collector(root: &str) -> CpufreqCollector {
         CpufreqCollector {
@@ -117,11 +118,7 @@ mod tests {
     }
 
     fn value(set: &MetricSet, name: &str, cpu: &str) -> Option<f64> {
-        let f = set.families().iter().find(|f| f.name() == name)?;
-        f.get_metric()
-            .iter()
-            .find(|m| m.get_label()[0].value() == cpu)
-            .map(|m| m.get_gauge().get_value())
+        try_value(set, name, &[("cpu", cpu)])
     }
 
     #[test]

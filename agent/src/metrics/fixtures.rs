@@ -69,25 +69,26 @@ pub fn len(set: &MetricSet, name: &str) -> usize {
     family(set, name).get_metric().len()
 }
 
-/// The value of the sample with exactly these labels (in any order).
-#[allow(deprecated)]
+/// The value of the sample with exactly these labels (in any order); panics if absent.
 pub fn value(set: &MetricSet, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let f = family(set, name);
-    let m = f
-        .get_metric()
-        .iter()
-        .find(|m| {
-            m.get_label().len() == labels.len()
-                && labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
-        })
-        .unwrap_or_else(|| panic!("{name}{labels:?} missing"));
-    match f.get_field_type() {
+    try_value(set, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing"))
+}
+
+/// The value of the sample with exactly these labels (in any order), if there is one.
+#[allow(deprecated)]
+pub fn try_value(set: &MetricSet, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let f = set.families().iter().find(|f| f.name() == name)?;
+    let m = f.get_metric().iter().find(|m| {
+        m.get_label().len() == labels.len()
+            && labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+    })?;
+    Some(match f.get_field_type() {
         MetricType::COUNTER => m.get_counter().get_value(),
         MetricType::GAUGE => m.get_gauge().get_value(),
         _ => m.get_untyped().get_value(),
-    }
+    })
 }

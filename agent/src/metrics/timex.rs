@@ -200,12 +200,11 @@ pub fn emit(t: &Timex, out: &mut MetricSet) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::fixtures;
     use prometheus::proto::MetricType;
 
     fn value(set: &MetricSet, name: &str) -> f64 {
-        let f = set.families().iter().find(|f| f.name() == name).unwrap();
-        let m = &f.get_metric()[0];
-        m.get_gauge().get_value() + m.get_counter().get_value()
+        fixtures::value(set, name, &[])
     }
 
     #[test]
