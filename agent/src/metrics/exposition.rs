@@ -169,7 +169,6 @@ fn escape_into(out: &mut Vec<u8>, text: &str, quote: bool) {
 /// shortest round-trip digits, exponent form (`2.70553174016e+11`) when the exponent is
 /// < -4 or >= 6, since in shortest mode strconv decides with precision 6.
 pub fn format_float(buf: &mut String, v: f64) {
-    use std::fmt::Write as _;
     buf.clear();
     if v.is_nan() {
         buf.push_str("NaN");
@@ -179,23 +178,50 @@ pub fn format_float(buf: &mut String, v: f64) {
         buf.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
         return;
     }
-    // Most samples are small integers (counts, ids, flags): print them directly.
-    if v.fract() == 0.0 && v.abs() < 1e6 {
-        if v == 0.0 && v.is_sign_negative() {
-            buf.push_str("-0");
-        } else {
-            let _ = write!(buf, "{}", v as i64);
-        }
+    if v == 0.0 {
+        buf.push_str(if v.is_sign_negative() { "-0" } else { "0" });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, e.g. "2.70553174016e11"; the
-    // plain form is rebuilt from the same digits instead of formatting twice.
-    let _ = write!(buf, "{v:e}");
-    let Some(e_at) = buf.find('e') else { return };
-    let exp: i32 = buf[e_at + 1..].parse().unwrap_or(0);
-    let negative = buf.starts_with('-');
-    let digits: String = buf[..e_at].chars().filter(char::is_ascii_digit).collect();
-    buf.clear();
+    // Most samples are integers (counts, bytes, ids). Below 2^53 every integer is a double
+    // of its own, so its shortest round-trip digits are its decimal digits minus trailing
+    // zeros: no float formatting needed.
+    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+        let mut ints = itoa::Buffer::new();
+        let all = ints.format((v as i64).unsigned_abs()).as_bytes();
+        let digits = &all[..all.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1)];
+        push_go_form(buf, v < 0.0, digits, all.len() as i32 - 1);
+        return;
+    }
+    // Other values: ryu's shortest round-trip digits ("1234.56", "1.2e-7", "1e16"), laid
+    // out again in Go's form.
+    let mut floats = ryu::Buffer::new();
+    let text = floats.format_finite(v.abs());
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    for &b in int_part.as_bytes().iter().chain(frac_part.as_bytes()) {
+        if n < digits.len() {
+            digits[n] = b;
+            n += 1;
+        }
+    }
+    let leading = digits[..n].iter().take_while(|&&d| d == b'0').count();
+    let end = digits[..n]
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(leading + 1, |i| i + 1);
+    let exp = int_part.len() as i32 - 1 - leading as i32 + exp;
+    push_go_form(buf, v < 0.0, &digits[leading..end.max(leading + 1)], exp);
+}
+
+/// Writes digits `d.ddd` × 10^exp the way Go's `%g` with shortest precision does.
+fn push_go_form(buf: &mut String, negative: bool, digits: &[u8], exp: i32) {
+    // Only ASCII digits reach here.
+    let digits = std::str::from_utf8(digits).unwrap_or("0");
     if negative {
         buf.push('-');
     }
@@ -203,11 +229,11 @@ pub fn format_float(buf: &mut String, v: f64) {
         if exp < 0 {
             buf.push_str("0.");
             buf.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            buf.push_str(&digits);
+            buf.push_str(digits);
         } else {
             let int_len = exp as usize + 1;
             if digits.len() <= int_len {
-                buf.push_str(&digits);
+                buf.push_str(digits);
                 buf.extend(std::iter::repeat_n('0', int_len - digits.len()));
             } else {
                 buf.push_str(&digits[..int_len]);
@@ -221,7 +247,14 @@ pub fn format_float(buf: &mut String, v: f64) {
             buf.push('.');
             buf.push_str(&digits[1..]);
         }
-        let _ = write!(buf, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        buf.push('e');
+        buf.push(if exp < 0 { '-' } else { '+' });
+        let mut ints = itoa::Buffer::new();
+        let e = ints.format(exp.unsigned_abs());
+        if e.len() < 2 {
+            buf.push('0');
+        }
+        buf.push_str(e);
     }
 }
 
@@ -255,10 +288,84 @@ mod tests {
         assert_eq!(f(-1234567.0), "-1.234567e+06");
         assert_eq!(f(1.8446744073709552e19), "1.8446744073709552e+19");
         assert_eq!(f(100000.5), "100000.5");
+        assert_eq!(f(1234567.0), "1.234567e+06");
+        assert_eq!(f(-270553174016.0), "-2.70553174016e+11");
+        assert_eq!(f(9_007_199_254_740_992.0), "9.007199254740992e+15");
+        assert_eq!(f(1e21), "1e+21");
+        assert_eq!(f(-0.0), "-0");
+        assert_eq!(f(0.0), "0");
+        assert_eq!(f(1e-5), "1e-05");
+        assert_eq!(f(1.5e300), "1.5e+300");
+        assert_eq!(f(5e-324), "5e-324");
         // Same as formatting through Rust's Display for the plain range.
         for v in [0.1, 0.5, 3.25, 123.456, 0.00012, 99999.99] {
             assert_eq!(f(v), format!("{v}"));
         }
+    }
+
+    #[test]
+    fn integer_fast_path_agrees_with_float_formatting() {
+        // The reference: Rust's shortest `{:e}` digits, laid out by the same Go rules.
+        let reference = |v: f64| {
+            let e = format!("{:e}", v.abs());
+            let (mantissa, exp) = e.split_once('e').unwrap();
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            let mut s = String::new();
+            push_go_form(&mut s, v < 0.0, digits.as_bytes(), exp.parse().unwrap());
+            s
+        };
+        let mut v = 1.0f64;
+        while v < 9e15 {
+            for x in [v, v + 1.0, v * 7.0, -(v * 3.0 + 11.0), (v * 1.5).floor()] {
+                assert_eq!(f(x), reference(x), "{x}");
+            }
+            v *= 10.0;
+        }
+    }
+
+    #[test]
+    fn any_float_is_shortest_and_round_trips() {
+        // Rust's `{:e}` also gives shortest digits, so the digit counts must agree; the
+        // digits themselves may differ on exact ties, where Go (like ryu) rounds half to
+        // even and Rust does not (checked below).
+        let digit_count = |s: &str| {
+            let mantissa = s.split(['e', 'E']).next().unwrap();
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            digits
+                .trim_start_matches('0')
+                .trim_end_matches('0')
+                .len()
+                .max(1)
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut checked = 0;
+        while checked < 20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = f64::from_bits(x);
+            if !v.is_finite() || v == 0.0 {
+                continue;
+            }
+            let ours = f(v);
+            assert_eq!(
+                ours.parse::<f64>().unwrap(),
+                v,
+                "{ours} does not round-trip"
+            );
+            assert_eq!(
+                digit_count(&ours),
+                digit_count(&format!("{v:e}")),
+                "{ours} vs {v:e}"
+            );
+            checked += 1;
+        }
+        // 667082108456853.25 (written as bits: clippy reads the literal as too precise) is
+        // exactly halfway between two 16-digit candidates: Go's strconv (and Python's repr)
+        // pick the even one.
+        let tie = f64::from_bits(0x4302_f5a9_40e2_7caa);
+        assert_eq!(format!("{tie:.2}"), "667082108456853.25");
+        assert_eq!(f(tie), "6.670821084568532e+14");
     }
 
     #[test]

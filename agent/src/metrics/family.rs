@@ -36,12 +36,32 @@ struct Family {
     name: String,
     help: String,
     kind: MetricType,
+    /// `# HELP` and `# TYPE` lines, written once per family rather than per scrape.
+    header: Vec<u8>,
     samples: Vec<Sample>,
     /// Summaries and histograms, kept as protobuf.
     complex: Vec<Metric>,
 }
 
 impl Family {
+    fn new(name: &str, help: &str, kind: MetricType) -> Self {
+        let mut family = Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            header: Vec::new(),
+            samples: Vec::new(),
+            complex: Vec::new(),
+        };
+        family.write_header();
+        family
+    }
+
+    fn write_header(&mut self) {
+        self.header.clear();
+        exposition::write_header(&mut self.header, &self.name, &self.help, self.kind);
+    }
+
     fn is_empty(&self) -> bool {
         self.samples.is_empty() && self.complex.is_empty()
     }
@@ -74,8 +94,11 @@ impl MetricSet {
     /// sample in the scrape just ended are dropped, so names that stop appearing (textfile
     /// metrics, say) do not accumulate.
     pub fn clear(&mut self) {
-        if self.families.iter().any(Family::is_empty) {
+        // Kept in name order, so the next encode finds its families (nearly) sorted.
+        let unsorted = !self.families.is_sorted_by(|a, b| a.name <= b.name);
+        if unsorted || self.families.iter().any(Family::is_empty) {
             self.families.retain(|f| !f.is_empty());
+            self.families.sort_by(|a, b| a.name.cmp(&b.name));
             self.index.clear();
             for (i, f) in self.families.iter().enumerate() {
                 self.index.insert(f.name.clone(), i);
@@ -219,7 +242,7 @@ impl MetricSet {
         let mut num = String::with_capacity(32);
         for i in order {
             let family = &mut families[i];
-            exposition::write_header(out, &family.name, &family.help, family.kind);
+            out.extend_from_slice(&family.header);
             let samples = &mut family.samples;
             if !samples.is_sorted_by(|a, b| values(a).cmp(values(b)).is_le()) {
                 // Stable: of two equal label sets the first collected is kept.
@@ -264,13 +287,7 @@ impl MetricSet {
                 Some(&i) => i,
                 None => {
                     self.index.insert(name.to_string(), self.families.len());
-                    self.families.push(Family {
-                        name: name.to_string(),
-                        help: help.to_string(),
-                        kind,
-                        samples: Vec::new(),
-                        complex: Vec::new(),
-                    });
+                    self.families.push(Family::new(name, help, kind));
                     self.families.len() - 1
                 }
             },
@@ -286,9 +303,11 @@ impl MetricSet {
             }
             // Left over from an earlier scrape of a reused set.
             family.kind = kind;
+            family.write_header();
         }
         if family.is_empty() && family.help != help {
             family.help = help.to_string();
+            family.write_header();
         }
         self.last = Some(i);
         Some(i)

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, MetricSet, parse_number, read_proc};
 
 pub struct MeminfoCollector {
     path: PathBuf,
@@ -63,8 +63,7 @@ pub fn parse_meminfo(text: &str, what: &str) -> Result<Vec<(String, f64)>, Colle
                 format!("invalid line {line:?}"),
             ));
         }
-        let mut value: f64 = value
-            .parse()
+        let mut value = parse_number(value)
             .map_err(|e| CollectorError::parse(what, format!("value in {line:?}: {e}")))?;
         let raw_key = raw_key.strip_suffix(':').unwrap_or(raw_key);
         let mut key = String::with_capacity(raw_key.len() + 6);

@@ -90,6 +90,15 @@ impl CollectorError {
     }
 }
 
+/// Parses a sample value as Go's `strconv.ParseFloat` would. procfs counters are integers,
+/// and an integer parse is several times cheaper than a float parse, so try that first.
+pub fn parse_number(text: &str) -> Result<f64, std::num::ParseFloatError> {
+    match text.parse::<i64>() {
+        Ok(v) => Ok(v as f64),
+        Err(_) => text.parse::<f64>(),
+    }
+}
+
 /// node_exporter's device filter (collector/device_filter.go): a device is ignored when it
 /// matches the exclude regex or fails the include regex.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, MetricSet, parse_number, read_proc};
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
@@ -97,13 +97,13 @@ fn key_is(key: &str, proto: &str, field: &str) -> bool {
 /// `TcpExt: SyncookiesSent ...` followed by `TcpExt: 0 ...`.
 pub fn parse_net_stats<'a>(text: &'a str, file: &str) -> Result<Vec<Stat<'a>>, CollectorError> {
     let mut stats = Vec::new();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let mut lines = text.lines().filter(|l| !l.trim_ascii().is_empty());
     while let Some(header) = lines.next() {
         let values = lines.next().ok_or_else(|| {
             CollectorError::parse(file, format!("header without values: {header:?}"))
         })?;
-        let mut names = header.split_whitespace();
-        let mut vals = values.split_whitespace();
+        let mut names = header.split_ascii_whitespace();
+        let mut vals = values.split_ascii_whitespace();
         let (Some(proto), Some(proto2)) = (names.next(), vals.next()) else {
             continue;
         };
@@ -117,7 +117,7 @@ pub fn parse_net_stats<'a>(text: &'a str, file: &str) -> Result<Vec<Stat<'a>>, C
         loop {
             match (names.next(), vals.next()) {
                 (Some(name), Some(v)) => {
-                    let v = v.parse().map_err(|e| {
+                    let v = parse_number(v).map_err(|e| {
                         CollectorError::parse(file, format!("{proto} {name}={v:?}: {e}"))
                     })?;
                     stats.push((proto, name, v));
@@ -140,13 +140,12 @@ pub fn parse_net_stats<'a>(text: &'a str, file: &str) -> Result<Vec<Stat<'a>>, C
 pub fn parse_snmp6(text: &str) -> Result<Vec<Stat<'_>>, CollectorError> {
     let mut stats = Vec::new();
     for line in text.lines() {
-        let mut f = line.split_whitespace();
+        let mut f = line.split_ascii_whitespace();
         let (Some(key), Some(v)) = (f.next(), f.next()) else {
             continue;
         };
         let Some(six) = key.find('6') else { continue };
-        let v = v
-            .parse()
+        let v = parse_number(v)
             .map_err(|e| CollectorError::parse("/proc/net/snmp6", format!("{key}={v:?}: {e}")))?;
         stats.push((&key[..=six], &key[six + 1..], v));
     }

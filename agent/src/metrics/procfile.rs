@@ -21,6 +21,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -43,7 +44,8 @@ pub struct FileCache {
 
 #[derive(Default)]
 struct Kept {
-    files: FxHashMap<PathBuf, KeptFile>,
+    /// By path bytes: hashing a `Path` walks its components, bytes hash in one go.
+    files: FxHashMap<Vec<u8>, KeptFile>,
     /// Inode last seen per (listed directory, entry name), see [`FileCache::list_dir`].
     listings: FxHashMap<PathBuf, FxHashMap<String, u64>>,
     scrape: u64,
@@ -90,21 +92,26 @@ impl FileCache {
     /// Reads a whole file, keeping it open for the next scrape if it is on procfs or
     /// sysfs (see the module docs).
     pub fn read(&self, path: &Path) -> Result<String, CollectorError> {
-        // Taken out of the cache while read, so concurrent scrapes never share a seq_file
-        // position; a concurrent reader of the same path simply opens its own.
-        let taken = self.lock().files.remove(path);
-        if let Some(entry) = taken {
-            match read_all(&entry.file) {
-                Ok(text) => {
-                    self.put_back(path, entry.file);
-                    return decode(path, text);
-                }
-                Err(e) if is_gone(&e) => {}
-                // EINVAL, EIO...: the attribute's own answer (e.g. `speed` of a down
-                // link), not a stale file.
-                Err(e) => {
-                    self.put_back(path, entry.file);
-                    return Err(CollectorError::io(path, e));
+        let key = path.as_os_str().as_bytes();
+        {
+            // Read under the lock, so concurrent scrapes never share a seq_file position.
+            let mut kept = self.lock();
+            let scrape = kept.scrape;
+            if let Some(entry) = kept.files.get_mut(key) {
+                match read_all(&entry.file) {
+                    Ok(bytes) => {
+                        entry.last_used = scrape;
+                        return decode(path, bytes);
+                    }
+                    Err(e) if is_gone(&e) => {
+                        kept.files.remove(key);
+                    }
+                    // EINVAL, EIO...: the attribute's own answer (e.g. `speed` of a down
+                    // link), not a stale file.
+                    Err(e) => {
+                        entry.last_used = scrape;
+                        return Err(CollectorError::io(path, e));
+                    }
                 }
             }
         }
@@ -141,7 +148,11 @@ impl FileCache {
         for (name, ino) in previous.unwrap_or_default() {
             if entries.iter().find(|e| e.name == name).map(|e| e.ino) != Some(ino) {
                 let changed = dir.join(&name);
-                kept.files.retain(|path, _| !path.starts_with(&changed));
+                let changed = changed.as_os_str().as_bytes();
+                kept.files.retain(|path, _| {
+                    !(path.starts_with(changed)
+                        && matches!(path.get(changed.len()), None | Some(b'/')))
+                });
             }
         }
         Ok(entries)
@@ -156,18 +167,19 @@ impl FileCache {
     }
 
     fn put_back(&self, path: &Path, file: File) {
+        let key = path.as_os_str().as_bytes();
         let mut kept = self.lock();
-        if kept.files.len() >= MAX_KEPT && !kept.files.contains_key(path) {
+        if kept.files.len() >= MAX_KEPT && !kept.files.contains_key(key) {
             return;
         }
         let last_used = kept.scrape;
         kept.files
-            .insert(path.to_path_buf(), KeptFile { file, last_used });
+            .insert(key.to_vec(), KeptFile { file, last_used });
     }
 
     #[cfg(test)]
     fn is_kept(&self, path: &Path) -> bool {
-        self.lock().files.contains_key(path)
+        self.lock().files.contains_key(path.as_os_str().as_bytes())
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, MetricSet, parse_number, read_proc};
 
 /// node_exporter 1.5.0 upstream default.
 pub const DEFAULT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
@@ -55,8 +55,7 @@ impl Collector for VmstatCollector {
             if !selected {
                 continue;
             }
-            let value: f64 = value
-                .parse()
+            let value = parse_number(value)
                 .map_err(|e| CollectorError::parse(&what, format!("{line:?}: {e}")))?;
             name.clear();
             name.push_str("node_vmstat_");
