@@ -5,6 +5,9 @@ need=()
 command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
+# ip and unshare run the kept-files test in its own network namespace.
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
   echo "install.sh: apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
