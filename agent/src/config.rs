@@ -224,14 +224,16 @@ impl Config {
                 "collector.diskstats.device-exclude",
                 &raw.diskstats_device_exclude,
             )?,
-            netdev_device_exclude: optional_regex(
-                "collector.netdev.device-exclude",
-                &raw.netdev_device_exclude,
-            )?,
-            netdev_device_include: optional_regex(
-                "collector.netdev.device-include",
-                &raw.netdev_device_include,
-            )?,
+            netdev_devices: crate::metrics::DeviceFilter {
+                exclude: optional_regex(
+                    "collector.netdev.device-exclude",
+                    &raw.netdev_device_exclude,
+                )?,
+                include: optional_regex(
+                    "collector.netdev.device-include",
+                    &raw.netdev_device_include,
+                )?,
+            },
             // node_exporter documents the two as exclusive but applies both; so do we.
             arp_devices: crate::metrics::DeviceFilter {
                 exclude: optional_regex("collector.arp.device-exclude", &raw.arp_device_exclude)?,
@@ -263,9 +265,8 @@ impl Config {
             )?,
             syscalls: Default::default(),
         };
-        if collector_options.netdev_device_exclude.is_some()
-            && collector_options.netdev_device_include.is_some()
-        {
+        let netdev = &collector_options.netdev_devices;
+        if netdev.exclude.is_some() && netdev.include.is_some() {
             bail!(
                 "--collector.netdev.device-exclude and --collector.netdev.device-include are mutually exclusive"
             );

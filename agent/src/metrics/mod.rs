@@ -122,8 +122,8 @@ pub struct CollectorOptions {
     pub fs_types_exclude: regex::Regex,
     pub fs_mount_timeout: Duration,
     pub diskstats_device_exclude: regex::Regex,
-    pub netdev_device_exclude: Option<regex::Regex>,
-    pub netdev_device_include: Option<regex::Regex>,
+    /// `--collector.netdev.device-exclude` / `-include`.
+    pub netdev_devices: DeviceFilter,
     /// `--collector.arp.device-exclude` / `-include`.
     pub arp_devices: DeviceFilter,
     /// `--collector.powersupply.ignored-supplies`.
@@ -150,8 +150,7 @@ impl Default for CollectorOptions {
             fs_types_exclude: re(filesystem::DEFAULT_FS_TYPES_EXCLUDE),
             fs_mount_timeout: Duration::from_secs(5),
             diskstats_device_exclude: re(diskstats::DEFAULT_DEVICE_EXCLUDE),
-            netdev_device_exclude: None,
-            netdev_device_include: None,
+            netdev_devices: DeviceFilter::default(),
             arp_devices: DeviceFilter::default(),
             powersupply_ignored: re("^$"),
             netclass_ignored_devices: re("^$"),

@@ -58,10 +58,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
     Ok(Box::new(NetdevCollector {
         path: ctx.paths.proc_net_path("dev"),
         class_net: ctx.paths.sys_path("class/net"),
-        filter: DeviceFilter {
-            exclude: ctx.options.netdev_device_exclude.clone(),
-            include: ctx.options.netdev_device_include.clone(),
-        },
+        filter: ctx.options.netdev_devices.clone(),
         descs: FIELDS.iter().map(|f| desc(f)).collect(),
         nohandler: desc("receive_nohandler"),
     }))
@@ -175,13 +172,19 @@ mod tests {
     #[test]
     fn include_and_exclude_filters() {
         let options = CollectorOptions {
-            netdev_device_exclude: Some(Regex::new("^lo$").unwrap()),
+            netdev_devices: DeviceFilter {
+                exclude: Some(Regex::new("^lo$").unwrap()),
+                include: None,
+            },
             ..CollectorOptions::default()
         };
         let set = scrape(build, &paths("netdev"), &options).unwrap();
         assert_eq!(len(&set, "node_network_receive_bytes_total"), 1);
         let options = CollectorOptions {
-            netdev_device_include: Some(Regex::new("^lo$").unwrap()),
+            netdev_devices: DeviceFilter {
+                exclude: None,
+                include: Some(Regex::new("^lo$").unwrap()),
+            },
             ..CollectorOptions::default()
         };
         let set = scrape(build, &paths("netdev"), &options).unwrap();
