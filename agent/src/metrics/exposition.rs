@@ -11,8 +11,6 @@ use std::io::Write;
 
 use prometheus::proto::{Metric, MetricType};
 
-use super::family::cmp_label_values;
-
 /// Content type of text exposition format 0.0.4 (node_exporter 1.5.0 negotiates nothing else).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -135,6 +133,14 @@ pub fn encode_complex(
             line(out, "_count", None, h.get_sample_count() as f64);
         }
     }
+}
+
+/// client_golang orders series by their label values, compared label by label.
+fn cmp_label_values(a: &Metric, b: &Metric) -> std::cmp::Ordering {
+    a.get_label()
+        .iter()
+        .map(|p| p.value())
+        .cmp(b.get_label().iter().map(|p| p.value()))
 }
 
 fn labels_equal(a: &Metric, b: &Metric) -> bool {

@@ -12,7 +12,6 @@
 //! (its ContinueOnError behaviour: a bad series is left out, the scrape goes on).
 
 use std::cell::OnceCell;
-use std::cmp::Ordering;
 use std::ops::Range;
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Untyped};
@@ -147,21 +146,23 @@ impl MetricSet {
             for (k, v) in labels {
                 self.push_pair(k, v);
             }
-        } else if labels.len() <= MAX_STACK_LABELS {
-            let mut order = [0; MAX_STACK_LABELS];
-            let order = &mut order[..labels.len()];
+        } else {
+            // Positions in name order; on the stack for all but unusually wide label sets.
+            let mut stack;
+            let mut heap;
+            let order: &mut [usize] = if labels.len() <= MAX_STACK_LABELS {
+                stack = [0; MAX_STACK_LABELS];
+                &mut stack[..labels.len()]
+            } else {
+                heap = vec![0; labels.len()];
+                &mut heap
+            };
             for (n, slot) in order.iter_mut().enumerate() {
                 *slot = n;
             }
             order.sort_by(|&a, &b| labels[a].0.cmp(labels[b].0));
             for &n in order.iter() {
                 self.push_pair(labels[n].0, labels[n].1);
-            }
-        } else {
-            let mut order: Vec<&(&str, &str)> = labels.iter().collect();
-            order.sort_by(|a, b| a.0.cmp(b.0));
-            for (k, v) in order {
-                self.push_pair(k, v);
             }
         }
         let pairs = start..self.pairs.len();
@@ -376,14 +377,6 @@ fn same_labels(text: &str, pairs: &[(Span, Span)], a: &Sample, b: &Sample) -> bo
         && pa.iter().zip(pb).all(|((ka, va), (kb, vb))| {
             text[ka.clone()] == text[kb.clone()] && text[va.clone()] == text[vb.clone()]
         })
-}
-
-/// client_golang orders series by their label values, compared label by label.
-pub(crate) fn cmp_label_values(a: &Metric, b: &Metric) -> Ordering {
-    a.get_label()
-        .iter()
-        .map(|p| p.value())
-        .cmp(b.get_label().iter().map(|p| p.value()))
 }
 
 #[cfg(test)]
