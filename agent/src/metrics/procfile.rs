@@ -144,9 +144,9 @@ impl FileCache {
         let seen: FxHashMap<String, u64> =
             entries.iter().map(|e| (e.name.clone(), e.ino)).collect();
         let mut kept = self.lock();
-        let previous = kept.listings.insert(dir.to_path_buf(), seen);
-        for (name, ino) in previous.unwrap_or_default() {
-            if entries.iter().find(|e| e.name == name).map(|e| e.ino) != Some(ino) {
+        let previous = kept.listings.remove(dir).unwrap_or_default();
+        for (name, ino) in previous {
+            if seen.get(&name) != Some(&ino) {
                 let changed = dir.join(&name);
                 let changed = changed.as_os_str().as_bytes();
                 kept.files.retain(|path, _| {
@@ -155,6 +155,7 @@ impl FileCache {
                 });
             }
         }
+        kept.listings.insert(dir.to_path_buf(), seen);
         Ok(entries)
     }
 
