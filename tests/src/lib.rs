@@ -4,4 +4,5 @@ pub mod agent_proc;
 pub mod expfmt;
 pub mod http;
 pub mod loggen;
+pub mod manifests;
 pub mod receivers;

@@ -1,96 +1,81 @@
-//! Renders every kustomize overlay under `deploy/` with `kubectl kustomize` and checks the
-//! manifests against each other and against the agent itself (flags, config, endpoints).
-//! Skips (with a message) when kubectl is not installed.
+//! Renders every kustomize overlay under `deploy/` with `kubectl kustomize`, and the Helm
+//! chart with `helm template` (defaults and each value set under its `ci/`), and checks
+//! the manifests against each other and against the agent itself (flags, config,
+//! endpoints). Skips (with a message) when kubectl or helm is not installed; fails then
+//! under `NODE_AGENT_REQUIRE_ALL=1`.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use node_agent_tests::manifests;
 use serde_yaml_ng::Value;
 
-/// Every directory `kubectl apply -k` is documented for.
-const OVERLAYS: &[&str] = &[
-    "deploy/base",
-    "deploy/overlays/loki",
-    "deploy/overlays/elasticsearch",
-    "deploy/overlays/ebpf",
+/// Every directory `kubectl apply -k` is documented for, and whether it runs the eBPF
+/// syscall monitor.
+const OVERLAYS: &[(&str, bool)] = &[
+    ("deploy/base", false),
+    ("deploy/overlays/loki", false),
+    ("deploy/overlays/elasticsearch", false),
+    ("deploy/overlays/ebpf", true),
+];
+
+/// The chart's value sets (files under deploy/helm/node-agent/, none = the defaults), and
+/// whether they turn the eBPF monitor on.
+const HELM_VALUES: &[(&[&str], bool)] = &[
+    (&[], false),
+    (&["ci/loki-values.yaml"], false),
+    (&["ci/elasticsearch-values.yaml"], false),
+    (&["ci/ebpf-values.yaml"], true),
+    (&["ci/all-on-values.yaml"], true),
 ];
 
 /// Kubernetes (IANA service name) limit for port names.
 const MAX_PORT_NAME_LEN: usize = 15;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// `$KUBECTL` or `kubectl` from PATH, if it runs.
-fn kubectl() -> Option<PathBuf> {
-    let bin = std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("kubectl"));
-    let ok = Command::new(&bin)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    ok.then_some(bin)
-}
-
 struct Rendered {
-    overlay: &'static str,
+    /// The overlay directory or the helm command line.
+    overlay: String,
+    ebpf: bool,
     objects: Vec<Value>,
 }
 
-/// All overlays rendered once per test binary; `None` (after a SKIP message) without kubectl.
+/// All overlays and chart value sets rendered once per test binary; `None` (after a SKIP
+/// message) without kubectl. Without helm, only the kustomize overlays (after a SKIP
+/// message for the chart).
 fn rendered() -> Option<&'static [Rendered]> {
     static RENDERED: OnceLock<Option<Vec<Rendered>>> = OnceLock::new();
-    let rendered = RENDERED.get_or_init(|| {
-        let Some(kubectl) = kubectl() else {
-            eprintln!("SKIP deploy_manifests: kubectl not found (set KUBECTL or install it)");
-            return None;
-        };
-        Some(
-            OVERLAYS
+    RENDERED
+        .get_or_init(|| {
+            let Some(kubectl) = manifests::kubectl() else {
+                manifests::missing("kubectl", "set KUBECTL or install it");
+                return None;
+            };
+            let mut all: Vec<Rendered> = OVERLAYS
                 .iter()
-                .map(|overlay| Rendered {
-                    overlay,
-                    objects: render(&kubectl, overlay),
+                .map(|&(overlay, ebpf)| Rendered {
+                    overlay: overlay.to_string(),
+                    ebpf,
+                    objects: manifests::kustomize(&kubectl, Path::new(overlay)),
                 })
-                .collect(),
-        )
-    });
-    if rendered.is_none() {
-        eprintln!("SKIP: kubectl not found");
-    }
-    rendered.as_deref()
-}
-
-fn render(kubectl: &Path, overlay: &str) -> Vec<Value> {
-    let out = Command::new(kubectl)
-        .arg("kustomize")
-        .arg(workspace_root().join(overlay))
-        .output()
-        .expect("running kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {overlay} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
-    // kustomize separates documents with a bare `---` line.
-    let objects: Vec<Value> = text
-        .split("\n---\n")
-        .map(|doc| serde_yaml_ng::from_str::<Value>(doc).expect("kustomize output is YAML"))
-        .filter(|v| !v.is_null())
-        .collect();
-    assert!(!objects.is_empty(), "{overlay} renders no object");
-    objects
+                .collect();
+            match manifests::helm() {
+                Some(helm) => all.extend(HELM_VALUES.iter().map(|&(values, ebpf)| Rendered {
+                    overlay: format!("helm template {}", values.join(" ")),
+                    ebpf,
+                    objects: manifests::helm_template(&helm, values, &[]),
+                })),
+                None => manifests::missing(
+                    "helm",
+                    "set HELM, or run .ci/steps/deploy.sh which caches it; the chart is not checked",
+                ),
+            }
+            Some(all)
+        })
+        .as_deref()
 }
 
 impl Rendered {
@@ -363,7 +348,8 @@ fn hardened_security_context() {
     for r in all {
         let pod = r.pod_spec();
         let ctx = &r.container()["securityContext"];
-        assert_eq!(pod["automountServiceAccountToken"], false, "{}", r.overlay);
+        // The projected token, for the metadata watches (rbac_grants_read_only_metadata_access).
+        assert_eq!(pod["automountServiceAccountToken"], true, "{}", r.overlay);
         assert_eq!(
             pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
             "{}",
@@ -382,7 +368,7 @@ fn hardened_security_context() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        let ebpf = r.overlay.ends_with("ebpf");
+        let ebpf = r.ebpf;
         let expected: &[&str] = if ebpf {
             &["DAC_READ_SEARCH", "BPF", "PERFMON", "SYS_RESOURCE"]
         } else {
@@ -413,6 +399,145 @@ fn hardened_security_context() {
             );
         }
     }
+}
+
+/// The metadata watches (pods on the node, namespaces, the node) are allowed, read-only,
+/// to the DaemonSet's own service account, which gets its token projected into the pod.
+#[test]
+fn rbac_grants_read_only_metadata_access() {
+    let Some(all) = rendered() else { return };
+    for r in all {
+        let pod = r.pod_spec();
+        let account = pod["serviceAccountName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: serviceAccountName", r.overlay));
+        let namespace = &r.daemonset()["metadata"]["namespace"];
+        let sa = r.one("ServiceAccount");
+        assert_eq!(sa["metadata"]["name"], account, "{}", r.overlay);
+        assert_eq!(sa["metadata"]["namespace"], *namespace, "{}", r.overlay);
+        // Opt-in per pod: other pods using the account get no token.
+        assert_eq!(sa["automountServiceAccountToken"], false, "{}", r.overlay);
+        assert_eq!(pod["automountServiceAccountToken"], true, "{}", r.overlay);
+
+        let role = r.one("ClusterRole");
+        let mut granted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rule in seq(&role["rules"]) {
+            let verbs = strings(&rule["verbs"]);
+            for verb in &verbs {
+                assert!(
+                    ["get", "list", "watch"].contains(&verb.as_str()),
+                    "{}: ClusterRole grants {verb:?}; the agent only reads",
+                    r.overlay
+                );
+            }
+            for field in ["apiGroups", "resources"] {
+                assert!(
+                    !strings(&rule[field]).iter().any(|v| v == "*"),
+                    "{}: wildcard {field} in the ClusterRole",
+                    r.overlay
+                );
+            }
+            for resource in strings(&rule["resources"]) {
+                assert_ne!(resource, "secrets", "{}: secrets", r.overlay);
+                if strings(&rule["apiGroups"]).iter().any(String::is_empty) {
+                    granted.entry(resource).or_default().extend(verbs.clone());
+                }
+            }
+        }
+        for resource in ["pods", "namespaces", "nodes"] {
+            let verbs = granted.get(resource).cloned().unwrap_or_default();
+            for verb in ["get", "list", "watch"] {
+                assert!(
+                    verbs.iter().any(|v| v == verb),
+                    "{}: the agent needs {verb} on {resource} (has {verbs:?})",
+                    r.overlay
+                );
+            }
+        }
+
+        let binding = r.one("ClusterRoleBinding");
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole", "{}", r.overlay);
+        assert_eq!(
+            binding["roleRef"]["name"], role["metadata"]["name"],
+            "{}",
+            r.overlay
+        );
+        let subjects = seq(&binding["subjects"]);
+        assert_eq!(subjects.len(), 1, "{}: one subject", r.overlay);
+        assert_eq!(subjects[0]["kind"], "ServiceAccount", "{}", r.overlay);
+        assert_eq!(subjects[0]["name"], account, "{}", r.overlay);
+        assert_eq!(subjects[0]["namespace"], *namespace, "{}", r.overlay);
+
+        // The pod watch selects spec.nodeName=$NODE_NAME, the node watch its name.
+        let node_name = seq(&r.container()["env"])
+            .iter()
+            .find(|e| e["name"] == "NODE_NAME")
+            .unwrap_or_else(|| panic!("{}: no NODE_NAME env", r.overlay));
+        assert_eq!(
+            node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName",
+            "{}",
+            r.overlay
+        );
+    }
+}
+
+/// With egress restricted, the pods can still resolve names, reach the API server and
+/// every configured sink.
+#[test]
+fn network_policy_allows_dns_api_server_and_sinks() {
+    let Some(all) = rendered() else { return };
+    for r in all {
+        let policy = r.one("NetworkPolicy");
+        assert!(
+            strings(&policy["spec"]["policyTypes"])
+                .iter()
+                .any(|t| t == "Egress"),
+            "{}: egress is restricted",
+            r.overlay
+        );
+        let egress = seq(&policy["spec"]["egress"]);
+        let allows = |port: u16, protocol: &str| {
+            egress.iter().any(|rule| {
+                seq(&rule["ports"]).iter().any(|p| {
+                    p["port"].as_u64() == Some(u64::from(port))
+                        && p["protocol"].as_str().unwrap_or("TCP") == protocol
+                })
+            })
+        };
+        for (port, protocol, what) in [
+            (53, "UDP", "DNS"),
+            (53, "TCP", "DNS"),
+            (443, "TCP", "the API server (Service port)"),
+            (6443, "TCP", "the API server (kubeadm endpoint)"),
+        ] {
+            assert!(
+                allows(port, protocol),
+                "{}: egress to {what} {port}/{protocol}",
+                r.overlay
+            );
+        }
+        let config: Value =
+            serde_yaml_ng::from_str(&r.agent_config_text()).expect("config file is YAML");
+        for sink in seq(&config["sinks"]) {
+            let Some(url) = sink["url"].as_str() else {
+                continue;
+            };
+            let url = reqwest::Url::parse(url).expect("sink url");
+            let port = url.port_or_known_default().expect("sink port");
+            assert!(
+                allows(port, "TCP"),
+                "{}: the NetworkPolicy blocks the sink {url} (port {port})",
+                r.overlay
+            );
+        }
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    seq(v)
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The DaemonSet's arguments are flags the agent accepts (minus the config file, which
