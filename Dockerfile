@@ -5,23 +5,56 @@
 ARG RUST_VERSION=1.95
 
 # ---- builder ------------------------------------------------------------------------
-FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS builder
+# Runs on the build machine's platform and cross-compiles for the image's platform:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ... .
+#   buildah build --platform linux/arm64 -t ... .
+FROM --platform=$BUILDPLATFORM docker.io/library/rust:${RUST_VERSION}-bookworm AS builder
 ARG BPF_LINKER_VERSION=0.10.4
-ARG TARGET=x86_64-unknown-linux-gnu
+# Set by BuildKit / buildah from --platform.
+ARG BUILDARCH
+ARG TARGETARCH
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The eBPF program is built by aya-build with nightly (build-std needs rust-src) and
 # linked by bpf-linker, which uses nightly's own LLVM (default rust-llvm feature), so
-# no system LLVM is needed.
+# no system LLVM is needed. The program is bpfel: the same object on every architecture.
 RUN rustup toolchain install nightly --profile minimal --component rust-src \
     && cargo install bpf-linker --locked --version "${BPF_LINKER_VERSION}"
+# The Rust target of TARGETARCH, its prebuilt std, and (when it differs from the build
+# machine) Debian's cross gcc + libc for linking and for the C in dependencies (ring).
+# Debian's cross packages follow the bookworm base image; pinning them would break on
+# each point release.
+# hadolint ignore=DL3008
+RUN case "${TARGETARCH}" in \
+        amd64) target=x86_64-unknown-linux-gnu; cross=(gcc-x86-64-linux-gnu libc6-dev-amd64-cross) ;; \
+        arm64) target=aarch64-unknown-linux-gnu; cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;; \
+        *) echo "unsupported TARGETARCH '${TARGETARCH}' (amd64, arm64)" >&2; exit 1 ;; \
+    esac \
+    && echo "${target}" >/rust-target \
+    && rustup target add "${target}" \
+    && if [ "${TARGETARCH}" != "${BUILDARCH}" ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends "${cross[@]}" \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+# The triplet-named gcc is the cross compiler, or Debian's native gcc under that name.
+# Flags for the explicit --target only: they reach neither build scripts and proc macros
+# (host binaries) nor the nested bpfel-unknown-none build. +crt-static links glibc
+# statically (nothing to load at run time, runs on scratch).
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+    CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
+    AR_x86_64_unknown_linux_gnu=x86_64-linux-gnu-ar \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 WORKDIR /src
 COPY . .
-# +crt-static links glibc statically (nothing to load at run time, runs on scratch).
-# Flags for the x86_64 target only, with an explicit --target: they reach neither build
-# scripts and proc macros (dynamic host binaries) nor the nested bpfel-unknown-none build.
-ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
-RUN cargo build --release --locked --package node-agent --features ebpf --target "${TARGET}" \
-    && install -D -m 0755 "target/${TARGET}/release/node-agent" /out/node-agent \
-    && /out/node-agent --version
+# A binary of another architecture cannot run here: --version only on a native build.
+RUN target="$(cat /rust-target)" \
+    && cargo build --release --locked --package node-agent --features ebpf --target "${target}" \
+    && install -D -m 0755 "target/${target}/release/node-agent" /out/node-agent \
+    && if [ "${TARGETARCH}" = "${BUILDARCH}" ]; then /out/node-agent --version; fi
 
 # ---- runtime ------------------------------------------------------------------------
 # checkov:skip=CKV_DOCKER_2:No HEALTHCHECK - Kubernetes ignores it and probes /healthz and /readyz itself (deploy/base/daemonset.yaml); scratch has no client to run one.

@@ -8,6 +8,10 @@ command -v curl >/dev/null || need+=(curl)
 # ip and unshare run the kept-files test in its own network namespace.
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
+# arm64 cross build and its unit tests under emulation (.ci/steps/arm64.sh).
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+[[ -f /usr/aarch64-linux-gnu/lib/libc.a ]] || need+=(libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if ((${#need[@]})); then
   echo "install.sh: apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -21,4 +25,9 @@ fi
 for c in cargo-clippy rustfmt; do
   command -v "$c" >/dev/null || rustup component add "${c#cargo-}"
 done
+# rust-src for nightly: -Z build-std (arm64 cross build, and the eBPF program).
+if rustup toolchain list | grep -q '^nightly' &&
+  ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  rustup component add rust-src --toolchain nightly
+fi
 echo "install.sh: prerequisites present"

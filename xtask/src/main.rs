@@ -7,11 +7,11 @@ mod bench_metrics;
 mod bench_sinks;
 mod bench_syscalls;
 mod ci;
+mod cross;
 mod selfstat;
 mod size;
 
-const USAGE: &str =
-    "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls> [ARGS]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls> [ARGS] | cargo xtask cross aarch64 [ARGS]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +23,10 @@ fn main() -> anyhow::Result<()> {
         ["bench", "logs", rest @ ..] => bench_logs::run(rest),
         ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
         ["bench", "syscalls"] => bench_syscalls::run(),
+        ["cross", "aarch64", rest @ ..] => cross::run(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+            rest,
+        ),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
     }
