@@ -141,15 +141,13 @@ fn preflight(need_qemu: bool) -> anyhow::Result<()> {
 fn cargo(root: &Path, target_dir: &Path, subcommand: &str, args: &Args) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.current_dir(root)
-        .args([
-            "run",
-            TOOLCHAIN,
-            "cargo",
-            subcommand,
-            "--locked",
-            "-Z",
-            "build-std",
-        ])
+        .args(["run", TOOLCHAIN, "cargo", subcommand, "--locked", "-Z"])
+        // The release profile has panic = "abort": std must be built with that runtime too.
+        .arg(if args.release {
+            "build-std=std,panic_abort"
+        } else {
+            "build-std"
+        })
         .args(["--target", TARGET]);
     for package in &args.packages {
         cmd.args(["--package", package]);
