@@ -74,11 +74,11 @@ pub struct KubeConfig {
     /// again after this long.
     #[serde(with = "duration_serde")]
     pub node_refresh_interval: Duration,
-    /// Objects per list page (`limit`) when listing from etcd.
+    /// Objects per list page (`limit`) for consistent lists (`use_apiserver_cache: false`).
     pub list_page_size: u32,
     /// List with `resourceVersion=0` (served from the API server's watch cache, possibly
-    /// slightly stale, never paged) instead of a consistent read, as client-go informers
-    /// do. Keeps a DaemonSet rollout off etcd on clusters without consistent reads from
+    /// slightly stale, in one response: the cache does not page) instead of a consistent,
+    /// paged read, as client-go informers do. Keeps a DaemonSet rollout off etcd on clusters without consistent reads from
     /// cache (before Kubernetes 1.31).
     pub use_apiserver_cache: bool,
     /// Retry delay after the first error of a streak (doubles, with jitter)…

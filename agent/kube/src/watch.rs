@@ -65,7 +65,10 @@ fn watcher_config(config: &KubeConfig) -> watcher::Config {
         .timeout(timeout)
         .page_size(config.list_page_size);
     if config.use_apiserver_cache {
+        // resourceVersion=0: the watch cache answers, whole (it ignores `limit`, and kube
+        // leaves resourceVersion=0 out when a limit is set).
         wc = wc.list_semantic(ListSemantic::Any);
+        wc.page_size = None;
     }
     wc
 }
