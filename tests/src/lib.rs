@@ -3,5 +3,6 @@
 pub mod agent_proc;
 pub mod expfmt;
 pub mod http;
+pub mod kube_bench;
 pub mod loggen;
 pub mod receivers;

@@ -935,3 +935,14 @@ async fn the_fake_speaks_the_api_protocol() {
 async fn json_of(response: reqwest::Response) -> serde_json::Value {
     serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
+
+/// The benchmark helper works (its figures are printed by the example, not asserted).
+#[tokio::test]
+async fn the_benchmark_helper_syncs_a_full_node() {
+    let figures = node_agent_tests::kube_bench::run_in_process(None)
+        .await
+        .unwrap();
+    assert_eq!(figures.pods, node_agent_tests::kube_bench::PODS);
+    assert_eq!(figures.namespaces, 10);
+    println!("{figures}");
+}
