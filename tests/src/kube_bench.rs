@@ -1,8 +1,9 @@
 //! Benchmark of the Kubernetes metadata cache (for `cargo xtask bench logs`): the fake
 //! API server loaded with a full node (110 pods × 3 containers, 20 labels and 20
-//! annotations each, 10 namespaces, a node with 20 labels), the cache synced against it,
-//! then its memory (RSS delta of the measuring process; the cache's own estimate of its
-//! heap) and lookup cost (by uid, by namespace/name).
+//! annotations each, realistic `managedFields`; 10 namespaces; a node with 20 labels),
+//! the cache synced against it, then its memory (RSS delta of the measuring process,
+//! live and peak heap when the binary counts allocations, the cache's own estimate of
+//! its metadata) and lookup cost (by uid, by namespace/name).
 //!
 //! Two halves so the server's memory stays out of the measured process:
 //! [`serve_fixture`] (a child process: prints one line `url<TAB>ca_file<TAB>token`, serves
@@ -117,8 +118,33 @@ pub fn load_fixture(server: &ApiServer) {
             .container("istio-proxy", "docker.io/istio/proxyv2:1.24.1")
             .container("log-shipper", "registry.example.com/fluent-bit:3.2");
         debug_assert_eq!(CONTAINERS, 3);
-        server.upsert(pod.build());
+        let mut pod = pod.build();
+        pod["metadata"]["managedFields"] = managed_fields();
+        server.upsert(pod);
     }
+}
+
+/// What real pods carry in `metadata.managedFields` (server-side apply bookkeeping by
+/// the ReplicaSet controller and kubelet): kilobytes the cache decodes and drops.
+fn managed_fields() -> serde_json::Value {
+    let fields = |prefix: &str, n: usize| -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("f:{prefix}-{i:02}"),
+                    serde_json::json!({".": {}, "f:name": {}, "f:value": {}}),
+                )
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    };
+    serde_json::json!([
+        {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": fields("label", LABELS), "f:ownerReferences": {}},
+                                                "f:spec": {"f:containers": fields("container", CONTAINERS * 8)}}},
+        {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:05Z", "subresource": "status",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:conditions": fields("condition", 12), "f:containerStatuses": {}, "f:podIP": {}}}},
+    ])
 }
 
 /// Where the fixture is served.

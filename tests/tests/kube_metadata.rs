@@ -286,6 +286,18 @@ async fn lookups_return_enriched_metadata() {
         .find(|r| r.kind == Some(Kind::Node) && r.verb == Verb::Get)
         .unwrap();
     assert!(node_get.metadata_only);
+    let namespace_requests = || requests.iter().filter(|r| r.kind == Some(Kind::Namespace));
+    assert!(namespace_requests().count() >= 1);
+    assert!(
+        namespace_requests().all(|r| r.metadata_only),
+        "namespaces are read metadata-only"
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.kind == Some(Kind::Pod))
+            .all(|r| !r.metadata_only)
+    );
     assert_eq!(node_get.path, "/api/v1/nodes/node-1");
     assert!(
         requests

@@ -16,9 +16,9 @@
 //!
 //! # Lookups
 //! [`MetadataCache::pod`] (by uid) and [`MetadataCache::pod_by_name`] are a shared
-//! lock, a hash lookup and an `Arc` clone (tens of nanoseconds, see
-//! `cargo run --release -p node-agent-tests --example kube_metadata_bench`): call them
-//! per file open or per batch, never per line is needed. They return an immutable
+//! lock, a hash lookup and an `Arc` clone (25–45 ns measured, see
+//! `cargo run --release -p node-agent-tests --example kube_metadata_bench`): cheap per
+//! file open or per batch; nothing needs them per line. They return an immutable
 //! [`PodMetadata`]: the pod plus its namespace's and node's metadata. Changes build new
 //! `Arc`s; a holder's snapshot never changes under it.
 //!
@@ -52,6 +52,17 @@
 //! re-reads for CA rotation) and `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`
 //! (or `api_server_url`). Standalone: a kubeconfig file (`kubeconfig`), with whatever auth
 //! it names (token, token file, client certificate, exec plugin).
+//!
+//! # Footprint (measured, x86_64, static release build)
+//! - Binary: the agent grows from 11.08 MB to 15.98 MB with the cache linked (9.12 →
+//!   13.25 MB fully stripped). About 1.2 MB of symbols of that is kube's kubeconfig and
+//!   exec-plugin machinery (serde-saphyr YAML, jsonpath), which kube's client builder
+//!   and TLS connector reference even in-cluster; dropping it would mean our own rustls
+//!   connector with a CA-reloading verifier and no exec plugins (not done).
+//! - Memory with 110 pods × 3 containers, 20 labels + 20 annotations each: ~0.5 MiB of
+//!   metadata, 1.1 MiB live heap with the client, 2.4 MiB peak heap while decoding the
+//!   list, 1.5 MiB anonymous RSS delta (plus ~3.7 MiB of the client's code paged in).
+//!   Objects are decoded into slim types (`objects.rs`), not k8s-openapi's.
 //!
 //! # API-server cost at 5,000 nodes
 //! Assumptions: 5,000 nodes, 30 pods per node on average (150,000 pods, 110 at most per
@@ -99,6 +110,7 @@ pub mod config;
 mod filter;
 mod health;
 mod metadata;
+mod objects;
 mod owner;
 mod store;
 mod watch;

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::annotations::Hints;
 use crate::config::KubeConfig;
 use crate::filter::KeyFilter;
+use crate::objects::{Container, ContainerStatus, PodObject};
 use crate::owner::{self, OwnerRef, Workload};
 
 /// Immutable key/value pairs sorted by key (filtered labels or annotations).
@@ -217,7 +217,7 @@ impl Extractor {
     }
 
     /// `None` for an object without uid, name or namespace (never from a real server).
-    pub fn pod(&self, pod: &Pod, dropped: &mut Dropped) -> Option<PodInfo> {
+    pub fn pod(&self, pod: &PodObject, dropped: &mut Dropped) -> Option<PodInfo> {
         let meta = &pod.metadata;
         let uid = meta.uid.as_deref().filter(|s| !s.is_empty())?;
         let name = meta.name.as_deref().filter(|s| !s.is_empty())?;
@@ -234,23 +234,20 @@ impl Extractor {
         let ephemeral_status =
             statuses(status.and_then(|s| s.ephemeral_container_statuses.as_ref()));
         let mut containers = Vec::new();
-        let from_spec = |c: &Container, kind, status: &[ContainerStatus]| {
-            container(&c.name, c.image.as_deref(), kind, status)
-        };
         if let Some(spec) = spec {
-            for c in spec.init_containers.iter().flatten() {
-                containers.push(from_spec(c, ContainerKind::Init, init_status));
-            }
-            for c in &spec.containers {
-                containers.push(from_spec(c, ContainerKind::Regular, main_status));
-            }
-            for c in spec.ephemeral_containers.iter().flatten() {
-                containers.push(container(
-                    &c.name,
-                    c.image.as_deref(),
+            let lists = [
+                (&spec.init_containers, ContainerKind::Init, init_status),
+                (&spec.containers, ContainerKind::Regular, main_status),
+                (
+                    &spec.ephemeral_containers,
                     ContainerKind::Ephemeral,
                     ephemeral_status,
-                ));
+                ),
+            ];
+            for (list, kind, status) in lists {
+                for c in list.iter().flatten() {
+                    containers.push(container(c, kind, status));
+                }
             }
         }
         Some(PodInfo {
@@ -271,8 +268,7 @@ impl Extractor {
         })
     }
 
-    pub fn namespace(&self, ns: &Namespace, dropped: &mut Dropped) -> Option<NamespaceMetadata> {
-        let meta = &ns.metadata;
+    pub fn namespace(&self, meta: &ObjectMeta, dropped: &mut Dropped) -> Option<NamespaceMetadata> {
         let name = meta.name.as_deref().filter(|s| !s.is_empty())?;
         Some(NamespaceMetadata {
             name: name.into(),
@@ -300,18 +296,19 @@ fn statuses(list: Option<&Vec<ContainerStatus>>) -> &[ContainerStatus] {
 }
 
 fn container(
-    name: &str,
-    image: Option<&str>,
+    spec: &Container,
     kind: ContainerKind,
     statuses: &[ContainerStatus],
 ) -> ContainerMetadata {
-    let status = statuses.iter().find(|s| s.name == name);
+    let status = statuses.iter().find(|s| s.name == spec.name);
     let non_empty = |s: &str| (!s.is_empty()).then(|| Box::from(s));
     ContainerMetadata {
-        name: name.into(),
+        name: spec.name.as_str().into(),
         kind,
-        image: image.and_then(non_empty),
-        image_id: status.and_then(|s| non_empty(&s.image_id)),
+        image: spec.image.as_deref().and_then(non_empty),
+        image_id: status
+            .and_then(|s| s.image_id.as_deref())
+            .and_then(non_empty),
         container_id: status
             .and_then(|s| s.container_id.as_deref())
             .and_then(non_empty),
@@ -357,7 +354,7 @@ mod tests {
             ..KubeConfig::default()
         };
         let x = Extractor::new(&config).unwrap();
-        let pod: Pod = serde_json::from_value(pod_json()).unwrap();
+        let pod: PodObject = serde_json::from_value(pod_json()).unwrap();
         let mut dropped = Dropped::default();
         let info = x.pod(&pod, &mut dropped).unwrap();
         assert_eq!(dropped.0, 1, "the 50-byte label value");
@@ -409,18 +406,20 @@ mod tests {
     #[test]
     fn objects_without_identity_are_refused() {
         let x = Extractor::new(&KubeConfig::default()).unwrap();
-        let mut pod: Pod = serde_json::from_value(pod_json()).unwrap();
+        let mut pod: PodObject = serde_json::from_value(pod_json()).unwrap();
         pod.metadata.uid = None;
         assert!(x.pod(&pod, &mut Dropped::default()).is_none());
-        let ns = Namespace::default();
-        assert!(x.namespace(&ns, &mut Dropped::default()).is_none());
+        assert!(
+            x.namespace(&ObjectMeta::default(), &mut Dropped::default())
+                .is_none()
+        );
     }
 
     #[test]
     fn namespace_exclusion_and_hints_apply_to_its_pods() {
         let x = Extractor::new(&KubeConfig::default()).unwrap();
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "shop", "labels": {"team": "t"}, "annotations": {"node-agent.io/exclude": "true", "node-agent.io/parser": "json"}}
+        let ns: ObjectMeta = serde_json::from_value(serde_json::json!({
+            "name": "shop", "labels": {"team": "t"}, "annotations": {"node-agent.io/exclude": "true", "node-agent.io/parser": "json"}
         }))
         .unwrap();
         let ns = x.namespace(&ns, &mut Dropped::default()).unwrap();
@@ -429,7 +428,7 @@ mod tests {
             ns.annotations.is_empty(),
             "namespace annotations are off by default"
         );
-        let pod: Pod = serde_json::from_value(pod_json()).unwrap();
+        let pod: PodObject = serde_json::from_value(pod_json()).unwrap();
         let view = PodMetadata {
             pod: Arc::new(x.pod(&pod, &mut Dropped::default()).unwrap()),
             namespace: Some(Arc::new(ns)),

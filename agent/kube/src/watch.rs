@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt as _};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Api;
 use kube::api::GetParams;
 use kube::runtime::WatchStreamExt as _;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KubeConfig;
 use crate::health::{ErrorKind, Health, Resource};
 use crate::metadata::{Dropped, Extractor};
+use crate::objects::{MetadataOnly, PodObject};
 use crate::store::Store;
 
 /// What the tasks share with the cache handle.
@@ -82,7 +83,7 @@ pub(crate) fn spawn(
 ) {
     let node = config.node_name.clone();
 
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<PodObject> = Api::all(client.clone());
     let wc = watcher_config(config).fields(&format!("spec.nodeName={node}"));
     tokio::spawn(drive(
         watcher::watcher(pods, wc),
@@ -93,7 +94,8 @@ pub(crate) fn spawn(
         apply_pod,
     ));
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
+    // Metadata-only: labels and annotations are all we keep of a namespace.
+    let namespaces: Api<MetadataOnly<Namespace>> = Api::all(client.clone());
     tokio::spawn(drive(
         watcher::watcher(namespaces, watcher_config(config)),
         Resource::Namespaces,
@@ -103,7 +105,7 @@ pub(crate) fn spawn(
         apply_namespace,
     ));
 
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<MetadataOnly<Node>> = Api::all(client);
     tokio::spawn(poll_node(
         nodes,
         node,
@@ -170,7 +172,7 @@ async fn drive<K>(
     }
 }
 
-fn apply_pod(feed: &Feed, event: Event<Pod>) {
+fn apply_pod(feed: &Feed, event: Event<PodObject>) {
     let now = Instant::now();
     let mut dropped = Dropped::default();
     match event {
@@ -193,13 +195,13 @@ fn apply_pod(feed: &Feed, event: Event<Pod>) {
     feed.count_dropped(dropped);
 }
 
-fn apply_namespace(feed: &Feed, event: Event<Namespace>) {
+fn apply_namespace(feed: &Feed, event: Event<MetadataOnly<Namespace>>) {
     let mut dropped = Dropped::default();
     match event {
         Event::Init => feed.store.begin_namespace_list(),
         Event::InitDone => feed.store.end_namespace_list(),
         Event::InitApply(ns) | Event::Apply(ns) => {
-            if let Some(meta) = feed.extractor.namespace(&ns, &mut dropped) {
+            if let Some(meta) = feed.extractor.namespace(&ns.metadata, &mut dropped) {
                 feed.store.apply_namespace(meta);
             }
         }
@@ -215,7 +217,7 @@ fn apply_namespace(feed: &Feed, event: Event<Namespace>) {
 /// This node's labels: a metadata-only GET from the watch cache (`resourceVersion=0`),
 /// every `interval`, sooner (with backoff) after an error.
 async fn poll_node(
-    api: Api<Node>,
+    api: Api<MetadataOnly<Node>>,
     name: String,
     interval: Duration,
     mut backoff: ExponentialBackoff,
@@ -223,7 +225,7 @@ async fn poll_node(
     shutdown: CancellationToken,
 ) {
     loop {
-        let delay = match api.get_metadata_with(&name, &GetParams::any()).await {
+        let delay = match api.get_with(&name, &GetParams::any()).await {
             Ok(node) => {
                 let mut dropped = Dropped::default();
                 let meta = feed.extractor.node(&name, &node.metadata, &mut dropped);
