@@ -482,6 +482,12 @@ async fn api_server_down_at_start_then_up() {
     .await;
     assert_eq!(cache.state(), CacheState::NeverSynced);
     assert!(cache.pod("u1").is_none());
+    // Retries back off (50 ms doubling to 400 ms, with jitter): a handful per second,
+    // not a busy loop.
+    let before = cache.stats().pods.errors_total();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let retries = cache.stats().pods.errors_total() - before;
+    assert!((2..=12).contains(&retries), "{retries} retries in 2 s");
     assert!(
         cache
             .wait_for_pod("u1", Duration::from_millis(200))
@@ -534,6 +540,47 @@ async fn api_server_down_mid_run_serves_the_cache_then_resyncs() {
         "resumed from its resourceVersion, no re-list"
     );
     assert_eq!(f.server.count(Kind::Pod, Verb::List), lists_before);
+}
+
+#[tokio::test]
+async fn bookmarks_move_the_resume_point() {
+    let f = Fixture::new().await;
+    f.server.upsert(web_pod("u1").build());
+    let cache = f.start_synced(&f.config()).await;
+    // Changes that this node's watch filters out still advance the resourceVersion;
+    // only bookmarks tell the watcher about them.
+    for i in 0..5 {
+        f.server.upsert(
+            PodBuilder::new(
+                "shop",
+                &format!("elsewhere-{i}"),
+                &format!("x{i}"),
+                "node-2",
+            )
+            .build(),
+        );
+    }
+    let latest = f.server.resource_version();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let watches_before = f.server.count(Kind::Pod, Verb::Watch);
+    f.server.close_watches();
+    eventually(SYNC, "a new watch", || {
+        f.server.count(Kind::Pod, Verb::Watch) > watches_before
+    })
+    .await;
+    let resumed = f
+        .server
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == Some(Kind::Pod) && r.verb == Verb::Watch)
+        .unwrap();
+    let from: u64 = resumed.param("resourceVersion").unwrap().parse().unwrap();
+    assert!(
+        from >= latest,
+        "resumed from {from}, the bookmarked version is {latest}"
+    );
+    assert_eq!(cache.stats().pods.relists, 0);
 }
 
 #[tokio::test]

@@ -107,11 +107,12 @@ impl MetadataCache {
             values_dropped: AtomicU64::new(0),
         });
         watch::spawn(client, config, Arc::clone(&feed), shutdown);
+        let max_waiters = config.max_waiters.min(Semaphore::MAX_PERMITS);
         Ok(Self {
             shared: Arc::new(Shared {
                 feed,
-                waiters: Semaphore::new(config.max_waiters.min(Semaphore::MAX_PERMITS)),
-                max_waiters: config.max_waiters,
+                waiters: Semaphore::new(max_waiters),
+                max_waiters,
                 waits_found: AtomicU64::new(0),
                 waits_timed_out: AtomicU64::new(0),
                 waits_refused: AtomicU64::new(0),

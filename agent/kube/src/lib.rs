@@ -4,7 +4,7 @@
 //! # What it does
 //! [`MetadataCache::start`] spawns three feeds and returns at once:
 //! - pods of this node: list + watch with `fieldSelector=spec.nodeName=<node>`;
-//! - namespaces: list + watch (labels, annotations, `node-agent.io/*` hints);
+//! - namespaces: list + watch, metadata-only (labels, annotations, `node-agent.io/*` hints);
 //! - this node: a metadata-only GET (`resourceVersion=0`, served from the API server's
 //!   cache; needs only `get` on nodes), repeated every `node_refresh_interval`.
 //!
@@ -41,7 +41,8 @@
 //!
 //! # When the API server is down or slow
 //! Lookups answer from what is cached; [`MetadataCache::state`] says
-//! [`CacheState::Stale`] since the first error; the watches retry with backoff and
+//! [`CacheState::Stale`] since the first error (a hung watch shows only when its idle
+//! timeout restarts it: `watch_timeout` + 5 s); the watches retry with backoff and
 //! resume (or re-list) when it is back. Nothing here ever blocks a caller except
 //! `wait_for_pod`, up to its timeout. Counters: [`MetadataCache::stats`] (requests,
 //! watch restarts, re-lists, errors by [`ErrorKind`], objects cached, waits).

@@ -6,7 +6,7 @@
 //! list's resourceVersion with bookmarks, resumes from the last resourceVersion when a
 //! watch ends (the server's `timeoutSeconds`, or no event for that plus 5 s: a hung
 //! stream), and re-lists on 410 Gone. We add the backoff with jitter between errors
-//! and apply its events to our store instead of its reflector (which would keep every
+//! (see [`drive`]) and apply its events to our store instead of its reflector (which would keep every
 //! full object; we keep only the filtered metadata).
 
 use std::pin::pin;
@@ -18,7 +18,6 @@ use futures_util::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Api;
 use kube::api::GetParams;
-use kube::runtime::WatchStreamExt as _;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event, ExponentialBackoff, ListSemantic};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +45,8 @@ impl Feed {
     }
 }
 
-/// Exponential backoff with full jitter, reset by the first success after errors.
+/// Exponential backoff with jitter (each delay stretched by a random 0–100 %, from a
+/// per-process seed, so 5,000 agents do not retry in step).
 pub(crate) fn backoff(config: &KubeConfig) -> ExponentialBackoff {
     ExponentialBackoff::from(
         backon::ExponentialBuilder::default()
@@ -124,12 +124,16 @@ pub(crate) fn spawn(
 async fn drive<K>(
     stream: impl Stream<Item = watcher::Result<Event<K>>> + Send,
     resource: Resource,
-    backoff: impl Backoff,
+    mut backoff: ExponentialBackoff,
     feed: Arc<Feed>,
     shutdown: CancellationToken,
     apply: fn(&Feed, Event<K>),
 ) {
-    let mut stream = pin!(stream.backoff(backoff));
+    // Not kube's `StreamBackoff`: it resets on every `Ok` item, and the watcher yields
+    // `Ok(Init)` at each list attempt, so while lists fail the delay never grows. We
+    // reset only after real progress: a finished list, an event, or a watch the
+    // server accepted (the resource was synced when the error came).
+    let mut stream = pin!(stream);
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -165,7 +169,15 @@ async fn drive<K>(
                 } else {
                     tracing::warn!(resource = resource.as_str(), kind = kind.as_str(), %error, "kubernetes watch failed; retrying");
                 }
+                if feed.health.state(resource).is_synced() {
+                    backoff.reset();
+                }
                 feed.health.error(resource, kind, error.to_string());
+                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
             None => return,
         }
