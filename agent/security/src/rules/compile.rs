@@ -125,6 +125,9 @@ pub struct Check {
     operand: Operand,
     /// For `evt.type` comparisons: the event types for which the check is true.
     type_set: Option<EventTypeSet>,
+    /// `!=` on a field with several values (`fd.net`, `proc.aname`): true when the field
+    /// has values and none equals (`operand` is then the `=` test).
+    negate_all: bool,
 }
 
 impl Check {
@@ -132,6 +135,14 @@ impl Check {
     fn eval(&self, ctx: &EvalCtx<'_>) -> bool {
         if let Some(set) = self.type_set {
             return set.contains(ctx.event.event_type);
+        }
+        if self.negate_all {
+            let mut seen = false;
+            let hit = self.field.any_value(ctx, &mut |v| {
+                seen = true;
+                self.operand.test(v)
+            });
+            return seen && !hit;
         }
         self.field.any_value(ctx, &mut |v| self.operand.test(v))
     }
@@ -499,11 +510,14 @@ impl<'d> Compiler<'d> {
         } else {
             None
         };
+        let negate_all = op == Op::Ne && field.is_multi_valued();
+        let op = if negate_all { Op::Eq } else { op };
         let operand = operand(&field, op, &values).map_err(|m| CompileError::at(value_pos, m))?;
         Ok(Node::Check(Box::new(Check {
             field,
             operand,
             type_set,
+            negate_all,
         })))
     }
 

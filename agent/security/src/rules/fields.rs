@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::event::names::{self, FlagTable};
-use crate::event::{Event, EventArgs, EventType, L4Proto, SocketFamily};
+use crate::event::{Event, EventArgs, EventType, SocketFamily};
 use crate::process::{ContainerInfo, ContainerMetadata, MAX_ANCESTORS, Process, ProcessTable, UserDb};
 
 /// What a field's values are, which decides the operators it takes and how the right side
@@ -463,6 +463,17 @@ impl Field {
         Err(FieldError::Unknown(name.to_string()))
     }
 
+    /// Fields with several values per event: any ancestor, either end of a connection.
+    pub fn is_multi_valued(&self) -> bool {
+        matches!(
+            self.kind,
+            FieldKind::Proc(_, Who::AnyAncestor)
+                | FieldKind::FdIp(Side::Any)
+                | FieldKind::FdPort(Side::Any)
+                | FieldKind::FdNet(Side::Any)
+        )
+    }
+
     pub fn field_type(&self) -> FieldType {
         use FieldKind::*;
         match &self.kind {
@@ -593,7 +604,7 @@ impl Field {
             GroupGid => Value::Int(i64::from(event.gid)),
             GroupName => Value::Str(ctx.users.group_name(event.gid)?),
             ContainerId => match ctx.container_id() {
-                Some(id) => Value::Str(&id[..id.len().min(12)]),
+                Some(id) => Value::Str(id.get(..12).unwrap_or(id)),
                 None => Value::Str("host"),
             },
             ContainerFullId => Value::Str(ctx.container_id().unwrap_or("host")),
@@ -936,9 +947,6 @@ impl<'a> EvalCtx<'a> {
         }
     }
 }
-
-/// `L4Proto` is re-exported for field docs.
-pub type Proto = L4Proto;
 
 #[cfg(test)]
 mod tests {

@@ -948,7 +948,7 @@ impl Loader {
                 location: def.loc.clone(),
                 kind: ItemKind::Rule,
                 name: Some(name.to_string()),
-                message: "matches no event type node-agent captures; it never fires".to_string(),
+                message: "never fires: its condition is always false or names no event type node-agent captures (an empty list?)".to_string(),
                 excerpt: None,
             });
         } else if event_types.is_all() && def.warn_evttypes {
