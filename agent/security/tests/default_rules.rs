@@ -47,6 +47,9 @@ fn every_default_rule_is_tested_and_loads_cleanly() {
         assert!(!rule.event_types.is_all(), "{} has no evt.type restriction", rule.name);
     }
     assert_eq!(rules.rules().len(), TESTED.len());
+    for t in [EventType::Clone, EventType::Fork, EventType::Procexit] {
+        assert_eq!(rules.candidates(t), 0, "a default rule runs on {t:?}");
+    }
     assert!(rules.warnings().is_empty(), "{:#?}", rules.warnings());
 }
 

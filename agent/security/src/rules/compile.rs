@@ -459,6 +459,18 @@ impl<'d> Compiler<'d> {
         })
     }
 
+    /// A defined list whose name is one or two edits from `text` (a misspelt list name).
+    fn near_list_name(&self, text: &str) -> Option<&'d str> {
+        if text.len() < 6 || !text.contains('_') {
+            return None;
+        }
+        self.defs
+            .lists
+            .keys()
+            .find(|name| edit_distance_at_most(name, text, 2))
+            .map(String::as_str)
+    }
+
     /// Expands a `(...)` list: list names are replaced by their items.
     fn expand_list(&self, items: &[Literal]) -> Result<Vec<String>, CompileError> {
         let mut out = Vec::with_capacity(items.len());
@@ -468,11 +480,13 @@ impl<'d> Compiler<'d> {
                     out.extend(values.iter().cloned());
                     continue;
                 }
-                if looks_like_list_name(&item.text) {
+                let near = self.near_list_name(&item.text);
+                if near.is_some() || looks_like_list_name(&item.text) {
+                    let hint = near.map_or(String::new(), |n| format!("; did you mean '{n}'?"));
                     return Err(CompileError::at(
                         item.pos,
                         format!(
-                            "unknown list '{}' (quote it to use it as a literal value)",
+                            "unknown list '{}' (quote it to use it as a literal value{hint})",
                             item.text
                         ),
                     ));
@@ -570,6 +584,27 @@ impl<'d> Compiler<'d> {
             _ => None,
         }
     }
+}
+
+/// Levenshtein distance of `a` and `b` is at most `max` (bytes; names are ASCII).
+fn edit_distance_at_most(a: &str, b: &str, max: usize) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > max {
+        return false;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1);
+        }
+        if row.iter().min().is_some_and(|m| *m > max) {
+            return false;
+        }
+        prev = row;
+    }
+    prev.last().is_some_and(|d| *d <= max)
 }
 
 fn single(values: &[String], op: Op) -> Result<&str, String> {
@@ -819,6 +854,10 @@ mod tests {
         assert!(!looks_like_list_name("update_engine"));
         assert!(!looks_like_list_name("bash"));
         assert!(!looks_like_list_name("10_etc_sudoers."));
+        assert!(edit_distance_at_most("shell_binaries", "shell_binarys", 2));
+        assert!(edit_distance_at_most("abc", "abc", 0));
+        assert!(!edit_distance_at_most("shell_binaries", "mail_binaries", 2));
+        assert!(!edit_distance_at_most("a", "abcd", 2));
     }
 
     #[test]
