@@ -451,7 +451,11 @@ impl SecurityConfig {
                 err(format!("{key}.burst"), "must be ≥ 1".into());
             }
         };
-        check_rate("rate_limit".into(), self.rate_limit.rate, self.rate_limit.burst);
+        check_rate(
+            "rate_limit".into(),
+            self.rate_limit.rate,
+            self.rate_limit.burst,
+        );
         for (rule, limit) in &self.rate_limit.rules {
             check_rate(format!("rate_limit.rules.{rule}"), limit.rate, limit.burst);
         }
@@ -473,7 +477,10 @@ impl SecurityConfig {
             }
             for (i, p) in prefixes.iter().enumerate() {
                 if !p.starts_with('/') {
-                    err(format!("kernel.{key}[{i}]"), format!("'{p}' is not an absolute path"));
+                    err(
+                        format!("kernel.{key}[{i}]"),
+                        format!("'{p}' is not an absolute path"),
+                    );
                 } else if p.len() > MAX_KERNEL_PREFIX_LEN {
                     err(
                         format!("kernel.{key}[{i}]"),
@@ -488,7 +495,10 @@ impl SecurityConfig {
                     format!("kernel.disabled_events[{i}]"),
                     format!("unknown event type '{name}'"),
                 );
-            } else if matches!(name.as_str(), "execve" | "execveat" | "fork" | "vfork" | "clone" | "clone3" | "procexit") {
+            } else if matches!(
+                name.as_str(),
+                "execve" | "execveat" | "fork" | "vfork" | "clone" | "clone3" | "procexit"
+            ) {
                 err(
                     format!("kernel.disabled_events[{i}]"),
                     format!("'{name}' keeps the process table current and cannot be disabled"),
@@ -546,10 +556,15 @@ kernel: { open_write_prefixes: [/etc/], disabled_events: [bpf] }
         assert_eq!(c.min_priority, Priority::Notice);
         assert_eq!(c.rule_matching, MatchingConfig::All);
         assert_eq!(c.rate_limit.rules["Write below etc"].burst, 10);
-        let unknown = serde_yaml_ng::from_str::<SecurityConfig>("outputs: { smtp: {} }").unwrap_err();
+        let unknown =
+            serde_yaml_ng::from_str::<SecurityConfig>("outputs: { smtp: {} }").unwrap_err();
         assert!(unknown.to_string().contains("smtp"), "{unknown}");
-        let bad_priority = serde_yaml_ng::from_str::<SecurityConfig>("min_priority: severe").unwrap_err();
-        assert!(bad_priority.to_string().contains("unknown priority"), "{bad_priority}");
+        let bad_priority =
+            serde_yaml_ng::from_str::<SecurityConfig>("min_priority: severe").unwrap_err();
+        assert!(
+            bad_priority.to_string().contains("unknown priority"),
+            "{bad_priority}"
+        );
     }
 
     #[test]
@@ -569,15 +584,30 @@ kernel: { open_write_prefixes: [/etc/], disabled_events: [bpf] }
         c.outputs.http.url = "ftp://x".into();
         c.outputs.http.timeout_ms = 0;
         c.outputs.http.queue_capacity = 0;
-        c.outputs.http.headers.insert("bad header".into(), "v".into());
+        c.outputs
+            .http
+            .headers
+            .insert("bad header".into(), "v".into());
         c.rate_limit.rate = f64::NAN;
-        c.rate_limit.rules.insert("R".into(), RuleRateLimit { rate: 1.0, burst: 0 });
+        c.rate_limit.rules.insert(
+            "R".into(),
+            RuleRateLimit {
+                rate: 1.0,
+                burst: 0,
+            },
+        );
         c.process_table.max_processes = 1;
         c.kernel.open_read_prefixes = vec!["etc".into(), format!("/{}", "a".repeat(300))];
         c.kernel.open_write_prefixes = vec!["/x".to_string(); 65];
         c.kernel.disabled_events = vec!["nope".into(), "execve".into()];
         c.paths.proc = "proc".into();
-        let keys: Vec<String> = c.validate().unwrap_err().0.into_iter().map(|e| e.key).collect();
+        let keys: Vec<String> = c
+            .validate()
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         for want in [
             "security.rules_files",
             "security.rules.disabled[1]",

@@ -248,10 +248,7 @@ impl SecurityEngine {
             let mut fields = BTreeMap::new();
             rule.output().render(&ctx, &mut output, Some(&mut fields));
             // Falco's output starts with %evt.time, so its fields always include it.
-            fields.insert(
-                "evt.time".to_string(),
-                serde_json::Value::from(event.ts_ns),
-            );
+            fields.insert("evt.time".to_string(), serde_json::Value::from(event.ts_ns));
             self.stats.alerts += 1;
             self.metrics.alert(&rule.name, rule.priority);
             alerts.push(Alert {
@@ -386,6 +383,9 @@ mod tests {
             relative_base(Path::new("/proc"), std::process::id(), libc::AT_FDCWD),
             Some(cwd.to_string_lossy().into_owned())
         );
-        assert_eq!(relative_base(Path::new("/proc"), u32::MAX - 3, libc::AT_FDCWD), None);
+        assert_eq!(
+            relative_base(Path::new("/proc"), u32::MAX - 3, libc::AT_FDCWD),
+            None
+        );
     }
 }

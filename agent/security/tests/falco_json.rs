@@ -34,11 +34,14 @@ fn kind(v: &Value) -> &'static str {
 fn check_output_prefix(output: &str, priority: &str) {
     let (time, rest) = output.split_once(": ").expect("time prefix");
     assert_eq!(time.len(), 18, "{time}");
-    assert!(time.chars().enumerate().all(|(i, c)| match i {
-        2 | 5 => c == ':',
-        8 => c == '.',
-        _ => c.is_ascii_digit(),
-    }), "{time}");
+    assert!(
+        time.chars().enumerate().all(|(i, c)| match i {
+            2 | 5 => c == ':',
+            8 => c == '.',
+            _ => c.is_ascii_digit(),
+        }),
+        "{time}"
+    );
     assert!(rest.starts_with(&format!("{priority} ")), "{rest}");
 }
 
@@ -55,8 +58,14 @@ fn alert_lines_have_falco_keys_and_types() {
     let falco: Value = serde_json::from_str(FALCO_LINE).unwrap();
     let mut w = World::new();
     let init = w.container(WEB);
-    let alerts = w.exec(init, Exec::new("sh", &["sh", "-c", "clear; (bash || ash || sh)"]).tty(PTS0));
-    let alert = alerts.iter().find(|a| &*a.rule == "Terminal shell in container").unwrap();
+    let alerts = w.exec(
+        init,
+        Exec::new("sh", &["sh", "-c", "clear; (bash || ash || sh)"]).tty(PTS0),
+    );
+    let alert = alerts
+        .iter()
+        .find(|a| &*a.rule == "Terminal shell in container")
+        .unwrap();
     let ours: Value = serde_json::from_str(&alert.to_json_line()).unwrap();
 
     let keys = |v: &Value| {
@@ -76,7 +85,12 @@ fn alert_lines_have_falco_keys_and_types() {
     check_time(falco["time"].as_str().unwrap());
     check_output_prefix(ours["output"].as_str().unwrap(), "Notice");
     check_output_prefix(falco["output"].as_str().unwrap(), "Critical");
-    let tags: Vec<&str> = ours["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let tags: Vec<&str> = ours["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     let mut sorted = tags.clone();
     sorted.sort();
     assert_eq!(tags, sorted, "Falco prints tags sorted");
@@ -86,7 +100,12 @@ fn alert_lines_have_falco_keys_and_types() {
         if key == "container.image.tag" {
             continue; // known to us (1.25), missing in the reference
         }
-        assert_eq!(kind(&ours_f[key]), kind(value), "output_fields.{key}: {}", ours_f[key]);
+        assert_eq!(
+            kind(&ours_f[key]),
+            kind(value),
+            "output_fields.{key}: {}",
+            ours_f[key]
+        );
     }
     assert_eq!(ours_f["proc.name"], "sh");
     assert_eq!(ours_f["proc.pname"], "runc");
@@ -101,14 +120,22 @@ fn alert_lines_have_falco_keys_and_types() {
     let host: Value = serde_json::from_str(&alerts[0].to_json_line()).unwrap();
     assert_eq!(host["output_fields"]["container.id"], "host");
     assert_eq!(host["output_fields"]["k8s.ns.name"], Value::Null);
-    assert!(alerts[0].output.contains("k8s_ns=<NA>"), "{}", alerts[0].output);
+    assert!(
+        alerts[0].output.contains("k8s_ns=<NA>"),
+        "{}",
+        alerts[0].output
+    );
 }
 
 #[test]
 fn engine_from_config_writes_falco_lines_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("local.yaml");
-    std::fs::write(&rules, "- list: known_ptrace_binaries\n  items: [gdb]\n  override:\n    items: append\n").unwrap();
+    std::fs::write(
+        &rules,
+        "- list: known_ptrace_binaries\n  items: [gdb]\n  override:\n    items: append\n",
+    )
+    .unwrap();
     let out = dir.path().join("alerts.json");
     let yaml = format!(
         "enabled: true\nrules_files: [{}]\nhostname: node-7\nrules: {{ disabled_tags: [maturity_sandbox] }}\nrate_limit: {{ rate: 0, burst: 2 }}\noutputs: {{ file: {{ enabled: true, path: {} }} }}\nkubernetes_api: {{ addresses: [10.96.0.1] }}\n",
@@ -117,11 +144,20 @@ fn engine_from_config_writes_falco_lines_to_a_file() {
     );
     let config: SecurityConfig = serde_yaml_ng::from_str(&yaml).unwrap();
     let metrics = Arc::new(CountingMetrics::default());
-    let mut engine = SecurityEngine::from_config(&config, Arc::new(metadata()), metrics.clone()).unwrap();
-    assert!(engine.rules().rule("Detect crypto miners using the Stratum protocol").is_some_and(|r| !r.enabled));
+    let mut engine =
+        SecurityEngine::from_config(&config, Arc::new(metadata()), metrics.clone()).unwrap();
+    assert!(
+        engine
+            .rules()
+            .rule("Detect crypto miners using the Stratum protocol")
+            .is_some_and(|r| !r.enabled)
+    );
     let required = engine.required_event_types();
     assert!(required.contains(EventType::Ptrace) && required.contains(EventType::Procexit));
-    assert!(!required.contains(EventType::Accept), "no default rule reads accept");
+    assert!(
+        !required.contains(EventType::Accept),
+        "no default rule reads accept"
+    );
     let mut outputs = Outputs::new(metrics.clone());
     outputs.push(Box::new(FileOutput::new(&config.outputs.file.path, false)));
     // A ptrace attach, decoded from a kernel record as the ring buffer delivers it.
@@ -133,7 +169,10 @@ fn engine_from_config_writes_falco_lines_to_a_file() {
         let mut event = Event::new(
             EventType::Ptrace,
             4242,
-            EventArgs::Ptrace(node_agent_security::event::PtraceArgs { request: 16, target_pid: 1 }),
+            EventArgs::Ptrace(node_agent_security::event::PtraceArgs {
+                request: 16,
+                target_pid: 1,
+            }),
         );
         event.ts_ns = 1_700_000_000_000_000_000 + i;
         event.comm = "inject".into();
@@ -147,20 +186,33 @@ fn engine_from_config_writes_falco_lines_to_a_file() {
     }
     // Burst 2, no refill: two lines, three suppressed.
     let text = std::fs::read_to_string(&out).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["rule"], "PTRACE attached to process");
     assert_eq!(lines[0]["hostname"], "node-7");
     assert_eq!(lines[0]["time"], "2023-11-14T22:13:20.000000000Z");
     let counts = metrics.snapshot();
-    assert_eq!(counts.alerts[&("PTRACE attached to process".to_string(), node_agent_security::Priority::Warning)], 2);
+    assert_eq!(
+        counts.alerts[&(
+            "PTRACE attached to process".to_string(),
+            node_agent_security::Priority::Warning
+        )],
+        2
+    );
     assert_eq!(counts.suppressed["PTRACE attached to process"], 3);
     assert_eq!(engine.stats().suppressed, 3);
     // gdb was made a known debugger by the local file.
     let mut gdb = Event::new(
         EventType::Execve,
         4242,
-        EventArgs::Exec(ExecArgs { filename: "/usr/bin/gdb".into(), argv: vec!["gdb".into()], ..Default::default() }),
+        EventArgs::Exec(ExecArgs {
+            filename: "/usr/bin/gdb".into(),
+            argv: vec!["gdb".into()],
+            ..Default::default()
+        }),
     );
     gdb.comm = "gdb".into();
     gdb.ts_ns = 1_700_000_100_000_000_000;
@@ -169,7 +221,10 @@ fn engine_from_config_writes_falco_lines_to_a_file() {
     let mut attach = Event::new(
         EventType::Ptrace,
         4242,
-        EventArgs::Ptrace(node_agent_security::event::PtraceArgs { request: 16, target_pid: 1 }),
+        EventArgs::Ptrace(node_agent_security::event::PtraceArgs {
+            request: 16,
+            target_pid: 1,
+        }),
     );
     attach.ts_ns = 1_700_000_200_000_000_000;
     engine.handle(&mut attach, &mut alerts);
@@ -179,21 +234,44 @@ fn engine_from_config_writes_falco_lines_to_a_file() {
 #[test]
 fn config_errors_reach_the_caller_with_key_paths() {
     let bad: SecurityConfig = serde_yaml_ng::from_str("rules: { disabled: [\"No such rule\"] }\nrate_limit: { rules: { Ghost: { rate: 1, burst: 1 } } }").unwrap();
-    let err = SecurityEngine::from_config(&bad, Arc::new(metadata()), Arc::new(CountingMetrics::default()))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("security.rules.disabled[0]: no rule is named 'No such rule'"), "{err}");
-    let bad: SecurityConfig = serde_yaml_ng::from_str("rate_limit: { rules: { Ghost: { rate: 1, burst: 1 } } }").unwrap();
-    let err = SecurityEngine::from_config(&bad, Arc::new(metadata()), Arc::new(CountingMetrics::default()))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("security.rate_limit.rules.Ghost: no rule is named 'Ghost'"), "{err}");
-    let bad: SecurityConfig = serde_yaml_ng::from_str("outputs: { http: { enabled: true, url: nope } }").unwrap();
-    let err = SecurityEngine::from_config(&bad, Arc::new(metadata()), Arc::new(CountingMetrics::default()))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("security.outputs.http.url: 'nope' is not a URL"), "{err}");
+    let err = SecurityEngine::from_config(
+        &bad,
+        Arc::new(metadata()),
+        Arc::new(CountingMetrics::default()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("security.rules.disabled[0]: no rule is named 'No such rule'"),
+        "{err}"
+    );
+    let bad: SecurityConfig =
+        serde_yaml_ng::from_str("rate_limit: { rules: { Ghost: { rate: 1, burst: 1 } } }").unwrap();
+    let err = SecurityEngine::from_config(
+        &bad,
+        Arc::new(metadata()),
+        Arc::new(CountingMetrics::default()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("security.rate_limit.rules.Ghost: no rule is named 'Ghost'"),
+        "{err}"
+    );
+    let bad: SecurityConfig =
+        serde_yaml_ng::from_str("outputs: { http: { enabled: true, url: nope } }").unwrap();
+    let err = SecurityEngine::from_config(
+        &bad,
+        Arc::new(metadata()),
+        Arc::new(CountingMetrics::default()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("security.outputs.http.url: 'nope' is not a URL"),
+        "{err}"
+    );
 }

@@ -29,8 +29,12 @@ fn find_sleep(sh: u32) -> Option<u32> {
         if comm_of(sh).as_deref() == Some("sleep") {
             return Some(sh);
         }
-        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap_or_default();
-        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        let children =
+            std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
             if comm_of(child).as_deref() == Some("sleep") {
                 return Some(child);
             }
@@ -63,7 +67,11 @@ fn bootstrap_reads_this_process_and_its_ancestors() {
 
 #[test]
 fn a_child_found_on_its_first_event_brings_its_ancestors() {
-    let child = match Command::new("sh").args(["-c", "sleep 1"]).stdout(Stdio::null()).spawn() {
+    let child = match Command::new("sh")
+        .args(["-c", "sleep 1"])
+        .stdout(Stdio::null())
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => return skip(&format!("cannot run sh: {e}")),
     };
@@ -77,7 +85,12 @@ fn a_child_found_on_its_first_event_brings_its_ancestors() {
     let mut event = Event::new(
         EventType::Openat,
         sleep,
-        EventArgs::Open(OpenArgs { dirfd: libc::AT_FDCWD, path: "/etc/ld.so.cache".into(), flags: 0, mode: 0 }),
+        EventArgs::Open(OpenArgs {
+            dirfd: libc::AT_FDCWD,
+            path: "/etc/ld.so.cache".into(),
+            flags: 0,
+            mode: 0,
+        }),
     );
     event.comm = "sleep".into();
     event.ts_ns = now_ns();
@@ -88,7 +101,10 @@ fn a_child_found_on_its_first_event_brings_its_ancestors() {
     assert_eq!(p.cmdline.as_ref(), "sleep 1");
     assert_eq!(p.args.as_ref(), "1");
     assert!(p.exe_path.ends_with("sleep"), "{}", p.exe_path);
-    let lineage: Vec<(u32, String)> = t.ancestors(sleep).map(|a| (a.pid, a.comm.to_string())).collect();
+    let lineage: Vec<(u32, String)> = t
+        .ancestors(sleep)
+        .map(|a| (a.pid, a.comm.to_string()))
+        .collect();
     let me = std::process::id();
     assert!(lineage.iter().any(|(pid, _)| *pid == me), "{lineage:?}");
     if sleep != sh {
@@ -105,7 +121,10 @@ fn a_child_found_on_its_first_event_brings_its_ancestors() {
     while Path::new(&format!("/proc/{sleep}")).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(matches!(ProcSource::new("/proc").read(sleep), Err(ReadError::Gone(_))));
+    assert!(matches!(
+        ProcSource::new("/proc").read(sleep),
+        Err(ReadError::Gone(_))
+    ));
     t.reconcile(now_ns());
     assert!(t.get(sleep).unwrap().exited_ns.is_some());
 }
@@ -141,7 +160,13 @@ fn stat_line(pid: u32, comm: &str, ppid: u32) -> String {
         pid.to_string(),
         "34816".into(),
     ];
-    fields.extend((8..=52).map(|i| if i == 22 { "100".to_string() } else { "0".to_string() }));
+    fields.extend((8..=52).map(|i| {
+        if i == 22 {
+            "100".to_string()
+        } else {
+            "0".to_string()
+        }
+    }));
     fields.join(" ") + "\n"
 }
 
@@ -184,7 +209,10 @@ fn hostile_proc_contents_do_not_panic() {
     assert_eq!(weird.uid, 0, "unparseable status reads as 0");
     assert_eq!(weird.loginuid, u32::MAX);
     assert_eq!(weird.args.as_ref(), "--x \u{fffd}\u{fffd}");
-    assert_eq!(weird.start_ns, 1_700_000_000_000_000_000 + 100 * 1_000_000_000 / procfs::ticks_per_second());
+    assert_eq!(
+        weird.start_ns,
+        1_700_000_000_000_000_000 + 100 * 1_000_000_000 / procfs::ticks_per_second()
+    );
     assert_eq!(
         weird.container_id.as_deref(),
         Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")

@@ -56,7 +56,10 @@ mod tests {
 
     #[test]
     fn times_have_nanoseconds_and_z() {
-        assert_eq!(rfc3339_nanos(1_685_022_245_478_445_995), "2023-05-25T13:44:05.478445995Z");
+        assert_eq!(
+            rfc3339_nanos(1_685_022_245_478_445_995),
+            "2023-05-25T13:44:05.478445995Z"
+        );
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
     }
 }

@@ -66,7 +66,9 @@ impl fmt::Display for Priority {
 
 /// An unknown priority name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown priority '{0}' (emergency, alert, critical, error, warning, notice, informational, debug)")]
+#[error(
+    "unknown priority '{0}' (emergency, alert, critical, error, warning, notice, informational, debug)"
+)]
 pub struct UnknownPriority(pub String);
 
 impl FromStr for Priority {
@@ -200,7 +202,10 @@ mod tests {
     fn priorities_parse_and_order_like_falco() {
         assert_eq!("WARNING".parse::<Priority>(), Ok(Priority::Warning));
         assert_eq!("info".parse::<Priority>(), Ok(Priority::Informational));
-        assert_eq!("Informational".parse::<Priority>(), Ok(Priority::Informational));
+        assert_eq!(
+            "Informational".parse::<Priority>(),
+            Ok(Priority::Informational)
+        );
         assert!("severe".parse::<Priority>().is_err());
         assert!(Priority::Critical.at_least(Priority::Warning));
         assert!(!Priority::Notice.at_least(Priority::Warning));

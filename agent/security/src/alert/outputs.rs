@@ -190,10 +190,11 @@ impl HttpOutput {
                     message: format!("header name {k:?}: {e}"),
                 }
             })?;
-            let value = reqwest::header::HeaderValue::from_str(v).map_err(|e| OutputError::Setup {
-                output: name.clone(),
-                message: format!("header {k}: {e}"),
-            })?;
+            let value =
+                reqwest::header::HeaderValue::from_str(v).map_err(|e| OutputError::Setup {
+                    output: name.clone(),
+                    message: format!("header {k}: {e}"),
+                })?;
             headers.insert(key, value);
         }
         let client = reqwest::Client::builder()
@@ -231,7 +232,11 @@ impl HttpOutput {
     }
 }
 
-async fn post(client: &reqwest::Client, settings: &HttpSettings, line: String) -> Result<(), String> {
+async fn post(
+    client: &reqwest::Client,
+    settings: &HttpSettings,
+    line: String,
+) -> Result<(), String> {
     let mut delay = settings.retry_backoff;
     let mut attempt = 0;
     loop {
@@ -337,7 +342,10 @@ mod tests {
         let metrics = Arc::new(CountingMetrics::default());
         let mut outputs = Outputs::new(metrics.clone());
         outputs.push(Box::new(FileOutput::new(&path, false)));
-        outputs.push(Box::new(FileOutput::new(&dir.path().join("no/such/dir/x"), true)));
+        outputs.push(Box::new(FileOutput::new(
+            &dir.path().join("no/such/dir/x"),
+            true,
+        )));
         outputs.emit(&alert());
         outputs.emit(&alert());
         let text = std::fs::read_to_string(&path).unwrap();
@@ -345,7 +353,10 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(parsed["rule"], "R");
         // The broken output failed twice, counted; the good one was not affected.
-        assert_eq!(metrics.snapshot().output_errors[&("file".to_string(), "error")], 2);
+        assert_eq!(
+            metrics.snapshot().output_errors[&("file".to_string(), "error")],
+            2
+        );
 
         let mut w = WriterOutput::new("mem", Vec::new());
         w.emit("{}").unwrap();

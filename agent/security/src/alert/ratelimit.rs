@@ -30,7 +30,9 @@ struct Bucket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Emit; `suppressed_before` alerts of this rule were held back since the last one.
-    Allow { suppressed_before: u64 },
+    Allow {
+        suppressed_before: u64,
+    },
     Suppress,
 }
 
@@ -129,7 +131,13 @@ mod tests {
         let mut l = RateLimiter::new(None);
         let a: Arc<str> = Arc::from("a");
         let b: Arc<str> = Arc::from("b");
-        l.set_rule_limit("b", Some(RateLimit { rate: 0.0, burst: 1 }));
+        l.set_rule_limit(
+            "b",
+            Some(RateLimit {
+                rate: 0.0,
+                burst: 1,
+            }),
+        );
         for _ in 0..100 {
             assert!(matches!(l.allow(&a, 0), Decision::Allow { .. }));
         }

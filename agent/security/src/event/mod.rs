@@ -187,7 +187,9 @@ impl EventTypeSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = EventType> {
-        EventType::ALL.into_iter().filter(move |t| self.contains(*t))
+        EventType::ALL
+            .into_iter()
+            .filter(move |t| self.contains(*t))
     }
 }
 

@@ -46,10 +46,7 @@ impl EnumTable {
     }
 
     pub fn value(&self, name: &str) -> Option<i64> {
-        self.names
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(v, _)| *v)
+        self.names.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
     }
 }
 
@@ -481,8 +478,16 @@ mod tests {
         out.clear();
         render_open_flags((libc::O_RDWR | libc::O_TMPFILE) as u32, &mut out);
         assert_eq!(out, "O_RDWR|O_TMPFILE");
-        assert!(open_flag_bits("O_TRUNC").unwrap().matches(libc::O_TRUNC as u64));
-        assert!(!open_flag_bits("O_RDONLY").unwrap().matches(libc::O_RDWR as u64));
+        assert!(
+            open_flag_bits("O_TRUNC")
+                .unwrap()
+                .matches(libc::O_TRUNC as u64)
+        );
+        assert!(
+            !open_flag_bits("O_RDONLY")
+                .unwrap()
+                .matches(libc::O_RDWR as u64)
+        );
     }
 
     #[test]

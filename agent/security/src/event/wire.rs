@@ -18,8 +18,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{
     BootClock, BpfArgs, Event, EventArgs, EventType, ExecArgs, ExitArgs, ForkArgs, L4Proto,
-    ModuleArgs, MountArgs, OpenArgs, PtraceArgs, SetIdArgs, SetnsArgs, SocketArgs,
-    SocketFamily, UnshareArgs,
+    ModuleArgs, MountArgs, OpenArgs, PtraceArgs, SetIdArgs, SetnsArgs, SocketArgs, SocketFamily,
+    UnshareArgs,
 };
 
 /// `TASK_COMM_LEN`.
@@ -712,12 +712,20 @@ mod tests {
                     flags: 0,
                 }),
             ),
-            sample(EventType::Procexit, EventArgs::Exit(ExitArgs { status: 256 })),
+            sample(
+                EventType::Procexit,
+                EventArgs::Exit(ExitArgs { status: 256 }),
+            ),
         ];
         for event in events {
             let bytes = encode(&event, &clock);
             assert_eq!(bytes.len(), payload_size(event.event_type));
-            assert_eq!(decode(&bytes, &clock), Ok(event.clone()), "{:?}", event.event_type);
+            assert_eq!(
+                decode(&bytes, &clock),
+                Ok(event.clone()),
+                "{:?}",
+                event.event_type
+            );
             // A longer record (newer kernel side) still decodes.
             let mut longer = bytes.clone();
             longer.extend_from_slice(&[0; 16]);
@@ -777,7 +785,7 @@ mod tests {
 
     #[test]
     fn v4_mapped_peers_show_as_v4() {
-        let mapped = Ipv6Addr::from(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()).octets();
+        let mapped = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
         let addr = socket_addr(SocketFamily::Inet6, mapped, 443u16.to_be()).unwrap();
         assert_eq!(addr, "10.1.2.3:443".parse().unwrap());
     }

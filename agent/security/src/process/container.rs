@@ -26,10 +26,16 @@ fn container_id_of(component: &str) -> Option<String> {
     if stem.starts_with("crio-conmon-") {
         return None;
     }
-    let id = ["cri-containerd-", "crio-", "docker-", "libpod-", "containerd-"]
-        .iter()
-        .find_map(|p| stem.strip_prefix(p))
-        .unwrap_or(stem);
+    let id = [
+        "cri-containerd-",
+        "crio-",
+        "docker-",
+        "libpod-",
+        "containerd-",
+    ]
+    .iter()
+    .find_map(|p| stem.strip_prefix(p))
+    .unwrap_or(stem);
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
 
@@ -258,14 +264,20 @@ mod tests {
     #[test]
     fn container_ids_from_runtime_layouts() {
         for path in [
-            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/cri-containerd-{ID}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/cri-containerd-{ID}.scope"
+            ),
             format!("/kubepods/besteffort/pod11111111-2222-3333-4444-555555555555/{ID}"),
             format!("/system.slice/docker-{ID}.scope"),
             format!("/docker/{ID}"),
             format!("/machine.slice/libpod-{ID}.scope/container"),
             format!("/kubepods.slice/crio-{ID}.scope/nested/child"),
         ] {
-            assert_eq!(container_id_from_cgroup_path(&path).as_deref(), Some(ID), "{path}");
+            assert_eq!(
+                container_id_from_cgroup_path(&path).as_deref(),
+                Some(ID),
+                "{path}"
+            );
         }
         for path in [
             "/".to_string(),
@@ -306,13 +318,11 @@ mod tests {
     #[test]
     fn resolves_own_cgroup_through_proc() {
         let Some(path) = read_v2_cgroup_path(Path::new("/proc"), std::process::id()) else {
-            eprintln!("skipped: no cgroup v2 line in /proc/self/cgroup");
-            return;
+            return crate::skip_test("no cgroup v2 line in /proc/self/cgroup");
         };
         let mut resolver = CgroupResolver::new("/sys/fs/cgroup".into(), "/proc".into());
         let Some(id) = resolver.cgroup_id_of(&path) else {
-            eprintln!("skipped: cgroup v2 not mounted at /sys/fs/cgroup");
-            return;
+            return crate::skip_test("cgroup v2 is not mounted at /sys/fs/cgroup");
         };
         let expected = container_id_from_cgroup_path(&path).map(Arc::<str>::from);
         assert_eq!(resolver.resolve(id, std::process::id()), expected);

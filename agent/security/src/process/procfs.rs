@@ -84,7 +84,11 @@ impl ProcSource {
     pub fn pids(&self) -> io::Result<Vec<u32>> {
         let mut pids = Vec::new();
         for entry in std::fs::read_dir(&self.root)?.flatten() {
-            if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 pids.push(pid);
             }
         }
@@ -96,8 +100,8 @@ impl ProcSource {
     /// unreadable (kernel threads, permissions, a racing exit) and reads as empty/0.
     pub fn read(&self, pid: u32) -> Result<ProcSnapshot, ReadError> {
         let dir = self.root.join(pid.to_string());
-        let process = procfs::process::Process::new_with_root(dir.clone())
-            .map_err(|e| classify(pid, e))?;
+        let process =
+            procfs::process::Process::new_with_root(dir.clone()).map_err(|e| classify(pid, e))?;
         let stat = process.stat().map_err(|e| classify(pid, e))?;
         let status = process.status().ok();
         let (argv, argv_truncated) = read_cmdline(&dir.join("cmdline"));
@@ -113,7 +117,9 @@ impl ProcSource {
                 .find(|g| container_id_from_cgroup_path(&g.pathname).is_some());
             with_container.or(v2).map(|g| g.pathname.clone())
         });
-        let container_id = cgroup_path.as_deref().and_then(container_id_from_cgroup_path);
+        let container_id = cgroup_path
+            .as_deref()
+            .and_then(container_id_from_cgroup_path);
         let start_ticks = stat.starttime;
         let start_ns = self.boot_time_ns.saturating_add(
             (u128::from(start_ticks) * 1_000_000_000 / u128::from(self.ticks_per_second))
@@ -206,7 +212,10 @@ mod tests {
         assert_eq!(me.pid, std::process::id());
         assert_eq!(me.ppid, nix::unistd::getppid().as_raw() as u32);
         assert!(!me.argv.is_empty());
-        assert!(me.exe_path.ends_with(&*me.argv[0].rsplit('/').next().unwrap_or("")) || !me.exe_path.is_empty());
+        assert_eq!(
+            std::path::Path::new(&me.exe_path),
+            std::env::current_exe().unwrap()
+        );
         assert_eq!(me.uid, nix::unistd::geteuid().as_raw());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -396,7 +396,10 @@ impl<'d> Compiler<'d> {
     pub fn compile_macro(&mut self, name: &str) -> Result<Node, CompileError> {
         if let Some(done) = self.compiled.get(name) {
             return done.clone().map_err(|()| {
-                CompileError::at(0, format!("macro '{name}' has errors (reported with the macro)"))
+                CompileError::at(
+                    0,
+                    format!("macro '{name}' has errors (reported with the macro)"),
+                )
             });
         }
         let Some(expr) = self.defs.macros.get(name) else {
@@ -439,7 +442,10 @@ impl<'d> Compiler<'d> {
                     } else {
                         String::new()
                     };
-                    return Err(CompileError::at(*pos, format!("unknown macro '{name}'{hint}")));
+                    return Err(CompileError::at(
+                        *pos,
+                        format!("unknown macro '{name}'{hint}"),
+                    ));
                 }
                 match self.compile_macro(name) {
                     Ok(node) => node,
@@ -447,15 +453,14 @@ impl<'d> Compiler<'d> {
                         // Errors inside the macro are reported for the macro itself.
                         err.pos = *pos;
                         if !err.message.starts_with("macro '") {
-                            err.message = format!("macro '{name}' has errors (reported with the macro)");
+                            err.message =
+                                format!("macro '{name}' has errors (reported with the macro)");
                         }
                         return Err(err);
                     }
                 }
             }
-            Expr::Check {
-                field, op, rhs, ..
-            } => self.check(field, *op, rhs)?,
+            Expr::Check { field, op, rhs, .. } => self.check(field, *op, rhs)?,
         })
     }
 
@@ -649,7 +654,11 @@ fn parse_net(text: &str, field: &Field) -> Result<IpNet, String> {
         })
 }
 
-fn glob(pattern: &str, case_insensitive: bool, literal_separator: bool) -> Result<GlobMatcher, String> {
+fn glob(
+    pattern: &str,
+    case_insensitive: bool,
+    literal_separator: bool,
+) -> Result<GlobMatcher, String> {
     GlobBuilder::new(pattern)
         .literal_separator(literal_separator)
         .case_insensitive(case_insensitive)
@@ -671,7 +680,10 @@ fn operand(field: &Field, op: Op, values: &[String]) -> Result<Operand, String> 
             FieldType::Enum => "enumerated",
             FieldType::Str => "string",
         };
-        format!("operator '{op}' is not supported for {kind} field {}", field.name)
+        format!(
+            "operator '{op}' is not supported for {kind} field {}",
+            field.name
+        )
     };
     if op == Op::Exists {
         return Ok(Operand::Exists);
@@ -834,12 +846,15 @@ fn string_operand(field: &Field, op: Op, values: &[String]) -> Result<Operand, S
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.is_empty() || text.len() % 2 != 0 {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect()
 }
 

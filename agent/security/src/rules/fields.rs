@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crate::event::names::{self, FlagTable};
 use crate::event::{Event, EventArgs, EventType, SocketFamily};
-use crate::process::{ContainerInfo, ContainerMetadata, MAX_ANCESTORS, Process, ProcessTable, UserDb};
+use crate::process::{
+    ContainerInfo, ContainerMetadata, MAX_ANCESTORS, Process, ProcessTable, UserDb,
+};
 
 /// What a field's values are, which decides the operators it takes and how the right side
 /// of a comparison is read.
@@ -319,15 +321,30 @@ const SIMPLE: &[(&str, FieldKind)] = &[
     ("proc.ppid", FieldKind::Proc(ProcAttr::Ppid, Who::Current)),
     ("proc.name", FieldKind::Proc(ProcAttr::Name, Who::Current)),
     ("proc.exe", FieldKind::Proc(ProcAttr::Exe, Who::Current)),
-    ("proc.exepath", FieldKind::Proc(ProcAttr::ExePath, Who::Current)),
-    ("proc.cmdline", FieldKind::Proc(ProcAttr::Cmdline, Who::Current)),
+    (
+        "proc.exepath",
+        FieldKind::Proc(ProcAttr::ExePath, Who::Current),
+    ),
+    (
+        "proc.cmdline",
+        FieldKind::Proc(ProcAttr::Cmdline, Who::Current),
+    ),
     ("proc.args", FieldKind::Proc(ProcAttr::Args, Who::Current)),
-    ("proc.cmdnargs", FieldKind::Proc(ProcAttr::Cmdnargs, Who::Current)),
+    (
+        "proc.cmdnargs",
+        FieldKind::Proc(ProcAttr::Cmdnargs, Who::Current),
+    ),
     ("proc.tty", FieldKind::Proc(ProcAttr::Tty, Who::Current)),
     ("proc.pname", FieldKind::Proc(ProcAttr::Name, Who::Parent)),
     ("proc.pexe", FieldKind::Proc(ProcAttr::Exe, Who::Parent)),
-    ("proc.pexepath", FieldKind::Proc(ProcAttr::ExePath, Who::Parent)),
-    ("proc.pcmdline", FieldKind::Proc(ProcAttr::Cmdline, Who::Parent)),
+    (
+        "proc.pexepath",
+        FieldKind::Proc(ProcAttr::ExePath, Who::Parent),
+    ),
+    (
+        "proc.pcmdline",
+        FieldKind::Proc(ProcAttr::Cmdline, Who::Parent),
+    ),
     ("proc.duration", FieldKind::ProcDuration),
     ("proc.is_exe_from_memfd", FieldKind::ProcIsExeFromMemfd),
     ("thread.tid", FieldKind::ThreadTid),
@@ -342,7 +359,10 @@ const SIMPLE: &[(&str, FieldKind)] = &[
     ("container.full_id", FieldKind::ContainerFullId),
     ("container.name", FieldKind::ContainerName),
     ("container.image", FieldKind::ContainerImage),
-    ("container.image.repository", FieldKind::ContainerImageRepository),
+    (
+        "container.image.repository",
+        FieldKind::ContainerImageRepository,
+    ),
     ("container.image.tag", FieldKind::ContainerImageTag),
     ("container.image.digest", FieldKind::ContainerImageDigest),
     ("container.privileged", FieldKind::ContainerPrivileged),
@@ -455,7 +475,11 @@ impl Field {
                     Some((_, a)) => Ok(FieldKind::EvtArg(*a, raw)),
                     None => Err(FieldError::Invalid(format!(
                         "'{name}': no captured syscall has an argument '{arg_name}' (known: {})",
-                        ARG_NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        ARG_NAMES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))),
                 };
             }
@@ -499,11 +523,11 @@ impl Field {
                 let Some(p) = ctx.process else {
                     return false;
                 };
-                ctx.table
-                    .ancestors(p.pid)
-                    .any(|a| f(&proc_attr(a, *attr)))
+                ctx.table.ancestors(p.pid).any(|a| f(&proc_attr(a, *attr)))
             }
-            FieldKind::FdIp(Side::Any) | FieldKind::FdPort(Side::Any) | FieldKind::FdNet(Side::Any) => {
+            FieldKind::FdIp(Side::Any)
+            | FieldKind::FdPort(Side::Any)
+            | FieldKind::FdNet(Side::Any) => {
                 let Some((client, server)) = ctx.endpoints() else {
                     return false;
                 };
@@ -525,15 +549,17 @@ impl Field {
         match &self.kind {
             FieldKind::Proc(attr, Who::AnyAncestor) => {
                 let p = ctx.process?;
-                ctx.table.ancestors(p.pid).next().map(|a| proc_attr(a, *attr))
+                ctx.table
+                    .ancestors(p.pid)
+                    .next()
+                    .map(|a| proc_attr(a, *attr))
             }
             // Outputs print the server end, the remote end of a connect.
             FieldKind::FdIp(Side::Any) => ctx.endpoints()?.1.map(|a| Value::Ip(a.ip())),
             FieldKind::FdNet(Side::Any) => ctx.endpoints()?.1.map(|a| Value::Ip(a.ip())),
-            FieldKind::FdPort(Side::Any) => ctx
-                .endpoints()?
-                .1
-                .map(|a| Value::Int(i64::from(a.port()))),
+            FieldKind::FdPort(Side::Any) => {
+                ctx.endpoints()?.1.map(|a| Value::Int(i64::from(a.port())))
+            }
             _ => self.extract(ctx),
         }
     }
@@ -749,9 +775,10 @@ fn arg_value<'c>(ctx: &'c EvalCtx<'_>, arg: Arg, raw: bool) -> Option<Value<'c>>
         (EventArgs::Socket(s), Arg::Fd) => int(i64::from(s.fd)),
         (EventArgs::Socket(_), Arg::Tuple) => Some(Value::Str(ctx.fd_name()?)),
         (EventArgs::Ptrace(p), Arg::Request) if raw => int(p.request),
-        (EventArgs::Ptrace(p), Arg::Request) => {
-            Some(Value::Enum(p.request, names::PTRACE_REQUESTS.name(p.request)))
-        }
+        (EventArgs::Ptrace(p), Arg::Request) => Some(Value::Enum(
+            p.request,
+            names::PTRACE_REQUESTS.name(p.request),
+        )),
         (EventArgs::Ptrace(p), Arg::Pid) => int(i64::from(p.target_pid)),
         (EventArgs::Module(m), Arg::Fd) => int(i64::from(m.fd)),
         (EventArgs::Module(m), Arg::Uargs) => Some(Value::Str(&m.params)),
@@ -788,18 +815,34 @@ fn arg_value<'c>(ctx: &'c EvalCtx<'_>, arg: Arg, raw: bool) -> Option<Value<'c>>
 }
 
 fn is_uid_call(t: EventType) -> bool {
-    matches!(t, EventType::Setuid | EventType::Setreuid | EventType::Setresuid)
+    matches!(
+        t,
+        EventType::Setuid | EventType::Setreuid | EventType::Setresuid
+    )
 }
 
 /// `evt.args`: `name=value` pairs of the event's arguments.
 fn render_args(ctx: &EvalCtx<'_>) -> String {
     let names: &[(&str, Arg)] = match &ctx.event.args {
-        EventArgs::Exec(_) => &[("filename", Arg::Filename), ("exepath", Arg::ExePath), ("tty", Arg::Tty)],
-        EventArgs::Open(_) => &[("name", Arg::Name), ("flags", Arg::Flags), ("mode", Arg::Mode)],
+        EventArgs::Exec(_) => &[
+            ("filename", Arg::Filename),
+            ("exepath", Arg::ExePath),
+            ("tty", Arg::Tty),
+        ],
+        EventArgs::Open(_) => &[
+            ("name", Arg::Name),
+            ("flags", Arg::Flags),
+            ("mode", Arg::Mode),
+        ],
         EventArgs::Socket(_) => &[("fd", Arg::Fd), ("tuple", Arg::Tuple)],
         EventArgs::Ptrace(_) => &[("request", Arg::Request), ("pid", Arg::Pid)],
         EventArgs::Module(_) => &[("fd", Arg::Fd), ("name", Arg::Name), ("uargs", Arg::Uargs)],
-        EventArgs::Mount(_) => &[("dev", Arg::Dev), ("dir", Arg::Dir), ("type", Arg::Type), ("flags", Arg::Flags)],
+        EventArgs::Mount(_) => &[
+            ("dev", Arg::Dev),
+            ("dir", Arg::Dir),
+            ("type", Arg::Type),
+            ("flags", Arg::Flags),
+        ],
         EventArgs::SetId(_) => &[("uid", Arg::Uid), ("gid", Arg::Gid)],
         EventArgs::Bpf(_) => &[("cmd", Arg::Cmd), ("name", Arg::Name)],
         EventArgs::Unshare(_) | EventArgs::Fork(_) => &[("flags", Arg::Flags)],
@@ -967,7 +1010,9 @@ mod tests {
             FieldKind::K8sPodLabel("app".into())
         );
         assert_eq!(
-            Field::resolve("k8s.pod.label", Some("app.kubernetes.io/name")).unwrap().kind,
+            Field::resolve("k8s.pod.label", Some("app.kubernetes.io/name"))
+                .unwrap()
+                .kind,
             FieldKind::K8sPodLabel("app.kubernetes.io/name".into())
         );
         assert_eq!(
@@ -975,7 +1020,9 @@ mod tests {
             FieldType::Flags
         );
         assert_eq!(
-            Field::resolve("evt.rawarg.flags", None).unwrap().field_type(),
+            Field::resolve("evt.rawarg.flags", None)
+                .unwrap()
+                .field_type(),
             FieldType::Int
         );
         assert_eq!(
@@ -989,7 +1036,12 @@ mod tests {
         assert!(Field::resolve("proc.aname", Some("x")).is_err());
         assert!(Field::resolve("proc.aname", Some("1000")).is_err());
         assert!(Field::resolve("proc.name", Some("1")).is_err());
-        assert!(Field::resolve("evt.arg.nonsense", None).unwrap_err().message().contains("no captured syscall"));
+        assert!(
+            Field::resolve("evt.arg.nonsense", None)
+                .unwrap_err()
+                .message()
+                .contains("no captured syscall")
+        );
         assert!(Field::resolve("k8s.pod.label", None).is_err());
         assert!(field_names().contains(&"proc.aname"));
     }

@@ -317,7 +317,10 @@ impl Loader {
                 Ok(Yaml::Sequence(seq)) => items.extend(seq),
                 Ok(_) => {
                     self.error(
-                        &Location { file: file.clone(), line: None },
+                        &Location {
+                            file: file.clone(),
+                            line: None,
+                        },
                         ItemKind::Item,
                         None,
                         "a rules file is a YAML list of items (- rule:, - macro:, - list:)"
@@ -328,10 +331,22 @@ impl Loader {
                 Err(err) => {
                     let line = err.location().map(|l| l.line());
                     let message = match err.location() {
-                        Some(l) => format!("invalid YAML at line {} column {}: {err}", l.line(), l.column()),
+                        Some(l) => format!(
+                            "invalid YAML at line {} column {}: {err}",
+                            l.line(),
+                            l.column()
+                        ),
                         None => format!("invalid YAML: {err}"),
                     };
-                    self.error(&Location { file: file.clone(), line }, ItemKind::Item, None, message);
+                    self.error(
+                        &Location {
+                            file: file.clone(),
+                            line,
+                        },
+                        ItemKind::Item,
+                        None,
+                        message,
+                    );
                     return;
                 }
             }
@@ -340,11 +355,20 @@ impl Loader {
         for (i, item) in items.into_iter().enumerate() {
             let loc = Location {
                 file: file.clone(),
-                line: if use_lines { lines.get(i).copied() } else { None },
+                line: if use_lines {
+                    lines.get(i).copied()
+                } else {
+                    None
+                },
             };
             self.items += 1;
             if self.items > MAX_ITEMS {
-                self.error(&loc, ItemKind::Item, None, format!("more than {MAX_ITEMS} items; the rest is ignored"));
+                self.error(
+                    &loc,
+                    ItemKind::Item,
+                    None,
+                    format!("more than {MAX_ITEMS} items; the rest is ignored"),
+                );
                 return;
             }
             self.item(item, loc);
@@ -353,7 +377,12 @@ impl Loader {
 
     fn item(&mut self, item: Yaml, loc: Location) {
         let Yaml::Mapping(map) = item else {
-            self.error(&loc, ItemKind::Item, None, "each item must be a mapping (- rule: …, - macro: …, - list: …)".to_string());
+            self.error(
+                &loc,
+                ItemKind::Item,
+                None,
+                "each item must be a mapping (- rule: …, - macro: …, - list: …)".to_string(),
+            );
             return;
         };
         if key(&map, "rule").is_some() {
@@ -381,22 +410,44 @@ impl Loader {
     }
 
     /// The item's name, or an error.
-    fn name(&mut self, map: &serde_yaml_ng::Mapping, kind: ItemKind, loc: &Location) -> Option<String> {
+    fn name(
+        &mut self,
+        map: &serde_yaml_ng::Mapping,
+        kind: ItemKind,
+        loc: &Location,
+    ) -> Option<String> {
         let key_name = kind.to_string();
         match key(map, &key_name).and_then(scalar) {
             Some(name) if !name.trim().is_empty() => Some(name),
             _ => {
-                self.error(loc, kind, None, format!("'{key_name}' must be a non-empty string"));
+                self.error(
+                    loc,
+                    kind,
+                    None,
+                    format!("'{key_name}' must be a non-empty string"),
+                );
                 None
             }
         }
     }
 
-    fn check_keys(&mut self, map: &serde_yaml_ng::Mapping, allowed: &[&str], kind: ItemKind, name: &str, loc: &Location) {
+    fn check_keys(
+        &mut self,
+        map: &serde_yaml_ng::Mapping,
+        allowed: &[&str],
+        kind: ItemKind,
+        name: &str,
+        loc: &Location,
+    ) {
         for k in map.keys() {
             let k = scalar(k).unwrap_or_default();
             if !allowed.contains(&k.as_str()) {
-                self.warn(loc, kind, Some(name), format!("unknown key '{k}' is ignored"));
+                self.warn(
+                    loc,
+                    kind,
+                    Some(name),
+                    format!("unknown key '{k}' is ignored"),
+                );
             }
         }
     }
@@ -416,19 +467,38 @@ impl Loader {
             None => false,
             Some(Yaml::Bool(b)) => *b,
             Some(_) => {
-                self.error(loc, kind, Some(name), "'append' must be true or false".to_string());
+                self.error(
+                    loc,
+                    kind,
+                    Some(name),
+                    "'append' must be true or false".to_string(),
+                );
                 return None;
             }
         };
         let Some(over) = key(map, "override") else {
-            return Some(if append { Change::Append } else { Change::Define });
+            return Some(if append {
+                Change::Append
+            } else {
+                Change::Define
+            });
         };
         if append {
-            self.error(loc, kind, Some(name), "'append' and 'override' cannot be used together".to_string());
+            self.error(
+                loc,
+                kind,
+                Some(name),
+                "'append' and 'override' cannot be used together".to_string(),
+            );
             return None;
         }
         let Yaml::Mapping(over) = over else {
-            self.error(loc, kind, Some(name), "'override' must map keys to append or replace".to_string());
+            self.error(
+                loc,
+                kind,
+                Some(name),
+                "'override' must map keys to append or replace".to_string(),
+            );
             return None;
         };
         let mut keys = Vec::new();
@@ -438,7 +508,12 @@ impl Loader {
                 Some("append") => true,
                 Some("replace") => false,
                 _ => {
-                    self.error(loc, kind, Some(name), format!("override of '{k}' must be 'append' or 'replace'"));
+                    self.error(
+                        loc,
+                        kind,
+                        Some(name),
+                        format!("override of '{k}' must be 'append' or 'replace'"),
+                    );
                     return None;
                 }
             };
@@ -454,7 +529,12 @@ impl Loader {
                 return None;
             }
             if key(map, &k).is_none() {
-                self.error(loc, kind, Some(name), format!("override names '{k}', but the item has no '{k}'"));
+                self.error(
+                    loc,
+                    kind,
+                    Some(name),
+                    format!("override names '{k}', but the item has no '{k}'"),
+                );
                 return None;
             }
             keys.push((k, is_append));
@@ -487,7 +567,12 @@ impl Loader {
                     match scalar(v) {
                         Some(s) => items.push(parser::parse_list_item(&s)),
                         None => {
-                            self.error(&loc, ItemKind::List, Some(&name), "list items must be strings or numbers".to_string());
+                            self.error(
+                                &loc,
+                                ItemKind::List,
+                                Some(&name),
+                                "list items must be strings or numbers".to_string(),
+                            );
                             return;
                         }
                     }
@@ -496,15 +581,26 @@ impl Loader {
             }
             Some(Yaml::Null) => Vec::new(),
             Some(_) => {
-                self.error(&loc, ItemKind::List, Some(&name), "'items' must be a list".to_string());
+                self.error(
+                    &loc,
+                    ItemKind::List,
+                    Some(&name),
+                    "'items' must be a list".to_string(),
+                );
                 return;
             }
             None => {
-                self.error(&loc, ItemKind::List, Some(&name), "missing 'items'".to_string());
+                self.error(
+                    &loc,
+                    ItemKind::List,
+                    Some(&name),
+                    "missing 'items'".to_string(),
+                );
                 return;
             }
         };
-        let Some(change) = self.change(map, ItemKind::List, &name, &loc, &["items"], &["items"]) else {
+        let Some(change) = self.change(map, ItemKind::List, &name, &loc, &["items"], &["items"])
+        else {
             return;
         };
         let append = match change {
@@ -516,7 +612,12 @@ impl Loader {
             Change::Override(keys) => keys.iter().any(|(_, a)| *a),
         };
         let Some(existing) = self.lists.get_mut(&name) else {
-            self.error(&loc, ItemKind::List, Some(&name), "appends or overrides a list that is not defined before it".to_string());
+            self.error(
+                &loc,
+                ItemKind::List,
+                Some(&name),
+                "appends or overrides a list that is not defined before it".to_string(),
+            );
             return;
         };
         if append {
@@ -531,15 +632,32 @@ impl Loader {
             return;
         };
         if name.contains('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            self.error(&loc, ItemKind::Macro, Some(&name), "macro names are letters, digits and '_' (no dots)".to_string());
+            self.error(
+                &loc,
+                ItemKind::Macro,
+                Some(&name),
+                "macro names are letters, digits and '_' (no dots)".to_string(),
+            );
             return;
         }
         self.check_keys(map, MACRO_KEYS, ItemKind::Macro, &name, &loc);
         let Some(condition) = key(map, "condition").and_then(scalar) else {
-            self.error(&loc, ItemKind::Macro, Some(&name), "missing 'condition' (a string)".to_string());
+            self.error(
+                &loc,
+                ItemKind::Macro,
+                Some(&name),
+                "missing 'condition' (a string)".to_string(),
+            );
             return;
         };
-        let Some(change) = self.change(map, ItemKind::Macro, &name, &loc, &["condition"], &["condition"]) else {
+        let Some(change) = self.change(
+            map,
+            ItemKind::Macro,
+            &name,
+            &loc,
+            &["condition"],
+            &["condition"],
+        ) else {
             return;
         };
         let append = match change {
@@ -551,7 +669,12 @@ impl Loader {
             Change::Override(keys) => keys.iter().any(|(_, a)| *a),
         };
         let Some(existing) = self.macros.get_mut(&name) else {
-            self.error(&loc, ItemKind::Macro, Some(&name), "appends or overrides a macro that is not defined before it".to_string());
+            self.error(
+                &loc,
+                ItemKind::Macro,
+                Some(&name),
+                "appends or overrides a macro that is not defined before it".to_string(),
+            );
             return;
         };
         if append {
@@ -571,7 +694,12 @@ impl Loader {
             None => None,
             Some(Yaml::Bool(b)) => Some(*b),
             Some(_) => {
-                self.error(&loc, ItemKind::Rule, Some(&name), "'enabled' must be true or false".to_string());
+                self.error(
+                    &loc,
+                    ItemKind::Rule,
+                    Some(&name),
+                    "'enabled' must be true or false".to_string(),
+                );
                 return;
             }
         };
@@ -594,7 +722,12 @@ impl Loader {
             None => None,
             Some(Yaml::Sequence(seq)) => Some(seq.iter().filter_map(scalar).collect::<Vec<_>>()),
             Some(_) => {
-                self.error(&loc, ItemKind::Rule, Some(&name), "'tags' must be a list".to_string());
+                self.error(
+                    &loc,
+                    ItemKind::Rule,
+                    Some(&name),
+                    "'tags' must be a list".to_string(),
+                );
                 return;
             }
         };
@@ -602,7 +735,12 @@ impl Loader {
             None => Some(default),
             Some(Yaml::Bool(b)) => Some(*b),
             Some(_) => {
-                this.error(&loc, ItemKind::Rule, Some(&name), format!("'{k}' must be true or false"));
+                this.error(
+                    &loc,
+                    ItemKind::Rule,
+                    Some(&name),
+                    format!("'{k}' must be true or false"),
+                );
                 None
             }
         };
@@ -616,11 +754,18 @@ impl Loader {
             return;
         };
         // The legacy toggle: `- rule: X` with only `enabled:`.
-        let only_enabled = map.keys().all(|k| matches!(scalar(k).as_deref(), Some("rule" | "enabled")));
+        let only_enabled = map
+            .keys()
+            .all(|k| matches!(scalar(k).as_deref(), Some("rule" | "enabled")));
         if only_enabled && enabled.is_some() {
             match self.rules.get_mut(&name) {
                 Some(rule) => rule.enabled = enabled.unwrap_or(rule.enabled),
-                None => self.error(&loc, ItemKind::Rule, Some(&name), "sets 'enabled' of a rule that is not defined before it".to_string()),
+                None => self.error(
+                    &loc,
+                    ItemKind::Rule,
+                    Some(&name),
+                    "sets 'enabled' of a rule that is not defined before it".to_string(),
+                ),
             }
             return;
         }
@@ -653,20 +798,40 @@ impl Loader {
                     }
                 }
                 if !missing.is_empty() {
-                    self.error(&loc, ItemKind::Rule, Some(&name), format!("missing {}", missing.join(", ")));
+                    self.error(
+                        &loc,
+                        ItemKind::Rule,
+                        Some(&name),
+                        format!("missing {}", missing.join(", ")),
+                    );
                     return;
                 }
                 let (Some(condition), Some(output)) = (text("condition"), text("output")) else {
-                    self.error(&loc, ItemKind::Rule, Some(&name), "'condition' and 'output' must be strings".to_string());
+                    self.error(
+                        &loc,
+                        ItemKind::Rule,
+                        Some(&name),
+                        "'condition' and 'output' must be strings".to_string(),
+                    );
                     return;
                 };
                 if let Some(dup) = first_duplicate(&exceptions) {
-                    self.error(&loc, ItemKind::Rule, Some(&name), format!("exception '{dup}' is defined twice"));
+                    self.error(
+                        &loc,
+                        ItemKind::Rule,
+                        Some(&name),
+                        format!("exception '{dup}' is defined twice"),
+                    );
                     return;
                 }
                 for ex in &exceptions {
                     if ex.fields.is_none() {
-                        self.error(&loc, ItemKind::Rule, Some(&name), format!("exception '{}' has no 'fields'", ex.name));
+                        self.error(
+                            &loc,
+                            ItemKind::Rule,
+                            Some(&name),
+                            format!("exception '{}' has no 'fields'", ex.name),
+                        );
                         return;
                     }
                 }
@@ -701,7 +866,12 @@ impl Loader {
                     }
                 }
                 let Some(rule) = self.rules.get_mut(&name) else {
-                    self.error(&loc, ItemKind::Rule, Some(&name), "appends to a rule that is not defined before it".to_string());
+                    self.error(
+                        &loc,
+                        ItemKind::Rule,
+                        Some(&name),
+                        "appends to a rule that is not defined before it".to_string(),
+                    );
                     return;
                 };
                 if let Some(c) = text("condition") {
@@ -716,27 +886,51 @@ impl Loader {
             }
             Change::Override(keys) => {
                 let Some(rule) = self.rules.get_mut(&name) else {
-                    self.error(&loc, ItemKind::Rule, Some(&name), "overrides a rule that is not defined before it".to_string());
+                    self.error(
+                        &loc,
+                        ItemKind::Rule,
+                        Some(&name),
+                        "overrides a rule that is not defined before it".to_string(),
+                    );
                     return;
                 };
                 let mut failure = None;
                 let mut exceptions = Some(exceptions);
                 for (k, append) in keys {
                     match (k.as_str(), append) {
-                        ("condition", true) => rule.condition = format!("{} {}", rule.condition, text("condition").unwrap_or_default()),
-                        ("condition", false) => rule.condition = text("condition").unwrap_or_default(),
-                        ("output", true) => rule.output = format!("{} {}", rule.output, text("output").unwrap_or_default()),
+                        ("condition", true) => {
+                            rule.condition = format!(
+                                "{} {}",
+                                rule.condition,
+                                text("condition").unwrap_or_default()
+                            )
+                        }
+                        ("condition", false) => {
+                            rule.condition = text("condition").unwrap_or_default()
+                        }
+                        ("output", true) => {
+                            rule.output =
+                                format!("{} {}", rule.output, text("output").unwrap_or_default())
+                        }
                         ("output", false) => rule.output = text("output").unwrap_or_default(),
-                        ("desc", true) => rule.desc = format!("{} {}", rule.desc, text("desc").unwrap_or_default()),
+                        ("desc", true) => {
+                            rule.desc =
+                                format!("{} {}", rule.desc, text("desc").unwrap_or_default())
+                        }
                         ("desc", false) => rule.desc = text("desc").unwrap_or_default(),
                         ("tags", true) => rule.tags.extend(tags.clone().unwrap_or_default()),
                         ("tags", false) => rule.tags = tags.clone().unwrap_or_default(),
                         ("priority", _) => rule.priority = priority.unwrap_or(rule.priority),
                         ("enabled", _) => rule.enabled = enabled.unwrap_or(rule.enabled),
                         ("warn_evttypes", _) => rule.warn_evttypes = warn_evttypes,
-                        ("skip-if-unknown-filter", _) => rule.skip_if_unknown_filter = skip_if_unknown_filter,
+                        ("skip-if-unknown-filter", _) => {
+                            rule.skip_if_unknown_filter = skip_if_unknown_filter
+                        }
                         ("exceptions", true) => {
-                            if let Err(m) = merge_exceptions(&mut rule.exceptions, exceptions.take().unwrap_or_default()) {
+                            if let Err(m) = merge_exceptions(
+                                &mut rule.exceptions,
+                                exceptions.take().unwrap_or_default(),
+                            ) {
                                 failure = Some(m);
                             }
                         }
@@ -760,35 +954,59 @@ impl Loader {
         }
     }
 
-    fn exceptions(&mut self, map: &serde_yaml_ng::Mapping, rule: &str, loc: &Location) -> Option<Vec<ExceptionDef>> {
+    fn exceptions(
+        &mut self,
+        map: &serde_yaml_ng::Mapping,
+        rule: &str,
+        loc: &Location,
+    ) -> Option<Vec<ExceptionDef>> {
         let seq = match key(map, "exceptions") {
             None | Some(Yaml::Null) => return Some(Vec::new()),
             Some(Yaml::Sequence(seq)) => seq,
             Some(_) => {
-                self.error(loc, ItemKind::Rule, Some(rule), "'exceptions' must be a list".to_string());
+                self.error(
+                    loc,
+                    ItemKind::Rule,
+                    Some(rule),
+                    "'exceptions' must be a list".to_string(),
+                );
                 return None;
             }
         };
         let mut out = Vec::with_capacity(seq.len());
         for ex in seq {
             let Yaml::Mapping(ex) = ex else {
-                self.error(loc, ItemKind::Rule, Some(rule), "each exception must be a mapping with 'name'".to_string());
+                self.error(
+                    loc,
+                    ItemKind::Rule,
+                    Some(rule),
+                    "each exception must be a mapping with 'name'".to_string(),
+                );
                 return None;
             };
             let Some(name) = key(ex, "name").and_then(scalar) else {
-                self.error(loc, ItemKind::Rule, Some(rule), "an exception has no 'name'".to_string());
+                self.error(
+                    loc,
+                    ItemKind::Rule,
+                    Some(rule),
+                    "an exception has no 'name'".to_string(),
+                );
                 return None;
             };
             let fields = match key(ex, "fields") {
                 None => None,
-                Some(Yaml::Sequence(s)) => Some(ExFields::Many(s.iter().filter_map(scalar).collect())),
-                Some(v) => match scalar(v) {
-                    Some(f) => Some(ExFields::One(f)),
-                    None => {
-                        self.error(loc, ItemKind::Rule, Some(rule), format!("exception '{name}': 'fields' must be a field or a list of fields"));
-                        return None;
+                Some(Yaml::Sequence(s)) => {
+                    Some(ExFields::Many(s.iter().filter_map(scalar).collect()))
+                }
+                Some(v) => {
+                    match scalar(v) {
+                        Some(f) => Some(ExFields::One(f)),
+                        None => {
+                            self.error(loc, ItemKind::Rule, Some(rule), format!("exception '{name}': 'fields' must be a field or a list of fields"));
+                            return None;
+                        }
                     }
-                },
+                }
             };
             let comps = match key(ex, "comps") {
                 None => None,
@@ -799,17 +1017,32 @@ impl Loader {
                 None | Some(Yaml::Null) => Vec::new(),
                 Some(Yaml::Sequence(s)) => s.clone(),
                 Some(_) => {
-                    self.error(loc, ItemKind::Rule, Some(rule), format!("exception '{name}': 'values' must be a list"));
+                    self.error(
+                        loc,
+                        ItemKind::Rule,
+                        Some(rule),
+                        format!("exception '{name}': 'values' must be a list"),
+                    );
                     return None;
                 }
             };
             for k in ex.keys() {
                 let k = scalar(k).unwrap_or_default();
                 if !matches!(k.as_str(), "name" | "fields" | "comps" | "values") {
-                    self.warn(loc, ItemKind::Rule, Some(rule), format!("exception '{name}': unknown key '{k}' is ignored"));
+                    self.warn(
+                        loc,
+                        ItemKind::Rule,
+                        Some(rule),
+                        format!("exception '{name}': unknown key '{k}' is ignored"),
+                    );
                 }
             }
-            out.push(ExceptionDef { name, fields, comps, values });
+            out.push(ExceptionDef {
+                name,
+                fields,
+                comps,
+                values,
+            });
         }
         Some(out)
     }
@@ -840,12 +1073,19 @@ impl Loader {
                     kind: ItemKind::Macro,
                     name: Some(name.clone()),
                     message: e.message,
-                    excerpt: Some(Excerpt { what: "condition".into(), text: def.condition.clone(), pos: e.pos }),
+                    excerpt: Some(Excerpt {
+                        what: "condition".into(),
+                        text: def.condition.clone(),
+                        pos: e.pos,
+                    }),
                 }),
             }
         }
         self.errors.extend(macro_errors);
-        let mut compiler = Compiler::new(Definitions { macros: &macro_asts, lists: &lists });
+        let mut compiler = Compiler::new(Definitions {
+            macros: &macro_asts,
+            lists: &lists,
+        });
         // Macros on their own first, so that an error is reported once, for the macro.
         for (name, def) in &self.macros.items {
             if !macro_asts.contains_key(name) {
@@ -860,7 +1100,11 @@ impl Loader {
                     kind: ItemKind::Macro,
                     name: Some(name.clone()),
                     message: e.message,
-                    excerpt: Some(Excerpt { what: "condition".into(), text: def.condition.clone(), pos: e.pos }),
+                    excerpt: Some(Excerpt {
+                        what: "condition".into(),
+                        text: def.condition.clone(),
+                        pos: e.pos,
+                    }),
                 });
             }
         }
@@ -872,7 +1116,10 @@ impl Loader {
                     location: def.loc.clone(),
                     kind: ItemKind::Rule,
                     name: Some(name.clone()),
-                    message: format!("source '{}' is not captured by node-agent; the rule is skipped", def.source),
+                    message: format!(
+                        "source '{}' is not captured by node-agent; the rule is skipped",
+                        def.source
+                    ),
                     excerpt: None,
                 });
                 continue;
@@ -885,7 +1132,10 @@ impl Loader {
         }
         for w in compiler.warnings.drain(..) {
             self.warnings.push(LoadError {
-                location: Location { file: Arc::from("rules"), line: None },
+                location: Location {
+                    file: Arc::from("rules"),
+                    line: None,
+                },
                 kind: ItemKind::Item,
                 name: None,
                 message: w,
@@ -898,15 +1148,27 @@ impl Loader {
         Ok(RuleSet::new(rules, self.warnings))
     }
 
-    fn compile_rule(&mut self, compiler: &mut Compiler<'_>, name: &str, def: &RuleDef) -> Result<Option<Rule>, LoadError> {
+    // Load-time only, once per rule: the error's size does not matter.
+    #[allow(clippy::result_large_err)]
+    fn compile_rule(
+        &mut self,
+        compiler: &mut Compiler<'_>,
+        name: &str,
+        def: &RuleDef,
+    ) -> Result<Option<Rule>, LoadError> {
         let error = |what: &str, text: &str, message: String, pos: usize| LoadError {
             location: def.loc.clone(),
             kind: ItemKind::Rule,
             name: Some(name.to_string()),
             message,
-            excerpt: Some(Excerpt { what: what.to_string(), text: text.to_string(), pos }),
+            excerpt: Some(Excerpt {
+                what: what.to_string(),
+                text: text.to_string(),
+                pos,
+            }),
         };
-        let expr = parser::parse(&def.condition).map_err(|e| error("condition", &def.condition, e.message, e.pos))?;
+        let expr = parser::parse(&def.condition)
+            .map_err(|e| error("condition", &def.condition, e.message, e.pos))?;
         let mut condition = match compiler.compile(&expr) {
             Ok(node) => node,
             Err(e) if e.unknown_field && def.skip_if_unknown_filter => {
@@ -941,7 +1203,8 @@ impl Loader {
                 condition = Node::And(Box::new([condition, Node::Not(Box::new(node))]));
             }
         }
-        let output = OutputTemplate::parse(&def.output).map_err(|e| error("output", &def.output, e.message, e.pos))?;
+        let output = OutputTemplate::parse(&def.output)
+            .map_err(|e| error("output", &def.output, e.message, e.pos))?;
         let event_types = condition.event_types().0;
         if event_types.is_empty() {
             self.warnings.push(LoadError {
@@ -1019,7 +1282,12 @@ impl Loader {
             expand(&name, &self.lists, &mut done, &mut stack, &mut cycles);
         }
         for (cycle, loc) in cycles {
-            self.error(&loc, ItemKind::List, None, format!("lists refer to each other in a loop ({cycle})"));
+            self.error(
+                &loc,
+                ItemKind::List,
+                None,
+                format!("lists refer to each other in a loop ({cycle})"),
+            );
         }
         done
     }
@@ -1039,7 +1307,10 @@ fn first_duplicate(exceptions: &[ExceptionDef]) -> Option<&str> {
 }
 
 /// Appended exceptions: values of an existing name are added; a new name needs fields.
-fn merge_exceptions(existing: &mut Vec<ExceptionDef>, new: Vec<ExceptionDef>) -> Result<(), String> {
+fn merge_exceptions(
+    existing: &mut Vec<ExceptionDef>,
+    new: Vec<ExceptionDef>,
+) -> Result<(), String> {
     for ex in new {
         match existing.iter_mut().find(|e| e.name == ex.name) {
             Some(old) => {
@@ -1053,7 +1324,10 @@ fn merge_exceptions(existing: &mut Vec<ExceptionDef>, new: Vec<ExceptionDef>) ->
             }
             None => {
                 if ex.fields.is_none() {
-                    return Err(format!("exception '{}' is new and has no 'fields'", ex.name));
+                    return Err(format!(
+                        "exception '{}' is new and has no 'fields'",
+                        ex.name
+                    ));
                 }
                 existing.push(ex);
             }
@@ -1063,7 +1337,11 @@ fn merge_exceptions(existing: &mut Vec<ExceptionDef>, new: Vec<ExceptionDef>) ->
 }
 
 fn literal(text: String) -> Literal {
-    Literal { text, quoted: false, pos: 0 }
+    Literal {
+        text,
+        quoted: false,
+        pos: 0,
+    }
 }
 
 fn field_ref(name: &str) -> FieldRef {
@@ -1071,7 +1349,11 @@ fn field_ref(name: &str) -> FieldRef {
         Some((n, rest)) => (n, rest.strip_suffix(']').map(str::to_string)),
         None => (name, None),
     };
-    FieldRef { name: name.to_string(), arg, pos: 0 }
+    FieldRef {
+        name: name.to_string(),
+        arg,
+        pos: 0,
+    }
 }
 
 /// An exception as a condition: `(f1 c1 v1 and f2 c2 v2) or (…)` (the rule's condition
@@ -1080,14 +1362,24 @@ fn exception_expr(ex: &ExceptionDef) -> Result<Option<Expr>, String> {
     if ex.values.is_empty() {
         return Ok(None);
     }
-    let op_of = |c: &str| Op::parse(c).filter(|op| *op != Op::Exists).ok_or_else(|| format!("unknown comparison '{c}'"));
+    let op_of = |c: &str| {
+        Op::parse(c)
+            .filter(|op| *op != Op::Exists)
+            .ok_or_else(|| format!("unknown comparison '{c}'"))
+    };
     let values_of = |v: &Yaml| -> Result<Vec<Literal>, String> {
         match v {
             Yaml::Sequence(items) => items
                 .iter()
-                .map(|i| scalar(i).map(literal).ok_or_else(|| "values must be strings or numbers".to_string()))
+                .map(|i| {
+                    scalar(i)
+                        .map(literal)
+                        .ok_or_else(|| "values must be strings or numbers".to_string())
+                })
                 .collect(),
-            other => scalar(other).map(|s| vec![literal(s)]).ok_or_else(|| "values must be strings or numbers".to_string()),
+            other => scalar(other)
+                .map(|s| vec![literal(s)])
+                .ok_or_else(|| "values must be strings or numbers".to_string()),
         }
     };
     match &ex.fields {
@@ -1096,30 +1388,52 @@ fn exception_expr(ex: &ExceptionDef) -> Result<Option<Expr>, String> {
             let comp = match &ex.comps {
                 None => Op::In,
                 Some(c) if c.len() == 1 => op_of(&c[0])?,
-                Some(_) => return Err("with a single field, 'comps' is a single operator".to_string()),
+                Some(_) => {
+                    return Err("with a single field, 'comps' is a single operator".to_string());
+                }
             };
             if !comp.takes_list() {
-                return Err(format!("with a single field, 'comps' must be in, pmatch or intersects (found '{comp}')"));
+                return Err(format!(
+                    "with a single field, 'comps' must be in, pmatch or intersects (found '{comp}')"
+                ));
             }
             let mut items = Vec::new();
             for v in &ex.values {
                 items.extend(values_of(v)?);
             }
-            Ok(Some(Expr::Check { field: field_ref(field), op: comp, rhs: Rhs::List(items), pos: 0 }))
+            Ok(Some(Expr::Check {
+                field: field_ref(field),
+                op: comp,
+                rhs: Rhs::List(items),
+                pos: 0,
+            }))
         }
         Some(ExFields::Many(fields)) => {
             let comps: Vec<Op> = match &ex.comps {
                 None => vec![Op::Eq; fields.len()],
-                Some(c) if c.len() == fields.len() => c.iter().map(|c| op_of(c)).collect::<Result<_, _>>()?,
-                Some(c) => return Err(format!("has {} fields but {} comps", fields.len(), c.len())),
+                Some(c) if c.len() == fields.len() => {
+                    c.iter().map(|c| op_of(c)).collect::<Result<_, _>>()?
+                }
+                Some(c) => {
+                    return Err(format!("has {} fields but {} comps", fields.len(), c.len()));
+                }
             };
             let mut alternatives = Vec::with_capacity(ex.values.len());
             for (i, tuple) in ex.values.iter().enumerate() {
                 let Yaml::Sequence(tuple) = tuple else {
-                    return Err(format!("value #{} must be a list of {} items (one per field)", i + 1, fields.len()));
+                    return Err(format!(
+                        "value #{} must be a list of {} items (one per field)",
+                        i + 1,
+                        fields.len()
+                    ));
                 };
                 if tuple.len() != fields.len() {
-                    return Err(format!("value #{} has {} items, but there are {} fields", i + 1, tuple.len(), fields.len()));
+                    return Err(format!(
+                        "value #{} has {} items, but there are {} fields",
+                        i + 1,
+                        tuple.len(),
+                        fields.len()
+                    ));
                 }
                 let mut checks = Vec::with_capacity(fields.len());
                 for ((field, op), value) in fields.iter().zip(&comps).zip(tuple) {
@@ -1128,16 +1442,26 @@ fn exception_expr(ex: &ExceptionDef) -> Result<Option<Expr>, String> {
                     } else {
                         match value {
                             Yaml::Sequence(_) => {
-                                return Err(format!("value #{} gives a list for '{field} {op}', which takes one value", i + 1));
+                                return Err(format!(
+                                    "value #{} gives a list for '{field} {op}', which takes one value",
+                                    i + 1
+                                ));
                             }
                             v => Rhs::Value(Literal {
-                                text: scalar(v).ok_or_else(|| "values must be strings or numbers".to_string())?,
+                                text: scalar(v).ok_or_else(|| {
+                                    "values must be strings or numbers".to_string()
+                                })?,
                                 quoted: true,
                                 pos: 0,
                             }),
                         }
                     };
-                    checks.push(Expr::Check { field: field_ref(field), op: *op, rhs, pos: 0 });
+                    checks.push(Expr::Check {
+                        field: field_ref(field),
+                        op: *op,
+                        rhs,
+                        pos: 0,
+                    });
                 }
                 alternatives.push(Expr::And(checks));
             }
@@ -1159,11 +1483,18 @@ mod tests {
     #[test]
     fn error_display_points_at_the_position() {
         let e = LoadError {
-            location: Location { file: Arc::from("f.yaml"), line: Some(3) },
+            location: Location {
+                file: Arc::from("f.yaml"),
+                line: Some(3),
+            },
             kind: ItemKind::Rule,
             name: Some("R".into()),
             message: "unknown field 'proc.nme'".into(),
-            excerpt: Some(Excerpt { what: "condition".into(), text: "evt.type=execve and\nproc.nme=x".into(), pos: 20 }),
+            excerpt: Some(Excerpt {
+                what: "condition".into(),
+                text: "evt.type=execve and\nproc.nme=x".into(),
+                pos: 20,
+            }),
         };
         assert_eq!(
             e.to_string(),

@@ -238,7 +238,9 @@ impl RuleSet {
 
     /// Loads rules files in order.
     pub fn load(sources: &[RuleSource]) -> Result<RuleSet, LoadErrors> {
-        RuleSetBuilder::new().sources(sources.iter().cloned()).build()
+        RuleSetBuilder::new()
+            .sources(sources.iter().cloned())
+            .build()
     }
 
     /// The embedded defaults.
@@ -300,7 +302,12 @@ impl RuleSet {
                 }
             }
         };
-        by_tag(&selection.disable_tags, "disable_tags", false, &mut self.rules);
+        by_tag(
+            &selection.disable_tags,
+            "disable_tags",
+            false,
+            &mut self.rules,
+        );
         by_tag(&selection.enable_tags, "enable_tags", true, &mut self.rules);
         for (names, key, enabled) in [
             (&selection.disable, "disable", false),
@@ -336,7 +343,12 @@ impl RuleSet {
     }
 
     fn reindex(&mut self) {
-        let slots = EventType::ALL.iter().map(|t| *t as usize).max().unwrap_or(0) + 1;
+        let slots = EventType::ALL
+            .iter()
+            .map(|t| *t as usize)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let mut index: Vec<Vec<u32>> = vec![Vec::new(); slots];
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.enabled || !rule.priority.at_least(self.min_priority) {
@@ -352,7 +364,12 @@ impl RuleSet {
     }
 
     /// Rules matching the event, in load order (only the first with [`RuleMatching::First`]).
-    pub fn evaluate<'s>(&'s self, ctx: &EvalCtx<'_>, matching: RuleMatching, out: &mut Vec<&'s Rule>) {
+    pub fn evaluate<'s>(
+        &'s self,
+        ctx: &EvalCtx<'_>,
+        matching: RuleMatching,
+        out: &mut Vec<&'s Rule>,
+    ) {
         let Some(candidates) = self.index.get(ctx.event.event_type as usize) else {
             return;
         };
@@ -416,8 +433,7 @@ impl RuleSetBuilder {
                         .flatten()
                         .map(|e| e.path())
                         .filter(|p| {
-                            p.is_file()
-                                && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                            p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
                         })
                         .collect();
                     names.sort();

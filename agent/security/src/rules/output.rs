@@ -146,7 +146,7 @@ impl OutputTemplate {
         &self,
         ctx: &EvalCtx<'_>,
         out: &mut String,
-        mut output_fields: Option<&mut BTreeMap<String, serde_json::Value>>,
+        output_fields: Option<&mut BTreeMap<String, serde_json::Value>>,
     ) {
         let values: Vec<Option<_>> = self.fields.iter().map(|f| f.first_value(ctx)).collect();
         for segment in &self.segments {
@@ -158,7 +158,7 @@ impl OutputTemplate {
                 },
             }
         }
-        if let Some(map) = output_fields.as_deref_mut() {
+        if let Some(map) = output_fields {
             for (field, value) in self.fields.iter().zip(&values) {
                 map.insert(
                     field.name.to_string(),
@@ -215,8 +215,16 @@ mod tests {
     fn rejects_unknown_fields_with_position() {
         let err = OutputTemplate::parse("file=%fd.nmae user=%user.name").unwrap_err();
         assert_eq!(err.pos, 5);
-        assert!(err.message.contains("unknown field '%fd.nmae'"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field '%fd.nmae'"),
+            "{}",
+            err.message
+        );
         let err = OutputTemplate::parse("x=%proc.aname[zz]").unwrap_err();
-        assert!(err.message.contains("index must be a number"), "{}", err.message);
+        assert!(
+            err.message.contains("index must be a number"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -293,10 +293,7 @@ impl<'a> Parser<'a> {
         if rest.len() >= word.len()
             && rest.is_char_boundary(word.len())
             && rest[..word.len()].eq_ignore_ascii_case(word)
-            && !rest[word.len()..]
-                .chars()
-                .next()
-                .is_some_and(is_name_char)
+            && !rest[word.len()..].chars().next().is_some_and(is_name_char)
         {
             self.pos += word.len();
             return true;
@@ -525,7 +522,10 @@ impl<'a> Parser<'a> {
                 }
                 None => {
                     return Err(ParseError {
-                        message: format!("missing ')' for the list opened at position {}", open + 1),
+                        message: format!(
+                            "missing ')' for the list opened at position {}",
+                            open + 1
+                        ),
                         pos: self.pos,
                     });
                 }
@@ -737,7 +737,9 @@ mod tests {
         let e = parse("evt.dir=<").unwrap();
         assert!(matches!(e, Expr::Check { rhs: Rhs::Value(ref l), .. } if l.text == "<"));
         let e = parse(r#"proc.cmdline contains "a \"b\" \x41\\" "#).unwrap();
-        assert!(matches!(e, Expr::Check { rhs: Rhs::Value(ref l), .. } if l.text == "a \"b\" A\\" && l.quoted));
+        assert!(
+            matches!(e, Expr::Check { rhs: Rhs::Value(ref l), .. } if l.text == "a \"b\" A\\" && l.quoted)
+        );
         let e = parse("fd.typechar='f'").unwrap();
         assert!(matches!(e, Expr::Check { rhs: Rhs::Value(ref l), .. } if l.text == "f"));
         let e = parse("k8s.pod.label[app.kubernetes.io/name] exists").unwrap();
@@ -756,11 +758,25 @@ mod tests {
             panic!("not a list check");
         };
         let texts: Vec<&str> = items.iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, vec!["bash", "my sh", "runc:[0:PARENT]", "shell_binaries"]);
+        assert_eq!(
+            texts,
+            vec!["bash", "my sh", "runc:[0:PARENT]", "shell_binaries"]
+        );
         assert!(items[1].quoted && !items[3].quoted);
-        assert!(matches!(parse("a.b in ()").unwrap(), Expr::Check { rhs: Rhs::List(ref v), .. } if v.is_empty()));
-        assert!(matches!(parse("a.b pmatch (/etc, /root)").unwrap(), Expr::Check { op: Op::PMatch, .. }));
-        assert!(matches!(parse("a.b intersects (x)").unwrap(), Expr::Check { op: Op::Intersects, .. }));
+        assert!(
+            matches!(parse("a.b in ()").unwrap(), Expr::Check { rhs: Rhs::List(ref v), .. } if v.is_empty())
+        );
+        assert!(matches!(
+            parse("a.b pmatch (/etc, /root)").unwrap(),
+            Expr::Check { op: Op::PMatch, .. }
+        ));
+        assert!(matches!(
+            parse("a.b intersects (x)").unwrap(),
+            Expr::Check {
+                op: Op::Intersects,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -790,7 +806,11 @@ mod tests {
     fn errors_have_positions() {
         let cases = [
             ("", 0, "empty condition"),
-            ("proc.name", 9, "expected an operator after field 'proc.name'"),
+            (
+                "proc.name",
+                9,
+                "expected an operator after field 'proc.name'",
+            ),
             ("proc.name =", 11, "'=' needs a value"),
             ("(proc.name=a", 12, "missing ')' for the '(' at position 1"),
             ("proc.name in bash", 13, "'in' needs a list in parentheses"),
@@ -798,12 +818,20 @@ mod tests {
             ("proc.name in (a,", 16, "'in' needs a value"),
             ("proc.name = \"abc", 12, "unterminated string"),
             ("proc.name=a )", 12, "unexpected ')'"),
-            ("proc.name=a and", 15, "condition ends where a check was expected"),
+            (
+                "proc.name=a and",
+                15,
+                "condition ends where a check was expected",
+            ),
             ("= x", 0, "expected a field, a macro, 'not' or '('"),
             ("proc.aname[2 = x", 10, "missing ']'"),
             ("proc. = x", 0, "invalid field name 'proc.'"),
             ("macro[1]", 0, "'macro' is not a field"),
-            ("a.b = \"\\x4\"", 7, "'\\x' must be followed by two hex digits"),
+            (
+                "a.b = \"\\x4\"",
+                7,
+                "'\\x' must be followed by two hex digits",
+            ),
             ("a.b = \"\\x00\"", 7, "only printable ASCII"),
         ];
         for (text, pos, message) in cases {

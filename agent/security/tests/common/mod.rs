@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use node_agent_security::SecurityEngine;
 use node_agent_security::alert::{Alert, NoMetrics};
 use node_agent_security::event::{
     BpfArgs, Event, EventArgs, EventType, ExecArgs, ForkArgs, L4Proto, ModuleArgs, MountArgs,
@@ -12,7 +13,6 @@ use node_agent_security::process::{
     ContainerInfo, PodInfo, Process, ProcessTable, StaticMetadata, TableConfig, UserDb,
 };
 use node_agent_security::rules::{RuleMatching, RuleSet, RuleSetBuilder, RuleSource};
-use node_agent_security::SecurityEngine;
 
 /// Container of the nginx pod in namespace `default`.
 pub const WEB: &str = "aaaaaaaaaaaa0123456789abcdef0123456789abcdef0123456789abcdef0123";
@@ -258,7 +258,13 @@ impl World {
     }
 
     /// An event of `pid`, with its current credentials.
-    pub fn event(&mut self, pid: u32, event_type: EventType, args: EventArgs, res: i64) -> Vec<Alert> {
+    pub fn event(
+        &mut self,
+        pid: u32,
+        event_type: EventType,
+        args: EventArgs,
+        res: i64,
+    ) -> Vec<Alert> {
         let mut e = Event::new(event_type, pid, args);
         if let Some(p) = self.engine.table().get(pid) {
             e.uid = p.uid;
