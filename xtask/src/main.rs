@@ -4,6 +4,7 @@ use anyhow::bail;
 
 mod bench_logs;
 mod bench_metrics;
+mod bench_rules;
 mod bench_sinks;
 mod bench_syscalls;
 mod ci;
@@ -11,7 +12,7 @@ mod selfstat;
 mod size;
 
 const USAGE: &str =
-    "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls> [ARGS]";
+    "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls|rules> [ARGS]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         ["bench", "logs", rest @ ..] => bench_logs::run(rest),
         ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
         ["bench", "syscalls"] => bench_syscalls::run(),
+        ["bench", "rules", rest @ ..] => bench_rules::run(rest),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
     }
