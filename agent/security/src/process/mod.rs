@@ -108,7 +108,7 @@ impl Process {
         }
     }
 
-    /// Sets argv-derived fields: `exe` (argv[0]), `args`, `cmdline`, `nargs`.
+    /// Sets argv-derived fields: `exe` (`argv[0]`), `args`, `cmdline`, `nargs`.
     pub fn set_argv(&mut self, argv: &[String], truncated: bool) {
         if let Some(first) = argv.first().filter(|a| !a.is_empty()) {
             self.exe = Arc::from(truncate(first, MAX_ARGS_BYTES));

@@ -1,4 +1,4 @@
-//! Rules files → a compiled [`RuleSet`](super::RuleSet).
+//! Rules files → a compiled [`super::RuleSet`].
 //!
 //! Loading has two phases, as in Falco: every file is *collected* in order (definitions,
 //! redefinitions, `append`, `override`), then everything is *compiled* (so a macro or list

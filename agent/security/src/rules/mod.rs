@@ -107,7 +107,8 @@
 //!   `k8s.pod.label[KEY]`, `k8s.pod.labels`;
 //! * `fd.num`, `fd.type` (`file`, `directory`, `ipv4`, `ipv6`, `unix`), `fd.typechar`
 //!   (`f`, `d`, `4`, `6`, `u`), `fd.name` (normalised path, or `cip:cport->sip:sport`),
-//!   `fd.nameraw`, `fd.directory`, `fd.filename`, `fd.ip`/`fd.cip`/`fd.sip`/`fd.lip`/
+//!   `fd.nameraw` (the path as given; a relative one joined with the process's cwd, not
+//!   normalised), `fd.directory`, `fd.filename`, `fd.ip`/`fd.cip`/`fd.sip`/`fd.lip`/
 //!   `fd.rip`, `fd.port`/`fd.cport`/`fd.sport`/`fd.lport`/`fd.rport`, `fd.net`/`fd.cnet`/
 //!   `fd.snet`/`fd.lnet`/`fd.rnet`, `fd.l4proto`, `fd.sockfamily`.
 //!
