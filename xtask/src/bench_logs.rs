@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use node_agent::core::record::LogRecord;
 use node_agent::logs::LogsConfig;
-use node_agent::logs::record::LogRecord;
 use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
