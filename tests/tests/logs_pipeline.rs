@@ -469,9 +469,11 @@ fn forge_checkpoint(
     state_dir: &Path,
     path: &Path,
     offset: u64,
-    fingerprint: node_agent::logs::file_id::Fingerprint,
+    fingerprint: node_agent::logs::sources::tail::file_id::Fingerprint,
 ) {
-    use node_agent::logs::checkpoint::{CheckpointStore, Entry};
+    use node_agent::logs::checkpoint::CheckpointStore;
+    use node_agent::logs::sources::pods::CHECKPOINT_FILE;
+    use node_agent::logs::sources::tail::file_id::FileEntry as Entry;
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).unwrap();
     let entry = Entry {
@@ -483,12 +485,14 @@ fn forge_checkpoint(
         head: None,
     };
     std::fs::create_dir_all(state_dir).unwrap();
-    CheckpointStore::new(state_dir).save([&entry]).unwrap();
+    CheckpointStore::new(state_dir, CHECKPOINT_FILE)
+        .save([&entry])
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_fingerprint_guards_against_inode_reuse() {
-    use node_agent::logs::file_id::{Fingerprint, fingerprint_before};
+    use node_agent::logs::sources::tail::file_id::{Fingerprint, fingerprint_before};
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();

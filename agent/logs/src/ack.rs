@@ -5,39 +5,37 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::checkpoint::Entry;
-use super::file_id::FileKey;
+use crate::position::{Position, Update};
 
-/// A change to the committed positions, true once its batch (and all before it) is acked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Update {
-    /// Everything in the file before `entry.offset` is delivered.
-    Advance(Entry),
-    /// The file was read to its end and dropped; forget its position.
-    Forget(FileKey),
-}
-
-/// Tracks in-flight batches and the positions confirmed so far.
-#[derive(Debug, Default)]
-pub struct AckTracker {
+/// Tracks in-flight batches of one source and the positions confirmed so far.
+#[derive(Debug)]
+pub struct AckTracker<P: Position> {
     next_seq: u64,
     /// seq → (acked?, updates); the smallest seq is the oldest unconfirmed batch.
-    pending: BTreeMap<u64, (bool, Vec<Update>)>,
-    committed: HashMap<FileKey, Entry>,
+    pending: BTreeMap<u64, (bool, Vec<Update<P>>)>,
+    committed: HashMap<P::Key, P>,
     dirty: bool,
 }
 
-impl AckTracker {
+impl<P: Position> Default for AckTracker<P> {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
+}
+
+impl<P: Position> AckTracker<P> {
     /// Starts from positions loaded from a checkpoint.
-    pub fn new(committed: HashMap<FileKey, Entry>) -> Self {
+    pub fn new(committed: HashMap<P::Key, P>) -> Self {
         Self {
+            next_seq: 0,
+            pending: BTreeMap::new(),
             committed,
-            ..Self::default()
+            dirty: false,
         }
     }
 
     /// Registers a batch's updates; returns its sequence number.
-    pub fn register(&mut self, updates: Vec<Update>) -> u64 {
+    pub fn register(&mut self, updates: Vec<Update<P>>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.insert(seq, (false, updates));
@@ -72,7 +70,7 @@ impl AckTracker {
         self.pending.len()
     }
 
-    pub fn committed(&self) -> &HashMap<FileKey, Entry> {
+    pub fn committed(&self) -> &HashMap<P::Key, P> {
         &self.committed
     }
 
@@ -94,9 +92,9 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::file_id::Fingerprint;
+    use crate::sources::tail::file_id::{FileEntry as Entry, FileKey, Fingerprint};
 
-    fn adv(inode: u64, offset: u64) -> Update {
+    fn adv(inode: u64, offset: u64) -> Update<Entry> {
         Update::Advance(Entry {
             dev: 1,
             inode,
@@ -107,7 +105,7 @@ mod tests {
         })
     }
 
-    fn offset(t: &AckTracker, inode: u64) -> Option<u64> {
+    fn offset(t: &AckTracker<Entry>, inode: u64) -> Option<u64> {
         t.committed()
             .get(&FileKey { dev: 1, inode })
             .map(|e| e.offset)

@@ -3,18 +3,23 @@
 
 use std::time::{Duration, Instant};
 
-use super::ack::Update;
+use crate::position::{Position, Update};
 use node_agent_core::record::LogRecord;
 
 /// Approximate in-memory/wire cost of a record beyond its message (metadata, framing).
 const RECORD_OVERHEAD: usize = 64;
 
+/// What a record costs a batch: its message plus fixed overhead.
+pub fn record_bytes(record: &LogRecord) -> usize {
+    record.message.len() + RECORD_OVERHEAD
+}
+
 /// Records plus the positions they complete.
-#[derive(Debug, Default)]
-pub struct Batch {
+#[derive(Debug)]
+pub struct Batch<P: Position> {
     pub records: Vec<LogRecord>,
     pub bytes: usize,
-    pub updates: Vec<Update>,
+    pub updates: Vec<Update<P>>,
 }
 
 /// Accumulates records until a limit is reached.
@@ -44,7 +49,7 @@ impl BatchBuilder {
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }
-        self.bytes += record.message.len() + RECORD_OVERHEAD;
+        self.bytes += record_bytes(&record);
         self.records.push(record);
     }
 
@@ -70,7 +75,7 @@ impl BatchBuilder {
     }
 
     /// Takes the records so far, with the updates they complete.
-    pub fn take(&mut self, updates: Vec<Update>) -> Batch {
+    pub fn take<P: Position>(&mut self, updates: Vec<Update<P>>) -> Batch<P> {
         self.started = None;
         let bytes = std::mem::take(&mut self.bytes);
         Batch {
@@ -107,7 +112,7 @@ mod tests {
         assert!(!b.is_full());
         b.push(rec("b"));
         assert!(b.is_full());
-        let batch = b.take(Vec::new());
+        let batch = b.take::<crate::sources::tail::file_id::FileEntry>(Vec::new());
         assert_eq!(batch.records.len(), 2);
         assert!(b.is_empty() && b.deadline().is_none());
 

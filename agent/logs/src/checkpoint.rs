@@ -1,52 +1,31 @@
-//! Persisted read positions: a versioned JSON file in `state_dir`, written atomically
+//! Persisted positions of one source: a versioned JSON file in `state_dir`, written atomically
 //! (tmp → fsync → rename → fsync dir) so a crash leaves either the old or the new file.
-//!
-//! Without a checkpoint (first start on a node) every existing log file is shipped from its
-//! beginning: nothing kubelet still keeps is lost, at the price of re-shipping what an
-//! earlier shipper may already have sent.
+//! A corrupt or unknown-version file is moved aside and the source starts without
+//! positions (each source documents what that means for it).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::file_id::{FileKey, Fingerprint};
+use crate::position::Position;
 
 const VERSION: u32 = 1;
-const FILE_NAME: &str = "logs-checkpoint.json";
 
-/// The confirmed position in one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub dev: u64,
-    pub inode: u64,
-    /// Guards against inode reuse: hash of the bytes just before `offset`.
-    pub fingerprint: Fingerprint,
-    /// Everything before this offset was delivered to every sink.
-    pub offset: u64,
-    /// Where the file was last seen (informational; identity is dev+inode+fingerprint).
-    pub path: PathBuf,
-    /// Hash of the file's first line, once known: finds the file again after kubelet
-    /// compressed it (new inode) while no agent ran.
-    #[serde(default)]
-    pub head: Option<u64>,
-}
-
-impl Entry {
-    pub fn key(&self) -> FileKey {
-        FileKey {
-            dev: self.dev,
-            inode: self.inode,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
+#[derive(Serialize)]
+struct OnDiskRef<'a, P> {
     version: u32,
-    entries: Vec<Entry>,
+    entries: &'a [P],
+}
+
+#[derive(Deserialize)]
+#[serde(bound = "P: Position")]
+struct OnDisk<P> {
+    version: u32,
+    entries: Vec<P>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,18 +49,30 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Check
     }
 }
 
-/// Reads and writes the checkpoint file.
-#[derive(Debug, Clone)]
-pub struct CheckpointStore {
+/// Reads and writes one source's checkpoint file, `<state_dir>/<file_name>`.
+#[derive(Debug)]
+pub struct CheckpointStore<P> {
     dir: PathBuf,
     path: PathBuf,
+    _positions: PhantomData<fn() -> P>,
 }
 
-impl CheckpointStore {
-    pub fn new(state_dir: &Path) -> Self {
+impl<P> Clone for CheckpointStore<P> {
+    fn clone(&self) -> Self {
+        Self {
+            dir: self.dir.clone(),
+            path: self.path.clone(),
+            _positions: PhantomData,
+        }
+    }
+}
+
+impl<P: Position> CheckpointStore<P> {
+    pub fn new(state_dir: &Path, file_name: &str) -> Self {
         Self {
             dir: state_dir.to_path_buf(),
-            path: state_dir.join(FILE_NAME),
+            path: state_dir.join(file_name),
+            _positions: PhantomData,
         }
     }
 
@@ -91,14 +82,14 @@ impl CheckpointStore {
 
     /// Loads positions. Missing file → empty. A corrupt or unknown-version file is logged,
     /// moved aside (`.corrupt-<unix time>`) for inspection, and we start empty.
-    pub fn load(&self) -> Result<HashMap<FileKey, Entry>, CheckpointError> {
+    pub fn load(&self) -> Result<HashMap<P::Key, P>, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(io("creating state dir", &self.dir))?;
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
             Err(e) => return Err(io("reading checkpoint", &self.path)(e)),
         };
-        let problem = match serde_json::from_slice::<OnDisk>(&text) {
+        let problem = match serde_json::from_slice::<OnDisk<P>>(&text) {
             Ok(d) if d.version == VERSION => {
                 return Ok(d.entries.into_iter().map(|e| (e.key(), e)).collect());
             }
@@ -114,30 +105,45 @@ impl CheckpointStore {
             path = %self.path.display(),
             moved_to = %aside.display(),
             problem = %problem,
-            "log checkpoint is unreadable; moving it aside and reading every log file from the beginning"
+            "checkpoint is unreadable; moving it aside and reading the source from the beginning"
         );
         std::fs::rename(&self.path, &aside)
             .map_err(io("moving aside corrupt checkpoint", &self.path))?;
         Ok(HashMap::new())
     }
 
-    /// Writes positions atomically.
+    /// Writes positions atomically. The temporary name is unique to this process, so two
+    /// agents that (wrongly) share a state dir never write through each other's file.
     pub fn save<'a>(
         &self,
-        entries: impl IntoIterator<Item = &'a Entry>,
+        entries: impl IntoIterator<Item = &'a P>,
     ) -> Result<(), CheckpointError> {
-        let mut entries: Vec<Entry> = entries.into_iter().cloned().collect();
-        entries.sort_by_key(|e| (e.dev, e.inode));
-        let body = serde_json::to_vec(&OnDisk {
+        let mut entries: Vec<P> = entries.into_iter().cloned().collect();
+        entries.sort_by_key(|e| e.key());
+        let body = serde_json::to_vec(&OnDiskRef {
             version: VERSION,
-            entries,
+            entries: &entries,
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&body).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(io("renaming into place", &self.path))?;
+        let stem = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint");
+        let tmp = node_agent_core::state::unique_temp_path(&self.dir, stem);
+        let written = File::create(&tmp)
+            .map_err(io("creating", &tmp))
+            .and_then(|mut f| {
+                f.write_all(&body).map_err(io("writing", &tmp))?;
+                f.sync_all().map_err(io("syncing", &tmp))
+            })
+            .and_then(|()| {
+                std::fs::rename(&tmp, &self.path).map_err(io("renaming into place", &self.path))
+            });
+        if written.is_err() {
+            // A full disk must not leave a half-written temporary file behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io("syncing state dir", &self.dir))?;
@@ -148,6 +154,9 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::tail::file_id::{FileEntry as Entry, FileKey, Fingerprint};
+
+    const FILE_NAME: &str = "logs-checkpoint.json";
 
     fn entry(inode: u64) -> Entry {
         Entry {
@@ -163,7 +172,7 @@ mod tests {
     #[test]
     fn round_trips_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(&dir.path().join("state"));
+        let store = CheckpointStore::<Entry>::new(&dir.path().join("state"), FILE_NAME);
         assert!(store.load().unwrap().is_empty());
         store.save([&entry(1), &entry(2)]).unwrap();
         let loaded = store.load().unwrap();
@@ -186,7 +195,7 @@ mod tests {
     #[test]
     fn corrupt_file_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(dir.path());
+        let store = CheckpointStore::<Entry>::new(dir.path(), FILE_NAME);
         std::fs::write(store.path(), b"{\"version\":1,\"entries\":[{trunc").unwrap();
         assert!(store.load().unwrap().is_empty());
         assert!(!store.path().exists());

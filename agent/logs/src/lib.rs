@@ -1,41 +1,35 @@
-//! Container log pipeline: discover → tail → parse → enrich → batch → sink → acknowledge
-//! → checkpoint.
+//! The log pipeline. Records flow one way, and positions come back the other:
 //!
-//! A reader thread ([`reader`]) finds files under `/var/log/pods` ([`discovery`],
-//! [`pods`]), tails them by (dev, inode) ([`tailer`], [`identity`]), parses CRI and docker
-//! lines ([`cri`], [`docker`], [`parse`]) into enriched [`record::LogRecord`]s and batches
-//! them ([`batch`]). The delivery side ([`pipeline`]) sends each batch to every sink,
-//! applies acknowledgements strictly in order ([`ack`]) and persists positions
-//! ([`checkpoint`]). Positions move only after every sink confirmed: at-least-once
-//! delivery, and no duplicates across a clean restart.
+//! ```text
+//! source thread                                     delivery task (per source)
+//!   discover → read → decode → stages → batch  ──►  router → sinks
+//!   (sources/)        (tail/decode)  (stages/)        (router)
+//!        ▲                                              │ confirmed
+//!        └── positions resume from ◄── checkpoint ◄── acknowledge in order
+//!                                     (checkpoint)     (ack)
+//! ```
 //!
-//! Policies worth knowing:
-//! - No checkpoint (first start on a node, or a corrupt one moved aside): every live
-//!   `<n>.log` is shipped from its beginning (unlike Promtail/Vector's "start at the end"),
-//!   so nothing kubelet still keeps is lost; rotated files from before our start are not.
-//! - Rotated files (`<n>.log.<ts>`) are finished from the fd we hold across the rename; a
-//!   rotated name is read on its own only if a checkpoint points into it, or it was
-//!   rotated after we started before we ever opened it. Compressed rotations (`.gz`) are
-//!   never read: their bytes were read from the plain file.
-//! - copytruncate is detected when the file is found shorter than our offset; bytes
-//!   written between the copy and the truncate, or a file regrown past our offset before
-//!   we look, can be lost or garbled (inherent to copytruncate; kubelet does not use it).
-//! - A message split into partial lines on both streams at once is checkpointed at the
-//!   earliest unfinished part, so after a crash the other stream's lines in between can
-//!   be shipped twice (never lost).
+//! - A [`source::Source`] runs on its own OS thread, reads from the positions in its
+//!   checkpoint, runs each record through the [`stages::Chain`] and seals batches
+//!   ([`batch`]) that carry the position updates ([`position`]) they complete.
+//! - The delivery side ([`delivery`]) hands each batch to the [`router::Router`], applies
+//!   acknowledgements strictly in batch order ([`ack`]) and writes the source's checkpoint
+//!   ([`checkpoint`]) after each one. A position moves only after every sink confirmed
+//!   everything before it: at-least-once delivery, and no duplicates across a clean
+//!   restart. A record a stage drops counts as delivered.
+//! - Sources today: pod logs ([`sources::pods`], over the shared file tailing in
+//!   [`sources::tail`]).
 
 pub mod ack;
 pub mod batch;
 pub mod checkpoint;
-pub mod cri;
-pub mod discovery;
-pub mod docker;
-pub mod file_id;
+pub mod delivery;
 pub mod metrics;
-pub mod parse;
-pub mod pipeline;
-pub mod reader;
-pub mod tailer;
+pub mod position;
+pub mod router;
+pub mod source;
+pub mod sources;
+pub mod stages;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,7 +42,7 @@ use node_agent_core::duration::serde_format as duration_serde;
 use node_agent_core::node::NodeIdentity;
 use node_agent_core::sink::Sink;
 
-pub use pipeline::{RunSummary, run_with_sinks};
+pub use delivery::RunSummary;
 
 /// `logs:` section of the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +54,8 @@ pub struct LogsConfig {
     pub pods_dir: PathBuf,
     /// Where checkpoints are persisted (a hostPath in a DaemonSet).
     pub state_dir: PathBuf,
-    /// Full rescan of `pods_dir`, the fallback for missed file-watch events.
+    /// Full rescan and read of every file: the fallback for missed file-watch events (with
+    /// a working watch, files are read when the kernel reports a write).
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub rescan_interval: Duration,
     /// Confirmed positions are written after every acknowledgement (coalesced, one write
@@ -173,6 +168,71 @@ pub async fn run(
     }
     run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
     Ok(())
+}
+
+/// Runs the pod log source with `sinks` until `shutdown`, then drains (see [`run`]).
+pub async fn run_with_sinks(
+    config: LogsConfig,
+    node: String,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let router = std::sync::Arc::new(router::Router::new(sinks)?);
+    let source = sources::pods::PodsSource::new(
+        sources::pods::PodsLayout {
+            pods_dir: config.pods_dir.clone(),
+            filter: sources::pods::discovery::NamespaceFilter {
+                include: config.namespaces_include.clone(),
+                exclude: config.namespaces_exclude.clone(),
+            },
+            node,
+            max_line_bytes: config.max_line_bytes,
+        },
+        config.tail_settings(),
+    );
+    delivery::run_source(
+        source,
+        config.stages(),
+        config.delivery_settings(),
+        router,
+        shutdown,
+    )
+    .await
+}
+
+impl LogsConfig {
+    /// The stage chain these settings ask for.
+    pub fn stages(&self) -> stages::Chain {
+        let mut chain: Vec<Box<dyn stages::Stage>> = Vec::new();
+        if self.parse_json {
+            chain.push(Box::new(stages::json::ParseJson));
+        }
+        stages::Chain::new(chain)
+    }
+
+    fn tail_settings(&self) -> sources::tail::TailSettings {
+        sources::tail::TailSettings {
+            rescan_interval: self.rescan_interval,
+            max_line_bytes: self.max_line_bytes,
+            max_open_files: self.max_open_files,
+            read_chunk_bytes: self.read_chunk_bytes,
+            state_dir: self.state_dir.clone(),
+        }
+    }
+
+    fn delivery_settings(&self) -> delivery::DeliverySettings {
+        delivery::DeliverySettings {
+            state_dir: self.state_dir.clone(),
+            max_in_flight_batches: self.max_in_flight_batches,
+            drain_timeout: self.drain_timeout,
+            checkpoint_interval: self.checkpoint_interval,
+            batches: source::BatchLimits {
+                max_records: self.batch_max_records,
+                max_bytes: self.batch_max_bytes,
+                timeout: self.batch_timeout,
+            },
+        }
+    }
 }
 
 #[cfg(test)]

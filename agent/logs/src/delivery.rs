@@ -1,27 +1,24 @@
-//! The delivery side: takes sealed batches, delivers each to every sink (a bounded number
-//! of batches at once), applies acknowledgements in order and persists checkpoints.
+//! The delivery side of one source: takes its sealed batches, hands them to the router (a
+//! bounded number at once), applies acknowledgements strictly in batch order and persists
+//! the source's checkpoint after each one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::LogsConfig;
-use super::ack::AckTracker;
-use super::batch::Batch;
-use super::checkpoint::CheckpointStore;
-use super::metrics::metrics;
-use super::reader::{CommittedView, Exit, Reader};
-use node_agent_core::record::LogRecord;
-use node_agent_core::sink::{Sink, SinkError};
+use crate::ack::AckTracker;
+use crate::batch::Batch;
+use crate::checkpoint::CheckpointStore;
+use crate::metrics::metrics;
+use crate::position::Position;
+use crate::router::Router;
+use crate::source::{BatchLimits, CommittedView, Exit, Source, SourceContext};
+use crate::stages::Chain;
 
-/// First pause before re-delivering a batch a sink failed; doubles up to the cap.
-const RETRY_BACKOFF: Duration = Duration::from_millis(50);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After the drain deadline, how long cancelled deliveries get to return.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
@@ -34,51 +31,70 @@ pub struct RunSummary {
     pub batches_abandoned: u64,
 }
 
-/// Runs discovery → … → checkpoint with the given sinks until `shutdown`, then drains.
-pub async fn run_with_sinks(
-    config: LogsConfig,
-    node: String,
-    sinks: Vec<Arc<dyn Sink>>,
+/// How the delivery side of one source behaves (from `logs:`).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub state_dir: std::path::PathBuf,
+    pub max_in_flight_batches: usize,
+    pub drain_timeout: Duration,
+    pub checkpoint_interval: Duration,
+    pub batches: BatchLimits,
+}
+
+/// Runs `source` on its own thread, delivers its batches through `router`, acknowledges
+/// them in order and checkpoints, until `shutdown`; then drains (bounded by
+/// `drain_timeout`) and writes the final checkpoint.
+pub async fn run_source<S: Source>(
+    source: S,
+    stages: Chain,
+    settings: DeliverySettings,
+    router: Arc<Router>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
-    let store = CheckpointStore::new(&config.state_dir);
-    let loaded = store
-        .load()
-        .with_context(|| format!("loading log checkpoint from {}", config.state_dir.display()))?;
+    let name = source.name();
+    let store = CheckpointStore::<S::Position>::new(&settings.state_dir, source.checkpoint_file());
+    let loaded = store.load().with_context(|| {
+        format!(
+            "loading the {name} checkpoint from {}",
+            settings.state_dir.display()
+        )
+    })?;
     // A checkpoint that survived loading is valid: its age tells which rotated files hold
     // bytes written after it.
     let checkpoint_time = std::fs::metadata(store.path())
         .and_then(|m| m.modified())
         .ok();
-    let committed_view: CommittedView = Arc::new(Mutex::new(
-        loaded.iter().map(|(k, e)| (*k, e.offset)).collect(),
-    ));
+    let committed_view: CommittedView<<S::Position as Position>::Key> = Arc::new(
+        std::sync::Mutex::new(loaded.iter().map(|(k, e)| (*k, e.progress())).collect()),
+    );
     let mut tracker = AckTracker::new(loaded.clone());
 
     // Capacity 1: with the in-flight bound this caps memory at
     // (max_in_flight_batches + 2) × batch_max_bytes (one queued, one being built).
-    let (tx, mut rx) = mpsc::channel::<Batch>(1);
+    let (tx, mut rx) = mpsc::channel::<Batch<S::Position>>(1);
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let ctx = SourceContext {
+        positions: loaded,
+        checkpoint_time,
+        out: tx,
+        wake_tx: wake_tx.clone(),
+        wake_rx,
+        committed: Arc::clone(&committed_view),
+        stages,
+        batches: settings.batches,
+    };
 
     let reader_stop = CancellationToken::new();
-    let reader = Reader::new(
-        config.clone(),
-        node,
-        (loaded, checkpoint_time),
-        tx,
-        (wake_tx.clone(), wake_rx),
-        Arc::clone(&committed_view),
-    );
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let reader_token = reader_stop.clone();
+    let source = Box::new(source);
     std::thread::Builder::new()
-        .name("logs-reader".into())
+        .name(format!("logs-{name}"))
         .spawn(move || {
-            let exit = reader.run(&reader_token);
+            let exit = source.run(ctx, &reader_token);
             let _ = done_tx.send(exit);
         })
-        .context("spawning the log reader thread")?;
+        .with_context(|| format!("spawning the {name} source thread"))?;
 
     let deliver_cancel = CancellationToken::new();
     let mut inflight: JoinSet<(u64, usize, bool)> = JoinSet::new();
@@ -89,9 +105,8 @@ pub async fn run_with_sinks(
     // acks that arrive while a save runs are coalesced into the next one. A crash then
     // re-ships at most the unconfirmed batches plus what was acked during one save.
     let mut saving: Option<tokio::task::JoinHandle<bool>> = None;
-    let mut checkpoint_tick = tokio::time::interval(config.checkpoint_interval);
+    let mut checkpoint_tick = tokio::time::interval(settings.checkpoint_interval);
     checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let sinks = Arc::new(sinks);
 
     loop {
         if !rx_open && inflight.is_empty() {
@@ -101,13 +116,14 @@ pub async fn run_with_sinks(
         tokio::select! {
             biased;
             _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                tracing::info!(timeout = ?config.drain_timeout, "log pipeline draining");
-                drain_deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
+                tracing::info!(source = name, timeout = ?settings.drain_timeout, "log pipeline draining");
+                drain_deadline = Some(tokio::time::Instant::now() + settings.drain_timeout);
                 reader_stop.cancel();
                 let _ = wake_tx.try_send(());
             }
             _ = sleep_until_opt(deadline) => {
                 tracing::warn!(
+                    source = name,
                     in_flight = inflight.len(),
                     "drain timeout reached; unconfirmed batches will be re-read by the next run"
                 );
@@ -152,22 +168,27 @@ pub async fn run_with_sinks(
                     }
                     Some(Ok((_, _, false))) => summary.batches_abandoned += 1,
                     Some(Err(e)) => {
-                        tracing::error!(error = %e, "log delivery task failed; its batch will be re-read after restart");
+                        tracing::error!(source = name, error = %e, "log delivery task failed; its batch will be re-read after restart");
                         summary.batches_abandoned += 1;
                     }
                     None => {}
                 }
                 metrics().batches_in_flight.set(inflight.len() as i64);
             }
-            batch = rx.recv(), if rx_open && inflight.len() < config.max_in_flight_batches => {
+            batch = rx.recv(), if rx_open && inflight.len() < settings.max_in_flight_batches => {
                 match batch {
                     Some(batch) => {
                         let seq = tracker.register(batch.updates);
                         if batch.records.is_empty() {
                             tracker.ack(seq);
                         } else {
-                            let records = Arc::new(batch.records);
-                            inflight.spawn(deliver(seq, records, Arc::clone(&sinks), deliver_cancel.clone()));
+                            let records = batch.records;
+                            let router = Arc::clone(&router);
+                            let cancel = deliver_cancel.clone();
+                            inflight.spawn(async move {
+                                let ok = router.deliver(&records, &cancel).await;
+                                (seq, records.len(), ok)
+                            });
                             metrics().batches_in_flight.set(inflight.len() as i64);
                         }
                     }
@@ -190,11 +211,12 @@ pub async fn run_with_sinks(
     drop(rx);
     match done_rx.await {
         Ok(Exit::Shutdown) | Ok(Exit::ReceiverGone) => {}
-        Err(_) => tracing::error!("log reader thread panicked"),
+        Err(_) => tracing::error!(source = name, "log source thread panicked"),
     }
     save(&store, &mut tracker).await;
     let unconfirmed = tracker.unapplied();
     tracing::info!(
+        source = name,
         batches = summary.batches_delivered,
         records = summary.records_delivered,
         abandoned = summary.batches_abandoned,
@@ -211,7 +233,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn publish(tracker: &AckTracker, view: &CommittedView) {
+fn publish<P: Position>(tracker: &AckTracker<P>, view: &CommittedView<P::Key>) {
     let mut v = match view.lock() {
         Ok(v) => v,
         Err(p) => p.into_inner(),
@@ -219,17 +241,17 @@ fn publish(tracker: &AckTracker, view: &CommittedView) {
     *v = tracker
         .committed()
         .iter()
-        .map(|(k, e)| (*k, e.offset))
-        .collect::<HashMap<_, _>>();
+        .map(|(k, e)| (*k, e.progress()))
+        .collect();
 }
 
-/// Persists confirmed positions if they changed. The fsyncs run on the blocking pool so a
-/// slow disk does not stall acknowledgements on the runtime's workers.
 /// Starts writing the confirmed positions in the background if they changed; the
 /// tracker counts as saved from the snapshot on (re-marked dirty if the write fails).
-fn start_save(
-    store: &CheckpointStore,
-    tracker: &mut AckTracker,
+/// The fsyncs run on the blocking pool so a slow disk does not stall acknowledgements on
+/// the runtime's workers.
+fn start_save<P: Position>(
+    store: &CheckpointStore<P>,
+    tracker: &mut AckTracker<P>,
 ) -> Option<tokio::task::JoinHandle<bool>> {
     if !tracker.is_dirty() {
         return None;
@@ -253,14 +275,17 @@ fn start_save(
 }
 
 /// Writes the confirmed positions now and waits for the write (shutdown path).
-async fn save(store: &CheckpointStore, tracker: &mut AckTracker) {
+async fn save<P: Position>(store: &CheckpointStore<P>, tracker: &mut AckTracker<P>) {
     if let Some(write) = start_save(store, tracker) {
         finish_save(write.await, tracker);
     }
 }
 
 /// A write that failed (or whose task died) leaves the positions unsaved for the next one.
-fn finish_save(result: Result<bool, tokio::task::JoinError>, tracker: &mut AckTracker) {
+fn finish_save<P: Position>(
+    result: Result<bool, tokio::task::JoinError>,
+    tracker: &mut AckTracker<P>,
+) {
     match result {
         Ok(true) => {}
         Ok(false) => tracker.mark_dirty(),
@@ -269,48 +294,5 @@ fn finish_save(result: Result<bool, tokio::task::JoinError>, tracker: &mut AckTr
             tracing::error!(error = %e, "checkpoint writer task failed");
             tracker.mark_dirty();
         }
-    }
-}
-
-/// Delivers one batch to every sink; a sink that failed gets it again (after backoff)
-/// until it confirms or `cancel` fires. Returns (seq, records, confirmed by all).
-async fn deliver(
-    seq: u64,
-    records: Arc<Vec<LogRecord>>,
-    sinks: Arc<Vec<Arc<dyn Sink>>>,
-    cancel: CancellationToken,
-) -> (u64, usize, bool) {
-    let started = Instant::now();
-    let mut confirmed = vec![false; sinks.len()];
-    let mut backoff = RETRY_BACKOFF;
-    loop {
-        for (sink, done) in sinks.iter().zip(confirmed.iter_mut()) {
-            if *done {
-                continue;
-            }
-            match sink.deliver(&records, &cancel).await {
-                Ok(()) => *done = true,
-                Err(SinkError::Cancelled) => return (seq, records.len(), false),
-                Err(SinkError::Failed(reason)) => {
-                    metrics()
-                        .delivery_failures
-                        .with_label_values(&[sink.name()])
-                        .inc();
-                    tracing::warn!(sink = sink.name(), %reason, retry_in = ?backoff, "log batch delivery failed");
-                }
-            }
-        }
-        if confirmed.iter().all(|d| *d) {
-            metrics()
-                .delivery_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics().records_shipped.inc_by(records.len() as u64);
-            return (seq, records.len(), true);
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return (seq, records.len(), false),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
     }
 }

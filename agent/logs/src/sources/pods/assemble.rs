@@ -3,19 +3,8 @@
 //! that fit neither format into raw `malformed` messages (never dropped).
 
 use super::{cri, docker};
+use crate::sources::tail::decode::{Decoder, ParseStats, Parsed};
 use node_agent_core::record::Stream;
-
-/// A complete message, before enrichment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
-    /// Offset of the message's first line in the file.
-    pub offset: u64,
-    pub timestamp_nanos: i64,
-    pub stream: Stream,
-    pub message: String,
-    pub truncated: bool,
-    pub malformed: bool,
-}
 
 #[derive(Debug)]
 struct Pending {
@@ -30,13 +19,6 @@ struct Pending {
 pub struct Assembler {
     max_bytes: usize,
     pending: [Option<Pending>; 2],
-}
-
-/// Counts for metrics, taken per call.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ParseStats {
-    pub malformed: u64,
-    pub truncated: u64,
 }
 
 fn slot(stream: Stream) -> usize {
@@ -221,6 +203,32 @@ impl Assembler {
                 malformed: false,
             });
         }
+    }
+}
+
+impl Decoder for Assembler {
+    fn push(
+        &mut self,
+        offset: u64,
+        line: &[u8],
+        cut: bool,
+        now_nanos: i64,
+        stats: &mut ParseStats,
+        out: &mut Vec<Parsed>,
+    ) {
+        Assembler::push(self, offset, line, cut, now_nanos, stats, out);
+    }
+
+    fn pending_start(&self) -> Option<u64> {
+        Assembler::pending_start(self)
+    }
+
+    fn flush(&mut self, stats: &mut ParseStats, out: &mut Vec<Parsed>) {
+        Assembler::flush(self, stats, out);
+    }
+
+    fn reset(&mut self) {
+        Assembler::reset(self);
     }
 }
 

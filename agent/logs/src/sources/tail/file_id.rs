@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -29,6 +30,38 @@ impl FileKey {
             dev: meta.dev(),
             inode: meta.ino(),
         }
+    }
+}
+
+/// The confirmed position in one file: what the tail sources checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub dev: u64,
+    pub inode: u64,
+    /// Guards against inode reuse: hash of the bytes just before `offset`.
+    pub fingerprint: Fingerprint,
+    /// Everything before this offset was delivered to every sink.
+    pub offset: u64,
+    /// Where the file was last seen (informational; identity is dev+inode+fingerprint).
+    pub path: PathBuf,
+    /// Hash of the file's first line, once known: finds the file again after kubelet
+    /// compressed it (new inode) while no agent ran.
+    #[serde(default)]
+    pub head: Option<u64>,
+}
+
+impl crate::position::Position for FileEntry {
+    type Key = FileKey;
+
+    fn key(&self) -> FileKey {
+        FileKey {
+            dev: self.dev,
+            inode: self.inode,
+        }
+    }
+
+    fn progress(&self) -> u64 {
+        self.offset
     }
 }
 

@@ -1,22 +1,10 @@
-//! Finds pod log files: a recursive `notify` watch wakes the reader on any change (new pods
-//! are picked up within milliseconds), and a periodic full rescan is the fallback for lost
-//! events (inotify queue overflow, watch limits, directories created before being watched).
+//! Finds pod log files in kubelet's layout (`<pods_dir>/<ns>_<pod>_<uid>/<container>/`).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::path::Path;
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use node_agent_core::kubelet::{self, FileKind, PodLogPath};
 
-use node_agent_core::kubelet::{self, PodLogPath};
-
-/// A log file found under the pods directory.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub path: PathBuf,
-    pub info: PodLogPath,
-}
+use crate::sources::tail::{self, Candidate};
 
 /// Which namespaces to ship.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +34,7 @@ fn entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
 }
 
 /// Lists every pod log file (current and rotated) under `pods_dir`, junk ignored.
-pub fn scan(pods_dir: &Path, filter: &NamespaceFilter) -> Vec<Candidate> {
+pub fn scan(pods_dir: &Path, filter: &NamespaceFilter) -> Vec<Candidate<PodLogPath>> {
     let mut out = Vec::new();
     for pod in entries(pods_dir) {
         let pod_name = pod.file_name();
@@ -61,7 +49,15 @@ pub fn scan(pods_dir: &Path, filter: &NamespaceFilter) -> Vec<Candidate> {
             for file in entries(&container.path()) {
                 let path = file.path();
                 match kubelet::parse_path(pods_dir, &path) {
-                    Some(info) => out.push(Candidate { path, info }),
+                    Some(info) => out.push(Candidate {
+                        path,
+                        kind: match info.kind {
+                            FileKind::Current => tail::FileKind::Current,
+                            FileKind::Rotated => tail::FileKind::Rotated,
+                            FileKind::RotatedCompressed => tail::FileKind::RotatedCompressed,
+                        },
+                        info,
+                    }),
                     None => tracing::debug!(path = %path.display(), "ignoring non-log file"),
                 }
             }
@@ -69,35 +65,6 @@ pub fn scan(pods_dir: &Path, filter: &NamespaceFilter) -> Vec<Candidate> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
-}
-
-/// Watches `pods_dir` recursively. Structural changes set `rescan`; every event pokes
-/// `wake` (coalesced: a full channel means the reader is already due to wake).
-pub fn watch(
-    pods_dir: &Path,
-    rescan: Arc<AtomicBool>,
-    wake: SyncSender<()>,
-) -> notify::Result<RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            Ok(event) => {
-                if !matches!(
-                    event.kind,
-                    EventKind::Modify(notify::event::ModifyKind::Data(_))
-                ) && !matches!(event.kind, EventKind::Access(_))
-                {
-                    rescan.store(true, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "file watch error; rescanning");
-                rescan.store(true, Ordering::Relaxed);
-            }
-        }
-        let _ = wake.try_send(());
-    })?;
-    watcher.watch(pods_dir, RecursiveMode::Recursive)?;
-    Ok(watcher)
 }
 
 #[cfg(test)]
