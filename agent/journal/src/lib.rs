@@ -55,6 +55,7 @@ pub mod cursor;
 mod decompress;
 mod entry;
 mod error;
+pub mod export;
 mod file;
 mod filter;
 mod format;
