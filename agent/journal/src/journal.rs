@@ -102,6 +102,10 @@ struct Slot {
     stalled_at: Option<u64>,
     /// Not seen in the last directory scan (deleted/vacuumed): dropped once read to the end.
     unlinked: bool,
+    /// ENTRY offset of the last entry located: entries are appended, so the entry array
+    /// must point strictly forward; a slot pointing back (hostile file) is skipped, which
+    /// also keeps such a file from returning one entry many times.
+    last_offset: u64,
     last_refresh: Option<Instant>,
 }
 
@@ -217,6 +221,7 @@ impl Journal {
             positioned: self.location.is_none(),
             stalled_at: None,
             unlinked: false,
+            last_offset: 0,
             last_refresh: None,
         });
     }
@@ -391,6 +396,7 @@ impl Journal {
             s.candidate = None;
             s.positioned = positioned;
             s.stalled_at = None;
+            s.last_offset = 0;
         }
         self.location = location;
     }
@@ -495,7 +501,17 @@ impl Journal {
             }
             let slot = self.slots.get_mut(i)?;
             match slot.file.locate(slot.next) {
-                Ok(l) => slot.candidate = Some(l),
+                Ok(l) if l.offset > slot.last_offset => {
+                    slot.last_offset = l.offset;
+                    slot.candidate = Some(l);
+                }
+                Ok(l) => {
+                    slot.next += 1;
+                    self.stats.skipped += 1;
+                    let path = slot.file.path().to_path_buf();
+                    let e = Corruption::Bad(format!("entry array points back to {:#x}", l.offset));
+                    self.corruption(&e, &path, "entry skipped");
+                }
                 Err(KeyError::Entry(e)) => {
                     slot.next += 1;
                     self.stats.skipped += 1;

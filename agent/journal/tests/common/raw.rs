@@ -148,3 +148,12 @@ pub fn used_end(path: &Path) -> u64 {
     let last = objects(&b).pop().unwrap();
     last.offset + align8(last.size)
 }
+
+/// Where the objects after the hash tables start (the entries' part of the file).
+pub fn content_start(path: &Path) -> u64 {
+    let b = std::fs::read(path).unwrap();
+    objects(&b)
+        .iter()
+        .find(|o| o.kind == DATA || o.kind == ENTRY)
+        .map_or(0, |o| o.offset)
+}
