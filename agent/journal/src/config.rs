@@ -89,7 +89,10 @@ impl JournalConfig {
         for (name, list) in lists {
             for (i, v) in list.iter().enumerate() {
                 if v.is_empty() || v.contains('\n') || v.contains('=') {
-                    err(format!("{name}[{i}]"), "must be a non-empty name without '=' or newlines");
+                    err(
+                        format!("{name}[{i}]"),
+                        "must be a non-empty name without '=' or newlines",
+                    );
                 }
             }
         }
@@ -181,7 +184,12 @@ mod tests {
             max_field_bytes: 0,
             ..JournalConfig::default()
         };
-        let keys: Vec<String> = c.validate("j").unwrap_err().into_iter().map(|e| e.key).collect();
+        let keys: Vec<String> = c
+            .validate("j")
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         assert_eq!(
             keys,
             [

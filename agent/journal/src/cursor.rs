@@ -203,7 +203,14 @@ mod tests {
         let p: Cursor = "t=10;z=whatever".parse().unwrap();
         assert_eq!(p, Cursor::at_realtime(16));
         assert_eq!(p.to_string(), "t=10");
-        for bad in ["", "s=xx", "i=5", "t=zz", "b=0123456789abcdef0123456789abcdef", "nonsense"] {
+        for bad in [
+            "",
+            "s=xx",
+            "i=5",
+            "t=zz",
+            "b=0123456789abcdef0123456789abcdef",
+            "nonsense",
+        ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad}");
         }
     }

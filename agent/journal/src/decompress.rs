@@ -26,7 +26,9 @@ pub fn decompress_into(
 }
 
 fn too_large(algo: &str, cap: usize) -> Corruption {
-    Corruption::TooLarge(format!("{algo} payload decompresses to more than {cap} bytes"))
+    Corruption::TooLarge(format!(
+        "{algo} payload decompresses to more than {cap} bytes"
+    ))
 }
 
 fn zstd(src: &[u8], cap: usize, out: &mut Vec<u8>) -> Result<(), Corruption> {
@@ -164,9 +166,7 @@ fn xz_unpacked_size(s: &[u8]) -> Result<u64, &'static str> {
                 0x01 | 0x02 => {
                     let size = be16(pos)? + 1;
                     total = total.saturating_add(size);
-                    pos = pos
-                        .checked_add(2 + size as usize)
-                        .ok_or("overflow")?;
+                    pos = pos.checked_add(2 + size as usize).ok_or("overflow")?;
                 }
                 0x80..=0xFF => {
                     let unpacked = (u64::from(control & 0x1F) << 16 | be16(pos)?) + 1;
@@ -221,7 +221,12 @@ mod tests {
     fn zstd_rejects_garbage_and_truncation() {
         let mut out = Vec::new();
         assert!(matches!(
-            decompress_into(OBJECT_COMPRESSED_ZSTD, b"not zstd at all", 1 << 20, &mut out),
+            decompress_into(
+                OBJECT_COMPRESSED_ZSTD,
+                b"not zstd at all",
+                1 << 20,
+                &mut out
+            ),
             Err(Corruption::Decompress { .. })
         ));
         // A frame header claiming a 1 GiB window is refused (no giant buffer).

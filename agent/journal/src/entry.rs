@@ -67,8 +67,7 @@ impl Entry {
 
     /// The first value of field `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields()
-            .find_map(|(n, v)| (n == name).then_some(v))
+        self.fields().find_map(|(n, v)| (n == name).then_some(v))
     }
 
     pub fn message(&self) -> Option<&[u8]> {
@@ -138,13 +137,23 @@ mod tests {
             realtime: 3,
             xor_hash: 4,
         });
-        for p in [&b"MESSAGE=hi\xff"[..], b"NOEQUALS", b"=novalue", b"\xff\xfe=x", b"A=1", b"A=2"] {
+        for p in [
+            &b"MESSAGE=hi\xff"[..],
+            b"NOEQUALS",
+            b"=novalue",
+            b"\xff\xfe=x",
+            b"A=1",
+            b"A=2",
+        ] {
             let start = e.buf_mut().len();
             e.buf_mut().extend_from_slice(p);
             e.commit_field(start);
         }
         let f: Vec<_> = e.fields().collect();
-        assert_eq!(f, vec![("MESSAGE", &b"hi\xff"[..]), ("A", b"1"), ("A", b"2")]);
+        assert_eq!(
+            f,
+            vec![("MESSAGE", &b"hi\xff"[..]), ("A", b"1"), ("A", b"2")]
+        );
         assert_eq!(e.get("A"), Some(&b"1"[..]));
         assert_eq!(e.message(), Some(&b"hi\xff"[..]));
         assert_eq!(e.payload_len(), 11 + 3 + 3);

@@ -61,8 +61,10 @@ pub fn parse(mut b: &[u8]) -> Result<Vec<ExportEntry>, String> {
         if let Some(eq) = line.iter().position(|c| *c == b'=') {
             let name = std::str::from_utf8(line.get(..eq).unwrap_or_default())
                 .map_err(|_| format!("non-UTF-8 field name at byte {at}"))?;
-            cur.fields
-                .push((name.to_string(), line.get(eq + 1..).unwrap_or_default().to_vec()));
+            cur.fields.push((
+                name.to_string(),
+                line.get(eq + 1..).unwrap_or_default().to_vec(),
+            ));
         } else {
             let name = std::str::from_utf8(line).map_err(|_| format!("bad name at {at}"))?;
             let len = b

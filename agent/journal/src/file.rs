@@ -15,8 +15,9 @@ use crate::error::Corruption;
 use crate::filter::Filter;
 use crate::format::{
     DATA_PAYLOAD_OFFSET, DATA_PAYLOAD_OFFSET_COMPACT, ENTRY_ARRAY_FIXED_LEN, ENTRY_FIXED_LEN,
-    EntryFixed, HEADER_READ_LEN, HEADER_SIZE_MIN, Header, OBJECT_COMPRESSION_MASK, OBJECT_DATA, OBJECT_ENTRY,
-    OBJECT_ENTRY_ARRAY, OBJECT_HEADER_LEN, ObjectHeader, SIGNATURE, STATE_ARCHIVED, STATE_ONLINE, le64,
+    EntryFixed, HEADER_READ_LEN, HEADER_SIZE_MIN, Header, OBJECT_COMPRESSION_MASK, OBJECT_DATA,
+    OBJECT_ENTRY, OBJECT_ENTRY_ARRAY, OBJECT_HEADER_LEN, ObjectHeader, SIGNATURE, STATE_ARCHIVED,
+    le64,
 };
 use crate::source::{CachedReader, ReadAt};
 
@@ -126,7 +127,11 @@ pub struct JournalFile {
 }
 
 impl JournalFile {
-    pub fn open(path: &Path, src: Box<dyn ReadAt>, limits: Limits) -> Result<JournalFile, Corruption> {
+    pub fn open(
+        path: &Path,
+        src: Box<dyn ReadAt>,
+        limits: Limits,
+    ) -> Result<JournalFile, Corruption> {
         let mut r = CachedReader::new(src);
         let header = read_header(&mut r)?;
         let mut f = JournalFile {
@@ -169,8 +174,9 @@ impl JournalFile {
         self.header.n_entries
     }
 
-    pub fn is_online(&self) -> bool {
-        self.header.state == STATE_ONLINE
+    /// The file's modification time now (through the open handle).
+    pub fn mtime_ns(&self) -> Option<i64> {
+        self.r.source_mtime_ns()
     }
 
     pub fn is_archived(&self) -> bool {
@@ -187,7 +193,9 @@ impl JournalFile {
         self.r.invalidate();
         let h = read_header(&mut self.r)?;
         if h.file_id != self.header.file_id || h.compact() != self.header.compact() {
-            return Err(Corruption::Bad("file replaced under the same handle".into()));
+            return Err(Corruption::Bad(
+                "file replaced under the same handle".into(),
+            ));
         }
         let changed = h.n_entries != self.header.n_entries
             || h.state != self.header.state
@@ -204,11 +212,13 @@ impl JournalFile {
     }
 
     fn check_offset(&self, off: u64, what: &'static str) -> Result<(), Corruption> {
-        if off % 8 != 0 || off < self.header.header_size || off >= self.limit {
+        if !off.is_multiple_of(8) || off < self.header.header_size || off >= self.limit {
             if off >= self.limit && off < self.header.used_size() {
                 return Err(Corruption::Truncated(what));
             }
-            return Err(Corruption::Bad(format!("{what} offset {off:#x} out of range")));
+            return Err(Corruption::Bad(format!(
+                "{what} offset {off:#x} out of range"
+            )));
         }
         Ok(())
     }
@@ -275,14 +285,19 @@ impl JournalFile {
     /// Locates entry `i` (0-based, below `n_entries`).
     pub fn locate(&mut self, i: u64) -> Result<Located, KeyError> {
         if i >= self.header.n_entries {
-            return Err(KeyError::Chain(Corruption::Bad("index past n_entries".into())));
+            return Err(KeyError::Chain(Corruption::Bad(
+                "index past n_entries".into(),
+            )));
         }
         let a = self.array_for(i).map_err(KeyError::Chain)?;
         let item = self.header.item_len();
         let at = a.offset + ENTRY_ARRAY_FIXED_LEN + (i - a.first) * item;
-        let b = self.r.read(at, item as usize, self.limit).map_err(KeyError::Chain)?;
-        let offset = crate::format::item_offset(b, 0, self.header.compact(), item as usize)
-            .unwrap_or(0);
+        let b = self
+            .r
+            .read(at, item as usize, self.limit)
+            .map_err(KeyError::Chain)?;
+        let offset =
+            crate::format::item_offset(b, 0, self.header.compact(), item as usize).unwrap_or(0);
         if offset == 0 {
             return Err(KeyError::Chain(Corruption::Bad(format!(
                 "empty entry array slot {i} below n_entries"
@@ -297,14 +312,22 @@ impl JournalFile {
         let stride = self.entry_item_stride();
         // Mirrors journalctl's own object checks: such entries are skipped by it too.
         if h.size > self.limits.max_object_size {
-            return Err(Corruption::TooLarge(format!("entry object of {} bytes", h.size)));
+            return Err(Corruption::TooLarge(format!(
+                "entry object of {} bytes",
+                h.size
+            )));
         }
-        if (h.size - ENTRY_FIXED_LEN) % stride != 0 || h.size == ENTRY_FIXED_LEN {
+        if !(h.size - ENTRY_FIXED_LEN).is_multiple_of(stride) || h.size == ENTRY_FIXED_LEN {
             return Err(Corruption::Bad("entry object size".into()));
         }
-        let fixed = EntryFixed::parse(self.r.read(offset, ENTRY_FIXED_LEN as usize, self.limit)?)?;
+        let fixed =
+            EntryFixed::parse(self.r.read(offset, ENTRY_FIXED_LEN as usize, self.limit)?)?;
         const TIME_MAX: u64 = 1 << 55;
-        if fixed.seqnum == 0 || fixed.realtime == 0 || fixed.realtime >= TIME_MAX || fixed.monotonic >= TIME_MAX {
+        if fixed.seqnum == 0
+            || fixed.realtime == 0
+            || fixed.realtime >= TIME_MAX
+            || fixed.monotonic >= TIME_MAX
+        {
             return Err(Corruption::Bad("entry seqnum or timestamps invalid".into()));
         }
         Ok(Located {
@@ -344,7 +367,9 @@ impl JournalFile {
     /// The newest readable entry (looking back a few entries past corrupt ones).
     pub fn tail(&mut self) -> Option<Located> {
         let n = self.header.n_entries;
-        (n.saturating_sub(16)..n).rev().find_map(|i| self.locate(i).ok())
+        (n.saturating_sub(16)..n)
+            .rev()
+            .find_map(|i| self.locate(i).ok())
     }
 
     /// Decodes the entry. `Ok(None)`: the filter rejected it. Field-level problems (a corrupt
@@ -381,7 +406,9 @@ impl JournalFile {
 
         if !filter.is_empty() {
             let decided = |e: &Entry| {
-                crate::filter::FILTER_FIELDS.iter().all(|f| e.get(f).is_some())
+                crate::filter::FILTER_FIELDS
+                    .iter()
+                    .all(|f| e.get(f).is_some())
             };
             if !self.deferred.is_empty() && !decided(&entry) {
                 self.decode_deferred(&mut entry, problems);
@@ -416,7 +443,10 @@ impl JournalFile {
         let len = h.size - po;
         let flags = h.flags & OBJECT_COMPRESSION_MASK;
         if len > self.limits.max_object_size {
-            return Err(Corruption::TooLarge(format!("data object of {} bytes", h.size)));
+            return Err(Corruption::TooLarge(format!(
+                "data object of {} bytes",
+                h.size
+            )));
         }
         if flags != 0 {
             self.deferred.push(Deferred {

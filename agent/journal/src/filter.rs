@@ -69,12 +69,20 @@ impl Filter {
     }
 
     fn has_includes(&self) -> bool {
-        self.include_kernel || !self.include_units.is_empty() || !self.include_identifiers.is_empty()
+        self.include_kernel
+            || !self.include_units.is_empty()
+            || !self.include_identifiers.is_empty()
     }
 
     /// Decides from the entry's `_SYSTEMD_UNIT`, `SYSLOG_IDENTIFIER` and `_TRANSPORT`.
-    pub fn accepts(&self, unit: Option<&[u8]>, ident: Option<&[u8]>, transport: Option<&[u8]>) -> bool {
-        let listed = |list: &[Vec<u8>], v: Option<&[u8]>| v.is_some_and(|v| list.iter().any(|x| x == v));
+    pub fn accepts(
+        &self,
+        unit: Option<&[u8]>,
+        ident: Option<&[u8]>,
+        transport: Option<&[u8]>,
+    ) -> bool {
+        let listed =
+            |list: &[Vec<u8>], v: Option<&[u8]>| v.is_some_and(|v| list.iter().any(|x| x == v));
         let kernel = transport == Some(b"kernel".as_slice());
         if listed(&self.exclude_units, unit)
             || listed(&self.exclude_identifiers, ident)
@@ -99,20 +107,32 @@ mod tests {
         assert!(all.is_empty());
         assert!(all.accepts(None, None, None));
 
-        let f = Filter::new().include_unit("kubelet").include_unit("containerd.service").include_kernel(true);
+        let f = Filter::new()
+            .include_unit("kubelet")
+            .include_unit("containerd.service")
+            .include_kernel(true);
         assert!(f.accepts(Some(b"kubelet.service"), None, None));
-        assert!(f.accepts(Some(b"containerd.service"), Some(b"containerd"), Some(b"stdout")));
+        assert!(f.accepts(
+            Some(b"containerd.service"),
+            Some(b"containerd"),
+            Some(b"stdout")
+        ));
         assert!(f.accepts(None, Some(b"kernel"), Some(b"kernel")));
         assert!(!f.accepts(Some(b"sshd.service"), None, Some(b"syslog")));
         assert!(!f.accepts(None, None, None));
 
-        let g = Filter::new().exclude_unit("sshd").exclude_identifier("CRON").exclude_kernel(true);
+        let g = Filter::new()
+            .exclude_unit("sshd")
+            .exclude_identifier("CRON")
+            .exclude_kernel(true);
         assert!(g.accepts(Some(b"kubelet.service"), None, None));
         assert!(!g.accepts(Some(b"sshd.service"), None, None));
         assert!(!g.accepts(None, Some(b"CRON"), None));
         assert!(!g.accepts(None, None, Some(b"kernel")));
 
-        let both = Filter::new().include_identifier("kubelet").exclude_unit("kubelet");
+        let both = Filter::new()
+            .include_identifier("kubelet")
+            .exclude_unit("kubelet");
         assert!(!both.accepts(Some(b"kubelet.service"), Some(b"kubelet"), None));
         assert_eq!(normalize_unit("session-1.scope"), "session-1.scope");
     }

@@ -17,7 +17,6 @@ pub const HEADER_SIZE_MIN: u64 = 208;
 /// Bytes of the header we read; newer headers are longer, older shorter (zero-filled).
 pub const HEADER_READ_LEN: usize = 272;
 
-pub const STATE_ONLINE: u8 = 1;
 pub const STATE_ARCHIVED: u8 = 2;
 
 pub const INCOMPAT_COMPRESSED_XZ: u32 = 1 << 0;
@@ -172,7 +171,7 @@ impl Header {
                 "unknown incompatible flags {unknown:#x}"
             )));
         }
-        if h.header_size < HEADER_SIZE_MIN || h.header_size % 8 != 0 {
+        if h.header_size < HEADER_SIZE_MIN || !h.header_size.is_multiple_of(8) {
             return Err(Corruption::Bad(format!("header size {}", h.header_size)));
         }
         if h.state > STATE_ARCHIVED {

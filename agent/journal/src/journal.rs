@@ -124,7 +124,7 @@ pub struct Journal {
     problems: FieldProblems,
 }
 
-/// Online files at their end re-read their header at most this often while other files
+/// Files not archived re-read their header at their end at most this often while other files
 /// still have entries (the last pass before "nothing more" always re-reads).
 const REFRESH_EVERY: Duration = Duration::from_millis(50);
 
@@ -175,7 +175,10 @@ impl Journal {
 
     /// Paths of the files currently open, in discovery order.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.slots.iter().map(|s| s.file.path().to_path_buf()).collect()
+        self.slots
+            .iter()
+            .map(|s| s.file.path().to_path_buf())
+            .collect()
     }
 
     /// The position of the last entry taken (also advanced by filtered entries): saving it
@@ -287,7 +290,10 @@ impl Journal {
             self.issue(
                 IssueKind::TooManyFiles,
                 None,
-                format!("{too_many} journal files not opened (max_files {})", self.opts.max_files),
+                format!(
+                    "{too_many} journal files not opened (max_files {})",
+                    self.opts.max_files
+                ),
             );
         }
         for s in &mut self.slots {
@@ -308,7 +314,9 @@ impl Journal {
         let mut names: Vec<(PathBuf, fs::Metadata)> = Vec::new();
         for de in rd.flatten() {
             let path = de.path();
-            let Ok(meta) = fs::metadata(&path) else { continue };
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
             let name = de.file_name();
             let name = name.to_string_lossy();
             if meta.is_file() && (name.ends_with(".journal") || name.ends_with(".journal~")) {
@@ -365,17 +373,17 @@ impl Journal {
                     .collect();
                 match heads.iter().min() {
                     None => CursorSeek::EntriesMayBeLost {
-                        detail: format!(
-                            "no journal file of sequence {id} left; resuming by time"
-                        ),
+                        detail: format!("no journal file of sequence {id} left; resuming by time"),
                     },
-                    Some(&head) if head > seqnum.saturating_add(1) => CursorSeek::EntriesMayBeLost {
-                        detail: format!(
-                            "entries {}..{} of sequence {id} were vacuumed",
-                            seqnum + 1,
-                            head - 1
-                        ),
-                    },
+                    Some(&head) if head > seqnum.saturating_add(1) => {
+                        CursorSeek::EntriesMayBeLost {
+                            detail: format!(
+                                "entries {}..{} of sequence {id} were vacuumed",
+                                seqnum + 1,
+                                head - 1
+                            ),
+                        }
+                    }
                     Some(_) => CursorSeek::Found,
                 }
             }
@@ -414,7 +422,9 @@ impl Journal {
             let at = slot.candidate.take()?;
             slot.next += 1;
             self.location = Some(at.key.cursor());
-            let result = slot.file.read_entry(&at, &self.opts.filter, &mut self.problems);
+            let result = slot
+                .file
+                .read_entry(&at, &self.opts.filter, &mut self.problems);
             let path = slot.file.path().to_path_buf();
             for p in std::mem::take(&mut self.problems.list) {
                 self.corruption(&p, &path, "field skipped");
@@ -435,12 +445,14 @@ impl Journal {
     }
 
     /// Index of the file whose next entry comes first (a linear scan, as sd-journal does:
-    /// the order is not transitive across seqnum sources). `refresh_all`: online files at
-    /// their end re-read their header now.
+    /// the order is not transitive across seqnum sources). `refresh_all`: files at their
+    /// end re-read their header now.
     fn pick(&mut self, refresh_all: bool) -> Option<usize> {
         let mut best: Option<(usize, EntryKey)> = None;
         for i in 0..self.slots.len() {
-            let Some(key) = self.peek(i, refresh_all) else { continue };
+            let Some(key) = self.peek(i, refresh_all) else {
+                continue;
+            };
             if best.is_none_or(|(_, b)| compare_entries(&key, &b).is_lt()) {
                 best = Some((i, key));
             }
@@ -475,10 +487,14 @@ impl Journal {
                 slot.next = first_candidate(&mut slot.file, l);
             }
             if slot.next >= slot.file.n_entries() || slot.stalled_at == Some(slot.next) {
-                if !slot.file.is_online() {
+                // Offline is not final: journald marks its current file offline after every
+                // sync and online again at the next write. Only archived files never grow.
+                if slot.file.is_archived() {
                     return None;
                 }
-                let due = slot.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+                let due = slot
+                    .last_refresh
+                    .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
                 if !refresh_all && !due {
                     return None;
                 }
@@ -541,7 +557,9 @@ impl Journal {
                 && (s.next >= s.file.n_entries() || s.stalled_at == Some(s.next));
             if at_end && (s.unlinked || s.file.is_archived()) {
                 if !s.unlinked {
-                    self.done.insert((s.key, s.mtime));
+                    // The version read to the end (archiving rewrote the state byte).
+                    let mtime = s.file.mtime_ns().unwrap_or(s.mtime);
+                    self.done.insert((s.key, mtime));
                 }
                 self.slots.remove(i);
                 self.stats.files_closed += 1;

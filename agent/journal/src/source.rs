@@ -17,6 +17,10 @@ pub trait ReadAt: Send {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// The current length of the data.
     fn len(&self) -> io::Result<u64>;
+    /// Modification time in ns (files only): identifies a file version that was read.
+    fn mtime_ns(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl ReadAt for std::fs::File {
@@ -36,6 +40,12 @@ impl ReadAt for std::fs::File {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
+    }
+
+    fn mtime_ns(&self) -> Option<i64> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.metadata().ok()?;
+        Some(m.mtime() * 1_000_000_000 + m.mtime_nsec())
     }
 }
 
@@ -89,6 +99,10 @@ impl CachedReader {
 
     pub fn source_len(&self) -> io::Result<u64> {
         self.src.len()
+    }
+
+    pub fn source_mtime_ns(&self) -> Option<i64> {
+        self.src.mtime_ns()
     }
 
     /// Forgets cached bytes: the writer fills entry-array slots in place, so windows of an

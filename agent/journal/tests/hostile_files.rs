@@ -44,7 +44,10 @@ fn damaged_files_are_counted_and_the_rest_is_read() {
     // Truncate at 60% of the entries' part (after the hash tables; the header still
     // claims the whole arena).
     let (start, used) = (raw::content_start(&truncated), raw::used_end(&truncated));
-    let f = std::fs::OpenOptions::new().write(true).open(&truncated).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap();
     f.set_len(start + (used - start) * 6 / 10).unwrap();
     // 8 KiB of garbage in the middle of the entries' part.
     let mut b = std::fs::read(&corrupt).unwrap();
@@ -55,21 +58,37 @@ fn damaged_files_are_counted_and_the_rest_is_read() {
         *byte = rng.next() as u8;
     }
     std::fs::write(&corrupt, &b).unwrap();
-    std::fs::write(dir.path().join("notes.journal"), b"this is not a journal file at all").unwrap();
+    std::fs::write(
+        dir.path().join("notes.journal"),
+        b"this is not a journal file at all",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("stub.journal"), &b[..100]).unwrap();
 
     let (mut j, ours) = read_dir_all(dir.path());
     let stats = j.stats();
     let issues = j.take_issues();
-    let from = |prefix: u64| ours.iter().filter(|e| e.realtime_usec() % 1000 == prefix).count();
+    let from = |prefix: u64| {
+        ours.iter()
+            .filter(|e| e.realtime_usec() % 1000 == prefix)
+            .count()
+    };
     assert_eq!(from(0), 2000, "every entry of the healthy file");
     let t = from(300);
     let g = from(600);
-    assert!((500..2000).contains(&t), "truncated file read up to the cut: {t} {issues:#?}");
-    assert!((500..2000).contains(&g), "garbled file read around the damage: {g}");
+    assert!(
+        (500..2000).contains(&t),
+        "truncated file read up to the cut: {t} {issues:#?}"
+    );
+    assert!(
+        (500..2000).contains(&g),
+        "garbled file read around the damage: {g}"
+    );
     for e in &ours {
         let c = e.cursor().to_string();
-        let want = originals.get(&c).unwrap_or_else(|| panic!("invented entry {c}"));
+        let want = originals
+            .get(&c)
+            .unwrap_or_else(|| panic!("invented entry {c}"));
         let got: Vec<(String, Vec<u8>)> = e
             .fields()
             .filter(|(n, _)| *n != "_BOOT_ID")
@@ -84,7 +103,11 @@ fn damaged_files_are_counted_and_the_rest_is_read() {
         stats.issue_count(IssueKind::Corrupt) + stats.issue_count(IssueKind::Decompress) >= 1,
         "{issues:#?}"
     );
-    assert!(issues.iter().any(|i| i.path.as_deref() == Some(&*truncated)));
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.path.as_deref() == Some(&*truncated))
+    );
     assert!(issues.iter().any(|i| i.path.as_deref() == Some(&*corrupt)));
 
     // A rescan does not report the same broken files again (they did not change).
@@ -134,7 +157,13 @@ fn parse_file_bytes_survives_mutations() {
                 2 => {
                     // Plausible-looking offsets and sizes in random places.
                     let at = pos(&mut rng, m.len()) & !7;
-                    let v = [0u64, 8, u64::MAX, rng.below(bytes.len() as u64 * 2), 1 << 40];
+                    let v = [
+                        0u64,
+                        8,
+                        u64::MAX,
+                        rng.below(bytes.len() as u64 * 2),
+                        1 << 40,
+                    ];
                     let v = v[rng.below(v.len() as u64) as usize].to_le_bytes();
                     let end = (at + 8).min(m.len());
                     m[at..end].copy_from_slice(&v[..end - at]);

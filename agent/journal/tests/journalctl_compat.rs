@@ -25,7 +25,10 @@ fn entries_match_journalctl_in_both_layouts() {
         ("compact", &[][..]),
         (
             "regular",
-            &[("SYSTEMD_JOURNAL_COMPACT", "0"), ("SYSTEMD_JOURNAL_KEYED_HASH", "0")][..],
+            &[
+                ("SYSTEMD_JOURNAL_COMPACT", "0"),
+                ("SYSTEMD_JOURNAL_KEYED_HASH", "0"),
+            ][..],
         ),
     ] {
         let dir = tempdir();
@@ -35,7 +38,12 @@ fn entries_match_journalctl_in_both_layouts() {
         assert!(compressed >= 50, "{name}: only {compressed} zstd objects");
         let (j, ours) = read_dir_all(dir.path());
         assert_same(&ours, &journalctl(&[&dir_arg(dir.path())]));
-        assert_eq!(j.stats().issues.iter().sum::<u64>(), 0, "{name}: {:?}", j.stats());
+        assert_eq!(
+            j.stats().issues.iter().sum::<u64>(),
+            0,
+            "{name}: {:?}",
+            j.stats()
+        );
         assert_eq!(ours[10].fields().filter(|(n, _)| *n == "TAG").count(), 2);
         assert_eq!(ours[20].message().map(<[u8]>::len), Some(100 * 1024));
     }
@@ -59,7 +67,10 @@ fn lz4_and_xz_objects_decode_like_journalctl() {
             assert!(n >= 20, "{name}: re-encoded only {n}");
             assert_eq!(raw::count_data_with_flag(&file, raw::FLAG_ZSTD), n);
             let after = journalctl(&[&dir_arg(dir.path())]);
-            assert_eq!(after, before, "{name}: journalctl reads the re-encoded file differently");
+            assert_eq!(
+                after, before,
+                "{name}: journalctl reads the re-encoded file differently"
+            );
             let (j, ours) = read_dir_all(dir.path());
             assert_same(&ours, &after);
             assert_eq!(j.stats().issues.iter().sum::<u64>(), 0, "{name}");
@@ -86,7 +97,11 @@ fn many_entries_across_files_interleave_like_journalctl() {
     let d = node_entries(500, 4, T0 + 250);
     write_journal(&sub.join("system@0123-0001.journal"), &a, &[]);
     write_journal(&sub.join("user-1000.journal"), &b, &[]);
-    write_journal(&sub.join("system.journal"), &c, &[("SYSTEMD_JOURNAL_COMPACT", "0")]);
+    write_journal(
+        &sub.join("system.journal"),
+        &c,
+        &[("SYSTEMD_JOURNAL_COMPACT", "0")],
+    );
     write_journal(&dir.path().join("system@dirty.journal"), &d, &[]);
     std::fs::rename(
         dir.path().join("system@dirty.journal"),
@@ -107,7 +122,11 @@ fn resume_after_cursor_equals_journalctl_after_cursor() {
         return;
     }
     let dir = tempdir();
-    write_journal(&dir.path().join("system@1.journal"), &node_entries(1500, 5, T0), &[]);
+    write_journal(
+        &dir.path().join("system@1.journal"),
+        &node_entries(1500, 5, T0),
+        &[],
+    );
     write_journal(
         &dir.path().join("system.journal"),
         // Interleaved by time, never in the same microsecond as the other file (for such
@@ -120,7 +139,10 @@ fn resume_after_cursor_equals_journalctl_after_cursor() {
         let cursor = all[at].cursor();
         let text = cursor.to_string();
         let mut j = Journal::open(options(dir.path()));
-        assert_eq!(j.seek_after_cursor(&text.parse().unwrap()), CursorSeek::Found);
+        assert_eq!(
+            j.seek_after_cursor(&text.parse().unwrap()),
+            CursorSeek::Found
+        );
         let mut rest = Vec::new();
         while let Some(e) = j.next_entry() {
             rest.push(e);
@@ -166,12 +188,18 @@ fn vacuumed_cursor_resumes_after_its_time_and_reports_loss() {
     );
     let (_, all) = read_dir_all(dir.path());
     // A cursor in the old file, then the old file is deleted.
-    let at = all.iter().position(|e| e.realtime_usec() == T0 + 100_000).unwrap();
+    let at = all
+        .iter()
+        .position(|e| e.realtime_usec() == T0 + 100_000)
+        .unwrap();
     let cursor = all[at].cursor();
     std::fs::remove_file(&old).unwrap();
     let mut j = Journal::open(options(dir.path()));
     let outcome = j.seek_after_cursor(&cursor);
-    assert!(matches!(outcome, CursorSeek::EntriesMayBeLost { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, CursorSeek::EntriesMayBeLost { .. }),
+        "{outcome:?}"
+    );
     assert_eq!(j.stats().issue_count(IssueKind::EntriesMayBeLost), 1);
     let first = j.next_entry().unwrap();
     // Same boot: ordered by monotonic time, the first entry after the cursor's.
@@ -179,7 +207,10 @@ fn vacuumed_cursor_resumes_after_its_time_and_reports_loss() {
     // journalctl --after-cursor skips the first entry it lands on, assuming it is the
     // cursor's own, so it would lose one more here; --cursor lands where we resume.
     let oracle = journalctl(&[&dir_arg(dir.path()), &format!("--cursor={cursor}")]);
-    assert_eq!(first.cursor().to_string().as_bytes(), oracle[0].get("__CURSOR").unwrap());
+    assert_eq!(
+        first.cursor().to_string().as_bytes(),
+        oracle[0].get("__CURSOR").unwrap()
+    );
     let mut rest = vec![first];
     while let Some(e) = j.next_entry() {
         rest.push(e);
@@ -194,7 +225,11 @@ fn seek_tail_and_realtime() {
         return;
     }
     let dir = tempdir();
-    write_journal(&dir.path().join("system.journal"), &node_entries(1000, 10, T0), &[]);
+    write_journal(
+        &dir.path().join("system.journal"),
+        &node_entries(1000, 10, T0),
+        &[],
+    );
     let mut j = Journal::open(options(dir.path()));
     j.seek_tail();
     assert!(j.next_entry().is_none());
@@ -216,7 +251,11 @@ fn filter_matches_journalctl_matches() {
         return;
     }
     let dir = tempdir();
-    write_journal(&dir.path().join("system.journal"), &node_entries(2000, 12, T0), &[]);
+    write_journal(
+        &dir.path().join("system.journal"),
+        &node_entries(2000, 12, T0),
+        &[],
+    );
     let read = |f: Filter| {
         let mut j = Journal::open(JournalOptions {
             filter: f,
@@ -248,7 +287,8 @@ fn filter_matches_journalctl_matches() {
     let expected: Vec<_> = all
         .into_iter()
         .filter(|e| {
-            e.get("_SYSTEMD_UNIT") != Some(b"kubelet.service") && e.get("SYSLOG_IDENTIFIER") != Some(b"sshd")
+            e.get("_SYSTEMD_UNIT") != Some(b"kubelet.service")
+                && e.get("SYSLOG_IDENTIFIER") != Some(b"sshd")
         })
         .map(|e| e.cursor())
         .collect();

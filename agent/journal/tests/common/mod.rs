@@ -95,7 +95,9 @@ pub fn write_journal(path: &Path, entries: &[Input], env: &[(&str, &str)]) {
         .expect("stdin")
         .write_all(&export_bytes(entries))
         .expect("feed systemd-journal-remote");
-    let out = child.wait_with_output().expect("wait systemd-journal-remote");
+    let out = child
+        .wait_with_output()
+        .expect("wait systemd-journal-remote");
     assert!(
         out.status.success(),
         "systemd-journal-remote failed: {}",
@@ -141,7 +143,11 @@ pub fn options(dir: &Path) -> JournalOptions {
 
 /// Asserts our entries equal journalctl's, field by field, with cursors and timestamps.
 pub fn assert_same(ours: &[Entry], oracle: &[ExportEntry]) {
-    assert_eq!(ours.len(), oracle.len(), "entry count differs from journalctl");
+    assert_eq!(
+        ours.len(),
+        oracle.len(),
+        "entry count differs from journalctl"
+    );
     for (i, (a, b)) in ours.iter().zip(oracle).enumerate() {
         let cursor = String::from_utf8_lossy(b.get("__CURSOR").unwrap_or_default()).to_string();
         assert_eq!(a.cursor().to_string(), cursor, "cursor of entry {i}");
@@ -150,8 +156,16 @@ pub fn assert_same(ours: &[Entry], oracle: &[ExportEntry]) {
                 .parse()
                 .unwrap_or(u64::MAX)
         };
-        assert_eq!(a.realtime_usec(), num("__REALTIME_TIMESTAMP"), "realtime of {i}");
-        assert_eq!(a.monotonic_usec(), num("__MONOTONIC_TIMESTAMP"), "monotonic of {i}");
+        assert_eq!(
+            a.realtime_usec(),
+            num("__REALTIME_TIMESTAMP"),
+            "realtime of {i}"
+        );
+        assert_eq!(
+            a.monotonic_usec(),
+            num("__MONOTONIC_TIMESTAMP"),
+            "monotonic of {i}"
+        );
         assert_eq!(
             a.boot_id().to_string().as_bytes(),
             b.get("_BOOT_ID").unwrap_or_default(),
@@ -218,7 +232,10 @@ pub fn node_entries(n: usize, seed: u64, start_realtime: u64) -> Vec<Input> {
                 ("SYSLOG_IDENTIFIER".into(), ident.into()),
                 ("_TRANSPORT".into(), transport.into()),
                 ("_HOSTNAME".into(), b"node-1".to_vec()),
-                ("_PID".into(), (1000 + rng.below(5)).to_string().into_bytes()),
+                (
+                    "_PID".into(),
+                    (1000 + rng.below(5)).to_string().into_bytes(),
+                ),
             ];
             if !unit.is_empty() {
                 fields.push(("_SYSTEMD_UNIT".into(), unit.into()));

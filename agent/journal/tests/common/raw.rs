@@ -71,7 +71,10 @@ pub fn recompress(path: &Path, flag: u8) -> usize {
     let mut end = last.offset + align8(last.size);
     let mut tail = last.offset;
     let mut map = std::collections::HashMap::new();
-    for o in objs.iter().filter(|o| o.kind == DATA && o.flags == FLAG_ZSTD) {
+    for o in objs
+        .iter()
+        .filter(|o| o.kind == DATA && o.flags == FLAG_ZSTD)
+    {
         let s = o.offset as usize;
         let payload = &b[s + po as usize..s + o.size as usize];
         let mut plain = Vec::new();
@@ -125,10 +128,11 @@ pub fn recompress(path: &Path, flag: u8) -> usize {
     put64(&mut b, 136, tail);
     let n_objects = le64(&b, 144) + map.len() as u64;
     put64(&mut b, 144, n_objects);
-    let incompat = u32::from_le_bytes(b[12..16].try_into().unwrap()) | match flag {
-        FLAG_LZ4 => 1 << 1,
-        _ => 1 << 0,
-    };
+    let incompat = u32::from_le_bytes(b[12..16].try_into().unwrap())
+        | match flag {
+            FLAG_LZ4 => 1 << 1,
+            _ => 1 << 0,
+        };
     b[12..16].copy_from_slice(&incompat.to_le_bytes());
     std::fs::write(path, &b).unwrap();
     map.len()
