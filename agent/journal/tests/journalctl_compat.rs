@@ -323,3 +323,31 @@ impl IssuesClone for Journal {
         self.take_issues()
     }
 }
+
+/// Vacuuming inside one seqnum source (journald's archived files share it): the cursor's
+/// seqnum is older than the oldest file's head, so the gap is reported.
+#[test]
+fn gap_in_the_same_sequence_is_reported() {
+    if !tools_present("gap_in_the_same_sequence_is_reported") {
+        return;
+    }
+    let dir = tempdir();
+    let path = dir.path().join("system.journal");
+    write_journal(&path, &node_entries(50, 13, T0), &[]);
+    let (_, all) = read_dir_all(dir.path());
+    let mut cursor = all[0].cursor();
+    // As if entries 1..=99 of this sequence were in files that were deleted: the file's
+    // head seqnum says 100, the cursor is at 1.
+    let mut b = std::fs::read(&path).unwrap();
+    b[168..176].copy_from_slice(&101u64.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let mut j = Journal::open(options(dir.path()));
+    match j.seek_after_cursor(&cursor) {
+        CursorSeek::EntriesMayBeLost { detail } => assert!(detail.contains("2..100"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(j.next_entry().unwrap().cursor(), all[1].cursor());
+    // A cursor right before the head is no gap.
+    cursor.seqnum = Some(100);
+    assert_eq!(j.seek_after_cursor(&cursor), CursorSeek::Found);
+}
