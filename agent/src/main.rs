@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = node_agent::telemetry::init_logging(&config.log) {
+    if let Err(err) = node_agent::logging::init(&config.log) {
         eprintln!("node-agent: cannot initialise logging: {err:#}");
         return ExitCode::from(2);
     }

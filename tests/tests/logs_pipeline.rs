@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use node_agent::logs::record::{LogRecord, Stream};
+use node_agent::core::record::{LogRecord, Stream};
 use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
 use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{
@@ -469,9 +469,11 @@ fn forge_checkpoint(
     state_dir: &Path,
     path: &Path,
     offset: u64,
-    fingerprint: node_agent::logs::identity::Fingerprint,
+    fingerprint: node_agent::logs::sources::tail::file_id::Fingerprint,
 ) {
-    use node_agent::logs::checkpoint::{CheckpointStore, Entry};
+    use node_agent::logs::checkpoint::CheckpointStore;
+    use node_agent::logs::sources::pods::CHECKPOINT_FILE;
+    use node_agent::logs::sources::tail::file_id::FileEntry as Entry;
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).unwrap();
     let entry = Entry {
@@ -483,12 +485,14 @@ fn forge_checkpoint(
         head: None,
     };
     std::fs::create_dir_all(state_dir).unwrap();
-    CheckpointStore::new(state_dir).save([&entry]).unwrap();
+    CheckpointStore::new(state_dir, CHECKPOINT_FILE)
+        .save([&entry])
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_fingerprint_guards_against_inode_reuse() {
-    use node_agent::logs::identity::{Fingerprint, fingerprint_before};
+    use node_agent::logs::sources::tail::file_id::{Fingerprint, fingerprint_before};
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
@@ -580,7 +584,7 @@ async fn corrupt_checkpoint_is_moved_aside_and_everything_is_shipped() {
     );
 
     // The pipeline's own metrics are exported.
-    let families: Vec<String> = node_agent::telemetry::registry()
+    let families: Vec<String> = node_agent::core::telemetry::registry()
         .gather()
         .iter()
         .map(|f| f.name().to_string())

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use node_agent::logs::record::{LogRecord, SourceMeta, Stream};
+use node_agent::core::record::{LogRecord, SourceMeta, Stream};
 
 /// A container log source on node `node-1`.
 pub fn source(namespace: &str, pod: &str, container: &str) -> Arc<SourceMeta> {
