@@ -19,10 +19,40 @@ impl Stream {
     }
 }
 
-/// Where records came from: one container's log file, plus the node (Downward API).
-/// Shared by every record of that file.
+/// Which kind of source a record came from; sinks label and route by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SourceKind {
+    /// A container's log file under `/var/log/pods`.
+    #[default]
+    Pod,
+    /// The systemd journal.
+    Journal,
+    /// A host log file matched by a glob.
+    File,
+    /// The Kubernetes API server's audit log.
+    Audit,
+    /// A runtime-security alert.
+    Security,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Pod => "pod",
+            SourceKind::Journal => "journal",
+            SourceKind::File => "file",
+            SourceKind::Audit => "audit",
+            SourceKind::Security => "security",
+        }
+    }
+}
+
+/// Where records came from: one stream of a source (a container's log file, a journal,
+/// a host file), plus the node (Downward API). Shared by every record of that stream.
+/// The pod fields are empty for records that do not come from a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceMeta {
+    pub kind: SourceKind,
     pub namespace: String,
     pub pod: String,
     pub pod_uid: String,

@@ -94,6 +94,7 @@ mod tests {
 
     fn rec(msg: &str) -> LogRecord {
         let meta = Arc::new(SourceMeta {
+            kind: node_agent_core::record::SourceKind::Pod,
             namespace: "ns".into(),
             pod: "p".into(),
             pod_uid: "u".into(),

@@ -16,7 +16,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::metrics::metrics;
 use crate::position::Position;
 use crate::router::Router;
-use crate::source::{BatchLimits, CommittedView, Exit, Source, SourceContext};
+use crate::source::{BatchLimits, Committed, CommittedView, Exit, Source, SourceContext};
 use crate::stages::Chain;
 
 /// After the drain deadline, how long cancelled deliveries get to return.
@@ -64,9 +64,9 @@ pub async fn run_source<S: Source>(
     let checkpoint_time = std::fs::metadata(store.path())
         .and_then(|m| m.modified())
         .ok();
-    let committed_view: CommittedView<<S::Position as Position>::Key> = Arc::new(
-        std::sync::Mutex::new(loaded.iter().map(|(k, e)| (*k, e.progress())).collect()),
-    );
+    let committed_view: CommittedView<<S::Position as Position>::Key> = Arc::new(Committed::new(
+        loaded.iter().map(|(k, e)| (*k, e.progress())).collect(),
+    ));
     let mut tracker = AckTracker::new(loaded.clone());
 
     // Capacity 1: with the in-flight bound this caps memory at
@@ -162,6 +162,8 @@ pub async fn run_source<S: Source>(
                         summary.batches_delivered += 1;
                         summary.records_delivered += n as u64;
                         publish(&tracker, &committed_view);
+                        // The source updates its lag gauges from it.
+                        let _ = wake_tx.try_send(());
                         if saving.is_none() {
                             saving = start_save(&store, &mut tracker);
                         }
@@ -234,15 +236,13 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 fn publish<P: Position>(tracker: &AckTracker<P>, view: &CommittedView<P::Key>) {
-    let mut v = match view.lock() {
-        Ok(v) => v,
-        Err(p) => p.into_inner(),
-    };
-    *v = tracker
-        .committed()
-        .iter()
-        .map(|(k, e)| (*k, e.progress()))
-        .collect();
+    view.publish(
+        tracker
+            .committed()
+            .iter()
+            .map(|(k, e)| (*k, e.progress()))
+            .collect(),
+    );
 }
 
 /// Starts writing the confirmed positions in the background if they changed; the

@@ -54,10 +54,15 @@ pub struct LogsConfig {
     pub pods_dir: PathBuf,
     /// Where checkpoints are persisted (a hostPath in a DaemonSet).
     pub state_dir: PathBuf,
-    /// Full rescan and read of every file: the fallback for missed file-watch events (with
-    /// a working watch, files are read when the kernel reports a write).
+    /// Period of the full rescan and read of every file while the kernel's file watch is
+    /// unavailable (e.g. the directory does not exist yet, or no inotify watches are left).
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub rescan_interval: Duration,
+    /// The same while the watch works: files are read when the kernel reports a write and
+    /// rescanned when it reports a change, so this pass is only the fallback for lost
+    /// events. Every node pays for it while idle, hence the longer default.
+    #[serde(deserialize_with = "duration_serde::deserialize")]
+    pub watched_rescan_interval: Duration,
     /// Confirmed positions are written after every acknowledgement (coalesced, one write
     /// at a time) and at shutdown; this is the period of the fallback write.
     #[serde(deserialize_with = "duration_serde::deserialize")]
@@ -97,6 +102,7 @@ impl Default for LogsConfig {
             pods_dir: PathBuf::from("/var/log/pods"),
             state_dir: node_agent_core::state::default_state_dir(),
             rescan_interval: Duration::from_secs(5),
+            watched_rescan_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(5),
             max_line_bytes: 256 * 1024,
             parse_json: false,
@@ -129,6 +135,7 @@ impl Validate for LogsConfig {
         }
         for (name, value) in [
             ("rescan_interval", self.rescan_interval),
+            ("watched_rescan_interval", self.watched_rescan_interval),
             ("checkpoint_interval", self.checkpoint_interval),
         ] {
             problems.check(!value.is_zero(), &at.key(name), "must be greater than 0");
@@ -213,6 +220,7 @@ impl LogsConfig {
     fn tail_settings(&self) -> sources::tail::TailSettings {
         sources::tail::TailSettings {
             rescan_interval: self.rescan_interval,
+            watched_rescan_interval: self.watched_rescan_interval,
             max_line_bytes: self.max_line_bytes,
             max_open_files: self.max_open_files,
             read_chunk_bytes: self.read_chunk_bytes,

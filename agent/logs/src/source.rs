@@ -6,6 +6,7 @@
 //! delivery side is saturated, so the source's own storage (the log files) is the buffer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,44 @@ use crate::stages::Chain;
 
 /// Confirmed progress per stream ([`Position::progress`]), published by the delivery side
 /// after every acknowledgement, for the source's lag gauges.
-pub type CommittedView<K> = Arc<Mutex<HashMap<K, u64>>>;
+#[derive(Debug)]
+pub struct Committed<K> {
+    progress: Mutex<HashMap<K, u64>>,
+    changed: AtomicBool,
+}
+
+pub type CommittedView<K> = Arc<Committed<K>>;
+
+impl<K: Clone> Committed<K> {
+    pub fn new(progress: HashMap<K, u64>) -> Self {
+        Self {
+            progress: Mutex::new(progress),
+            changed: AtomicBool::new(false),
+        }
+    }
+
+    /// Replaces the confirmed progress (delivery side).
+    pub fn publish(&self, progress: HashMap<K, u64>) {
+        *lock(&self.progress) = progress;
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// Whether it changed since the last call (source side).
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn snapshot(&self) -> HashMap<K, u64> {
+        lock(&self.progress).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
 
 /// How batches are cut (`logs.batch_*`).
 #[derive(Debug, Clone, Copy)]

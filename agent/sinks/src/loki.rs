@@ -522,6 +522,7 @@ mod tests {
         let encoder = LokiEncoder::new(&config, &NodeIdentity::default());
         let meta = |pod: &str| {
             Arc::new(SourceMeta {
+                kind: node_agent_core::record::SourceKind::Pod,
                 namespace: "ns".into(),
                 pod: pod.into(),
                 pod_uid: "u".into(),

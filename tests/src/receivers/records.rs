@@ -11,6 +11,7 @@ pub fn source(namespace: &str, pod: &str, container: &str) -> Arc<SourceMeta> {
         "/var/log/pods/{namespace}_{pod}_uid-{pod}/{container}/0.log"
     ));
     Arc::new(SourceMeta {
+        kind: node_agent::core::record::SourceKind::Pod,
         namespace: namespace.to_string(),
         pod: pod.to_string(),
         pod_uid: format!("uid-{pod}"),

@@ -139,6 +139,7 @@ pub(crate) mod test_support {
     /// A record of file 1 at `offset`.
     pub fn record(offset: u64, message: &str) -> LogRecord {
         let meta = Arc::new(SourceMeta {
+            kind: node_agent_core::record::SourceKind::Pod,
             namespace: "ns".into(),
             pod: "pod".into(),
             pod_uid: "uid".into(),

@@ -52,6 +52,7 @@ impl Layout for PodsLayout {
 
     fn source_meta(&self, info: &PodLogPath, path: &Path, file_id: u64) -> SourceMeta {
         SourceMeta {
+            kind: node_agent_core::record::SourceKind::Pod,
             namespace: info.namespace.clone(),
             pod: info.pod.clone(),
             pod_uid: info.pod_uid.clone(),

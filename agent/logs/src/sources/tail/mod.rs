@@ -4,7 +4,8 @@
 //!
 //! 1. **discover**: the layout lists candidate files (current and rotated). A recursive
 //!    inotify watch ([`watch`]) reports writes and structural changes; the periodic rescan
-//!    (`logs.rescan_interval`) is the fallback for lost events.
+//!    (`logs.watched_rescan_interval`, or `logs.rescan_interval` while no watch works) is
+//!    the fallback for lost events.
 //! 2. **start**: each newly seen file is keyed by (dev, inode) and resumed from its
 //!    checkpoint if the fingerprint of the bytes before the saved offset still matches
 //!    ([`file_id`]); see [`TailSource::consider`] for rotated files without a position.
@@ -62,6 +63,8 @@ pub const ROTATE_WAIT: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Second look after a watch-triggered rescan (see [`TailSource::run`]).
 const FOLLOW_UP_SCAN: Duration = Duration::from_millis(200);
+/// Minimum time between two lag gauge updates outside scans.
+const LAG_UPDATE: Duration = Duration::from_secs(1);
 /// Extra room a raw line gets beyond `max_line_bytes` for the CRI/docker framing.
 const LINE_FRAMING: usize = 1024;
 /// Bound on remembered first-line hashes (cleared when reached; a miss only risks
@@ -107,7 +110,10 @@ pub trait Layout: Send + 'static {
 /// Settings of the tailing machinery (from `logs:`).
 #[derive(Debug, Clone)]
 pub struct TailSettings {
+    /// Full rescan + read period without a working watch…
     pub rescan_interval: Duration,
+    /// …and with one (only the fallback for lost events).
+    pub watched_rescan_interval: Duration,
     pub max_line_bytes: usize,
     pub max_open_files: usize,
     pub read_chunk_bytes: usize,
@@ -155,7 +161,7 @@ pub struct TailSource<L: Layout> {
     updates: Vec<Update<FileEntry>>,
     changes: Arc<watch::Changes>,
     /// Established once the root exists (it may appear after we start).
-    watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<watch::Watcher>,
     watch_warned: bool,
     started: SystemTime,
     scratch: Vec<Parsed>,
@@ -201,8 +207,14 @@ impl<L: Layout> TailSource<L> {
         let mut last_idle = Instant::now();
         // The second scan settles checkpoint entries the first one did not match.
         let mut follow_up: Option<Instant> = Some(last_scan + FOLLOW_UP_SCAN);
-        let interval = self.settings.rescan_interval;
+        let mut last_lag = Instant::now();
+        let mut lag_due: Option<Instant> = None;
         loop {
+            let interval = if self.watcher.is_some() {
+                self.settings.watched_rescan_interval
+            } else {
+                self.settings.rescan_interval
+            };
             if stop.is_cancelled() {
                 break;
             }
@@ -231,6 +243,15 @@ impl<L: Layout> TailSource<L> {
             }
             self.wake_files(full, changes.written);
             let read_any = self.read_pass(&mut run);
+            // The lag gauges follow reading and delivery, at most once a second.
+            if read_any || run.ctx.committed.take_changed() {
+                lag_due = lag_due.or(Some(last_lag + LAG_UPDATE));
+            }
+            if lag_due.is_some_and(|d| Instant::now() >= d) {
+                self.update_lag(&run);
+                last_lag = Instant::now();
+                lag_due = None;
+            }
             if run.builder.is_due(Instant::now()) && !self.seal_and_send(&mut run) {
                 return Exit::ReceiverGone;
             }
@@ -747,13 +768,15 @@ impl<L: Layout> TailSource<L> {
 
     /// Per-series bytes not yet confirmed; series vanish with their files.
     fn update_lag(&mut self, run: &Run) {
-        let committed = match run.ctx.committed.lock() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let committed = run.ctx.committed.snapshot();
         let mut lag: HashMap<[String; 3], i64> = HashMap::new();
         for t in self.files.values() {
-            let size = t.tailer.file().metadata().map_or(0, |m| m.len());
+            // A file read to its end is as long as what we read: no fstat needed.
+            let size = if t.at_eof {
+                t.tailer.read_offset()
+            } else {
+                t.tailer.file().metadata().map_or(0, |m| m.len())
+            };
             let done = committed.get(&t.key).copied().unwrap_or(0).min(size);
             *lag.entry(self.layout.lag_labels(&t.info)).or_default() +=
                 i64::try_from(size - done).unwrap_or(i64::MAX);
