@@ -62,6 +62,8 @@ pub struct SourceMeta {
     /// Stable identity of the file across renames: a hash of (dev, inode, fingerprint).
     /// With `LogRecord::offset` it names a record uniquely (e.g. the ES `_id`).
     pub file_id: u64,
+    /// Kubernetes metadata, once the enrich stage found the pod (`None` before or without).
+    pub kubernetes: Option<Arc<crate::kube::PodMetadata>>,
 }
 
 /// One log entry, after P/F partials were joined.

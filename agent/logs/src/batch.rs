@@ -102,6 +102,7 @@ mod tests {
             node: "n".into(),
             path: "/x".into(),
             file_id: 1,
+            kubernetes: None,
         });
         LogRecord::new(meta, 0, Stream::Stdout, 0, msg.into())
     }

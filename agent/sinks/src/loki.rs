@@ -530,6 +530,7 @@ mod tests {
                 node: String::new(),
                 path: "/p".into(),
                 file_id: 1,
+                kubernetes: None,
             })
         };
         let (a, b) = (meta("a"), meta("b"));

@@ -17,6 +17,7 @@ pub fn source(namespace: &str, pod: &str, container: &str) -> Arc<SourceMeta> {
         pod_uid: format!("uid-{pod}"),
         container: container.to_string(),
         node: "node-1".to_string(),
+        kubernetes: None,
         file_id: {
             // Distinct per path, stable across runs.
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -147,6 +147,7 @@ pub(crate) mod test_support {
             node: "node".into(),
             path: PathBuf::from("/x/0.log"),
             file_id: 1,
+            kubernetes: None,
         });
         LogRecord::new(meta, 0, Stream::Stdout, offset, message.into())
     }

@@ -60,6 +60,7 @@ impl Layout for PodsLayout {
             node: self.node.clone(),
             path: path.to_path_buf(),
             file_id,
+            kubernetes: None,
         }
     }
 
