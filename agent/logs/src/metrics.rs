@@ -23,6 +23,7 @@ pub struct LogsMetrics {
     pub checkpoint_writes: IntCounter,
     pub checkpoint_errors: IntCounter,
     pub read_errors: IntCounter,
+    pub files_skipped: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -111,6 +112,16 @@ pub fn metrics() -> &'static LogsMetrics {
         read_errors: counter(
             "node_agent_logs_read_errors_total",
             "Errors opening or reading log files.",
+        ),
+        files_skipped: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_files_skipped_total",
+                    "Log paths not read, by reason (symlink, not_regular, open_limit).",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
         ),
     })
 }

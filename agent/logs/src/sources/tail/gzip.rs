@@ -22,13 +22,16 @@ pub enum GunzipError {
     Stopped,
 }
 
-/// Decompresses `gz` into an unlinked file under `dir` (at most `limit` bytes).
+/// Decompresses `gz` (a regular file under `root`, not reached through a symlink) into an
+/// unlinked file under `dir` (at most `limit` bytes).
 pub fn decompress_to_unlinked(
+    root: &Path,
     gz: &Path,
     dir: &Path,
     limit: u64,
     stop: &CancellationToken,
 ) -> Result<File, GunzipError> {
+    let source = node_agent_core::fsutil::open_regular_beneath(root, gz)?;
     let tmp_path = node_agent_core::state::unique_temp_path(dir, "logs-gunzip");
     let mut out = std::fs::OpenOptions::new()
         .read(true)
@@ -36,7 +39,7 @@ pub fn decompress_to_unlinked(
         .create_new(true)
         .open(&tmp_path)?;
     std::fs::remove_file(&tmp_path)?;
-    let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(File::open(gz)?));
+    let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(source));
     let mut buf = vec![0u8; 64 * 1024];
     let mut total: u64 = 0;
     loop {
@@ -75,7 +78,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = gz(dir.path(), b"line one\nline two\n");
         let stop = CancellationToken::new();
-        let mut f = decompress_to_unlinked(&path, dir.path(), 1 << 20, &stop).unwrap();
+        let mut f = decompress_to_unlinked(dir.path(), &path, dir.path(), 1 << 20, &stop).unwrap();
         let mut text = String::new();
         use std::io::Seek;
         f.rewind().unwrap();
@@ -90,13 +93,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = gz(dir.path(), &vec![b'x'; 1 << 20]);
         let stop = CancellationToken::new();
-        let err = decompress_to_unlinked(&path, dir.path(), 1000, &stop).unwrap_err();
+        let err = decompress_to_unlinked(dir.path(), &path, dir.path(), 1000, &stop).unwrap_err();
         assert!(
             matches!(err, GunzipError::TooLarge { limit: 1000 }),
             "{err}"
         );
         stop.cancel();
-        let err = decompress_to_unlinked(&path, dir.path(), 1 << 30, &stop).unwrap_err();
+        let err =
+            decompress_to_unlinked(dir.path(), &path, dir.path(), 1 << 30, &stop).unwrap_err();
         assert!(matches!(err, GunzipError::Stopped), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

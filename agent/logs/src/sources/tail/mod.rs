@@ -38,7 +38,6 @@ pub mod tailer;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +62,10 @@ pub const ROTATE_WAIT: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Second look after a watch-triggered rescan (see [`TailSource::run`]).
 const FOLLOW_UP_SCAN: Duration = Duration::from_millis(200);
+/// How often a reached open-files limit is warned about while files wait.
+const OPEN_LIMIT_WARNING: Duration = Duration::from_secs(60);
+/// Bound on remembered refused paths (cleared when reached).
+const MAX_REFUSED: usize = 10_000;
 /// Minimum time between two lag gauge updates outside scans.
 const LAG_UPDATE: Duration = Duration::from_secs(1);
 /// Extra room a raw line gets beyond `max_line_bytes` for the CRI/docker framing.
@@ -168,7 +171,12 @@ pub struct TailSource<L: Layout> {
     /// One read buffer for all files (`read_chunk_bytes`).
     read_buf: Vec<u8>,
     lag_labels: HashSet<[String; 3]>,
-    warned_open_limit: bool,
+    /// When the open-files limit was last warned about.
+    warned_open_limit: Option<Instant>,
+    /// Files waiting for a slot under `max_open_files` (counted once each).
+    waiting: HashSet<FileKey>,
+    /// Paths refused as symlinks or special files (counted once each).
+    refused: HashSet<PathBuf>,
 }
 
 impl<L: Layout> TailSource<L> {
@@ -190,7 +198,9 @@ impl<L: Layout> TailSource<L> {
             scratch: Vec::new(),
             read_buf: vec![0; chunk],
             lag_labels: HashSet::new(),
-            warned_open_limit: false,
+            warned_open_limit: None,
+            waiting: HashSet::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -325,13 +335,25 @@ impl<L: Layout> TailSource<L> {
         let mut seen: HashSet<FileKey> = HashSet::new();
         let mut compressed = Vec::new();
         for c in candidates {
-            let meta = match std::fs::metadata(&c.path) {
+            // Not followed: a symlink in a log directory may point at the node's secrets.
+            let meta = match std::fs::symlink_metadata(&c.path) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::debug!(path = %c.path.display(), error = %e, "log file vanished");
                     continue;
                 }
             };
+            if !meta.file_type().is_file() {
+                self.refuse(
+                    &c.path,
+                    if meta.file_type().is_symlink() {
+                        "symlink"
+                    } else {
+                        "not_regular"
+                    },
+                );
+                continue;
+            }
             let key = FileKey::of(&meta);
             seen.insert(key);
             if c.kind == FileKind::RotatedCompressed {
@@ -396,6 +418,7 @@ impl<L: Layout> TailSource<L> {
         let dir = entry.path.parent();
         for c in compressed.iter().filter(|c| c.path.parent() == dir) {
             let file = match gzip::decompress_to_unlinked(
+                self.layout.root(),
                 &c.path,
                 &self.settings.state_dir,
                 gzip::MAX_DECOMPRESSED_BYTES,
@@ -443,6 +466,15 @@ impl<L: Layout> TailSource<L> {
                 },
             );
             return;
+        }
+    }
+
+    /// Counts and (once per path) logs a candidate that is not read: a symlink or a
+    /// special file under the log root.
+    fn refuse(&mut self, path: &Path, reason: &'static str) {
+        if self.refused.len() < MAX_REFUSED && self.refused.insert(path.to_path_buf()) {
+            metrics().files_skipped.with_label_values(&[reason]).inc();
+            tracing::warn!(path = %path.display(), reason, "not reading a log path that is not a regular file");
         }
     }
 
@@ -502,21 +534,40 @@ impl<L: Layout> TailSource<L> {
             }
         }
         if self.files.len() >= self.settings.max_open_files {
-            if !self.warned_open_limit {
+            // Each waiting file counts once; the warning repeats while files wait.
+            if self.waiting.len() < MAX_REFUSED && self.waiting.insert(key) {
+                metrics()
+                    .files_skipped
+                    .with_label_values(&["open_limit"])
+                    .inc();
+            }
+            if self
+                .warned_open_limit
+                .is_none_or(|t| t.elapsed() >= OPEN_LIMIT_WARNING)
+            {
                 tracing::warn!(
                     limit = self.settings.max_open_files,
+                    waiting = self.waiting.len(),
                     path = %path.display(),
                     "logs.max_open_files reached; new log files wait until others are finished"
                 );
-                self.warned_open_limit = true;
+                self.warned_open_limit = Some(Instant::now());
             }
             if let Some(s) = saved {
                 self.loaded.insert(key, s);
             }
             return;
         }
-        let file = match File::open(&path) {
+        let file = match node_agent_core::fsutil::open_regular_beneath(self.layout.root(), &path) {
             Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                // Raced into a symlink or special file between listing and opening.
+                self.refuse(&path, "not_regular");
+                if let Some(s) = saved {
+                    self.loaded.insert(key, s);
+                }
+                return;
+            }
             Err(e) => {
                 metrics().read_errors.inc();
                 tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
@@ -556,6 +607,7 @@ impl<L: Layout> TailSource<L> {
             None => 0,
         };
         tracing::debug!(path = %path.display(), offset = start, "tailing log file");
+        self.waiting.remove(&key);
         let tailer = Tailer::new(file, start, self.settings.max_line_bytes + LINE_FRAMING);
         if kind == FileKind::Current {
             self.by_path.insert(path.clone(), key);
