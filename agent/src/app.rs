@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use node_agent_core::health::{self, State};
 use node_agent_core::sink::Sink;
 use node_agent_metrics::http::{self, MetricsEndpoint};
 use node_agent_metrics::{BuildContext, NodeCollectors};
@@ -37,12 +38,16 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         !web.disable_exporter_metrics,
         web.max_requests,
     ));
+    // Everything the configuration can break is tried before the lock: a pod that cannot
+    // do the leader's work must not take the leadership from one that can.
     let sinks = node_agent_sinks::build_all_in(
         &config.file.sinks.0,
         &config.identity,
         &config.file.logs.state_dir,
     )
-    .context("building the log sinks")?;
+    .context("building the log sinks")
+    .map_err(StartupError)?;
+    node_agent_logs::preflight(&config.file.logs).map_err(StartupError)?;
     let listener = http::bind(web.listen)
         .with_context(|| format!("binding --web.listen-address {}", web.listen))?;
     // The server outlives the drain so metrics stay scrapeable until the very end.
@@ -53,9 +58,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         server_stop.clone(),
     ));
 
+    let state_dirs = [config.file.logs.state_dir.clone()];
     let result = node_agent_handover::run(
         &config.file.handover,
         &config.identity,
+        &state_dirs,
         shutdown.clone(),
         |token| lead(config.clone(), sinks, token),
     )
@@ -95,23 +102,26 @@ fn build_collectors(config: &Config) -> NodeCollectors {
 }
 
 /// The leader's work: log shipping and syscall monitoring side by side until `shutdown`.
-/// One failing is logged at once and does not stop the other; the first error is
-/// returned once both have finished.
+/// The first one to fail stops the other (its state shows on `/healthz` and in
+/// `node_agent_subsystem_up`), and the error ends the leadership: the lock is released and
+/// the process exits non-zero, so the standby takes over instead of a leader that ships
+/// nothing.
 async fn lead(
     config: Config,
     sinks: Vec<Arc<dyn Sink>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let stop = shutdown.child_token();
     let syscalls = async {
         if config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME) {
             node_agent_syscalls::run_leader(
                 config.syscalls_options(),
                 config.metrics.paths.clone(),
-                shutdown.clone(),
+                stop.clone(),
             )
             .await
         } else {
-            shutdown.cancelled().await;
+            stop.cancelled().await;
             Ok(())
         }
     };
@@ -119,24 +129,42 @@ async fn lead(
         config.file.logs.clone(),
         &config.identity,
         sinks,
-        shutdown.clone(),
+        stop.clone(),
     );
-    let (logs, syscalls) = tokio::join!(logged("logs", logs), logged("syscalls", syscalls));
+    let (logs, syscalls) = tokio::join!(
+        supervised("logs", logs, &stop),
+        supervised("syscalls", syscalls, &stop)
+    );
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
 }
 
-async fn logged(
+/// Runs one leader subsystem, keeping its health state; a failure stops its siblings.
+async fn supervised(
     subsystem: &'static str,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
+    siblings: &CancellationToken,
 ) -> anyhow::Result<()> {
+    health::set(subsystem, State::Up);
     let result = work.await;
-    if let Err(err) = &result {
-        tracing::error!(
-            subsystem,
-            error = format!("{err:#}"),
-            "leader subsystem failed"
-        );
+    match &result {
+        Ok(()) => health::clear(subsystem),
+        Err(err) => {
+            let error = format!("{err:#}");
+            tracing::error!(
+                subsystem,
+                error,
+                "leader subsystem failed; ending leadership so that the standby takes over"
+            );
+            health::set(subsystem, State::Failed(error));
+            siblings.cancel();
+        }
     }
     result
 }
+
+/// A configuration problem found while starting (a missing CA file, an unusable state
+/// dir): `main` exits with status 2, as for a bad flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct StartupError(pub anyhow::Error);

@@ -5,3 +5,4 @@ pub mod expfmt;
 pub mod http;
 pub mod loggen;
 pub mod receivers;
+pub mod require;

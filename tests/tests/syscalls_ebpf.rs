@@ -30,7 +30,7 @@ fn skip_reason() -> Option<String> {
 macro_rules! require_ebpf {
     () => {
         if let Some(reason) = skip_reason() {
-            eprintln!("SKIPPED: {reason}");
+            node_agent_tests::require::missing(&reason);
             return;
         }
     };

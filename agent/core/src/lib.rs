@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod config;
 pub mod duration;
 pub mod fsutil;
+pub mod health;
 pub mod host;
 pub mod kube;
 pub mod kubelet;

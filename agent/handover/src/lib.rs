@@ -17,7 +17,7 @@ pub mod lock;
 mod metrics;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -58,11 +58,22 @@ impl Default for HandoverConfig {
     }
 }
 
+/// File name of the lock each guarded state directory holds.
+pub const STATE_LOCK_FILE: &str = ".node-agent-leader.lock";
+
 /// Waits to become leader (or returns when `shutdown` comes first), then runs `work` (the
 /// leader's job) until `shutdown` fires and the work has drained, then releases the lock.
+///
+/// Besides `handover.lock_file`, the leader holds a lock inside each of `state_dirs` (the
+/// directories whose files only one leader may write: checkpoints, dead letters): two
+/// agents that share a state dir never lead at once, even when their `lock_file`
+/// settings differ (a rollout that changes it). If any held lock file is deleted or
+/// replaced, the lock excludes nobody any more: the leader stops (drains) and `run`
+/// returns an error, so the process exits and a standby takes over.
 pub async fn run<F, Fut>(
     settings: &HandoverConfig,
     identity: &NodeIdentity,
+    state_dirs: &[PathBuf],
     shutdown: CancellationToken,
     work: F,
 ) -> anyhow::Result<()>
@@ -71,59 +82,78 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let metrics = metrics::get();
-    if !settings.enabled {
-        tracing::info!("handover disabled: leading without the lock");
-        metrics.became_leader(Duration::ZERO);
-        let led = lead(work, shutdown).await;
-        metrics.drained(led.drain);
-        metrics.stopped_leading();
-        return led.result;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    if settings.enabled {
+        paths.push(settings.lock_file.clone());
+    } else {
+        tracing::info!("handover disabled: leading without handover.lock_file");
+    }
+    for dir in state_dirs {
+        push_distinct(&mut paths, dir.join(STATE_LOCK_FILE));
     }
 
-    let path = &settings.lock_file;
     let waiting = Instant::now();
-    let lock = match LeaderLock::try_acquire(path)? {
-        Some(lock) => lock,
-        None => {
-            log_standby(path);
-            match LeaderLock::acquire(path, &shutdown).await? {
-                Some(lock) => lock,
-                None => {
-                    tracing::info!(
-                        waited_seconds = waiting.elapsed().as_secs_f64(),
-                        "shutdown while standby: exiting without leading"
-                    );
-                    return Ok(());
+    let mut locks = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let lock = match LeaderLock::try_acquire(path)? {
+            Some(lock) => lock,
+            None => {
+                log_standby(path);
+                match LeaderLock::acquire(path, &shutdown).await? {
+                    Some(lock) => lock,
+                    None => {
+                        tracing::info!(
+                            waited_seconds = waiting.elapsed().as_secs_f64(),
+                            "shutdown while standby: exiting without leading"
+                        );
+                        return Ok(());
+                    }
                 }
             }
+        };
+        if let Err(err) = lock.write_holder(&HolderInfo::current(identity)) {
+            // Debugging aid only; the lock itself is what counts.
+            tracing::warn!(lock_file = %path.display(), error = %err, "cannot write holder info");
         }
-    };
+        locks.push(lock);
+    }
     let acquired_at = wall_clock();
     let waited = waiting.elapsed();
     metrics.became_leader(waited);
     tracing::info!(
-        lock_file = %path.display(),
+        lock_files = ?paths,
         %acquired_at,
         waited_seconds = waited.as_secs_f64(),
         "acquired leader lock: now leader"
     );
-    if let Err(err) = lock.write_holder(&HolderInfo::current(identity)) {
-        // Debugging aid only; the lock itself is what counts.
-        tracing::warn!(lock_file = %path.display(), error = %err, "cannot write holder info");
-    }
 
     let leading = Instant::now();
+    let work_stop = shutdown.child_token();
+    let led = lead(work, work_stop.clone());
+    tokio::pin!(led);
+    let mut lost = None;
     let Led { drain, result } = tokio::select! {
-        led = lead(work, shutdown) => led,
-        never = watch_lock(&lock) => match never {},
+        led = &mut led => led,
+        reason = watch_locks(&locks) => {
+            tracing::error!(%reason, "leader lock lost: stopping leader work so that only one instance leads");
+            lost = Some(reason);
+            work_stop.cancel();
+            led.await
+        }
     };
     metrics.drained(drain);
     let unlock_at = wall_clock();
-    let released = lock.release();
+    let mut released = Ok(());
+    for lock in locks {
+        let r = lock.release();
+        if released.is_ok() {
+            released = r;
+        }
+    }
     metrics.stopped_leading();
     match &released {
         Ok(()) => tracing::info!(
-            lock_file = %path.display(),
+            lock_files = ?paths,
             %unlock_at,
             led_seconds = leading.elapsed().as_secs_f64(),
             drain_seconds = drain.as_secs_f64(),
@@ -135,7 +165,27 @@ where
     }
     result?;
     released?;
+    if let Some(reason) = lost {
+        anyhow::bail!("lost the leader lock ({reason}); exiting so that a standby takes over");
+    }
     Ok(())
+}
+
+/// Adds `path` unless it names a file already in `paths` (locking one file twice through
+/// two descriptions would deadlock on ourselves).
+fn push_distinct(paths: &mut Vec<PathBuf>, path: PathBuf) {
+    let same = |a: &Path, b: &Path| {
+        let canon = |p: &Path| {
+            p.parent()
+                .and_then(|d| std::fs::canonicalize(d).ok())
+                .map(|d| d.join(p.file_name().unwrap_or_default()))
+                .unwrap_or_else(|| p.to_path_buf())
+        };
+        a == b || canon(a) == canon(b)
+    };
+    if !paths.iter().any(|p| same(p, &path)) {
+        paths.push(path);
+    }
 }
 
 /// How the leader's work ended.
@@ -174,27 +224,24 @@ where
     }
 }
 
-/// How often the leader checks that its lock file is still in place.
-const LOCK_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the leader checks that its lock files are still in place.
+const LOCK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Complains (once per incident) while the lock path no longer names the locked file:
-/// the lock then excludes nobody. Runs until dropped.
-async fn watch_lock(lock: &LeaderLock) -> std::convert::Infallible {
-    let mut complained = false;
+/// Returns once a held lock's path no longer names the locked file (deleted or replaced:
+/// a newcomer would lock a different file and lead too). A check that cannot be made
+/// (I/O error) is logged and retried.
+async fn watch_locks(locks: &[LeaderLock]) -> String {
     loop {
         tokio::time::sleep(LOCK_CHECK_INTERVAL).await;
-        match lock.still_named() {
-            Ok(true) => complained = false,
-            Ok(false) if !complained => {
-                complained = true;
-                tracing::error!(
-                    lock_file = %lock.path().display(),
-                    "leader lock file was deleted or replaced: another instance may lead at the same time; restart this pod to restore exclusion"
-                );
-            }
-            Ok(false) => {}
-            Err(err) => {
-                tracing::warn!(lock_file = %lock.path().display(), error = %err, "cannot check the leader lock file")
+        for lock in locks {
+            match lock.still_named() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return format!("{} was deleted or replaced", lock.path().display());
+                }
+                Err(err) => {
+                    tracing::warn!(lock_file = %lock.path().display(), error = %err, "cannot check the leader lock file")
+                }
             }
         }
     }
@@ -271,6 +318,7 @@ mod tests {
                 run(
                     &config,
                     &NodeIdentity::default(),
+                    &[],
                     shutdown,
                     |token| async move {
                         assert_eq!(leaders.fetch_add(1, Ordering::SeqCst), 0, "two leaders");
@@ -324,9 +372,13 @@ mod tests {
         });
         let result = tokio::time::timeout(
             Duration::from_secs(2),
-            run(&config, &NodeIdentity::default(), shutdown, |_| async {
-                panic!("a standby must not work")
-            }),
+            run(
+                &config,
+                &NodeIdentity::default(),
+                &[],
+                shutdown,
+                |_| async { panic!("a standby must not work") },
+            ),
         )
         .await
         .expect("standby exits promptly");
@@ -341,6 +393,7 @@ mod tests {
         let err = run(
             &config,
             &NodeIdentity::default(),
+            &[],
             CancellationToken::new(),
             |_| async { anyhow::bail!("sink config is broken") },
         )
@@ -371,13 +424,104 @@ mod tests {
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         let ran = std::sync::atomic::AtomicBool::new(false);
-        run(&config, &NodeIdentity::default(), shutdown, |_| async {
-            ran.store(true, Ordering::SeqCst);
-            Ok(())
-        })
+        run(
+            &config,
+            &NodeIdentity::default(),
+            &[],
+            shutdown,
+            |_| async {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            },
+        )
         .await
         .unwrap();
         assert!(ran.load(Ordering::SeqCst));
         assert!(!config.lock_file.exists());
+    }
+
+    /// Two agents over one state dir with different `handover.lock_file` settings (a
+    /// rollout that changed it) must not both lead: the state dir's own lock decides.
+    #[tokio::test]
+    async fn a_shared_state_dir_excludes_a_second_leader_with_another_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = vec![dir.path().join("state")];
+        std::fs::create_dir_all(&state[0]).unwrap();
+        let leading = Arc::new(AtomicUsize::new(0));
+        let max_leading = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        let mut stops = Vec::new();
+        for name in ["old.lock", "new.lock"] {
+            let config = config(dir.path().join(name));
+            let (state, leading, max_leading) =
+                (state.clone(), leading.clone(), max_leading.clone());
+            let stop = CancellationToken::new();
+            stops.push(stop.clone());
+            tasks.push(tokio::spawn(async move {
+                run(
+                    &config,
+                    &NodeIdentity::default(),
+                    &state,
+                    stop,
+                    |token| async move {
+                        let now = leading.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_leading.fetch_max(now, Ordering::SeqCst);
+                        token.cancelled().await;
+                        leading.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    },
+                )
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(leading.load(Ordering::SeqCst), 1, "only one leads");
+        stops[0].cancel();
+        tasks.remove(0).await.unwrap().unwrap();
+        // The second takes over once the first released.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while leading.load(Ordering::SeqCst) != 1 {
+            assert!(Instant::now() < deadline, "second agent never led");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stops[1].cancel();
+        tasks.remove(0).await.unwrap().unwrap();
+        assert_eq!(max_leading.load(Ordering::SeqCst), 1);
+    }
+
+    /// A deleted lock file excludes nobody: the leader stops and reports it.
+    #[tokio::test]
+    async fn losing_the_lock_file_ends_leadership() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path().join("leader.lock"));
+        let lock_file = config.lock_file.clone();
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = drained.clone();
+        let task = tokio::spawn(async move {
+            run(
+                &config,
+                &NodeIdentity::default(),
+                &[],
+                CancellationToken::new(),
+                |token| async move {
+                    token.cancelled().await;
+                    d.store(true, Ordering::SeqCst);
+                    Ok(())
+                },
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::remove_file(&lock_file).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("leader stops after losing its lock")
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("lost the leader lock"), "{err}");
+        assert!(
+            drained.load(Ordering::SeqCst),
+            "the work was asked to drain"
+        );
     }
 }

@@ -112,6 +112,22 @@ impl<P: Position> CheckpointStore<P> {
         Ok(HashMap::new())
     }
 
+    /// Checks, without changing anything, that the state dir can hold this checkpoint: it
+    /// exists (or can be created) and is writable, and an existing file can be read (a
+    /// corrupt one is fine: [`Self::load`] moves it aside). Run before taking the leader
+    /// lock, so a broken state dir fails the pod at once instead of a silent leader.
+    pub fn check(&self) -> Result<(), CheckpointError> {
+        std::fs::create_dir_all(&self.dir).map_err(io("creating state dir", &self.dir))?;
+        let probe = node_agent_core::state::unique_temp_path(&self.dir, "write-check");
+        File::create(&probe).map_err(io("writing into the state dir", &self.dir))?;
+        let _ = std::fs::remove_file(&probe);
+        match std::fs::read(&self.path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("reading checkpoint", &self.path)(e)),
+        }
+    }
+
     /// Writes positions atomically. The temporary name is unique to this process, so two
     /// agents that (wrongly) share a state dir never write through each other's file.
     pub fn save<'a>(

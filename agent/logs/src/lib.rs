@@ -34,6 +34,7 @@ pub mod stages;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -174,6 +175,21 @@ pub async fn run(
         return Ok(());
     }
     run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
+    Ok(())
+}
+
+/// What can be checked before leading: the state dir is usable and every source's
+/// checkpoint readable. Changes nothing.
+pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
+    if !config.enabled {
+        return Ok(());
+    }
+    checkpoint::CheckpointStore::<sources::tail::file_id::FileEntry>::new(
+        &config.state_dir,
+        sources::pods::CHECKPOINT_FILE,
+    )
+    .check()
+    .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
     Ok(())
 }
 

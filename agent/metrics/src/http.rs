@@ -89,7 +89,7 @@ impl MetricsEndpoint {
             return self.scrape(&req).await;
         }
         match path {
-            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/healthz" => healthz(),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/" => html(&self.telemetry_path),
@@ -206,6 +206,35 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// `ok`, or one line per subsystem that is not up. A failed subsystem answers 503 (the
+/// agent is on its way out); a degraded one (e.g. a sink refusing our credentials) is
+/// reported with 200, since restarting the pod would not fix it.
+fn healthz() -> Response<Full<Bytes>> {
+    use node_agent_core::health::State;
+    let states = node_agent_core::health::snapshot();
+    let mut body = String::new();
+    let mut failed = false;
+    for (name, state) in &states {
+        match state {
+            State::Up => {}
+            State::Degraded(why) => body.push_str(&format!("{name}: degraded: {why}\n")),
+            State::Failed(why) => {
+                failed = true;
+                body.push_str(&format!("{name}: failed: {why}\n"));
+            }
+        }
+    }
+    if body.is_empty() {
+        return text(StatusCode::OK, "ok\n");
+    }
+    let code = if failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    text(code, &body)
 }
 
 fn html(telemetry_path: &str) -> Response<Full<Bytes>> {
