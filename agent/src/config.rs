@@ -63,7 +63,7 @@ struct RawArgs {
 /// Output format of the agent's own logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    Text,
+    Logfmt,
     Json,
 }
 
@@ -114,7 +114,7 @@ impl Config {
         let raw = RawArgs::try_parse_from(args)?;
         let metrics = raw.metrics.into_config(&toggles, EXTRA_COLLECTORS)?;
         let format = match raw.log_format.as_str() {
-            "logfmt" | "text" => LogFormat::Text,
+            "logfmt" | "text" => LogFormat::Logfmt,
             "json" => LogFormat::Json,
             other => bail!("--log.format must be logfmt or json, not {other:?}"),
         };
