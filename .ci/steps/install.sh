@@ -8,6 +8,10 @@ command -v curl >/dev/null || need+=(curl)
 # ip and unshare run the kept-files test in its own network namespace.
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
+# systemd-journal-remote writes real journal files for the journal reader's tests; journalctl
+# (package systemd) reads them back as the oracle.
+[ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
+command -v journalctl >/dev/null || need+=(systemd)
 if ((${#need[@]})); then
   echo "install.sh: apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,3 +6,4 @@ pub mod http;
 pub mod kube_bench;
 pub mod loggen;
 pub mod receivers;
+pub mod require;

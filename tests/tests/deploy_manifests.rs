@@ -52,7 +52,7 @@ fn rendered() -> Option<&'static [Rendered]> {
     static RENDERED: OnceLock<Option<Vec<Rendered>>> = OnceLock::new();
     let rendered = RENDERED.get_or_init(|| {
         let Some(kubectl) = kubectl() else {
-            eprintln!("SKIP deploy_manifests: kubectl not found (set KUBECTL or install it)");
+            node_agent_tests::require::missing("kubectl not found (set KUBECTL or install it)");
             return None;
         };
         Some(
@@ -66,7 +66,7 @@ fn rendered() -> Option<&'static [Rendered]> {
         )
     });
     if rendered.is_none() {
-        eprintln!("SKIP: kubectl not found");
+        node_agent_tests::require::missing("kubectl not found");
     }
     rendered.as_deref()
 }
