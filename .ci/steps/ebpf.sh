@@ -21,7 +21,7 @@ echo "--- build node-agent --features ebpf (aya-build compiles ebpf/syscalls-ebp
 cargo build -p node-agent --features ebpf
 
 echo "--- unit tests with the eBPF feature"
-cargo test -p node-agent --features ebpf syscalls
+cargo test -p node-agent-syscalls --features ebpf
 
 echo "--- real eBPF tests (load + attach into this kernel)"
 cargo test -p node-agent-tests --features ebpf --test 'syscalls_*' -- --nocapture 2>&1 | tee /tmp/node-agent-ebpf-tests.log
@@ -31,5 +31,5 @@ if [ "$(id -u)" = 0 ] && grep -q SKIPPED /tmp/node-agent-ebpf-tests.log; then
 fi
 
 echo "--- clippy with the eBPF feature"
-cargo clippy -p node-agent -p node-agent-tests -p xtask --all-targets \
-    --features node-agent/ebpf,node-agent-tests/ebpf,xtask/ebpf -- -D warnings
+cargo clippy -p node-agent -p node-agent-syscalls -p node-agent-tests -p xtask --all-targets \
+    --features node-agent/ebpf,node-agent-syscalls/ebpf,node-agent-tests/ebpf,xtask/ebpf -- -D warnings

@@ -1,15 +1,20 @@
-//! Wires the subsystems: metrics endpoint (always), and the leader's work (log shipping,
-//! syscall monitoring) under the handover lock; drains on SIGTERM.
+//! Wires the subsystems: the metrics endpoint (always, in leader and standby), and the
+//! leader's work (log shipping, syscall monitoring) under the handover lock; drains on
+//! SIGTERM. Everything that can fail from configuration (sinks, collectors) is built
+//! before the lock is taken, so a broken pod never becomes a leader that ships nothing.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use node_agent_core::health::{self, State};
+use node_agent_core::sink::Sink;
+use node_agent_metrics::http::{self, MetricsEndpoint};
+use node_agent_metrics::{BuildContext, NodeCollectors};
+
 use crate::config::Config;
-use crate::metrics::http::{self, MetricsEndpoint};
-use crate::metrics::{BuildContext, NodeCollectors};
-use crate::{handover, logs, shutdown, syscalls};
+use crate::shutdown;
 
 /// Runs the agent until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -20,26 +25,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Same as [`run`] with an externally controlled shutdown token (tests).
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(
-        version = crate::telemetry::VERSION,
+        version = node_agent_core::telemetry::VERSION,
         node = %config.identity.node_name,
         instance = %config.identity.instance(),
         "starting node-agent"
     );
-    let collectors = NodeCollectors::build(
-        config.collectors.iter().copied(),
-        &BuildContext {
-            paths: &config.paths,
-            options: &config.collector_options,
-        },
-    );
+    let collectors = build_collectors(&config);
+    let web = &config.metrics.web;
     let endpoint = Arc::new(MetricsEndpoint::new(
         collectors,
-        config.web.telemetry_path.clone(),
-        !config.web.disable_exporter_metrics,
-        config.web.max_requests,
+        web.telemetry_path.clone(),
+        !web.disable_exporter_metrics,
+        web.max_requests,
     ));
-    let listener = http::bind(config.web.listen)
-        .with_context(|| format!("binding --web.listen-address {}", config.web.listen))?;
+    // Everything the configuration can break is tried before the lock: a pod that cannot
+    // do the leader's work must not take the leadership from one that can.
+    let sinks = node_agent_sinks::build_all_in(
+        &config.file.sinks.0,
+        &config.identity,
+        &config.file.logs.state_dir,
+    )
+    .context("building the log sinks")
+    .map_err(StartupError)?;
+    node_agent_logs::preflight(&config.file.logs).map_err(StartupError)?;
+    let listener = http::bind(web.listen)
+        .with_context(|| format!("binding --web.listen-address {}", web.listen))?;
     // The server outlives the drain so metrics stay scrapeable until the very end.
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(http::serve(
@@ -48,9 +58,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         server_stop.clone(),
     ));
 
-    let result = handover::run(&config, shutdown.clone(), |token| {
-        lead(config.clone(), token)
-    })
+    let state_dirs = [config.file.logs.state_dir.clone()];
+    let result = node_agent_handover::run(
+        &config.file.handover,
+        &config.identity,
+        &state_dirs,
+        shutdown.clone(),
+        |token| lead(config.clone(), sinks, token),
+    )
     .await;
 
     endpoint.set_ready(false);
@@ -60,29 +75,96 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     result
 }
 
+/// The node_exporter collectors plus the ones other subsystems register (the eBPF
+/// syscalls collector), each only if enabled.
+fn build_collectors(config: &Config) -> NodeCollectors {
+    let metrics = &config.metrics;
+    let syscalls = node_agent_syscalls::COLLECTOR_NAME;
+    let mut extra = Vec::new();
+    if config.collector_enabled(syscalls) {
+        extra.push((
+            syscalls,
+            node_agent_syscalls::build_collector(&config.syscalls_options(), &metrics.paths),
+        ));
+    }
+    NodeCollectors::build_with(
+        metrics
+            .collectors
+            .iter()
+            .copied()
+            .filter(|n| *n != syscalls),
+        &BuildContext {
+            paths: &metrics.paths,
+            options: &metrics.options,
+        },
+        extra,
+    )
+}
+
 /// The leader's work: log shipping and syscall monitoring side by side until `shutdown`.
-/// One failing is logged at once and does not stop the other; the first error is
-/// returned once both have finished.
-async fn lead(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The first one to fail stops the other (its state shows on `/healthz` and in
+/// `node_agent_subsystem_up`), and the error ends the leadership: the lock is released and
+/// the process exits non-zero, so the standby takes over instead of a leader that ships
+/// nothing.
+async fn lead(
+    config: Config,
+    sinks: Vec<Arc<dyn Sink>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stop = shutdown.child_token();
+    let syscalls = async {
+        if config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME) {
+            node_agent_syscalls::run_leader(
+                config.syscalls_options(),
+                config.metrics.paths.clone(),
+                stop.clone(),
+            )
+            .await
+        } else {
+            stop.cancelled().await;
+            Ok(())
+        }
+    };
+    let logs = node_agent_logs::run(
+        config.file.logs.clone(),
+        &config.identity,
+        sinks,
+        stop.clone(),
+    );
     let (logs, syscalls) = tokio::join!(
-        logged("logs", logs::run(config.clone(), shutdown.clone())),
-        logged("syscalls", syscalls::run_leader(config, shutdown)),
+        supervised("logs", logs, &stop),
+        supervised("syscalls", syscalls, &stop)
     );
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
 }
 
-async fn logged(
+/// Runs one leader subsystem, keeping its health state; a failure stops its siblings.
+async fn supervised(
     subsystem: &'static str,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
+    siblings: &CancellationToken,
 ) -> anyhow::Result<()> {
+    health::set(subsystem, State::Up);
     let result = work.await;
-    if let Err(err) = &result {
-        tracing::error!(
-            subsystem,
-            error = format!("{err:#}"),
-            "leader subsystem failed"
-        );
+    match &result {
+        Ok(()) => health::clear(subsystem),
+        Err(err) => {
+            let error = format!("{err:#}");
+            tracing::error!(
+                subsystem,
+                error,
+                "leader subsystem failed; ending leadership so that the standby takes over"
+            );
+            health::set(subsystem, State::Failed(error));
+            siblings.cancel();
+        }
     }
     result
 }
+
+/// A configuration problem found while starting (a missing CA file, an unusable state
+/// dir): `main` exits with status 2, as for a bad flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct StartupError(pub anyhow::Error);

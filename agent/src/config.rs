@@ -1,20 +1,34 @@
-//! Command line (node_exporter-compatible flags) + YAML file → one validated [`Config`].
+//! Composes each subsystem's own config into one validated [`Config`]: node_exporter's
+//! flags (owned by `node_agent_metrics::config`), the agent's own flags, and the YAML file
+//! whose sections belong to their subsystems. Only `main` and `app` use this module.
+//!
+//! Everything is checked here, once, before anything starts; a bad file reports every
+//! problem with its YAML key path.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{ArgAction, Parser};
+use clap::Parser;
 use serde::Deserialize;
 
-use crate::host::HostPaths;
-use crate::identity::NodeIdentity;
-use crate::metrics::{COLLECTORS, CollectorOptions};
+use node_agent_core::config::{KeyPath, Problems, Validate};
+use node_agent_core::node::NodeIdentity;
+use node_agent_handover::HandoverConfig;
+use node_agent_logs::LogsConfig;
+use node_agent_metrics::config::{
+    ExtraCollector, MetricsArgs, MetricsConfig, split_collector_toggles,
+};
+use node_agent_sinks::SinksConfig;
+use node_agent_syscalls::{SyscallsConfig, SyscallsOptions};
 
-/// Flags as node_exporter spells them, so existing DaemonSet args carry over.
+/// Collectors that other subsystems register with the metrics endpoint.
+const EXTRA_COLLECTORS: &[ExtraCollector] = &[ExtraCollector {
+    name: node_agent_syscalls::COLLECTOR_NAME,
+    default_enabled: false,
+}];
+
+/// Flags: node_exporter's (flattened from the metrics crate) plus the agent's own.
 #[derive(Debug, Parser)]
 #[command(
     name = "node-agent",
@@ -22,94 +36,8 @@ use crate::metrics::{COLLECTORS, CollectorOptions};
     about = "Node metrics, container logs and syscall monitoring in one process"
 )]
 struct RawArgs {
-    /// Address to serve metrics on (":9100" means every interface, as in node_exporter).
-    #[arg(
-        long = "web.listen-address",
-        default_value = ":9100",
-        env = "NODE_AGENT_LISTEN_ADDRESS"
-    )]
-    listen_address: String,
-    /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
-    telemetry_path: String,
-    /// Maximum number of parallel scrape requests (0 = no limit).
-    #[arg(long = "web.max-requests", default_value_t = 40)]
-    max_requests: usize,
-    /// Exclude the agent's own process_* and build info metrics.
-    #[arg(long = "web.disable-exporter-metrics")]
-    disable_exporter_metrics: bool,
-
-    /// procfs mountpoint.
-    #[arg(long = "path.procfs", default_value = "/proc")]
-    procfs: PathBuf,
-    /// sysfs mountpoint.
-    #[arg(long = "path.sysfs", default_value = "/sys")]
-    sysfs: PathBuf,
-    /// rootfs mountpoint.
-    #[arg(long = "path.rootfs", default_value = "/")]
-    rootfs: PathBuf,
-    /// udev data path.
-    #[arg(long = "path.udev.data", default_value = "/run/udev/data")]
-    udev_data: PathBuf,
-
-    /// Disable every collector that is not explicitly enabled.
-    #[arg(long = "collector.disable-defaults")]
-    disable_defaults: bool,
-    /// Directory to read text files with metrics from ("" disables).
-    #[arg(long = "collector.textfile.directory", default_value = "")]
-    textfile_directory: String,
-    /// Regexp of mount points to exclude for filesystem collector.
-    #[arg(long = "collector.filesystem.mount-points-exclude", default_value = crate::metrics::filesystem::DEFAULT_MOUNT_POINTS_EXCLUDE)]
-    fs_mount_points_exclude: String,
-    /// Regexp of filesystem types to exclude for filesystem collector.
-    #[arg(long = "collector.filesystem.fs-types-exclude", default_value = crate::metrics::filesystem::DEFAULT_FS_TYPES_EXCLUDE)]
-    fs_types_exclude: String,
-    /// How long to wait for a mount to respond before marking it as stale (seconds or "5s").
-    #[arg(long = "collector.filesystem.mount-timeout", default_value = "5s")]
-    fs_mount_timeout: String,
-    /// Regexp of diskstats devices to exclude.
-    #[arg(long = "collector.diskstats.device-exclude", default_value = crate::metrics::diskstats::DEFAULT_DEVICE_EXCLUDE)]
-    diskstats_device_exclude: String,
-    /// Regexp of net devices to exclude (mutually exclusive to device-include).
-    #[arg(long = "collector.netdev.device-exclude", default_value = "")]
-    netdev_device_exclude: String,
-    /// Regexp of net devices to include (mutually exclusive to device-exclude).
-    #[arg(long = "collector.netdev.device-include", default_value = "")]
-    netdev_device_include: String,
-    /// Regexp of arp devices to exclude (mutually exclusive to device-include).
-    #[arg(long = "collector.arp.device-exclude", default_value = "")]
-    arp_device_exclude: String,
-    /// Regexp of arp devices to include (mutually exclusive to device-exclude).
-    #[arg(long = "collector.arp.device-include", default_value = "")]
-    arp_device_include: String,
-    /// Regexp of power supplies to ignore for powersupplyclass collector.
-    #[arg(long = "collector.powersupply.ignored-supplies", default_value = "^$")]
-    powersupply_ignored_supplies: String,
-    /// Regexp of net devices to ignore for netclass collector.
-    #[arg(long = "collector.netclass.ignored-devices", default_value = "^$")]
-    netclass_ignored_devices: String,
-    /// Ignore devices where the speed is invalid.
-    #[arg(long = "collector.netclass.ignore-invalid-speed")]
-    netclass_ignore_invalid_speed: bool,
-    /// Regexp of fields to return for netstat collector.
-    #[arg(long = "collector.netstat.fields", default_value = crate::metrics::netstat::DEFAULT_FIELDS)]
-    netstat_fields: String,
-    /// Regexp of fields to return for vmstat collector.
-    #[arg(long = "collector.vmstat.fields", default_value = crate::metrics::vmstat::DEFAULT_FIELDS)]
-    vmstat_fields: String,
-    /// Enables metric node_cpu_guest_seconds_total.
-    #[arg(long = "collector.cpu.guest", action = ArgAction::Set, default_value_t = true, num_args = 0..=1, default_missing_value = "true")]
-    cpu_guest: bool,
-    /// Enables metric node_cpu_info.
-    #[arg(long = "collector.cpu.info")]
-    cpu_info: bool,
-    /// Filter the `flags` field in cpuInfo with a value that must be a regular expression.
-    #[arg(long = "collector.cpu.info.flags-include", default_value = "")]
-    cpu_flags_include: String,
-    /// Filter the `bugs` field in cpuInfo with a value that must be a regular expression.
-    #[arg(long = "collector.cpu.info.bugs-include", default_value = "")]
-    cpu_bugs_include: String,
-
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// YAML file with the logs, sinks, handover and syscalls settings.
     #[arg(long = "config.file", env = "NODE_AGENT_CONFIG")]
     config_file: Option<PathBuf>,
@@ -135,7 +63,7 @@ struct RawArgs {
 /// Output format of the agent's own logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    Text,
+    Logfmt,
     Json,
 }
 
@@ -145,32 +73,29 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone)]
-pub struct WebConfig {
-    pub listen: SocketAddr,
-    pub telemetry_path: String,
-    pub max_requests: usize,
-    pub disable_exporter_metrics: bool,
-}
-
-/// The YAML file: everything that is not a node_exporter flag.
+/// The YAML file: everything that is not a node_exporter flag, one section per subsystem.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
-    pub logs: crate::logs::LogsConfig,
-    pub sinks: Vec<crate::sinks::SinkConfig>,
-    pub handover: crate::handover::HandoverConfig,
-    pub syscalls: crate::syscalls::SyscallsConfig,
+    pub logs: LogsConfig,
+    pub sinks: SinksConfig,
+    pub handover: HandoverConfig,
+    pub syscalls: SyscallsConfig,
+}
+
+impl Validate for FileConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        self.logs.validate(&at.key("logs"), problems);
+        self.sinks.validate(&at.key("sinks"), problems);
+        self.handover.validate(&at.key("handover"), problems);
+        self.syscalls.validate(&at.key("syscalls"), problems);
+    }
 }
 
 /// Everything the agent needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub web: WebConfig,
-    pub paths: HostPaths,
-    /// Names of the enabled collectors, from [`COLLECTORS`].
-    pub collectors: BTreeSet<&'static str>,
-    pub collector_options: CollectorOptions,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub identity: NodeIdentity,
     pub file: FileConfig,
@@ -185,130 +110,23 @@ impl Config {
         T: Into<OsString>,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let (args, toggles) = split_collector_toggles(args)?;
+        let (args, toggles) = split_collector_toggles(args, EXTRA_COLLECTORS)?;
         let raw = RawArgs::try_parse_from(args)?;
-        Self::from_raw(raw, &toggles)
-    }
-
-    fn from_raw(raw: RawArgs, toggles: &[Toggle]) -> anyhow::Result<Self> {
-        let mut collectors: BTreeSet<&'static str> = COLLECTORS
-            .iter()
-            .filter(|c| c.default_enabled && !raw.disable_defaults)
-            .map(|c| c.name)
-            .collect();
-        for (name, on) in toggles {
-            let spec = COLLECTORS
-                .iter()
-                .find(|c| c.name == name)
-                .with_context(|| format!("unknown collector {name:?}"))?;
-            if *on {
-                collectors.insert(spec.name);
-            } else {
-                collectors.remove(spec.name);
-            }
-        }
-
-        let mut collector_options = CollectorOptions {
-            textfile_directory: raw.textfile_directory,
-            fs_mount_points_exclude: regex_flag(
-                "collector.filesystem.mount-points-exclude",
-                &raw.fs_mount_points_exclude,
-            )?,
-            fs_types_exclude: regex_flag(
-                "collector.filesystem.fs-types-exclude",
-                &raw.fs_types_exclude,
-            )?,
-            fs_mount_timeout: parse_duration(&raw.fs_mount_timeout)
-                .context("--collector.filesystem.mount-timeout")?,
-            diskstats_device_exclude: regex_flag(
-                "collector.diskstats.device-exclude",
-                &raw.diskstats_device_exclude,
-            )?,
-            netdev_devices: crate::metrics::DeviceFilter {
-                exclude: optional_regex(
-                    "collector.netdev.device-exclude",
-                    &raw.netdev_device_exclude,
-                )?,
-                include: optional_regex(
-                    "collector.netdev.device-include",
-                    &raw.netdev_device_include,
-                )?,
-            },
-            // node_exporter documents the two as exclusive but applies both; so do we.
-            arp_devices: crate::metrics::DeviceFilter {
-                exclude: optional_regex("collector.arp.device-exclude", &raw.arp_device_exclude)?,
-                include: optional_regex("collector.arp.device-include", &raw.arp_device_include)?,
-            },
-            powersupply_ignored: regex_flag(
-                "collector.powersupply.ignored-supplies",
-                &raw.powersupply_ignored_supplies,
-            )?,
-            netclass_ignored_devices: regex_flag(
-                "collector.netclass.ignored-devices",
-                &raw.netclass_ignored_devices,
-            )?,
-            netclass_ignore_invalid_speed: raw.netclass_ignore_invalid_speed,
-            netstat_fields: regex_flag("collector.netstat.fields", &raw.netstat_fields)?,
-            vmstat_fields: regex_flag("collector.vmstat.fields", &raw.vmstat_fields)?,
-            cpu_guest: raw.cpu_guest,
-            // As in node_exporter, asking for flags or bugs turns the info metrics on.
-            cpu_info: raw.cpu_info
-                || !raw.cpu_flags_include.is_empty()
-                || !raw.cpu_bugs_include.is_empty(),
-            cpu_flags_include: optional_regex(
-                "collector.cpu.info.flags-include",
-                &raw.cpu_flags_include,
-            )?,
-            cpu_bugs_include: optional_regex(
-                "collector.cpu.info.bugs-include",
-                &raw.cpu_bugs_include,
-            )?,
-            syscalls: Default::default(),
-        };
-        let netdev = &collector_options.netdev_devices;
-        if netdev.exclude.is_some() && netdev.include.is_some() {
-            bail!(
-                "--collector.netdev.device-exclude and --collector.netdev.device-include are mutually exclusive"
-            );
-        }
-
+        let metrics = raw.metrics.into_config(&toggles, EXTRA_COLLECTORS)?;
         let format = match raw.log_format.as_str() {
-            "logfmt" | "text" => LogFormat::Text,
+            "logfmt" | "text" => LogFormat::Logfmt,
             "json" => LogFormat::Json,
             other => bail!("--log.format must be logfmt or json, not {other:?}"),
         };
-        if !raw.telemetry_path.starts_with('/') {
-            bail!(
-                "--web.telemetry-path must start with '/', got {:?}",
-                raw.telemetry_path
-            );
-        }
         if raw.worker_threads == 0 {
             bail!("--runtime.worker-threads must be at least 1");
         }
-
         let file = match &raw.config_file {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        file.syscalls.validate()?;
-        collector_options.syscalls = crate::syscalls::SyscallsOptions::from_file(&file);
-
         Ok(Config {
-            web: WebConfig {
-                listen: parse_listen_address(&raw.listen_address)?,
-                telemetry_path: raw.telemetry_path,
-                max_requests: raw.max_requests,
-                disable_exporter_metrics: raw.disable_exporter_metrics,
-            },
-            paths: HostPaths {
-                proc: raw.procfs,
-                sys: raw.sysfs,
-                rootfs: raw.rootfs,
-                udev_data: raw.udev_data,
-            },
-            collectors,
-            collector_options,
+            metrics,
             log: LogConfig {
                 level: raw.log_level,
                 format,
@@ -318,145 +136,59 @@ impl Config {
             worker_threads: raw.worker_threads,
         })
     }
+
+    /// Whether `--collector.<name>` is on.
+    pub fn collector_enabled(&self, name: &str) -> bool {
+        self.metrics.collectors.contains(name)
+    }
+
+    /// What the eBPF syscalls collector and the leader's loader need.
+    pub fn syscalls_options(&self) -> SyscallsOptions {
+        SyscallsOptions {
+            config: self.file.syscalls.clone(),
+            pods_dir: self.file.logs.pods_dir.clone(),
+        }
+    }
 }
 
 impl FileConfig {
     /// Reads and validates the YAML config file.
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
     }
 
-    /// Parses YAML text; an empty document means all defaults.
+    /// Parses YAML text and validates every section; an empty document means all defaults.
+    /// A type error names its key path; validation reports every problem at once.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let config: Self = serde_yaml_ng::from_str(text).context("invalid YAML")?;
-        config.validate()?;
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                anyhow::anyhow!("invalid YAML: {inner}")
+            } else {
+                anyhow::anyhow!("invalid YAML at {path}: {inner}")
+            }
+        })?;
+        config.validated()?;
         Ok(config)
     }
-
-    /// Checks every section, so a bad config stops the agent at start-up with a clear
-    /// message instead of failing later inside one subsystem.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.logs.validate().context("in section logs")?;
-        for (i, sink) in self.sinks.iter().enumerate() {
-            sink.validate()
-                .with_context(|| format!("in sinks[{i}] ({})", sink.name()))?;
-        }
-        self.handover.validate().context("in section handover")?;
-        self.syscalls.validate().context("in section syscalls")?;
-        Ok(())
-    }
-}
-
-/// `--collector.<name>` (true) or `--no-collector.<name>` (false).
-type Toggle = (String, bool);
-
-/// Pulls `--collector.<name>` / `--no-collector.<name>` out of the arguments (clap can't
-/// derive flags from a runtime table) and turns `--no-collector.<bool option>` into
-/// `--collector.<bool option>=false`.
-fn split_collector_toggles(args: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Toggle>)> {
-    const BOOL_OPTIONS: &[&str] = &["cpu.guest"];
-    let mut rest = Vec::with_capacity(args.len());
-    let mut toggles = Vec::new();
-    for arg in args {
-        let Some(text) = arg.to_str() else {
-            rest.push(arg);
-            continue;
-        };
-        let (negated, name) = if let Some(name) = text.strip_prefix("--no-collector.") {
-            (true, name)
-        } else if let Some(name) = text.strip_prefix("--collector.") {
-            (false, name)
-        } else {
-            rest.push(arg);
-            continue;
-        };
-        if COLLECTORS.iter().any(|c| c.name == name) {
-            toggles.push((name.to_string(), !negated));
-        } else if negated && BOOL_OPTIONS.contains(&name) {
-            rest.push(format!("--collector.{name}=false").into());
-        } else if negated {
-            bail!("unknown flag --no-collector.{name}");
-        } else {
-            rest.push(arg);
-        }
-    }
-    Ok((rest, toggles))
-}
-
-/// Go-style listen address: ":9100" binds every interface.
-pub fn parse_listen_address(text: &str) -> anyhow::Result<SocketAddr> {
-    if let Some(port) = text.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .with_context(|| format!("invalid port in listen address {text:?}"))?;
-        return Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
-    }
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    if let Some(port) = text.strip_prefix("localhost:") {
-        let port: u16 = port
-            .parse()
-            .with_context(|| format!("invalid port in listen address {text:?}"))?;
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    bail!("invalid listen address {text:?} (expected host:port or :port)")
 }
 
 /// Durations as "5s", "250ms", "2m", "1h" or a bare number of seconds.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("invalid duration {text:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => bail!("invalid duration unit in {text:?} (use ms, s, m or h)"),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        bail!("invalid duration {text:?}");
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-fn regex_flag(flag: &str, pattern: &str) -> anyhow::Result<regex::Regex> {
-    regex::Regex::new(pattern).with_context(|| format!("--{flag}: invalid regular expression"))
-}
-
-fn optional_regex(flag: &str, pattern: &str) -> anyhow::Result<Option<regex::Regex>> {
-    if pattern.is_empty() {
-        Ok(None)
-    } else {
-        regex_flag(flag, pattern).map(Some)
-    }
-}
-
-/// Serde helper: durations written as "5s"/"250ms" in the YAML file.
-pub mod duration_serde {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
+pub use node_agent_core::duration::parse as parse_duration;
+pub use node_agent_metrics::config::parse_listen_address;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use node_agent_core::host::HostPaths;
+    use std::time::Duration;
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
         Config::from_args(std::iter::once("node-agent").chain(args.iter().copied()))
@@ -465,12 +197,12 @@ mod tests {
     #[test]
     fn defaults_match_node_exporter() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.web.listen, "[::]:9100".parse().unwrap());
-        assert_eq!(c.web.telemetry_path, "/metrics");
-        assert_eq!(c.paths, HostPaths::default());
-        assert!(c.collectors.contains("cpu"));
-        assert!(c.collectors.contains("meminfo"));
-        assert!(c.collector_options.cpu_guest);
+        assert_eq!(c.metrics.web.listen, "[::]:9100".parse().unwrap());
+        assert_eq!(c.metrics.web.telemetry_path, "/metrics");
+        assert_eq!(c.metrics.paths, HostPaths::default());
+        assert!(c.metrics.collectors.contains("cpu"));
+        assert!(c.metrics.collectors.contains("meminfo"));
+        assert!(c.metrics.options.cpu_guest);
     }
 
     #[test]
@@ -481,12 +213,12 @@ mod tests {
             "--no-collector.cpu.guest",
         ])
         .unwrap();
-        assert!(!c.collectors.contains("cpu"));
-        assert_eq!(c.collector_options.textfile_directory, "/tmp/x");
-        assert!(!c.collector_options.cpu_guest);
+        assert!(!c.metrics.collectors.contains("cpu"));
+        assert_eq!(c.metrics.options.textfile_directory, "/tmp/x");
+        assert!(!c.metrics.options.cpu_guest);
         let c = parse(&["--collector.disable-defaults", "--collector.loadavg"]).unwrap();
         assert_eq!(
-            c.collectors.iter().copied().collect::<Vec<_>>(),
+            c.metrics.collectors.iter().copied().collect::<Vec<_>>(),
             vec!["loadavg"]
         );
     }
@@ -494,20 +226,20 @@ mod tests {
     #[test]
     fn collector_filter_and_info_flags() {
         let c = parse(&[]).unwrap();
-        assert!(!c.collector_options.cpu_info);
-        assert!(!c.collector_options.arp_devices.ignored("eth0"));
-        assert!(!c.collector_options.powersupply_ignored.is_match("BAT0"));
+        assert!(!c.metrics.options.cpu_info);
+        assert!(!c.metrics.options.arp_devices.ignored("eth0"));
+        assert!(!c.metrics.options.powersupply_ignored.is_match("BAT0"));
         let c = parse(&[
             "--collector.arp.device-exclude=^veth",
             "--collector.powersupply.ignored-supplies=^AC$",
             "--collector.cpu.info.flags-include=^avx",
         ])
         .unwrap();
-        assert!(c.collector_options.arp_devices.ignored("veth12"));
-        assert!(!c.collector_options.arp_devices.ignored("eth0"));
-        assert!(c.collector_options.powersupply_ignored.is_match("AC"));
+        assert!(c.metrics.options.arp_devices.ignored("veth12"));
+        assert!(!c.metrics.options.arp_devices.ignored("eth0"));
+        assert!(c.metrics.options.powersupply_ignored.is_match("AC"));
         // A flags/bugs regex turns the info metrics on, as in node_exporter.
-        assert!(c.collector_options.cpu_info);
+        assert!(c.metrics.options.cpu_info);
         let err = parse(&["--collector.arp.device-include=("]).unwrap_err();
         assert!(format!("{err:#}").contains("arp.device-include"), "{err:#}");
     }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = node_agent::telemetry::init_logging(&config.log) {
+    if let Err(err) = node_agent::logging::init(&config.log) {
         eprintln!("node-agent: cannot initialise logging: {err:#}");
         return ExitCode::from(2);
     }
@@ -34,6 +34,14 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(node_agent::app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err)
+            if err
+                .downcast_ref::<node_agent::app::StartupError>()
+                .is_some() =>
+        {
+            eprintln!("node-agent: invalid configuration: {err:#}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(
                 error = format!("{err:#}"),

@@ -3,6 +3,8 @@
 pub mod agent_proc;
 pub mod expfmt;
 pub mod http;
+pub mod kube_bench;
 pub mod loggen;
 pub mod manifests;
 pub mod receivers;
+pub mod require;

@@ -1,8 +1,7 @@
 //! Rendering the deployment manifests for the tests: kustomize (`kubectl kustomize`) and
 //! the Helm chart (`helm template`), parsed into YAML values. The tools are found via
 //! `$KUBECTL` / `$HELM`, then `PATH` (and, for Helm, the cache `.ci/steps/deploy.sh`
-//! installs it into). A missing tool skips with a message, or fails the test when
-//! `NODE_AGENT_REQUIRE_ALL=1` (CI).
+//! installs it into). Callers report a missing tool with `crate::require::missing`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,21 +23,6 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-/// True when CI asks that no test skip (`NODE_AGENT_REQUIRE_ALL=1`).
-pub fn require_all() -> bool {
-    std::env::var("NODE_AGENT_REQUIRE_ALL").is_ok_and(|v| v == "1")
-}
-
-/// A tool is missing: panics under `NODE_AGENT_REQUIRE_ALL=1`, else prints why the
-/// caller skips.
-pub fn missing(tool: &str, hint: &str) {
-    assert!(
-        !require_all(),
-        "{tool} not found and NODE_AGENT_REQUIRE_ALL=1: {hint}"
-    );
-    eprintln!("SKIP: {tool} not found ({hint})");
 }
 
 fn runs(bin: &Path, args: &[&str]) -> bool {

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use node_agent_tests::manifests;
+use node_agent_tests::{manifests, require};
 use serde_yaml_ng::{Mapping, Value};
 
 /// Labels Helm's conventions add that the kustomize manifests don't have.
@@ -47,14 +47,11 @@ struct Tools {
 
 fn tools() -> Option<Tools> {
     let Some(kubectl) = manifests::kubectl() else {
-        manifests::missing("kubectl", "set KUBECTL or install it");
+        require::missing("kubectl not found (set KUBECTL or install it)");
         return None;
     };
     let Some(helm) = manifests::helm() else {
-        manifests::missing(
-            "helm",
-            "set HELM, or run .ci/steps/deploy.sh which caches it",
-        );
+        require::missing("helm not found (set HELM, or run .ci/steps/deploy.sh which caches it)");
         return None;
     };
     Some(Tools { kubectl, helm })

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use node_agent_tests::manifests;
+use node_agent_tests::{manifests, require};
 use serde_yaml_ng::Value;
 
 /// Every directory `kubectl apply -k` is documented for, and whether it runs the eBPF
@@ -48,10 +48,9 @@ struct Rendered {
 /// message for the chart).
 fn rendered() -> Option<&'static [Rendered]> {
     static RENDERED: OnceLock<Option<Vec<Rendered>>> = OnceLock::new();
-    RENDERED
+    let rendered = RENDERED
         .get_or_init(|| {
             let Some(kubectl) = manifests::kubectl() else {
-                manifests::missing("kubectl", "set KUBECTL or install it");
                 return None;
             };
             let mut all: Vec<Rendered> = OVERLAYS
@@ -68,14 +67,19 @@ fn rendered() -> Option<&'static [Rendered]> {
                     ebpf,
                     objects: manifests::helm_template(&helm, values, &[]),
                 })),
-                None => manifests::missing(
-                    "helm",
-                    "set HELM, or run .ci/steps/deploy.sh which caches it; the chart is not checked",
+                None => require::missing(
+                    "helm not found (set HELM, or run .ci/steps/deploy.sh which caches it); \
+                     the chart's renderings are not checked",
                 ),
             }
             Some(all)
         })
-        .as_deref()
+        .as_deref();
+    // Every test reports it (and fails under NODE_AGENT_REQUIRE_ALL=1), not only the first.
+    if rendered.is_none() {
+        require::missing("kubectl not found (set KUBECTL or install it)");
+    }
+    rendered
 }
 
 impl Rendered {
@@ -401,7 +405,7 @@ fn hardened_security_context() {
     }
 }
 
-/// The metadata watches (pods on the node, namespaces, the node) are allowed, read-only,
+/// The metadata reads (pods on the node, namespaces, the node) are allowed, read-only,
 /// to the DaemonSet's own service account, which gets its token projected into the pod.
 #[test]
 fn rbac_grants_read_only_metadata_access() {
@@ -444,9 +448,14 @@ fn rbac_grants_read_only_metadata_access() {
                 }
             }
         }
-        for resource in ["pods", "namespaces", "nodes"] {
+        // agent/kube: list + watch pods (of this node) and namespaces, GET this node.
+        for (resource, needed) in [
+            ("pods", &["get", "list", "watch"][..]),
+            ("namespaces", &["get", "list", "watch"]),
+            ("nodes", &["get"]),
+        ] {
             let verbs = granted.get(resource).cloned().unwrap_or_default();
-            for verb in ["get", "list", "watch"] {
+            for verb in needed {
                 assert!(
                     verbs.iter().any(|v| v == verb),
                     "{}: the agent needs {verb} on {resource} (has {verbs:?})",

@@ -159,37 +159,6 @@ async fn killed_leader_frees_the_lock() {
     assert!(!leader.wait(EXIT).await.unwrap().success());
 }
 
-/// The leader runs log shipping and syscall monitoring side by side: one failing is
-/// logged and the process keeps leading (the other keeps running) until shutdown.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_keeps_leading_when_log_shipping_fails() {
-    let dirs = AgentDirs::new().unwrap();
-    // A valid config whose state dir is unusable at run time (a file, not a directory):
-    // invalid settings are rejected at load, before any leadership.
-    let config = dirs.write_config(&[]).unwrap();
-    let _ = std::fs::remove_dir_all(&dirs.state_dir);
-    std::fs::write(&dirs.state_dir, "not a directory").unwrap();
-    let mut agent = AgentProc::start("half-broken", &config).await.unwrap();
-    agent.wait_for_event(ACQUIRED, EXIT).await.unwrap();
-    let failed = agent
-        .wait_for_event("leader subsystem failed", EXIT)
-        .await
-        .unwrap();
-    assert_eq!(failed.fields["subsystem"], "logs");
-    let error = failed.fields["error"].as_str().unwrap();
-    assert!(
-        error.contains(&dirs.state_dir.display().to_string()),
-        "{error}"
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(leader_gauge(&agent).await, 1.0);
-    assert!(LeaderLock::try_acquire(&dirs.lock_file).unwrap().is_none());
-    agent.terminate().unwrap();
-    let status = agent.wait(EXIT).await.unwrap();
-    assert!(!status.success(), "the failure shows in the exit status");
-    assert!(agent.events().iter().any(|e| e.message == RELEASED));
-}
-
 // --- under log load: nothing lost, nothing duplicated -----------------------------------
 
 /// Pipeline settings for the load tests: small, quick batches and frequent checkpoints,

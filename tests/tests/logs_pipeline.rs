@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use node_agent::logs::record::{LogRecord, Stream};
+use node_agent::core::record::{LogRecord, Stream};
 use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
 use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{
@@ -469,9 +469,11 @@ fn forge_checkpoint(
     state_dir: &Path,
     path: &Path,
     offset: u64,
-    fingerprint: node_agent::logs::identity::Fingerprint,
+    fingerprint: node_agent::logs::sources::tail::file_id::Fingerprint,
 ) {
-    use node_agent::logs::checkpoint::{CheckpointStore, Entry};
+    use node_agent::logs::checkpoint::CheckpointStore;
+    use node_agent::logs::sources::pods::CHECKPOINT_FILE;
+    use node_agent::logs::sources::tail::file_id::FileEntry as Entry;
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).unwrap();
     let entry = Entry {
@@ -483,12 +485,14 @@ fn forge_checkpoint(
         head: None,
     };
     std::fs::create_dir_all(state_dir).unwrap();
-    CheckpointStore::new(state_dir).save([&entry]).unwrap();
+    CheckpointStore::new(state_dir, CHECKPOINT_FILE)
+        .save([&entry])
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_fingerprint_guards_against_inode_reuse() {
-    use node_agent::logs::identity::{Fingerprint, fingerprint_before};
+    use node_agent::logs::sources::tail::file_id::{Fingerprint, fingerprint_before};
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
@@ -580,7 +584,7 @@ async fn corrupt_checkpoint_is_moved_aside_and_everything_is_shipped() {
     );
 
     // The pipeline's own metrics are exported.
-    let families: Vec<String> = node_agent::telemetry::registry()
+    let families: Vec<String> = node_agent::core::telemetry::registry()
         .gather()
         .iter()
         .map(|f| f.name().to_string())
@@ -721,4 +725,57 @@ async fn over_long_messages_are_cut_and_flagged() {
             .iter()
             .any(|r| message_id(&r.message) == Some(id.as_str()))
     }));
+}
+
+/// A container can plant `1.log -> /host/etc/shadow` in its own log directory (a hostPath):
+/// the pipeline must not follow it, nor read FIFOs or devices, and must count them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_and_special_files_in_log_dirs_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap();
+    let expected = log.write_lines(20, &LineMix::default()).unwrap();
+    log.flush().unwrap();
+    let container_dir = log.path().parent().unwrap().to_path_buf();
+    let secret = dir.path().join("shadow");
+    std::fs::write(
+        &secret,
+        "2024-01-01T00:00:00.000000000Z stdout F root:$6$SECRET:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, container_dir.join("1.log")).unwrap();
+    // A symlinked container directory of another "pod" pointing at the same place.
+    let evil_pod = cfg
+        .pods_dir
+        .join("prod_evil_00000000-0000-4000-8000-00000000e511");
+    std::fs::create_dir_all(&evil_pod).unwrap();
+    std::os::unix::fs::symlink(dir.path(), evil_pod.join("app")).unwrap();
+    nix::unistd::mkfifo(&container_dir.join("2.log"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let skipped = || {
+        node_agent::core::telemetry::registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "node_agent_logs_files_skipped_total")
+            .flat_map(|f| f.get_metric().to_vec())
+            .map(|m| m.get_counter().get_value())
+            .sum::<f64>()
+    };
+    let before = skipped();
+
+    let sink = Arc::new(TestSink::default());
+    let running = start(cfg, vec![sink.clone() as Arc<dyn Sink>]);
+    wait_for("the real log", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= expected.len()
+    })
+    .await;
+    // Give further scans the chance to (wrongly) pick the links up.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    running.stop().await;
+    let records = sink.records.lock().unwrap();
+    assert_eq!(records.len(), expected.len());
+    assert!(
+        records.iter().all(|r| !r.message.contains("SECRET")),
+        "a symlinked file was shipped"
+    );
+    assert!(skipped() - before >= 2.0, "symlink and FIFO are counted");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use node_agent::logs::record::LogRecord;
+use node_agent::core::record::LogRecord;
 use node_agent::sinks::config::ElasticsearchConfig;
 use node_agent::sinks::elasticsearch::{ElasticsearchSink, document_id};
 use node_agent::sinks::{Sink, SinkError};

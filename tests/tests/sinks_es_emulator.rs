@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use node_agent::logs::record::LogRecord;
+use node_agent::core::record::LogRecord;
 use node_agent::sinks::Sink;
 use node_agent::sinks::config::ElasticsearchConfig;
 use node_agent::sinks::elasticsearch::{ElasticsearchSink, document_id};

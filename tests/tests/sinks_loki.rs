@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use node_agent::core::record::Stream;
 use node_agent::identity::NodeIdentity;
-use node_agent::logs::record::Stream;
 use node_agent::sinks::config::LokiConfig;
 use node_agent::sinks::loki::LokiSink;
 use node_agent::sinks::{Sink, SinkError};
@@ -31,7 +31,7 @@ fn sink(name: &str, state: &tempfile::TempDir, config: serde_json::Value) -> Lok
 
 async fn deliver(
     sink: &LokiSink,
-    records: &[node_agent::logs::record::LogRecord],
+    records: &[node_agent::core::record::LogRecord],
 ) -> Result<(), SinkError> {
     let cancel = CancellationToken::new();
     tokio::time::timeout(Duration::from_secs(20), sink.deliver(records, &cancel))

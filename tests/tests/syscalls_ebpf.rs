@@ -30,7 +30,7 @@ fn skip_reason() -> Option<String> {
 macro_rules! require_ebpf {
     () => {
         if let Some(reason) = skip_reason() {
-            eprintln!("SKIPPED: {reason}");
+            node_agent_tests::require::missing(&reason);
             return;
         }
     };
@@ -445,7 +445,11 @@ async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
     .expect("valid config");
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let leader = tokio::spawn(node_agent::syscalls::run_leader(config, stop.clone()));
+    let leader = tokio::spawn(node_agent::syscalls::run_leader(
+        config.syscalls_options(),
+        config.metrics.paths.clone(),
+        stop.clone(),
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     // The pins appear when the maps are created, slightly before the program is attached;
     // attached means something (e.g. this loop's own sleeps) has been counted.

@@ -3,6 +3,11 @@
 //! checkpoint) into a null sink, and prints throughput, MB per CPU-second and peak RSS.
 //! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB.
 //!
+//! `cargo xtask bench logs --idle [SECS] [--pods 100] [--containers-per-pod 5]`: the idle
+//! tax every node pays. Runs the release agent binary over that many quiet containers
+//! (nothing written after start) and prints its CPU ticks per minute, share of a core and
+//! RSS. Target ≤ 0.2% of a core.
+//!
 //! Figures are only meaningful optimized: a debug build re-runs itself with `--release`.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use node_agent::core::record::LogRecord;
 use node_agent::logs::LogsConfig;
-use node_agent::logs::record::LogRecord;
 use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
@@ -171,6 +176,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 .context("running cargo")?;
         std::process::exit(status.code().unwrap_or(1));
     }
+    if let ["--idle", rest @ ..] = args {
+        return idle(rest);
+    }
     if let ["--generate-into", dir, rest @ ..] = args {
         // Child process: generation must not count towards the pipeline's peak RSS.
         let o = parse_args(rest)?;
@@ -284,5 +292,118 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         std::fs::remove_dir_all(root.join("pods")).ok();
         std::fs::remove_dir_all(root.join("state")).ok();
     }
+    Ok(())
+}
+
+/// `--idle`: the agent binary over many quiet containers, measured from outside.
+fn idle(args: &[&str]) -> anyhow::Result<()> {
+    let mut secs = 60u64;
+    let (mut pods, mut per_pod) = (100usize, 5usize);
+    let mut agent: Option<std::path::PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--pods" => pods = it.next().context("--pods needs a value")?.parse()?,
+            "--containers-per-pod" => {
+                per_pod = it
+                    .next()
+                    .context("--containers-per-pod needs a value")?
+                    .parse()?
+            }
+            "--agent" => agent = Some(it.next().context("--agent needs a path")?.into()),
+            n if n.parse::<u64>().is_ok() => secs = n.parse()?,
+            other => bail!(
+                "unknown argument {other:?}; usage: cargo xtask bench logs --idle [SECS] [--pods N] [--containers-per-pod N] [--agent BINARY]"
+            ),
+        }
+    }
+    // Another build (e.g. an older commit's) can be compared with `--agent`.
+    let agent = match agent {
+        Some(a) => a,
+        None => {
+            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(&cargo)
+                .args(["build", "--release", "--quiet", "-p", "node-agent"])
+                .current_dir(&root)
+                .status()
+                .context("building node-agent")?;
+            anyhow::ensure!(status.success(), "building node-agent failed");
+            root.join("target/release/node-agent")
+        }
+    };
+
+    let tmp = tempfile::Builder::new().prefix("bench-idle-").tempdir()?;
+    let pods_dir = tmp.path().join("pods");
+    for p in 0..pods {
+        for c in 0..per_pod {
+            let mut log = ContainerLog::create(
+                &pods_dir,
+                "idle",
+                &format!("pod-{p}"),
+                &format!("c{c}"),
+                Format::Cri,
+            )?;
+            log.write_lines(5, &LineMix::default())?;
+            log.flush()?;
+        }
+    }
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "logs:\n  pods_dir: {}\n  state_dir: {}\nsinks:\n  - type: file\n    path: {}\nhandover:\n  lock_file: {}\n",
+            pods_dir.display(),
+            tmp.path().join("state").display(),
+            tmp.path().join("out.ndjson").display(),
+            tmp.path().join("leader.lock").display(),
+        ),
+    )?;
+    let mut child = std::process::Command::new(&agent)
+        .args([
+            "--web.listen-address=127.0.0.1:0",
+            "--collector.disable-defaults",
+            "--log.level=warn",
+        ])
+        .arg(format!("--config.file={}", config.display()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting node-agent")?;
+    let pid = child.id();
+    let files = pods * per_pod;
+    println!(
+        "idle: node-agent over {pods} pods × {per_pod} containers ({files} files), settling 10 s, then measuring {secs} s"
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let ticks = |pid: u32| -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let after = stat.rsplit_once(')').context("stat")?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+    };
+    let t0 = ticks(pid)?;
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let t1 = ticks(pid)?;
+    let wall = start.elapsed().as_secs_f64();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let used = (t1 - t0) as f64;
+    println!(
+        "  cpu             {used:.0} ticks in {wall:.0} s = {:.1} ticks/min = {:.3}% of a core (target ≤ 0.2%)",
+        used * 60.0 / wall,
+        used / hz / wall * 100.0
+    );
+    println!("  RSS             {:.1} MiB", rss as f64 / 1024.0);
     Ok(())
 }

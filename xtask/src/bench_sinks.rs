@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use node_agent::core::record::{LogRecord, SourceMeta};
 use node_agent::identity::NodeIdentity;
-use node_agent::logs::record::{LogRecord, SourceMeta};
 use node_agent::sinks::{Sink, SinkConfig};
 use node_agent_tests::receivers::records::source;
 use serde_json::json;
@@ -221,7 +221,7 @@ fn bench_one(name: &str, options: &Options, url: &str) -> anyhow::Result<Figures
             batch.push(LogRecord {
                 source: Arc::clone(src),
                 timestamp_nanos: 1_700_000_000_000_000_000 + seq as i64 * 1000,
-                stream: node_agent::logs::record::Stream::Stdout,
+                stream: node_agent::core::record::Stream::Stdout,
                 offset: seq * (options.message_bytes as u64 + 40),
                 message,
                 truncated: false,
@@ -256,7 +256,7 @@ fn bench_one(name: &str, options: &Options, url: &str) -> anyhow::Result<Figures
 
 /// Request body bytes (before compression) from the sink's own counter.
 fn sent_bytes(sink: &str) -> u64 {
-    node_agent::telemetry::registry()
+    node_agent::core::telemetry::registry()
         .gather()
         .iter()
         .filter(|f| f.name() == "node_agent_sink_bytes_sent_total")

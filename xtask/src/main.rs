@@ -2,8 +2,10 @@
 
 use anyhow::bail;
 
+mod bench_journal;
 mod bench_logs;
 mod bench_metrics;
+mod bench_rules;
 mod bench_sinks;
 mod bench_syscalls;
 mod ci;
@@ -11,7 +13,7 @@ mod cross;
 mod selfstat;
 mod size;
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|sinks|syscalls> [ARGS] | cargo xtask cross aarch64 [ARGS]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,9 +22,11 @@ fn main() -> anyhow::Result<()> {
         // One arm per task; each lives in its own module.
         ["ci"] => ci::main(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")),
         ["bench", "metrics", rest @ ..] => bench_metrics::main(rest),
+        ["bench", "journal", rest @ ..] => bench_journal::run(rest),
         ["bench", "logs", rest @ ..] => bench_logs::run(rest),
         ["bench", "sinks", rest @ ..] => bench_sinks::run(rest),
         ["bench", "syscalls"] => bench_syscalls::run(),
+        ["bench", "rules", rest @ ..] => bench_rules::run(rest),
         ["cross", "aarch64", rest @ ..] => cross::run(
             &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
             rest,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use node_agent::logs::record::{LogRecord, SourceMeta, Stream};
+use node_agent::core::record::{LogRecord, SourceMeta, Stream};
 
 /// A container log source on node `node-1`.
 pub fn source(namespace: &str, pod: &str, container: &str) -> Arc<SourceMeta> {
@@ -11,11 +11,13 @@ pub fn source(namespace: &str, pod: &str, container: &str) -> Arc<SourceMeta> {
         "/var/log/pods/{namespace}_{pod}_uid-{pod}/{container}/0.log"
     ));
     Arc::new(SourceMeta {
+        kind: node_agent::core::record::SourceKind::Pod,
         namespace: namespace.to_string(),
         pod: pod.to_string(),
         pod_uid: format!("uid-{pod}"),
         container: container.to_string(),
         node: "node-1".to_string(),
+        kubernetes: None,
         file_id: {
             // Distinct per path, stable across runs.
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -1,0 +1,42 @@
+//! The contract between the log pipeline and its destinations. A sink delivers a batch or
+//! says why not; the pipeline advances positions only after the sinks a record was routed
+//! to said yes.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::record::LogRecord;
+
+/// Why a batch was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Shutdown came before the sink confirmed; the batch stays unacknowledged.
+    #[error("delivery cancelled by shutdown")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<crate::backoff::Cancelled> for SinkError {
+    fn from(_: crate::backoff::Cancelled) -> Self {
+        SinkError::Cancelled
+    }
+}
+
+pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// A destination for log records.
+pub trait Sink: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Delivers `records`, retrying transient failures (with backoff) until the receiver
+    /// confirms, the records are dead-lettered, or `cancel` fires. `Ok` means the
+    /// records may be acknowledged.
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a>;
+}

@@ -1,0 +1,142 @@
+//! Ordered acknowledgements. Batches complete out of order (several are in flight), but a
+//! position may only move once every earlier batch is confirmed too: otherwise a crash
+//! after a later ack would skip the records of an earlier, unconfirmed batch. Updates are
+//! therefore applied strictly in batch order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::position::{Position, Update};
+
+/// Tracks in-flight batches of one source and the positions confirmed so far.
+#[derive(Debug)]
+pub struct AckTracker<P: Position> {
+    next_seq: u64,
+    /// seq → (acked?, updates); the smallest seq is the oldest unconfirmed batch.
+    pending: BTreeMap<u64, (bool, Vec<Update<P>>)>,
+    committed: HashMap<P::Key, P>,
+    dirty: bool,
+}
+
+impl<P: Position> Default for AckTracker<P> {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
+}
+
+impl<P: Position> AckTracker<P> {
+    /// Starts from positions loaded from a checkpoint.
+    pub fn new(committed: HashMap<P::Key, P>) -> Self {
+        Self {
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            committed,
+            dirty: false,
+        }
+    }
+
+    /// Registers a batch's updates; returns its sequence number.
+    pub fn register(&mut self, updates: Vec<Update<P>>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(seq, (false, updates));
+        seq
+    }
+
+    /// Marks `seq` confirmed and applies every confirmed batch at the head, in order.
+    pub fn ack(&mut self, seq: u64) {
+        if let Some(slot) = self.pending.get_mut(&seq) {
+            slot.0 = true;
+        }
+        while let Some(entry) = self.pending.first_entry() {
+            if !entry.get().0 {
+                break;
+            }
+            for update in entry.remove().1 {
+                match update {
+                    Update::Advance(e) => {
+                        self.committed.insert(e.key(), e);
+                    }
+                    Update::Forget(key) => {
+                        self.committed.remove(&key);
+                    }
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Batches registered but not yet applied (acked out of order ones included).
+    pub fn unapplied(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn committed(&self) -> &HashMap<P::Key, P> {
+        &self.committed
+    }
+
+    /// Whether positions changed since the last [`Self::mark_saved`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    pub fn mark_saved(&mut self) {
+        self.dirty = false;
+    }
+
+    /// Marks positions unsaved again (a background save taken earlier failed).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::tail::file_id::{FileEntry as Entry, FileKey, Fingerprint};
+
+    fn adv(inode: u64, offset: u64) -> Update<Entry> {
+        Update::Advance(Entry {
+            dev: 1,
+            inode,
+            offset,
+            fingerprint: Fingerprint { len: 0, hash: 0 },
+            path: "/x".into(),
+            head: None,
+        })
+    }
+
+    fn offset(t: &AckTracker<Entry>, inode: u64) -> Option<u64> {
+        t.committed()
+            .get(&FileKey { dev: 1, inode })
+            .map(|e| e.offset)
+    }
+
+    #[test]
+    fn later_ack_waits_for_earlier_batch() {
+        let mut t = AckTracker::default();
+        let a = t.register(vec![adv(7, 100)]);
+        let b = t.register(vec![adv(7, 200), adv(8, 50)]);
+        t.ack(b);
+        assert_eq!(offset(&t, 7), None, "b must not apply before a");
+        assert_eq!(offset(&t, 8), None);
+        assert!(!t.is_dirty());
+        t.ack(a);
+        assert_eq!(offset(&t, 7), Some(200));
+        assert_eq!(offset(&t, 8), Some(50));
+        assert!(t.is_dirty());
+        assert_eq!(t.unapplied(), 0);
+    }
+
+    #[test]
+    fn truncation_moves_offset_back_and_forget_removes() {
+        let mut t = AckTracker::default();
+        let a = t.register(vec![adv(7, 5000)]);
+        let b = t.register(vec![adv(7, 10)]);
+        let c = t.register(vec![Update::Forget(FileKey { dev: 1, inode: 7 })]);
+        t.ack(a);
+        t.ack(b);
+        assert_eq!(offset(&t, 7), Some(10));
+        t.ack(c);
+        assert_eq!(offset(&t, 7), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! The delivery side of one source: takes its sealed batches, hands them to the router (a
+//! bounded number at once), applies acknowledgements strictly in batch order and persists
+//! the source's checkpoint after each one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::AckTracker;
+use crate::batch::Batch;
+use crate::checkpoint::CheckpointStore;
+use crate::metrics::metrics;
+use crate::position::Position;
+use crate::router::Router;
+use crate::source::{BatchLimits, Committed, CommittedView, Exit, Source, SourceContext};
+use crate::stages::Chain;
+
+/// After the drain deadline, how long cancelled deliveries get to return.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// What a finished run did, for tests and the final log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub batches_delivered: u64,
+    pub records_delivered: u64,
+    /// Batches given up at the drain deadline; the next run re-reads them.
+    pub batches_abandoned: u64,
+}
+
+/// How the delivery side of one source behaves (from `logs:`).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub state_dir: std::path::PathBuf,
+    pub max_in_flight_batches: usize,
+    pub drain_timeout: Duration,
+    pub checkpoint_interval: Duration,
+    pub batches: BatchLimits,
+}
+
+/// Runs `source` on its own thread, delivers its batches through `router`, acknowledges
+/// them in order and checkpoints, until `shutdown`; then drains (bounded by
+/// `drain_timeout`) and writes the final checkpoint.
+pub async fn run_source<S: Source>(
+    source: S,
+    stages: Chain,
+    settings: DeliverySettings,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let name = source.name();
+    let store = CheckpointStore::<S::Position>::new(&settings.state_dir, source.checkpoint_file());
+    let loaded = store.load().with_context(|| {
+        format!(
+            "loading the {name} checkpoint from {}",
+            settings.state_dir.display()
+        )
+    })?;
+    // A checkpoint that survived loading is valid: its age tells which rotated files hold
+    // bytes written after it.
+    let checkpoint_time = std::fs::metadata(store.path())
+        .and_then(|m| m.modified())
+        .ok();
+    let committed_view: CommittedView<<S::Position as Position>::Key> = Arc::new(Committed::new(
+        loaded.iter().map(|(k, e)| (*k, e.progress())).collect(),
+    ));
+    let mut tracker = AckTracker::new(loaded.clone());
+
+    // Capacity 1: with the in-flight bound this caps memory at
+    // (max_in_flight_batches + 2) × batch_max_bytes (one queued, one being built).
+    let (tx, mut rx) = mpsc::channel::<Batch<S::Position>>(1);
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let ctx = SourceContext {
+        positions: loaded,
+        checkpoint_time,
+        out: tx,
+        wake_tx: wake_tx.clone(),
+        wake_rx,
+        committed: Arc::clone(&committed_view),
+        stages,
+        batches: settings.batches,
+    };
+
+    let reader_stop = CancellationToken::new();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let reader_token = reader_stop.clone();
+    let source = Box::new(source);
+    std::thread::Builder::new()
+        .name(format!("logs-{name}"))
+        .spawn(move || {
+            let exit = source.run(ctx, &reader_token);
+            let _ = done_tx.send(exit);
+        })
+        .with_context(|| format!("spawning the {name} source thread"))?;
+
+    let deliver_cancel = CancellationToken::new();
+    let mut inflight: JoinSet<(u64, usize, bool)> = JoinSet::new();
+    let mut summary = RunSummary::default();
+    let mut rx_open = true;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // Confirmed positions are saved right after each acknowledgement, one save at a time:
+    // acks that arrive while a save runs are coalesced into the next one. A crash then
+    // re-ships at most the unconfirmed batches plus what was acked during one save.
+    let mut saving: Option<tokio::task::JoinHandle<bool>> = None;
+    let mut checkpoint_tick = tokio::time::interval(settings.checkpoint_interval);
+    checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        if !rx_open && inflight.is_empty() {
+            break;
+        }
+        let deadline = drain_deadline;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                tracing::info!(source = name, timeout = ?settings.drain_timeout, "log pipeline draining");
+                drain_deadline = Some(tokio::time::Instant::now() + settings.drain_timeout);
+                reader_stop.cancel();
+                let _ = wake_tx.try_send(());
+            }
+            _ = sleep_until_opt(deadline) => {
+                tracing::warn!(
+                    source = name,
+                    in_flight = inflight.len(),
+                    "drain timeout reached; unconfirmed batches will be re-read by the next run"
+                );
+                deliver_cancel.cancel();
+                // Unblock a reader waiting for queue space, and stop accepting batches.
+                rx.close();
+                while rx.recv().await.is_some() {
+                    summary.batches_abandoned += 1;
+                }
+                let grace = tokio::time::sleep(CANCEL_GRACE);
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        joined = inflight.join_next() => match joined {
+                            Some(Ok((seq, n, true))) => {
+                                tracker.ack(seq);
+                                summary.batches_delivered += 1;
+                                summary.records_delivered += n as u64;
+                            }
+                            Some(_) => summary.batches_abandoned += 1,
+                            None => break,
+                        },
+                        _ = &mut grace => {
+                            summary.batches_abandoned += inflight.len() as u64;
+                            inflight.abort_all();
+                            break;
+                        }
+                    }
+                }
+                break;
+            }
+            joined = inflight.join_next(), if !inflight.is_empty() => {
+                match joined {
+                    Some(Ok((seq, n, true))) => {
+                        tracker.ack(seq);
+                        summary.batches_delivered += 1;
+                        summary.records_delivered += n as u64;
+                        publish(&tracker, &committed_view);
+                        // The source updates its lag gauges from it.
+                        let _ = wake_tx.try_send(());
+                        if saving.is_none() {
+                            saving = start_save(&store, &mut tracker);
+                        }
+                    }
+                    Some(Ok((_, _, false))) => summary.batches_abandoned += 1,
+                    Some(Err(e)) => {
+                        tracing::error!(source = name, error = %e, "log delivery task failed; its batch will be re-read after restart");
+                        summary.batches_abandoned += 1;
+                    }
+                    None => {}
+                }
+                metrics().batches_in_flight.set(inflight.len() as i64);
+            }
+            batch = rx.recv(), if rx_open && inflight.len() < settings.max_in_flight_batches => {
+                match batch {
+                    Some(batch) => {
+                        let seq = tracker.register(batch.updates);
+                        if batch.records.is_empty() {
+                            tracker.ack(seq);
+                        } else {
+                            let records = batch.records;
+                            let router = Arc::clone(&router);
+                            let cancel = deliver_cancel.clone();
+                            inflight.spawn(async move {
+                                let ok = router.deliver(&records, &cancel).await;
+                                (seq, records.len(), ok)
+                            });
+                            metrics().batches_in_flight.set(inflight.len() as i64);
+                        }
+                    }
+                    None => rx_open = false,
+                }
+            }
+            saved = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => {
+                finish_save(saved, &mut tracker);
+                saving = start_save(&store, &mut tracker);
+            }
+            _ = checkpoint_tick.tick(), if saving.is_none() => saving = start_save(&store, &mut tracker),
+        }
+    }
+    if let Some(pending) = saving.take() {
+        finish_save(pending.await, &mut tracker);
+    }
+    metrics().batches_in_flight.set(0);
+    reader_stop.cancel();
+    let _ = wake_tx.try_send(());
+    drop(rx);
+    match done_rx.await {
+        Ok(Exit::Shutdown) | Ok(Exit::ReceiverGone) => {}
+        Err(_) => tracing::error!(source = name, "log source thread panicked"),
+    }
+    save(&store, &mut tracker).await;
+    let unconfirmed = tracker.unapplied();
+    tracing::info!(
+        source = name,
+        batches = summary.batches_delivered,
+        records = summary.records_delivered,
+        abandoned = summary.batches_abandoned,
+        unconfirmed,
+        "log pipeline stopped"
+    );
+    Ok(summary)
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn publish<P: Position>(tracker: &AckTracker<P>, view: &CommittedView<P::Key>) {
+    view.publish(
+        tracker
+            .committed()
+            .iter()
+            .map(|(k, e)| (*k, e.progress()))
+            .collect(),
+    );
+}
+
+/// Starts writing the confirmed positions in the background if they changed; the
+/// tracker counts as saved from the snapshot on (re-marked dirty if the write fails).
+/// The fsyncs run on the blocking pool so a slow disk does not stall acknowledgements on
+/// the runtime's workers.
+fn start_save<P: Position>(
+    store: &CheckpointStore<P>,
+    tracker: &mut AckTracker<P>,
+) -> Option<tokio::task::JoinHandle<bool>> {
+    if !tracker.is_dirty() {
+        return None;
+    }
+    let entries: Vec<_> = tracker.committed().values().cloned().collect();
+    tracker.mark_saved();
+    let writer = store.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        match writer.save(entries.iter()) {
+            Ok(()) => {
+                metrics().checkpoint_writes.inc();
+                true
+            }
+            Err(e) => {
+                metrics().checkpoint_errors.inc();
+                tracing::error!(error = %e, "writing log checkpoint");
+                false
+            }
+        }
+    }))
+}
+
+/// Writes the confirmed positions now and waits for the write (shutdown path).
+async fn save<P: Position>(store: &CheckpointStore<P>, tracker: &mut AckTracker<P>) {
+    if let Some(write) = start_save(store, tracker) {
+        finish_save(write.await, tracker);
+    }
+}
+
+/// A write that failed (or whose task died) leaves the positions unsaved for the next one.
+fn finish_save<P: Position>(
+    result: Result<bool, tokio::task::JoinError>,
+    tracker: &mut AckTracker<P>,
+) {
+    match result {
+        Ok(true) => {}
+        Ok(false) => tracker.mark_dirty(),
+        Err(e) => {
+            metrics().checkpoint_errors.inc();
+            tracing::error!(error = %e, "checkpoint writer task failed");
+            tracker.mark_dirty();
+        }
+    }
+}

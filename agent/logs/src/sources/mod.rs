@@ -1,0 +1,5 @@
+//! Where records come from, one module per source. File-based sources share
+//! [`tail`]; each implements [`crate::source::Source`].
+
+pub mod pods;
+pub mod tail;

@@ -1,0 +1,107 @@
+//! Decompressing a rotated `.gz` file we must finish (a checkpoint points into it): into an
+//! anonymous, already unlinked file in the state dir, bounded in size and interruptible.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+/// Largest decompressed rotation we accept. kubelet rotates at `containerLogMaxSize`
+/// (10 MiB by default); anything far beyond is not a log rotation but a decompression bomb.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
+/// Why a compressed file was not decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("decompresses to more than {limit} bytes; not a log rotation")]
+    TooLarge { limit: u64 },
+    #[error("stopped by shutdown")]
+    Stopped,
+}
+
+/// Decompresses `gz` (a regular file under `root`, not reached through a symlink) into an
+/// unlinked file under `dir` (at most `limit` bytes).
+pub fn decompress_to_unlinked(
+    root: &Path,
+    gz: &Path,
+    dir: &Path,
+    limit: u64,
+    stop: &CancellationToken,
+) -> Result<File, GunzipError> {
+    let source = node_agent_core::fsutil::open_regular_beneath(root, gz)?;
+    let tmp_path = node_agent_core::state::unique_temp_path(dir, "logs-gunzip");
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)?;
+    std::fs::remove_file(&tmp_path)?;
+    let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(source));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        if stop.is_cancelled() {
+            return Err(GunzipError::Stopped);
+        }
+        let n = dec.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        total += n as u64;
+        if total > limit {
+            return Err(GunzipError::TooLarge { limit });
+        }
+        out.write_all(&buf[..n])?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gz(dir: &Path, content: &[u8]) -> std::path::PathBuf {
+        let path = dir.join("0.log.20240101-000000.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(content).unwrap();
+        enc.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn decompresses_into_an_unlinked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = gz(dir.path(), b"line one\nline two\n");
+        let stop = CancellationToken::new();
+        let mut f = decompress_to_unlinked(dir.path(), &path, dir.path(), 1 << 20, &stop).unwrap();
+        let mut text = String::new();
+        use std::io::Seek;
+        f.rewind().unwrap();
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "line one\nline two\n");
+        // Nothing but the .gz is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_bomb_is_refused_and_shutdown_interrupts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = gz(dir.path(), &vec![b'x'; 1 << 20]);
+        let stop = CancellationToken::new();
+        let err = decompress_to_unlinked(dir.path(), &path, dir.path(), 1000, &stop).unwrap_err();
+        assert!(
+            matches!(err, GunzipError::TooLarge { limit: 1000 }),
+            "{err}"
+        );
+        stop.cancel();
+        let err =
+            decompress_to_unlinked(dir.path(), &path, dir.path(), 1 << 30, &stop).unwrap_err();
+        assert!(matches!(err, GunzipError::Stopped), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,325 @@
+//! The HTTP endpoint: `/metrics` (text 0.0.4, gzip when asked, `?collect[]=`), `/healthz`,
+//! `/readyz` and a landing page.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::exposition::CONTENT_TYPE;
+use super::{MetricSet, NodeCollectors};
+use crate::telemetry;
+
+/// Shared state of the metrics endpoint.
+pub struct MetricsEndpoint {
+    collectors: Arc<NodeCollectors>,
+    telemetry_path: String,
+    exporter_metrics: bool,
+    limit: Option<Semaphore>,
+    ready: AtomicBool,
+    /// A set kept from the previous scrape, so its families, label arena and index are
+    /// reused; a concurrent scrape builds its own.
+    spare: Mutex<Option<MetricSet>>,
+    /// Capacity for the next body: the last one's size plus some.
+    body_hint: AtomicUsize,
+}
+
+impl MetricsEndpoint {
+    pub fn new(
+        collectors: NodeCollectors,
+        telemetry_path: String,
+        exporter_metrics: bool,
+        max_requests: usize,
+    ) -> Self {
+        Self {
+            collectors: Arc::new(collectors),
+            telemetry_path,
+            exporter_metrics,
+            limit: (max_requests > 0).then(|| Semaphore::new(max_requests)),
+            ready: AtomicBool::new(true),
+            spare: Mutex::new(None),
+            body_hint: AtomicUsize::new(64 * 1024),
+        }
+    }
+
+    /// `/readyz` answers 503 while not ready (e.g. during start-up or final drain).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Encodes one scrape: node collectors (optionally filtered) plus the agent's own
+    /// metrics, as text format 0.0.4.
+    pub fn render(&self, only: Option<&[String]>) -> Vec<u8> {
+        let spare = self.spare.lock().map(|mut s| s.take()).unwrap_or_default();
+        let mut set = spare.unwrap_or_default();
+        set.clear();
+        self.collectors.collect(only, &mut set);
+        telemetry::collect(self.exporter_metrics, &mut set);
+        let mut body = Vec::with_capacity(self.body_hint.load(Ordering::Relaxed));
+        set.encode_text(&mut body);
+        self.body_hint
+            .store(body.len() + body.len() / 8, Ordering::Relaxed);
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Some(set);
+        }
+        body
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        let path = req.uri().path();
+        if path == self.telemetry_path {
+            return self.scrape(&req).await;
+        }
+        match path {
+            "/healthz" => healthz(),
+            "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/" => html(&self.telemetry_path),
+            _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        }
+    }
+
+    async fn scrape(self: &Arc<Self>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let _permit = match &self.limit {
+            Some(limit) => match limit.try_acquire() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    telemetry::scrape_finished("503");
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many concurrent scrapes\n",
+                    );
+                }
+            },
+            None => None,
+        };
+        let only = match parse_collect_filter(req.uri().query().unwrap_or(""), &self.collectors) {
+            Ok(only) => only,
+            Err(msg) => {
+                telemetry::scrape_finished("400");
+                return text(StatusCode::BAD_REQUEST, &msg);
+            }
+        };
+        let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
+        let this = Arc::clone(self);
+        // Collectors do blocking file I/O; keep them off the async workers.
+        let rendered = tokio::task::spawn_blocking(move || {
+            let _in_flight = telemetry::scrape_in_flight();
+            this.render(only.as_deref())
+        })
+        .await;
+        let body = match rendered {
+            Ok(body) => body,
+            // A collector panicked.
+            Err(err) => {
+                telemetry::scrape_error("gathering");
+                telemetry::scrape_finished("500");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("error gathering metrics: {err}\n"),
+                );
+            }
+        };
+        telemetry::scrape_finished("200");
+        let mut builder = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        let body = if gzip {
+            builder = builder.header(header::CONTENT_ENCODING, "gzip");
+            gzip_bytes(&body)
+        } else {
+            body
+        };
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response\n"))
+    }
+}
+
+/// `collect[]=a&collect[]=b` → `Some(["a","b"])`; unknown names are a 400, as in node_exporter.
+fn parse_collect_filter(
+    query: &str,
+    collectors: &NodeCollectors,
+) -> Result<Option<Vec<String>>, String> {
+    let names: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "collect[]")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    for name in &names {
+        if !collectors.names().any(|n| n == name) {
+            return Err(format!(
+                "couldn't create filtered metrics handler: collector {name:?} not available\n"
+            ));
+        }
+    }
+    Ok(Some(names))
+}
+
+fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    value.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        let q_zero = it.any(|p| {
+            let p = p.trim();
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        coding.eq_ignore_ascii_case("gzip") && !q_zero
+    })
+}
+
+fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 5), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `ok`, or one line per subsystem that is not up. A failed subsystem answers 503 (the
+/// agent is on its way out); a degraded one (e.g. a sink refusing our credentials) is
+/// reported with 200, since restarting the pod would not fix it.
+fn healthz() -> Response<Full<Bytes>> {
+    use node_agent_core::health::State;
+    let states = node_agent_core::health::snapshot();
+    let mut body = String::new();
+    let mut failed = false;
+    for (name, state) in &states {
+        match state {
+            State::Up => {}
+            State::Degraded(why) => body.push_str(&format!("{name}: degraded: {why}\n")),
+            State::Failed(why) => {
+                failed = true;
+                body.push_str(&format!("{name}: failed: {why}\n"));
+            }
+        }
+    }
+    if body.is_empty() {
+        return text(StatusCode::OK, "ok\n");
+    }
+    let code = if failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    text(code, &body)
+}
+
+fn html(telemetry_path: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<html><head><title>node-agent</title></head><body><h1>node-agent</h1>\
+         <p><a href=\"{telemetry_path}\">Metrics</a></p><p><a href=\"/healthz\">Health</a></p></body></html>\n"
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+/// Binds the listen address with SO_REUSEPORT, so an old and a new pod sharing the host
+/// network during a `maxSurge` rollout can both serve (see the handover module).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // ":9100" binds [::]; accept IPv4 too, as Go's net.Listen does.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves until `shutdown` is cancelled; in-flight requests are allowed to finish.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Arc<MetricsEndpoint>,
+    shutdown: CancellationToken,
+) {
+    let local = listener.local_addr().ok();
+    tracing::info!(address = ?local, "serving metrics");
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let endpoint = Arc::clone(&endpoint);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let endpoint = Arc::clone(&endpoint);
+                async move { Ok::<_, Infallible>(endpoint.handle(req).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => if let Err(err) = res {
+                    tracing::debug!(%peer, error = %err, "connection error");
+                },
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_negotiation() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert!(accepts_gzip(Some(&h("gzip"))));
+        assert!(accepts_gzip(Some(&h("deflate, gzip;q=1.0, *;q=0.5"))));
+        assert!(!accepts_gzip(Some(&h("gzip;q=0"))));
+        assert!(!accepts_gzip(Some(&h("identity"))));
+        assert!(!accepts_gzip(None));
+    }
+}

@@ -1,0 +1,335 @@
+//! cgroup → container id, and the container metadata rules read (`container.*`, `k8s.*`).
+//!
+//! A process belongs to a container when one component of its cgroup v2 path names a
+//! container id, in the layouts of the CRI runtimes and docker:
+//! `…/cri-containerd-<id>.scope`, `…/crio-<id>.scope`, `…/docker-<id>.scope`,
+//! `…/libpod-<id>.scope` (systemd driver), `…/kubepods/<qos>/pod<uid>/<id>` and
+//! `/docker/<id>` (cgroupfs driver). The deepest such component wins, so a container that
+//! makes its own sub-cgroups stays attributed to itself. CRI-O's `crio-conmon-<id>` is the
+//! monitor, not the container.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+/// The full (64 hex) container id in a cgroup path, if any.
+pub fn container_id_from_cgroup_path(path: &str) -> Option<String> {
+    path.split('/').rev().find_map(container_id_of)
+}
+
+fn container_id_of(component: &str) -> Option<String> {
+    let stem = component.strip_suffix(".scope").unwrap_or(component);
+    if stem.starts_with("crio-conmon-") {
+        return None;
+    }
+    let id = [
+        "cri-containerd-",
+        "crio-",
+        "docker-",
+        "libpod-",
+        "containerd-",
+    ]
+    .iter()
+    .find_map(|p| stem.strip_prefix(p))
+    .unwrap_or(stem);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+/// What the node knows about a container, from the Kubernetes metadata cache or the
+/// runtime. Every field is optional: a missing value reads as `<NA>` in outputs and makes
+/// comparisons false, as in Falco.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerInfo {
+    /// Full container id.
+    pub id: String,
+    /// Container name (in Kubernetes, the pod spec's container name).
+    pub name: Option<String>,
+    /// Image reference as in the pod spec (`docker.io/library/nginx:1.25`).
+    pub image: Option<String>,
+    /// Image without tag and digest (`docker.io/library/nginx`).
+    pub image_repository: Option<String>,
+    pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
+    pub privileged: Option<bool>,
+    pub k8s: Option<PodInfo>,
+}
+
+impl ContainerInfo {
+    /// Fills `image_repository`/`image_tag`/`image_digest` from `image` where unset.
+    pub fn with_image_parts(mut self) -> ContainerInfo {
+        if let Some(image) = self.image.clone() {
+            let (rest, digest) = match image.split_once('@') {
+                Some((rest, digest)) => (rest.to_string(), Some(digest.to_string())),
+                None => (image, None),
+            };
+            // A ':' after the last '/' separates the tag (a registry port comes before).
+            let (repo, tag) = match rest.rfind(':') {
+                Some(i) if !rest[i..].contains('/') => {
+                    (rest[..i].to_string(), Some(rest[i + 1..].to_string()))
+                }
+                _ => (rest, None),
+            };
+            self.image_repository.get_or_insert(repo);
+            if let Some(tag) = tag {
+                self.image_tag.get_or_insert(tag);
+            }
+            if let Some(digest) = digest {
+                self.image_digest.get_or_insert(digest);
+            }
+        }
+        self
+    }
+}
+
+/// The pod a container belongs to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Container id → metadata. The agent implements it over its Kubernetes metadata cache
+/// (which must not block: this is called on the event path).
+pub trait ContainerMetadata: Send + Sync {
+    fn lookup(&self, container_id: &str) -> Option<Arc<ContainerInfo>>;
+}
+
+/// No metadata: container ids only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoMetadata;
+
+impl ContainerMetadata for NoMetadata {
+    fn lookup(&self, _container_id: &str) -> Option<Arc<ContainerInfo>> {
+        None
+    }
+}
+
+/// A fixed map (tests, or a source that knows its containers up front).
+#[derive(Debug, Default, Clone)]
+pub struct StaticMetadata(pub FxHashMap<String, Arc<ContainerInfo>>);
+
+impl StaticMetadata {
+    pub fn insert(&mut self, info: ContainerInfo) {
+        self.0.insert(info.id.clone(), Arc::new(info));
+    }
+}
+
+impl ContainerMetadata for StaticMetadata {
+    fn lookup(&self, container_id: &str) -> Option<Arc<ContainerInfo>> {
+        self.0.get(container_id).cloned()
+    }
+}
+
+/// cgroup v2 id (what eBPF's `bpf_get_current_cgroup_id()` returns: the inode of the
+/// cgroup directory) → container id, cached.
+///
+/// A miss is resolved through `/proc/PID/cgroup` of the event's process (one small read and
+/// a stat), and failing that by walking the cgroup tree, at most once per
+/// `min_walk_interval`. The cache holds at most `max_entries` ids; when full it is cleared
+/// (ids of deleted cgroups are never reused by live ones, so a clear only costs re-reads).
+#[derive(Debug)]
+pub struct CgroupResolver {
+    cgroup_root: PathBuf,
+    proc_root: PathBuf,
+    cache: FxHashMap<u64, Option<Arc<str>>>,
+    max_entries: usize,
+    min_walk_interval: Duration,
+    last_walk: Option<Instant>,
+    /// Misses resolved by a tree walk, or not at all (exposed as a counter).
+    pub walks: u64,
+}
+
+impl CgroupResolver {
+    pub fn new(cgroup_root: PathBuf, proc_root: PathBuf) -> CgroupResolver {
+        CgroupResolver {
+            cgroup_root,
+            proc_root,
+            cache: FxHashMap::default(),
+            max_entries: 65_536,
+            min_walk_interval: Duration::from_secs(1),
+            last_walk: None,
+            walks: 0,
+        }
+    }
+
+    /// Records a known mapping (the process table does, while bootstrapping from /proc).
+    pub fn remember(&mut self, cgroup_id: u64, container_id: Option<Arc<str>>) {
+        if cgroup_id == 0 {
+            return;
+        }
+        if self.cache.len() >= self.max_entries {
+            self.cache.clear();
+        }
+        self.cache.insert(cgroup_id, container_id);
+    }
+
+    /// The inode of a cgroup path (relative to the v2 root), i.e. its cgroup id.
+    pub fn cgroup_id_of(&self, path: &str) -> Option<u64> {
+        let rel = path.trim_start_matches('/');
+        std::fs::metadata(self.cgroup_root.join(rel))
+            .ok()
+            .map(|m| m.ino())
+    }
+
+    /// The container of cgroup `cgroup_id`, whose member `pid` made the event.
+    pub fn resolve(&mut self, cgroup_id: u64, pid: u32) -> Option<Arc<str>> {
+        if cgroup_id == 0 {
+            return None;
+        }
+        if let Some(known) = self.cache.get(&cgroup_id) {
+            return known.clone();
+        }
+        if let Some(path) = read_v2_cgroup_path(&self.proc_root, pid)
+            && self.cgroup_id_of(&path) == Some(cgroup_id)
+        {
+            let container = container_id_from_cgroup_path(&path).map(Arc::from);
+            self.remember(cgroup_id, container.clone());
+            return container;
+        }
+        let now = Instant::now();
+        if self
+            .last_walk
+            .is_none_or(|t| now.duration_since(t) >= self.min_walk_interval)
+        {
+            self.last_walk = Some(now);
+            self.walks += 1;
+            self.walk();
+        }
+        match self.cache.get(&cgroup_id) {
+            Some(known) => known.clone(),
+            None => {
+                // Unknown even after a walk: the cgroup is gone; it was not a container we
+                // can name. Remember that so its remaining events cost nothing.
+                self.remember(cgroup_id, None);
+                None
+            }
+        }
+    }
+
+    /// Walks the cgroup tree, remembering every cgroup (bounded by `max_entries`).
+    fn walk(&mut self) {
+        let mut stack = vec![(self.cgroup_root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let child = format!("{rel}/{name}");
+                if let Ok(meta) = entry.metadata() {
+                    let container = container_id_from_cgroup_path(&child).map(Arc::from);
+                    if self.cache.len() >= self.max_entries {
+                        return;
+                    }
+                    self.cache.insert(meta.ino(), container);
+                }
+                stack.push((entry.path(), child));
+            }
+        }
+    }
+}
+
+/// The cgroup v2 path (`0::/path` line) of a process.
+pub fn read_v2_cgroup_path(proc_root: &Path, pid: u32) -> Option<String> {
+    let text = read_bounded(&proc_root.join(pid.to_string()).join("cgroup"), 64 * 1024)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// Reads at most `limit` bytes of a (proc) file as text.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Option<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::new();
+    file.take(limit).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn container_ids_from_runtime_layouts() {
+        for path in [
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/cri-containerd-{ID}.scope"
+            ),
+            format!("/kubepods/besteffort/pod11111111-2222-3333-4444-555555555555/{ID}"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/docker/{ID}"),
+            format!("/machine.slice/libpod-{ID}.scope/container"),
+            format!("/kubepods.slice/crio-{ID}.scope/nested/child"),
+        ] {
+            assert_eq!(
+                container_id_from_cgroup_path(&path).as_deref(),
+                Some(ID),
+                "{path}"
+            );
+        }
+        for path in [
+            "/".to_string(),
+            "/system.slice/containerd.service".to_string(),
+            "/user.slice/user-0.slice/session-1.scope".to_string(),
+            format!("/kubepods.slice/crio-conmon-{ID}.scope"),
+            format!("/docker/{}", &ID[..63]),
+        ] {
+            assert_eq!(container_id_from_cgroup_path(&path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn image_parts() {
+        let info = ContainerInfo {
+            image: Some("registry.local:5000/team/app:1.2@sha256:abc".into()),
+            ..Default::default()
+        }
+        .with_image_parts();
+        assert_eq!(
+            info.image_repository.as_deref(),
+            Some("registry.local:5000/team/app")
+        );
+        assert_eq!(info.image_tag.as_deref(), Some("1.2"));
+        assert_eq!(info.image_digest.as_deref(), Some("sha256:abc"));
+        let untagged = ContainerInfo {
+            image: Some("registry.local:5000/app".into()),
+            ..Default::default()
+        }
+        .with_image_parts();
+        assert_eq!(
+            untagged.image_repository.as_deref(),
+            Some("registry.local:5000/app")
+        );
+        assert_eq!(untagged.image_tag, None);
+    }
+
+    #[test]
+    fn resolves_own_cgroup_through_proc() {
+        let Some(path) = read_v2_cgroup_path(Path::new("/proc"), std::process::id()) else {
+            return crate::skip_test("no cgroup v2 line in /proc/self/cgroup");
+        };
+        let mut resolver = CgroupResolver::new("/sys/fs/cgroup".into(), "/proc".into());
+        let Some(id) = resolver.cgroup_id_of(&path) else {
+            return crate::skip_test("cgroup v2 is not mounted at /sys/fs/cgroup");
+        };
+        let expected = container_id_from_cgroup_path(&path).map(Arc::<str>::from);
+        assert_eq!(resolver.resolve(id, std::process::id()), expected);
+        assert_eq!(resolver.walks, 0);
+        // An id that exists nowhere: one walk, then cached as "not a container".
+        assert_eq!(resolver.resolve(u64::MAX - 1, std::process::id()), None);
+        assert_eq!(resolver.resolve(u64::MAX - 1, std::process::id()), None);
+        assert_eq!(resolver.walks, 1);
+    }
+}

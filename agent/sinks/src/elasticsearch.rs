@@ -1,0 +1,585 @@
+//! Elasticsearch `_bulk` (NDJSON `create` actions, ECS-shaped documents).
+//!
+//! Every document gets a deterministic `_id` from the record's file identity and offset,
+//! so a retried or redelivered record answers 409 (already there) instead of being indexed
+//! twice; `create` is also what data streams require. The bulk answer is read per item:
+//! 200/201/409 done, 429/5xx retried (only those items), other 4xx dead-lettered.
+//! A whole-request 429/5xx/network failure retries the request.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::config::ElasticsearchConfig;
+use super::deadletter::{DeadLetter, Refusal};
+use super::http::{HttpClient, Settled};
+use super::jsonl::rfc3339_nanos;
+use super::metrics::SinkMetrics;
+use super::{DeliverFuture, Sink, SinkError};
+use node_agent_core::backoff::Backoff;
+use node_agent_core::record::LogRecord;
+
+/// The deterministic document id of a record: file identity and byte offset.
+pub fn document_id(record: &LogRecord) -> String {
+    format!("{:016x}-{:x}", record.source.file_id, record.offset)
+}
+
+/// Where documents go.
+#[derive(Debug, Clone)]
+enum Target {
+    DataStream(String),
+    /// A chrono pattern; `per_day` when it only has date-level fields (cacheable per day).
+    Pattern {
+        items: Vec<Item<'static>>,
+        per_day: bool,
+    },
+}
+
+/// Builds bulk bodies. Separate from the sink so benchmarks can drive it.
+pub struct EsEncoder {
+    target: Target,
+    fields_key: String,
+}
+
+/// A batch encoded once: `bytes[spans[i]]` is record `i`'s action and document lines.
+pub struct EncodedBatch {
+    pub bytes: Bytes,
+    pub spans: Vec<Range<usize>>,
+}
+
+impl EncodedBatch {
+    /// The body for the records `indices` (zero-copy when they are contiguous).
+    pub fn body(&self, indices: &[usize]) -> Bytes {
+        let (Some(&first), Some(&last)) = (indices.first(), indices.last()) else {
+            return Bytes::new();
+        };
+        if last - first + 1 == indices.len() {
+            return self
+                .bytes
+                .slice(self.spans[first].start..self.spans[last].end);
+        }
+        let len = indices.iter().map(|&i| self.spans[i].len()).sum();
+        let mut body = BytesMut::with_capacity(len);
+        for &i in indices {
+            body.extend_from_slice(&self.bytes[self.spans[i].clone()]);
+        }
+        body.freeze()
+    }
+}
+
+#[derive(Serialize)]
+struct Action<'a> {
+    create: ActionMeta<'a>,
+}
+
+#[derive(Serialize)]
+struct ActionMeta<'a> {
+    #[serde(rename = "_index")]
+    index: &'a str,
+    #[serde(rename = "_id")]
+    id: &'a str,
+}
+
+/// The ECS-shaped document.
+#[derive(Serialize)]
+struct Document<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    message: &'a str,
+    stream: &'static str,
+    log: Log<'a>,
+    kubernetes: Kubernetes<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<Event<'a>>,
+}
+
+#[derive(Serialize)]
+struct Log<'a> {
+    file: LogFile<'a>,
+    offset: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    malformed: bool,
+}
+
+#[derive(Serialize)]
+struct LogFile<'a> {
+    path: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Kubernetes<'a> {
+    namespace: &'a str,
+    pod: Pod<'a>,
+    container: Name<'a>,
+    node: Name<'a>,
+}
+
+#[derive(Serialize)]
+struct Pod<'a> {
+    name: &'a str,
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Name<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    original: &'a str,
+}
+
+impl EsEncoder {
+    pub fn new(config: &ElasticsearchConfig) -> anyhow::Result<Self> {
+        let target = match &config.data_stream {
+            Some(name) => {
+                check_index_name(name).with_context(|| format!("data_stream {name:?}"))?;
+                Target::DataStream(name.clone())
+            }
+            None => {
+                let items: Vec<Item<'static>> = StrftimeItems::new(&config.index)
+                    .map(|item| item.to_owned())
+                    .collect();
+                if items.iter().any(|i| matches!(i, Item::Error)) {
+                    anyhow::bail!("index {:?}: invalid strftime pattern", config.index);
+                }
+                let per_day = items.iter().all(|i| match i {
+                    Item::Numeric(n, _) => {
+                        use chrono::format::Numeric::*;
+                        matches!(
+                            n,
+                            Year | YearDiv100
+                                | YearMod100
+                                | IsoYear
+                                | IsoYearDiv100
+                                | IsoYearMod100
+                                | Month
+                                | Day
+                                | WeekFromSun
+                                | WeekFromMon
+                                | IsoWeek
+                                | NumDaysFromSun
+                                | WeekdayFromMon
+                                | Ordinal
+                        )
+                    }
+                    Item::Fixed(f) => {
+                        use chrono::format::Fixed::*;
+                        matches!(
+                            f,
+                            ShortMonthName | LongMonthName | ShortWeekdayName | LongWeekdayName
+                        )
+                    }
+                    _ => true,
+                });
+                let target = Target::Pattern { items, per_day };
+                let sample = index_for(&target, 1_700_000_000_000_000_000)?;
+                check_index_name(&sample)
+                    .with_context(|| format!("index {:?} (e.g. {sample:?})", config.index))?;
+                target
+            }
+        };
+        Ok(Self {
+            target,
+            fields_key: config.fields_key.clone(),
+        })
+    }
+
+    /// Encodes every record as an action line and a document line.
+    pub fn encode(&self, records: &[LogRecord]) -> Result<EncodedBatch, SinkError> {
+        let mut out = Vec::with_capacity(records.iter().map(|r| r.message.len() + 512).sum());
+        let mut spans = Vec::with_capacity(records.len());
+        let mut cached_index: Option<(i64, String)> = None;
+        for r in records {
+            let start = out.len();
+            let index = match &self.target {
+                Target::DataStream(name) => name.as_str(),
+                Target::Pattern { per_day, .. } => {
+                    let day = r.timestamp_nanos.div_euclid(86_400_000_000_000);
+                    let key = if *per_day { day } else { r.timestamp_nanos };
+                    if cached_index.as_ref().is_none_or(|(k, _)| *k != key) {
+                        let index = index_for(&self.target, r.timestamp_nanos)
+                            .map_err(|e| SinkError::Failed(format!("index name: {e}")))?;
+                        cached_index = Some((key, index));
+                    }
+                    cached_index
+                        .as_ref()
+                        .map(|(_, s)| s.as_str())
+                        .unwrap_or_default()
+                }
+            };
+            let id = document_id(r);
+            serde_json::to_writer(
+                &mut out,
+                &Action {
+                    create: ActionMeta { index, id: &id },
+                },
+            )
+            .expect("JSON into Vec");
+            out.push(b'\n');
+            self.write_document(r, &mut out);
+            out.push(b'\n');
+            spans.push(start..out.len());
+        }
+        Ok(EncodedBatch {
+            bytes: Bytes::from(out),
+            spans,
+        })
+    }
+
+    fn write_document(&self, r: &LogRecord, out: &mut Vec<u8>) {
+        let s = &r.source;
+        let doc = Document {
+            timestamp: rfc3339_nanos(r.timestamp_nanos),
+            message: &r.message,
+            stream: r.stream.as_str(),
+            log: Log {
+                file: LogFile {
+                    path: s.path.to_string_lossy(),
+                },
+                offset: r.offset,
+                truncated: r.truncated,
+                malformed: r.malformed,
+            },
+            kubernetes: Kubernetes {
+                namespace: &s.namespace,
+                pod: Pod {
+                    name: &s.pod,
+                    uid: &s.pod_uid,
+                },
+                container: Name { name: &s.container },
+                node: Name { name: &s.node },
+            },
+            event: r.malformed.then_some(Event {
+                original: &r.message,
+            }),
+        };
+        serde_json::to_writer(&mut *out, &doc).expect("JSON into Vec");
+        if let Some(fields) = &r.fields {
+            // Splice `"<key>": {...}` before the closing brace rather than copying the map
+            // into a serde_json::Value.
+            out.pop();
+            out.push(b',');
+            serde_json::to_writer(&mut *out, &self.fields_key).expect("JSON into Vec");
+            out.push(b':');
+            serde_json::to_writer(&mut *out, fields).expect("JSON into Vec");
+            out.push(b'}');
+        }
+    }
+}
+
+fn index_for(target: &Target, timestamp_nanos: i64) -> anyhow::Result<String> {
+    match target {
+        Target::DataStream(name) => Ok(name.clone()),
+        Target::Pattern { items, .. } => {
+            let dt = DateTime::<Utc>::from_timestamp_nanos(timestamp_nanos);
+            let mut s = String::new();
+            write!(s, "{}", dt.format_with_items(items.iter()))
+                .map_err(|_| anyhow::anyhow!("formatting the index pattern"))?;
+            Ok(s)
+        }
+    }
+}
+
+/// The rules Elasticsearch enforces on index names, checked up front so a typo does not
+/// dead-letter every record.
+fn check_index_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > 255 {
+        anyhow::bail!("index names must have 1..=255 bytes");
+    }
+    if name.starts_with(['-', '_', '+']) || name == "." || name == ".." {
+        anyhow::bail!("index names must not start with '-', '_' or '+'");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_uppercase() || "\\/*?\"<>| ,#:".contains(c))
+    {
+        anyhow::bail!("index names must be lowercase without \\ / * ? \" < > | space , # :");
+    }
+    Ok(())
+}
+
+/// The first thing we read of a bulk response.
+#[derive(Deserialize)]
+struct BulkHead {
+    #[serde(default)]
+    errors: bool,
+}
+
+/// The parts of a bulk response we read when some item failed.
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// What happened to the items of one bulk request.
+#[derive(Debug, Default, PartialEq)]
+struct ItemResults {
+    done: Vec<usize>,
+    retry: Vec<usize>,
+    refused: Vec<(usize, u16, String)>,
+}
+
+/// Reads the per-item answers for `sent` (positions into the batch, in request order).
+fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
+    // `errors: false` answers for every item (ES sets it when any item failed), so the
+    // common case skips building the per-item results.
+    let head: BulkHead =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
+    if !head.errors {
+        return Ok(ItemResults {
+            done: sent.to_vec(),
+            ..Default::default()
+        });
+    }
+    let response: BulkResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
+    if response.items.len() != sent.len() {
+        return Err(format!(
+            "bulk response has {} items for {} sent",
+            response.items.len(),
+            sent.len()
+        ));
+    }
+    let mut results = ItemResults::default();
+    for (item, &index) in response.items.into_iter().zip(sent) {
+        let Some(item) = item.into_values().next() else {
+            return Err("bulk response item without an action".to_string());
+        };
+        match item.status {
+            // 409 on `create` with our deterministic id: an earlier attempt already landed.
+            200 | 201 | 409 => results.done.push(index),
+            429 | 500..=599 => results.retry.push(index),
+            status => {
+                let reason = item
+                    .error
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| format!("item status {status}"));
+                results.refused.push((index, status, reason));
+            }
+        }
+    }
+    Ok(results)
+}
+
+pub struct ElasticsearchSink {
+    name: String,
+    url: reqwest::Url,
+    encoder: EsEncoder,
+    client: HttpClient,
+    dead_letter: DeadLetter,
+    retry: super::config::RetryOptions,
+    max_request_bytes: usize,
+}
+
+impl ElasticsearchSink {
+    pub fn new(name: String, config: &ElasticsearchConfig) -> anyhow::Result<Self> {
+        Self::with_state_dir(
+            name,
+            config,
+            std::path::Path::new(node_agent_core::state::DEFAULT_STATE_DIR),
+        )
+    }
+
+    pub fn with_state_dir(
+        name: String,
+        config: &ElasticsearchConfig,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let base = config.http.url.trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}/_bulk"))
+            .with_context(|| format!("elasticsearch url {:?}", config.http.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            anyhow::bail!(
+                "elasticsearch url {:?}: scheme must be http or https",
+                config.http.url
+            );
+        }
+        let metrics = SinkMetrics::new(&name);
+        let client = HttpClient::new(&name, &config.http, metrics.clone())?;
+        let dead_letter_path = config
+            .http
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
+        Ok(Self {
+            dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
+            encoder: EsEncoder::new(config)?,
+            retry: config.http.retry,
+            max_request_bytes: config.http.max_request_bytes,
+            name,
+            url,
+            client,
+        })
+    }
+
+    pub fn metrics(&self) -> &SinkMetrics {
+        &self.client.metrics
+    }
+
+    pub fn dead_letter_path(&self) -> &std::path::Path {
+        self.dead_letter.path()
+    }
+
+    async fn deliver_all(
+        &self,
+        records: &[LogRecord],
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let batch = self.encoder.encode(records)?;
+        let mut backoff = self.retry.backoff();
+        let mut start = 0;
+        while start < records.len() {
+            // Split at record boundaries so no request exceeds the limit (one oversized
+            // record still goes alone).
+            let mut end = start + 1;
+            let mut size = batch.spans[start].len();
+            while end < records.len() && size + batch.spans[end].len() <= self.max_request_bytes {
+                size += batch.spans[end].len();
+                end += 1;
+            }
+            let chunk: Vec<usize> = (start..end).collect();
+            self.deliver_chunk(records, &batch, chunk, &mut backoff, cancel)
+                .await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Sends `pending` until every item is indexed, already present, or dead-lettered.
+    async fn deliver_chunk(
+        &self,
+        records: &[LogRecord],
+        batch: &EncodedBatch,
+        mut pending: Vec<usize>,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        while !pending.is_empty() {
+            let raw = batch.body(&pending);
+            let (body, gzipped) = if self.client.gzip() {
+                (Bytes::from(super::http::gzip(&raw)), true)
+            } else {
+                (raw, false)
+            };
+            let settled = self
+                .client
+                .send_until_settled(
+                    &self.url,
+                    "application/x-ndjson",
+                    body,
+                    gzipped,
+                    &[],
+                    backoff,
+                    cancel,
+                )
+                .await?;
+            let results = match settled {
+                Settled::Refused { status, detail } => ItemResults {
+                    refused: pending
+                        .iter()
+                        .map(|&i| (i, status, detail.clone()))
+                        .collect(),
+                    ..Default::default()
+                },
+                Settled::Accepted { body, .. } => match read_items(&body, &pending) {
+                    Ok(results) => results,
+                    Err(detail) => {
+                        // We cannot tell what landed; resending is safe thanks to the ids.
+                        self.client.metrics.failure("bad_response");
+                        tracing::warn!(sink = %self.name, %detail, "retrying the whole bulk request");
+                        backoff.wait(cancel).await?;
+                        self.client.metrics.retry(1);
+                        continue;
+                    }
+                },
+            };
+            let done_bytes: usize = results.done.iter().map(|&i| batch.spans[i].len()).sum();
+            self.client.metrics.sent(results.done.len(), done_bytes);
+            if !results.refused.is_empty() {
+                self.client.metrics.failure("item_4xx");
+                let refusals: Vec<Refusal<'_>> = results
+                    .refused
+                    .iter()
+                    .map(|(i, status, reason)| Refusal {
+                        record: &records[*i],
+                        status: Some(*status),
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                self.dead_letter
+                    .write_retrying(&refusals, backoff, cancel)
+                    .await?;
+            }
+            pending = results.retry;
+            if !pending.is_empty() {
+                self.client.metrics.failure("item_retry");
+                backoff.wait(cancel).await?;
+                self.client.metrics.retry(pending.len());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for ElasticsearchSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a> {
+        Box::pin(self.deliver_all(records, cancel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_per_item_results() {
+        let body = br#"{"took":3,"errors":true,"items":[
+            {"create":{"_index":"i","_id":"a","status":201}},
+            {"create":{"_index":"i","_id":"b","status":409,"error":{"type":"version_conflict_engine_exception"}}},
+            {"create":{"_index":"i","_id":"c","status":429,"error":{"type":"es_rejected_execution_exception"}}},
+            {"create":{"_index":"i","_id":"d","status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}}
+        ]}"#;
+        let r = read_items(body, &[10, 11, 12, 13]).unwrap();
+        assert_eq!(r.done, [10, 11]);
+        assert_eq!(r.retry, [12]);
+        assert_eq!(r.refused.len(), 1);
+        assert_eq!(r.refused[0].0, 13);
+        assert!(r.refused[0].2.contains("mapper_parsing_exception"));
+        assert!(read_items(br#"{"errors":true,"items":[]}"#, &[1]).is_err());
+        assert!(read_items(b"<html>", &[1]).is_err());
+    }
+
+    #[test]
+    fn validates_index_names() {
+        assert!(check_index_name("node-agent-2024.01.01").is_ok());
+        assert!(check_index_name("Logs").is_err());
+        assert!(check_index_name("_x").is_err());
+        assert!(check_index_name("a b").is_err());
+    }
+}

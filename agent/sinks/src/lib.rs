@@ -1,0 +1,109 @@
+//! Where log records go. Each sink delivers a batch or says why not; the pipeline advances
+//! checkpoints only after every sink said yes.
+//!
+//! Layout: [`config`] (what the `sinks:` entries look like), [`stdout`] and [`file`] (JSON
+//! lines, see [`jsonl`]), [`loki`] and [`elasticsearch`] (HTTP, sharing [`http`] for the
+//! client, auth, gzip and response classes, and `node_agent_core::backoff` for retries), [`deadletter`]
+//! (records a receiver refused for good), [`metrics`] (the `node_agent_sink_*` families).
+
+pub mod config;
+pub mod deadletter;
+pub mod elasticsearch;
+pub mod file;
+pub mod http;
+pub mod jsonl;
+pub mod loki;
+pub mod metrics;
+pub mod stdout;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use node_agent_core::config::{KeyPath, Problems, Validate};
+use node_agent_core::node::NodeIdentity;
+
+pub use config::SinkConfig;
+
+pub use node_agent_core::sink::{DeliverFuture, Sink, SinkError};
+
+/// The `sinks:` section of the config file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SinksConfig(pub Vec<SinkConfig>);
+
+impl Validate for SinksConfig {
+    /// Each entry checks itself; names must be distinct (they label metrics and files).
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        let mut names = std::collections::HashSet::new();
+        for (i, config) in self.0.iter().enumerate() {
+            let name = config.name();
+            let at = at.index(i);
+            problems.take(&at, config.validate().with_context(|| format!("({name})")));
+            if !names.insert(name.clone()) {
+                problems.add(
+                    &at,
+                    format!("a second sink is named {name:?}; give each sink a distinct `name`"),
+                );
+            }
+        }
+    }
+}
+
+/// Builds every configured sink; no `sinks:` entry means the embedded default (stdout).
+/// Dead letters default to [`node_agent_core::state::DEFAULT_STATE_DIR`]; see [`build_all_in`].
+pub fn build_all(
+    configs: &[SinkConfig],
+    identity: &NodeIdentity,
+) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
+    build_all_in(
+        configs,
+        identity,
+        Path::new(node_agent_core::state::DEFAULT_STATE_DIR),
+    )
+}
+
+/// [`build_all`] with dead letters defaulting to `<state_dir>/deadletter/<sink>.ndjson`.
+pub fn build_all_in(
+    configs: &[SinkConfig],
+    identity: &NodeIdentity,
+    state_dir: &Path,
+) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
+    let defaults = [SinkConfig::Stdout(config::StdoutConfig::default())];
+    let configs = if configs.is_empty() {
+        &defaults[..]
+    } else {
+        configs
+    };
+    let mut problems = Problems::new();
+    SinksConfig(configs.to_vec()).validate(&KeyPath::root().key("sinks"), &mut problems);
+    problems.into_result()?;
+    let mut sinks = Vec::with_capacity(configs.len());
+    for (i, config) in configs.iter().enumerate() {
+        let name = config.name();
+        let sink =
+            build(config, identity, state_dir).with_context(|| format!("sinks[{i}] ({name})"))?;
+        sinks.push(sink);
+    }
+    Ok(sinks)
+}
+
+/// Builds one sink from its (validated) config.
+pub fn build(
+    config: &SinkConfig,
+    identity: &NodeIdentity,
+    state_dir: &Path,
+) -> anyhow::Result<Arc<dyn Sink>> {
+    let name = config.name();
+    Ok(match config {
+        SinkConfig::Stdout(_) => Arc::new(stdout::StdoutSink::new(name)),
+        SinkConfig::File(c) => Arc::new(file::FileSink::open(name, &c.path)?),
+        SinkConfig::Loki(c) => Arc::new(loki::LokiSink::with_state_dir(
+            name, c, identity, state_dir,
+        )?),
+        SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
+            name, c, state_dir,
+        )?),
+    })
+}
