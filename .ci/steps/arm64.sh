@@ -11,9 +11,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 # The agent crates to build and unit-test for aarch64 (the binary comes from node-agent).
-PACKAGES=(node-agent)
+PACKAGES=(node-agent node-agent-core node-agent-metrics node-agent-sinks node-agent-logs
+    node-agent-handover node-agent-syscalls node-agent-journal node-agent-security
+    node-agent-kube)
 # Each entry is one build + test pass ("" = no features).
-FEATURE_SETS=("" ebpf)
+FEATURE_SETS=("" node-agent/ebpf)
 BPF_LINKER_VERSION=0.10.4
 
 bash .ci/steps/install.sh

@@ -35,17 +35,19 @@ const TOOLCHAIN: &str = "nightly";
 /// - qemu runs glibc's posix_spawn (clone with CLONE_VM | CLONE_VFORK) as a plain fork, so
 ///   `Command::spawn` returns before the child has exec'd: its `/proc/<pid>/stat` still
 ///   names `qemu-aarch64` (measured: 265 of 300 spawns under load; 0 of 300 natively).
+/// Names are libtest `--skip` filters (substrings of the test path), so they hold whichever
+/// crate the module lives in.
 const SKIPPED_UNDER_QEMU: &[(&str, &str)] = &[
     (
-        "metrics::procfile::tests::proc_files_are_kept_and_reread_fresh",
+        "procfile::tests::proc_files_are_kept_and_reread_fresh",
         "qemu's /proc/self/stat is not a procfs file",
     ),
     (
-        "telemetry::process::tests::reports_this_process",
+        "process::tests::reports_this_process",
         "qemu's /proc/self/stat reports RSS 0",
     ),
     (
-        "metrics::procfile::tests::a_file_of_a_vanished_object_is_opened_again",
+        "procfile::tests::a_file_of_a_vanished_object_is_opened_again",
         "qemu's spawn returns before the child's exec",
     ),
 ];
@@ -59,7 +61,7 @@ struct Args {
     /// Packages to build and test (repeatable); the binary comes from `node-agent`.
     #[arg(short = 'p', long = "package", default_value = "node-agent")]
     packages: Vec<String>,
-    /// Cargo features (e.g. `ebpf`, which also needs bpf-linker).
+    /// Cargo features (e.g. `node-agent/ebpf`, which also needs bpf-linker).
     #[arg(long, default_value = "")]
     features: String,
     /// Build with the release profile (as the image does).
@@ -164,6 +166,9 @@ fn cargo(root: &Path, target_dir: &Path, subcommand: &str, args: &Args) -> Comma
         .env_remove("RUSTC")
         .env_remove("RUSTDOC")
         .env("CARGO_TARGET_DIR", target_dir)
+        // Line tables keep test backtraces useful; full debuginfo would multiply the size
+        // of target/cross (a second copy of every dependency) and the link times.
+        .env("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
         .env(
             format!("CARGO_TARGET_{TARGET_ENV}_LINKER"),
             format!("{CROSS_PREFIX}gcc"),
