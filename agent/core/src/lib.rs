@@ -15,4 +15,5 @@ pub mod node;
 pub mod record;
 pub mod sink;
 pub mod state;
+pub mod status;
 pub mod telemetry;
