@@ -13,6 +13,10 @@
 //!     auth: { api_key: { key_env: ES_API_KEY } }
 //! ```
 //!
+//! Every sink takes an optional `match:` ([`RouteMatch`]: source kind, namespace, pod,
+//! container, pod labels, parsed fields; globs). A record goes to every sink it matches;
+//! a record no sink matches counts as delivered (`node_agent_logs_records_unrouted_total`).
+//!
 //! HTTP sinks share [`HttpOptions`]. It is `#[serde(flatten)]`ed, which serde cannot combine
 //! with `deny_unknown_fields`, so those configs collect leftovers in `unknown` and
 //! [`SinkConfig::validate`] rejects them by name.
@@ -23,6 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+
+pub use node_agent_core::route::RouteMatch;
 
 /// One `sinks:` entry of the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +54,16 @@ impl SinkConfig {
             SinkConfig::Elasticsearch(c) => (&c.http.name, "elasticsearch"),
         };
         explicit.clone().unwrap_or_else(|| default.to_string())
+    }
+
+    /// The sink's `match:`, if any.
+    pub fn route(&self) -> Option<&RouteMatch> {
+        match self {
+            SinkConfig::Stdout(c) => c.route.as_ref(),
+            SinkConfig::File(c) => c.route.as_ref(),
+            SinkConfig::Loki(c) => c.http.route.as_ref(),
+            SinkConfig::Elasticsearch(c) => c.http.route.as_ref(),
+        }
     }
 
     /// Checks what serde cannot: leftover keys, required values, consistent options.
@@ -86,6 +102,9 @@ impl SinkConfig {
                 if c.fields_key.is_empty() {
                     anyhow::bail!("elasticsearch sink: `fields_key` must not be empty");
                 }
+                if c.pipeline.as_deref().is_some_and(str::is_empty) {
+                    anyhow::bail!("elasticsearch sink: `pipeline` must not be empty");
+                }
                 Ok(())
             }
         }
@@ -110,6 +129,9 @@ fn is_label_name(s: &str) -> bool {
 #[serde(default, deny_unknown_fields)]
 pub struct StdoutConfig {
     pub name: Option<String>,
+    /// Which records this sink takes (see [`RouteMatch`]); absent: all.
+    #[serde(rename = "match")]
+    pub route: Option<RouteMatch>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +140,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub name: Option<String>,
     pub path: PathBuf,
+    #[serde(default, rename = "match")]
+    pub route: Option<RouteMatch>,
 }
 
 /// Options every HTTP sink has.
@@ -143,6 +167,9 @@ pub struct HttpOptions {
     /// NDJSON file for records the receiver refused for good
     /// (default: `<state dir>/deadletter/<name>.ndjson`).
     pub dead_letter_path: Option<PathBuf>,
+    /// Which records this sink takes (see [`RouteMatch`]); absent: all.
+    #[serde(rename = "match")]
+    pub route: Option<RouteMatch>,
 }
 
 impl Default for HttpOptions {
@@ -158,6 +185,7 @@ impl Default for HttpOptions {
             max_request_bytes: 4 << 20,
             headers: BTreeMap::new(),
             dead_letter_path: None,
+            route: None,
         }
     }
 }
@@ -296,6 +324,9 @@ pub struct ElasticsearchConfig {
     /// Key under which parsed JSON fields go.
     #[serde(default = "default_fields_key")]
     pub fields_key: String,
+    /// Ingest pipeline run on every document (`_bulk?pipeline=<name>`).
+    #[serde(default)]
+    pub pipeline: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, IgnoredAny>,
 }

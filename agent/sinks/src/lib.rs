@@ -41,6 +41,9 @@ impl Validate for SinksConfig {
             let name = config.name();
             let at = at.index(i);
             problems.take(&at, config.validate().with_context(|| format!("({name})")));
+            if let Some(route) = config.route() {
+                route.validate(&at.key("match"), problems);
+            }
             if !names.insert(name.clone()) {
                 problems.add(
                     &at,
@@ -96,7 +99,7 @@ pub fn build(
     state_dir: &Path,
 ) -> anyhow::Result<Arc<dyn Sink>> {
     let name = config.name();
-    Ok(match config {
+    let sink: Arc<dyn Sink> = match config {
         SinkConfig::Stdout(_) => Arc::new(stdout::StdoutSink::new(name)),
         SinkConfig::File(c) => Arc::new(file::FileSink::open(name, &c.path)?),
         SinkConfig::Loki(c) => Arc::new(loki::LokiSink::with_state_dir(
@@ -105,5 +108,13 @@ pub fn build(
         SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
             name, c, state_dir,
         )?),
+    };
+    Ok(match config.route() {
+        None => sink,
+        Some(route) => Arc::new(node_agent_core::sink::Routed {
+            inner: sink,
+            matcher: node_agent_core::route::Matcher::new(route)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        }),
     })
 }

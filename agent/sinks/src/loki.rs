@@ -4,8 +4,10 @@
 //! Streams are labelled `namespace`, `pod`, `container`, `node`, `stream` plus static
 //! labels; `pod_uid` and file paths stay out of the labels on purpose (unbounded
 //! cardinality). Entries are sorted by timestamp within each stream of a request.
-//! 2xx: done. 429/5xx/network: retry. Other 4xx (out of order, too old, rate-limited
-//! stream…): dead-letter, then done.
+//! 2xx: done. 429/5xx/network: retry (a 429's `Retry-After` is honoured). A 400 naming
+//! entries (out of order, too old): those entries are dead-lettered one by one and the
+//! rest of the request counts as delivered ([`refusals`] says how the answer is split).
+//! Other 4xx: the request is dead-lettered, then done.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -23,6 +25,9 @@ use super::metrics::SinkMetrics;
 use super::{DeliverFuture, Sink, SinkError};
 use node_agent_core::node::NodeIdentity;
 use node_agent_core::record::{LogRecord, SourceMeta, Stream};
+
+mod refusals;
+pub use refusals::{format_go_time, parse_go_time};
 
 /// Labels set from each record; they cannot be configured as static labels.
 pub const DYNAMIC_LABELS: &[&str] = &["namespace", "pod", "container", "node", "stream"];
@@ -74,6 +79,8 @@ pub struct EncodedRequest {
     pub records: Vec<usize>,
     /// Encoded size before compression.
     pub raw_len: usize,
+    /// The request's streams (label string, entries), to tell which entries a 400 named.
+    pub streams: Vec<(String, Vec<(i64, usize)>)>,
 }
 
 /// Turns batches into push requests. Separate from the sink so benchmarks can drive it.
@@ -148,6 +155,15 @@ impl LokiEncoder {
             .iter()
             .flat_map(|(g, range)| groups[*g].entries[range.clone()].iter().map(|&(_, i)| i))
             .collect();
+        let streams = pieces
+            .iter()
+            .map(|(g, range)| {
+                (
+                    groups[*g].label_string.clone(),
+                    groups[*g].entries[range.clone()].to_vec(),
+                )
+            })
+            .collect();
         match self.encoding {
             LokiEncoding::Protobuf => {
                 let raw = encode_protobuf(records, groups, pieces);
@@ -162,6 +178,7 @@ impl LokiEncoder {
                     gzipped: false,
                     records: carried,
                     raw_len,
+                    streams,
                 }
             }
             LokiEncoding::Json => {
@@ -199,6 +216,7 @@ impl LokiEncoder {
                     gzipped: gzip,
                     records: carried,
                     raw_len,
+                    streams,
                 }
             }
         }
@@ -459,21 +477,43 @@ impl LokiSink {
                     .client
                     .metrics
                     .sent(request.records.len(), request.raw_len),
-                Settled::Refused { status, detail } => {
-                    // Loki may have kept part of a refused push (it answers 400 for the
-                    // rejected entries only); dead-lettering all of it errs on the side
-                    // of keeping a copy.
-                    let refusals: Vec<Refusal<'_>> = request
-                        .records
-                        .iter()
-                        .map(|&i| Refusal {
-                            record: &records[i],
-                            status: Some(status),
-                            reason: detail.clone(),
+                Settled::Refused {
+                    status,
+                    detail,
+                    body,
+                } => {
+                    // Loki keeps the valid entries of a push and names the others in its
+                    // answer: dead-letter those one by one (see `refusals`).
+                    let named = (status == 400)
+                        .then(|| {
+                            refusals::attribute(&String::from_utf8_lossy(&body), &request.streams)
                         })
-                        .collect();
+                        .flatten();
+                    let refused: Vec<Refusal<'_>> = match named {
+                        Some(named) => named
+                            .into_iter()
+                            .map(|(i, reason)| Refusal {
+                                record: &records[i],
+                                status: Some(status),
+                                reason,
+                            })
+                            .collect(),
+                        None => request
+                            .records
+                            .iter()
+                            .map(|&i| Refusal {
+                                record: &records[i],
+                                status: Some(status),
+                                reason: detail.clone(),
+                            })
+                            .collect(),
+                    };
+                    let kept = request.records.len() - refused.len();
+                    if kept > 0 {
+                        self.client.metrics.sent(kept, 0);
+                    }
                     self.dead_letter
-                        .write_retrying(&refusals, &mut backoff, cancel)
+                        .write_retrying(&refused, &mut backoff, cancel)
                         .await?;
                 }
             }
@@ -499,6 +539,13 @@ fn push_url(url: &str) -> anyhow::Result<reqwest::Url> {
 impl Sink for LokiSink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// One delivery at a time, each request after the previous one settled: a stream's
+    /// entries then reach Loki in order even across retries (a Loki without unordered
+    /// writes refuses an entry older than the newest of its stream).
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(1)
     }
 
     fn deliver<'a>(
