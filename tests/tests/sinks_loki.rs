@@ -71,7 +71,7 @@ async fn protobuf_push_round_trips_with_labels_tenant_and_order() {
     let web_out: Vec<&str> = entries
         .iter()
         .filter(|e| {
-            e.labels.get("pod").map(String::as_str) == Some("web-1")
+            e.metadata.get("pod").map(String::as_str) == Some("web-1")
                 && e.labels["stream"] == "stdout"
         })
         .map(|e| e.line.as_str())
@@ -83,14 +83,15 @@ async fn protobuf_push_round_trips_with_labels_tenant_and_order() {
         .unwrap();
     assert_eq!(stderr.line, "web stderr \"quoted\"\nline");
     assert_eq!(stderr.timestamp_nanos, T0 + 3);
+    // Default labels: bounded ones only (no workload here: no metadata cache); pod,
+    // pod_uid and node go into structured metadata.
     let labels = &entries[0].labels;
     let names: Vec<&str> = labels.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        ["cluster", "container", "namespace", "node", "pod", "stream"]
-    );
-    assert_eq!(labels["node"], "node-1");
+    assert_eq!(names, ["cluster", "container", "namespace", "stream"]);
     assert_eq!(labels["cluster"], "prod");
+    let meta = &entries[0].metadata;
+    assert_eq!(meta["node"], "node-1");
+    assert!(meta["pod_uid"].starts_with("uid-"));
     assert_eq!(loki.pushes("protobuf"), 1);
     assert_eq!(sink.metrics().records_sent(), 4);
     let request = &loki.server().requests()[0];
@@ -375,8 +376,8 @@ async fn out_of_order_entries_are_dead_lettered_one_by_one() {
     let loki = LokiReceiver::start().await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let sink = sink("loki-ooo", &state, json!({"url": loki.url()}));
-    let a = source("ns", "a", "c");
-    let b = source("ns", "b", "c");
+    let a = source("ns", "p", "a");
+    let b = source("ns", "p", "b");
     deliver(&sink, &[record(&a, T0 + 10, 0, "a-10")])
         .await
         .unwrap();
@@ -409,8 +410,8 @@ async fn too_old_entries_are_dead_lettered_one_by_one() {
         &state,
         json!({"url": loki.url(), "encoding": "json"}),
     );
-    let mut records = batch(&source("ns", "a", "c"), T0, 3, "a");
-    records.extend(batch(&source("ns", "b", "c"), T0 + 2, 3, "b"));
+    let mut records = batch(&source("ns", "p", "a"), T0, 3, "a");
+    records.extend(batch(&source("ns", "p", "b"), T0 + 2, 3, "b"));
     // a-0 (T0) and b-0 (T0+2) are older than T0+3; a-1/a-2 are at T0+1ms, T0+2ms.
     deliver(&sink, &records).await.unwrap();
     let mut refused: Vec<String> = dead_letters(&sink)
@@ -427,8 +428,8 @@ async fn a_cut_list_of_refusals_dead_letters_that_whole_stream_only() {
     let loki = LokiReceiver::start().await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let sink = sink("loki-cut", &state, json!({"url": loki.url()}));
-    let a = source("ns", "a", "c");
-    let b = source("ns", "b", "c");
+    let a = source("ns", "p", "a");
+    let b = source("ns", "p", "b");
     deliver(&sink, &[record(&a, T0 + 1_000_000_000, 0, "a-late")])
         .await
         .unwrap();
@@ -446,4 +447,118 @@ async fn a_cut_list_of_refusals_dead_letters_that_whole_stream_only() {
     assert_eq!(refused.len(), 13, "{refused:?}");
     assert!(refused.iter().all(|m| m.starts_with("a-")));
     assert!(loki.lines().contains(&"b-0".to_string()));
+}
+
+fn enriched(
+    namespace: &str,
+    pod: &str,
+    workload: &str,
+) -> std::sync::Arc<node_agent::core::record::SourceMeta> {
+    let mut meta = (*source(namespace, pod, "app")).clone();
+    meta.kubernetes = Some(std::sync::Arc::new(node_agent::core::kube::PodMetadata {
+        labels: [("app.kubernetes.io/name".to_string(), workload.to_string())].into(),
+        annotations: [(
+            "loki.grafana.com/tenant".to_string(),
+            format!("t-{namespace}"),
+        )]
+        .into(),
+        owner: Some(node_agent::core::kube::Workload {
+            kind: "Deployment".into(),
+            name: workload.into(),
+        }),
+        ..Default::default()
+    }));
+    std::sync::Arc::new(meta)
+}
+
+#[tokio::test]
+async fn labels_and_structured_metadata_are_configurable_in_both_encodings() {
+    for encoding in ["protobuf", "json"] {
+        let loki = LokiReceiver::start().await.unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let sink = sink(
+            &format!("loki-meta-{encoding}"),
+            &state,
+            json!({"url": loki.url(), "encoding": encoding,
+                "record_labels": {"namespace": "namespace", "app": "label:app.kubernetes.io/name",
+                    "level": "field:level"},
+                "structured_metadata": {"pod": "pod", "kind": "workload_kind"},
+                "structured_metadata_fields": true}),
+        );
+        let src = enriched("shop", "web-7d9f-abcde", "web");
+        let mut a = record(&src, T0, 0, r#"{"level":"info","user":"ann","n":3}"#);
+        a.fields = serde_json::from_str(&a.message).unwrap();
+        let mut b = record(&src, T0 + 1, 100, r#"{"level":"error"}"#);
+        b.fields = serde_json::from_str(&b.message).unwrap();
+        let plain = record(&src, T0 + 2, 200, "not json");
+        deliver(&sink, &[a, b, plain]).await.unwrap();
+        let entries = loki.entries();
+        assert_eq!(entries.len(), 3, "{encoding}");
+        let by_line = |prefix: &str| entries.iter().find(|e| e.line.starts_with(prefix)).unwrap();
+        let info = by_line(r#"{"level":"info""#);
+        assert_eq!(
+            info.labels,
+            [("app", "web"), ("level", "info"), ("namespace", "shop")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            "{encoding}"
+        );
+        assert_eq!(
+            info.metadata,
+            [
+                ("pod", "web-7d9f-abcde"),
+                ("kind", "Deployment"),
+                ("level", "info"),
+                ("user", "ann"),
+                ("n", "3")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+            "{encoding}"
+        );
+        assert_eq!(by_line(r#"{"level":"error""#).labels["level"], "error");
+        let plain = by_line("not json");
+        assert!(!plain.labels.contains_key("level"));
+        assert_eq!(plain.metadata.len(), 2, "{encoding}");
+    }
+}
+
+#[tokio::test]
+async fn tenant_per_record_sends_one_request_per_tenant() {
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "loki-tenants",
+        &state,
+        json!({"url": loki.url(), "tenant": "fallback",
+            "tenant_from": "annotation:loki.grafana.com/tenant"}),
+    );
+    let a = enriched("team-a", "a-1", "a");
+    let b = enriched("team-b", "b-1", "b");
+    let bare = source("team-c", "c-1", "app");
+    let records = vec![
+        record(&a, T0, 0, "a0"),
+        record(&b, T0, 0, "b0"),
+        record(&bare, T0, 0, "c0"),
+        record(&a, T0 + 1, 100, "a1"),
+        record(&b, T0 + 1, 100, "b1"),
+    ];
+    deliver(&sink, &records).await.unwrap();
+    let mut requests: Vec<String> = loki
+        .server()
+        .requests()
+        .iter()
+        .map(|r| r.headers["x-scope-orgid"].to_str().unwrap().to_string())
+        .collect();
+    requests.sort();
+    assert_eq!(requests, ["fallback", "t-team-a", "t-team-b"]);
+    for e in loki.entries() {
+        let want = match &e.line[..1] {
+            "a" => "t-team-a",
+            "b" => "t-team-b",
+            _ => "fallback",
+        };
+        assert_eq!(e.tenant.as_deref(), Some(want), "{}", e.line);
+    }
+    assert_eq!(loki.entries().len(), 5);
 }

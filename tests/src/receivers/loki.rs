@@ -64,6 +64,8 @@ pub struct LokiEntry {
     pub labels: BTreeMap<String, String>,
     pub timestamp_nanos: i64,
     pub line: String,
+    /// Structured metadata (protobuf field 3, or the JSON value's third element).
+    pub metadata: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -215,7 +217,7 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 /// One stream of a push, decoded from either encoding.
 struct PushStream {
     labels: BTreeMap<String, String>,
-    entries: Vec<(i64, String)>,
+    entries: Vec<(i64, String, BTreeMap<String, String>)>,
 }
 
 fn decode_protobuf(body: &[u8]) -> Result<Vec<PushStream>, String> {
@@ -234,7 +236,16 @@ fn decode_protobuf(body: &[u8]) -> Result<Vec<PushStream>, String> {
                     .into_iter()
                     .map(|e| {
                         let ts = e.timestamp.unwrap_or_default();
-                        (ts.seconds * 1_000_000_000 + i64::from(ts.nanos), e.line)
+                        let metadata = e
+                            .structured_metadata
+                            .into_iter()
+                            .map(|p| (p.name, p.value))
+                            .collect();
+                        (
+                            ts.seconds * 1_000_000_000 + i64::from(ts.nanos),
+                            e.line,
+                            metadata,
+                        )
                     })
                     .collect(),
             })
@@ -262,16 +273,33 @@ fn decode_json(body: &[u8]) -> Result<Vec<PushStream>, String> {
             let entries = s
                 .values
                 .into_iter()
-                .map(|v| match v.as_slice() {
-                    [
-                        serde_json::Value::String(ts),
-                        serde_json::Value::String(line),
-                        ..,
-                    ] => ts
-                        .parse::<i64>()
-                        .map(|ts| (ts, line.clone()))
-                        .map_err(|_| format!("timestamp {ts:?} is not nanoseconds")),
-                    _ => Err(format!("value {v:?} is not [\"<nanos>\", \"<line>\"]")),
+                .map(|v| {
+                    let (ts, line, meta) = match v.as_slice() {
+                        [
+                            serde_json::Value::String(ts),
+                            serde_json::Value::String(line),
+                        ] => (ts, line, None),
+                        [
+                            serde_json::Value::String(ts),
+                            serde_json::Value::String(line),
+                            serde_json::Value::Object(meta),
+                        ] => (ts, line, Some(meta)),
+                        _ => {
+                            return Err(format!(
+                                "value {v:?} is not [\"<nanos>\", \"<line>\", {{metadata}}?]"
+                            ));
+                        }
+                    };
+                    let mut metadata = BTreeMap::new();
+                    for (k, v) in meta.into_iter().flatten() {
+                        let serde_json::Value::String(v) = v else {
+                            return Err(format!("structured metadata {k:?} is not a string"));
+                        };
+                        metadata.insert(k.clone(), v.clone());
+                    }
+                    ts.parse::<i64>()
+                        .map(|ts| (ts, line.clone(), metadata))
+                        .map_err(|_| format!("timestamp {ts:?} is not nanoseconds"))
                 })
                 .collect::<Result<_, _>>()?;
             Ok(PushStream {
@@ -318,7 +346,7 @@ impl Handler for Loki {
             let label_string = format_labels(&stream.labels);
             let mut ignored = Vec::new();
             let total = stream.entries.len();
-            for (ts, line) in stream.entries {
+            for (ts, line, metadata) in stream.entries {
                 if ts < oldest {
                     validation.push(format!(
                         "entry for stream '{label_string}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
@@ -347,6 +375,7 @@ impl Handler for Loki {
                     labels: stream.labels.clone(),
                     timestamp_nanos: ts,
                     line,
+                    metadata,
                 });
             }
             if !ignored.is_empty() {
