@@ -1,21 +1,48 @@
-//! Parses messages that are JSON objects into the record's `fields` (the `logs.parse_json`
-//! setting). A message that is not a JSON object is shipped as it is.
+//! Parses messages that are JSON objects into the record's `fields` (`type: json` in
+//! `logs.processors`, and the older `logs.parse_json: true`). A message that is not a JSON
+//! object is shipped as it is.
+
+use serde::Deserialize;
 
 use node_agent_core::record::LogRecord;
 
 use super::Stage;
+use super::config::BuildContext;
+use super::matcher::{MatchConfig, Matcher};
+
+/// `type: json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JsonConfig {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+}
+
+impl JsonConfig {
+    pub fn build(&self, cx: &mut BuildContext<'_>) -> Option<ParseJson> {
+        Some(ParseJson {
+            matcher: cx.matcher(&self.matcher),
+        })
+    }
+}
 
 /// The JSON parser stage.
 #[derive(Debug, Default)]
-pub struct ParseJson;
+pub struct ParseJson {
+    matcher: Matcher,
+}
 
 impl Stage for ParseJson {
     fn name(&self) -> &'static str {
-        "parse_json"
+        "json"
     }
 
     fn process(&mut self, mut record: LogRecord, out: &mut Vec<LogRecord>) {
-        if !record.malformed && record.message.starts_with('{') {
+        if !record.malformed
+            && record.message.starts_with('{')
+            && self.matcher.matches(&record.source)
+        {
             record.fields = serde_json::from_str(&record.message).ok();
         }
         out.push(record);
@@ -29,7 +56,7 @@ mod tests {
 
     #[test]
     fn objects_become_fields_and_the_rest_passes() {
-        let mut stage = ParseJson;
+        let mut stage = ParseJson::default();
         let mut out = Vec::new();
         stage.process(record(0, r#"{"level":"info","n":1}"#), &mut out);
         stage.process(record(1, "plain text"), &mut out);
