@@ -238,7 +238,7 @@ impl LogsConfig {
     pub fn stages(&self) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
         let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
         if self.parse_json {
-            leading.push(Box::new(stages::json::ParseJson::default()));
+            leading.push(Box::new(stages::parse::Parser::legacy_json()));
         }
         stages::config::chain(
             leading,

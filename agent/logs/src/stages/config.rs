@@ -18,6 +18,7 @@ use serde::Deserialize;
 use node_agent_core::config::{InvalidConfig, KeyPath, Problems};
 
 use super::matcher::{MatchConfig, Matcher};
+use super::parse::ParserKind;
 use super::{Chain, Stage};
 
 /// One entry of `logs.processors`.
@@ -25,7 +26,9 @@ use super::{Chain, Stage};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProcessorConfig {
     Multiline(super::multiline::MultilineConfig),
-    Json(super::json::JsonConfig),
+    Json(super::parse::ParserConfig),
+    Logfmt(super::parse::ParserConfig),
+    Regex(super::parse::ParserConfig),
 }
 
 /// What a stage is built with besides its own settings.
@@ -53,16 +56,24 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Multiline(_) => "multiline",
             ProcessorConfig::Json(_) => "json",
+            ProcessorConfig::Logfmt(_) => "logfmt",
+            ProcessorConfig::Regex(_) => "regex",
         }
     }
 
     /// Compiles the stage, or reports why it cannot be (then `None`).
     fn build(&self, cx: &mut BuildContext<'_>) -> Option<Box<dyn Stage>> {
         match self {
-            ProcessorConfig::Multiline(c) => c.build(cx).map(|s| Box::new(s) as Box<dyn Stage>),
-            ProcessorConfig::Json(c) => c.build(cx).map(|s| Box::new(s) as Box<dyn Stage>),
+            ProcessorConfig::Multiline(c) => boxed(c.build(cx)),
+            ProcessorConfig::Json(c) => boxed(c.build(ParserKind::Json, cx)),
+            ProcessorConfig::Logfmt(c) => boxed(c.build(ParserKind::Logfmt, cx)),
+            ProcessorConfig::Regex(c) => boxed(c.build(ParserKind::Regex, cx)),
         }
     }
+}
+
+fn boxed(stage: Option<impl Stage + 'static>) -> Option<Box<dyn Stage>> {
+    stage.map(|s| Box::new(s) as Box<dyn Stage>)
 }
 
 /// Compiles `processors` (at key path `at`) into stages, collecting every problem.

@@ -9,9 +9,9 @@
 //! middle of a held group re-reads the group instead of losing it.
 
 pub mod config;
-pub mod json;
 pub mod matcher;
 pub mod multiline;
+pub mod parse;
 
 use std::time::Instant;
 
