@@ -221,3 +221,65 @@ async fn restart_in_the_middle_of_a_stack_trace_loses_and_duplicates_nothing() {
         "the first line's timestamp"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_records_advance_positions_and_parsed_fields_reach_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut pod = Pod::create(&root.join("pods"));
+    pod.write(&[
+        (
+            "stdout",
+            "F",
+            r#"{"lvl":"INFO","msg":"order placed","ts":"2024-05-01T12:00:00Z"}"#,
+        ),
+        (
+            "stdout",
+            "F",
+            r#"{"lvl":"DEBUG","msg":"cache miss","ts":"2024-05-01T12:00:01Z"}"#,
+        ),
+        ("stdout", "F", "not json at all"),
+    ]);
+    let processors = r#"[
+        {type: json, level: lvl, timestamp: {field: ts}},
+        {type: filter, name: e2e-drop-debug, level: [debug]}
+    ]"#;
+    let run = start(root, config(root, processors));
+    let got = wait_for_records(root, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The file ends with records that are all dropped: their position must still move.
+    pod.write(&[(
+        "stdout",
+        "F",
+        r#"{"lvl":"debug","msg":"tail chatter","ts":"2024-05-01T12:00:02Z"}"#,
+    )]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.stop().await;
+    let first = shipped(root);
+    assert_eq!(first.len(), got.len());
+    assert_eq!(messages(&first)[0], got[0]["message"]);
+    assert_eq!(first.len(), 2, "{first:#?}");
+    assert_eq!(first[0]["fields"]["level"], "info");
+    assert_eq!(first[0]["timestamp"], "2024-05-01T12:00:00.000000000Z");
+    assert!(first[0]["fields"]["runtime_time"].is_string());
+    assert_eq!(first[1]["message"], "not json at all");
+    assert!(
+        first[1]["fields"]["parse_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("json: ")
+    );
+
+    // Without the filter, a restart must not re-read what was dropped.
+    pod.write(&[("stdout", "F", r#"{"lvl":"info","msg":"after restart"}"#)]);
+    let run = start(root, config(root, "[]"));
+    let all = wait_for_records(root, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    assert_eq!(shipped(root).len(), all.len());
+    assert_eq!(
+        messages(&all)[2..],
+        [r#"{"lvl":"info","msg":"after restart"}"#],
+        "dropped records were not shipped after the restart"
+    );
+}

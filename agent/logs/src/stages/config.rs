@@ -29,6 +29,7 @@ pub enum ProcessorConfig {
     Json(super::parse::ParserConfig),
     Logfmt(super::parse::ParserConfig),
     Regex(super::parse::ParserConfig),
+    Filter(super::filter::FilterConfig),
 }
 
 /// What a stage is built with besides its own settings.
@@ -58,6 +59,7 @@ impl ProcessorConfig {
             ProcessorConfig::Json(_) => "json",
             ProcessorConfig::Logfmt(_) => "logfmt",
             ProcessorConfig::Regex(_) => "regex",
+            ProcessorConfig::Filter(_) => "filter",
         }
     }
 
@@ -68,6 +70,7 @@ impl ProcessorConfig {
             ProcessorConfig::Json(c) => boxed(c.build(ParserKind::Json, cx)),
             ProcessorConfig::Logfmt(c) => boxed(c.build(ParserKind::Logfmt, cx)),
             ProcessorConfig::Regex(c) => boxed(c.build(ParserKind::Regex, cx)),
+            ProcessorConfig::Filter(c) => boxed(c.build(cx)),
         }
     }
 }
