@@ -70,8 +70,11 @@ pub struct LogsConfig {
     pub checkpoint_interval: Duration,
     /// Cap on one message (joined partial lines); longer ones are cut and flagged.
     pub max_line_bytes: usize,
-    /// Parse messages that are JSON objects into `fields`.
+    /// Parse messages that are JSON objects into `fields` (a `type: json` processor run
+    /// before `processors`).
     pub parse_json: bool,
+    /// The processing stages, in order (see [`stages::config`]).
+    pub processors: Vec<stages::config::ProcessorConfig>,
     /// A batch is sealed at this many records…
     pub batch_max_records: usize,
     /// …or this many bytes…
@@ -107,6 +110,7 @@ impl Default for LogsConfig {
             checkpoint_interval: Duration::from_secs(5),
             max_line_bytes: 256 * 1024,
             parse_json: false,
+            processors: Vec::new(),
             batch_max_records: 1000,
             batch_max_bytes: 1024 * 1024,
             batch_timeout: Duration::from_secs(1),
@@ -158,6 +162,12 @@ impl Validate for LogsConfig {
                 format!("namespace {ns:?} is both in namespaces_include and namespaces_exclude"),
             );
         }
+        stages::config::build_all(
+            &self.processors,
+            &at.key("processors"),
+            self.max_line_bytes,
+            problems,
+        );
     }
 }
 
@@ -221,7 +231,7 @@ pub async fn run_with_sinks(
         let router = router::Router::new(sinks.clone())?.counting_unrouted(sinks);
         return delivery::run_source(
             pods(&config),
-            config.stages(),
+            config.stages()?,
             config.delivery_settings(),
             std::sync::Arc::new(router),
             shutdown,
@@ -243,7 +253,7 @@ pub async fn run_with_sinks(
         };
         let run = delivery::run_source(
             pods(&config),
-            config.stages(),
+            config.stages()?,
             settings,
             std::sync::Arc::new(router),
             stop.clone(),
@@ -277,13 +287,18 @@ pub async fn run_with_sinks(
 }
 
 impl LogsConfig {
-    /// The stage chain these settings ask for.
-    pub fn stages(&self) -> stages::Chain {
-        let mut chain: Vec<Box<dyn stages::Stage>> = Vec::new();
+    /// The stage chain these settings ask for (`parse_json` first, then `processors`).
+    pub fn stages(&self) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
         if self.parse_json {
-            chain.push(Box::new(stages::json::ParseJson));
+            leading.push(Box::new(stages::parse::Parser::legacy_json()));
         }
-        stages::Chain::new(chain)
+        stages::config::chain(
+            leading,
+            &self.processors,
+            &KeyPath::root().key("logs").key("processors"),
+            self.max_line_bytes,
+        )
     }
 
     fn tail_settings(&self) -> sources::tail::TailSettings {
@@ -346,5 +361,48 @@ mod tests {
             ..LogsConfig::default()
         };
         assert!(both.validated().is_err());
+    }
+
+    #[test]
+    fn processors_are_an_ordered_list_validated_with_key_paths() {
+        let c: LogsConfig = serde_yaml_ng::from_str(
+            "parse_json: true\nprocessors:\n  - type: multiline\n    detector: java\n    match: {namespace: prod-*}\n  - type: json\n",
+        )
+        .unwrap();
+        c.validated().unwrap();
+        assert_eq!(c.stages().unwrap().names(), ["json", "multiline", "json"]);
+        assert_eq!(
+            LogsConfig::default().stages().unwrap().names(),
+            Vec::<&str>::new()
+        );
+
+        let bad: LogsConfig = serde_yaml_ng::from_str(
+            "processors:\n  - type: json\n  - type: multiline\n    start: '(x'\n  - type: json\n    match: {pod: '/[/'}\n",
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        bad.validate(&KeyPath::root().key("logs"), &mut problems);
+        let text = problems.into_result().unwrap_err().to_string();
+        assert!(text.contains("2 problems"), "{text}");
+        assert!(
+            text.contains("logs.processors[1].start: invalid regex"),
+            "{text}"
+        );
+        assert!(
+            text.contains("logs.processors[2].match.pod: invalid regex"),
+            "{text}"
+        );
+        assert!(bad.stages().is_err());
+
+        for unknown in [
+            "processors: [{type: sed}]",
+            "processors: [{type: json, patern: x}]",
+            "processors: [{detector: java}]",
+        ] {
+            assert!(
+                serde_yaml_ng::from_str::<LogsConfig>(unknown).is_err(),
+                "{unknown}"
+            );
+        }
     }
 }
