@@ -17,8 +17,9 @@
 //!   ([`checkpoint`]) after each one. A position moves only after every sink confirmed
 //!   everything before it: at-least-once delivery, and no duplicates across a clean
 //!   restart. A record a stage drops counts as delivered.
-//! - Sources today: pod logs ([`sources::pods`], over the shared file tailing in
-//!   [`sources::tail`]).
+//! - Sources: pod logs ([`sources::pods`], over the shared file tailing in
+//!   [`sources::tail`]) and the systemd journal ([`sources::journal`]), each with its own
+//!   delivery side and checkpoint file.
 
 pub mod ack;
 pub mod batch;
@@ -94,6 +95,8 @@ pub struct LogsConfig {
     pub namespaces_include: Vec<String>,
     /// Never these namespaces.
     pub namespaces_exclude: Vec<String>,
+    /// The systemd journal ([`sources::journal`]).
+    pub journal: sources::journal::JournalSourceConfig,
 }
 
 impl Default for LogsConfig {
@@ -116,6 +119,7 @@ impl Default for LogsConfig {
             drain_timeout: Duration::from_secs(20),
             namespaces_include: Vec::new(),
             namespaces_exclude: Vec::new(),
+            journal: sources::journal::JournalSourceConfig::default(),
         }
     }
 }
@@ -158,6 +162,7 @@ impl Validate for LogsConfig {
                 format!("namespace {ns:?} is both in namespaces_include and namespaces_exclude"),
             );
         }
+        self.journal.validate(&at.key("journal"), problems);
     }
 }
 
@@ -174,6 +179,8 @@ pub async fn run(
         shutdown.cancelled().await;
         return Ok(());
     }
+    let mut logs = logs;
+    logs.resolve_auto();
     run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
     Ok(())
 }
@@ -190,10 +197,18 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
     )
     .check()
     .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
+    checkpoint::CheckpointStore::<sources::journal::JournalPosition>::new(
+        &config.state_dir,
+        sources::journal::CHECKPOINT_FILE,
+    )
+    .check()
+    .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
     Ok(())
 }
 
-/// Runs the pod log source with `sinks` until `shutdown`, then drains (see [`run`]).
+/// Runs every configured source with `sinks` until `shutdown`, then drains (see [`run`]).
+/// Each source has its own delivery side and checkpoint; the first one to fail stops the
+/// others. Unset `enabled` switches count as off here ([`run`] resolves them first).
 pub async fn run_with_sinks(
     config: LogsConfig,
     node: String,
@@ -201,29 +216,90 @@ pub async fn run_with_sinks(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     let router = std::sync::Arc::new(router::Router::new(sinks)?);
-    let source = sources::pods::PodsSource::new(
+    let stop = shutdown.child_token();
+    let mut runs: Vec<(
+        &'static str,
+        tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+    )> = Vec::new();
+    let pods = sources::pods::PodsSource::new(
         sources::pods::PodsLayout {
             pods_dir: config.pods_dir.clone(),
             filter: sources::pods::discovery::NamespaceFilter {
                 include: config.namespaces_include.clone(),
                 exclude: config.namespaces_exclude.clone(),
             },
-            node,
+            node: node.clone(),
             max_line_bytes: config.max_line_bytes,
         },
         config.tail_settings(),
     );
-    delivery::run_source(
-        source,
-        config.stages(),
-        config.delivery_settings(),
-        router,
-        shutdown,
-    )
-    .await
+    runs.push(("pods", config.spawn(pods, &router, &stop)));
+    if config.journal.is_enabled() {
+        let journal = sources::journal::JournalSource::new(
+            config.journal.clone(),
+            node.clone(),
+            config.max_line_bytes,
+        );
+        runs.push(("journal", config.spawn(journal, &router, &stop)));
+    }
+    let mut total = RunSummary::default();
+    let mut first_error: Option<anyhow::Error> = None;
+    // Awaited in order, but a failure anywhere cancels `stop` from inside its task.
+    for (name, handle) in runs {
+        match handle.await {
+            Ok(Ok(s)) => {
+                total.batches_delivered += s.batches_delivered;
+                total.records_delivered += s.records_delivered;
+                total.batches_abandoned += s.batches_abandoned;
+            }
+            Ok(Err(e)) => {
+                stop.cancel();
+                first_error.get_or_insert(e.context(format!("log source {name}")));
+            }
+            Err(e) => {
+                stop.cancel();
+                first_error.get_or_insert(anyhow::anyhow!("log source {name} task: {e}"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 impl LogsConfig {
+    /// Decides the switches left unset: the journal runs when a journal directory exists.
+    pub fn resolve_auto(&mut self) {
+        if self.journal.resolve_enabled() {
+            tracing::info!(directories = ?self.journal.directories, "shipping the systemd journal");
+        }
+    }
+
+    /// Runs `source` on its own delivery side; a failure cancels `stop` for the others.
+    fn spawn<S: source::Source>(
+        &self,
+        source: S,
+        router: &std::sync::Arc<router::Router>,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<RunSummary>> {
+        let run = delivery::run_source(
+            source,
+            self.stages(),
+            self.delivery_settings(),
+            std::sync::Arc::clone(router),
+            stop.clone(),
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = run.await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        })
+    }
+
     /// The stage chain these settings ask for.
     pub fn stages(&self) -> stages::Chain {
         let mut chain: Vec<Box<dyn stages::Stage>> = Vec::new();
