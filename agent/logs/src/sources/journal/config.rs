@@ -151,10 +151,9 @@ impl JournalSourceConfig {
 
     /// Whether the source runs: as configured, or (unset) when a directory exists.
     pub fn resolve_enabled(&mut self) -> bool {
-        let on = *self
+        *self
             .enabled
-            .get_or_insert_with(|| self.directories.iter().any(|d| d.is_dir()));
-        on
+            .get_or_insert_with(|| self.directories.iter().any(|d| d.is_dir()))
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -130,7 +130,9 @@ pub fn watch(root: &Path, changes: Arc<Changes>, wake: SyncSender<()>) -> std::i
         ));
     }
     tree.add_tree(root, &changes);
-    let (stop_rx, stop_tx) = nix::unistd::pipe()?;
+    // Close-on-exec: a child process started while we watch (anything the agent or a test
+    // spawns) must not inherit the write end, or dropping the watcher never hangs up.
+    let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let thread = std::thread::Builder::new()
         .name("logs-watch".into())
         .spawn(move || tree.run(&changes, &wake, stop_rx))?;
