@@ -97,6 +97,9 @@ pub struct LogsConfig {
     pub namespaces_exclude: Vec<String>,
     /// The systemd journal ([`sources::journal`]).
     pub journal: sources::journal::JournalSourceConfig,
+    /// Host log files by glob ([`sources::files`]). Unset: `/var/log/*.log` on a host
+    /// without `pods_dir` (a laptop or VM), none on a Kubernetes node (decided by [`run`]).
+    pub files: Option<Vec<sources::files::FilesEntry>>,
 }
 
 impl Default for LogsConfig {
@@ -120,6 +123,7 @@ impl Default for LogsConfig {
             namespaces_include: Vec::new(),
             namespaces_exclude: Vec::new(),
             journal: sources::journal::JournalSourceConfig::default(),
+            files: None,
         }
     }
 }
@@ -163,6 +167,14 @@ impl Validate for LogsConfig {
             );
         }
         self.journal.validate(&at.key("journal"), problems);
+        if let Some(files) = &self.files {
+            sources::files::config::validate(files, &at.key("files"), problems);
+            if problems.is_empty()
+                && let Err(e) = sources::files::compile_all(files)
+            {
+                problems.add(&at.key("files"), e.to_string());
+            }
+        }
     }
 }
 
@@ -203,6 +215,14 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
     )
     .check()
     .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
+    for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
+        checkpoint::CheckpointStore::<sources::tail::file_id::FileEntry>::new(
+            &config.state_dir,
+            &sources::files::checkpoint_file(&group),
+        )
+        .check()
+        .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
+    }
     Ok(())
 }
 
@@ -242,6 +262,18 @@ pub async fn run_with_sinks(
         );
         runs.push(("journal", config.spawn(journal, &router, &stop)));
     }
+    for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
+        let files = sources::files::FilesSource::new(
+            sources::files::FilesLayout {
+                compiled: group,
+                node: node.clone(),
+                max_line_bytes: config.max_line_bytes,
+            },
+            config.tail_settings(),
+        );
+        let name = source::Source::name(&files);
+        runs.push((name, config.spawn(files, &router, &stop)));
+    }
     let mut total = RunSummary::default();
     let mut first_error: Option<anyhow::Error> = None;
     // Awaited in order, but a failure anywhere cancels `stop` from inside its task.
@@ -269,10 +301,24 @@ pub async fn run_with_sinks(
 }
 
 impl LogsConfig {
-    /// Decides the switches left unset: the journal runs when a journal directory exists.
+    /// Decides the switches left unset: the journal runs when a journal directory exists;
+    /// host files default to `/var/log/*.log` where there is no `pods_dir` (standalone).
     pub fn resolve_auto(&mut self) {
         if self.journal.resolve_enabled() {
             tracing::info!(directories = ?self.journal.directories, "shipping the systemd journal");
+        }
+        if self.files.is_none() {
+            let standalone = !self.pods_dir.is_dir();
+            self.files = Some(if standalone {
+                tracing::info!(pods_dir = %self.pods_dir.display(), "no pod logs on this host; shipping /var/log/*.log");
+                vec![sources::files::FilesEntry {
+                    paths: vec!["/var/log/*.log".into()],
+                    exclude: Vec::new(),
+                    format: sources::files::FileFormat::Plain,
+                }]
+            } else {
+                Vec::new()
+            });
         }
     }
 

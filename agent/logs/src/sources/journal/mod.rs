@@ -151,7 +151,7 @@ impl Source for JournalSource {
         "journal"
     }
 
-    fn checkpoint_file(&self) -> &'static str {
+    fn checkpoint_file(&self) -> &str {
         CHECKPOINT_FILE
     }
 
