@@ -199,7 +199,9 @@ fn config(root: &Path, journal_dir: &Path) -> LogsConfig {
         checkpoint_interval: Duration::from_millis(100),
         batch_max_records: 64,
         batch_timeout: Duration::from_millis(20),
-        max_in_flight_batches: 2,
+        // One at a time: the sink then sees the journal's order (with more in flight,
+        // batches may overtake each other, which is allowed).
+        max_in_flight_batches: 1,
         drain_timeout: Duration::from_secs(5),
         journal: JournalSourceConfig {
             enabled: Some(true),
