@@ -125,10 +125,15 @@ async fn lead(
             Ok(())
         }
     };
+    // Started before the logs so that files found at start can wait for their pods.
+    let kube = &config.file.kubernetes;
+    let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
+    let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
     let logs = node_agent_logs::run(
         config.file.logs.clone(),
         &config.identity,
         sinks,
+        enrichment,
         stop.clone(),
     );
     let (logs, syscalls) = tokio::join!(

@@ -161,12 +161,22 @@ impl Validate for LogsConfig {
     }
 }
 
+/// Kubernetes metadata for pod log records: the node's metadata cache and how long a
+/// file may wait for its pod (see [`stages::enrich`]).
+#[derive(Clone)]
+pub struct Enrichment {
+    pub lookup: std::sync::Arc<dyn node_agent_core::kube::PodLookup>,
+    pub settings: stages::enrich::EnrichSettings,
+}
+
 /// Runs the pipeline with `sinks` until `shutdown`, then drains in-flight batches (bounded
-/// by `logs.drain_timeout`) and persists the final checkpoint.
+/// by `logs.drain_timeout`) and persists the final checkpoint. With `enrichment`, pod
+/// records carry Kubernetes metadata.
 pub async fn run(
     logs: LogsConfig,
     node: &NodeIdentity,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if !logs.enabled {
@@ -174,7 +184,7 @@ pub async fn run(
         shutdown.cancelled().await;
         return Ok(());
     }
-    run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
+    run_enriched(logs, node.node_name.clone(), sinks, enrichment, shutdown).await?;
     Ok(())
 }
 
@@ -200,6 +210,17 @@ pub async fn run_with_sinks(
     sinks: Vec<std::sync::Arc<dyn Sink>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    run_enriched(config, node, sinks, None, shutdown).await
+}
+
+/// [`run_with_sinks`] with Kubernetes metadata on pod records.
+pub async fn run_enriched(
+    config: LogsConfig,
+    node: String,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
     let router = std::sync::Arc::new(router::Router::new(sinks)?);
     let source = sources::pods::PodsSource::new(
         sources::pods::PodsLayout {
@@ -215,7 +236,7 @@ pub async fn run_with_sinks(
     );
     delivery::run_source(
         source,
-        config.stages(),
+        config.stages_with(enrichment),
         config.delivery_settings(),
         router,
         shutdown,
@@ -226,7 +247,16 @@ pub async fn run_with_sinks(
 impl LogsConfig {
     /// The stage chain these settings ask for.
     pub fn stages(&self) -> stages::Chain {
+        self.stages_with(None)
+    }
+
+    /// The stage chain, with the enrich stage first when `enrichment` is given (so later
+    /// stages can read pod metadata and `node-agent.io/*` hints).
+    pub fn stages_with(&self, enrichment: Option<Enrichment>) -> stages::Chain {
         let mut chain: Vec<Box<dyn stages::Stage>> = Vec::new();
+        if let Some(e) = enrichment {
+            chain.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
+        }
         if self.parse_json {
             chain.push(Box::new(stages::json::ParseJson));
         }

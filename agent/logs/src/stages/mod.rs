@@ -8,6 +8,7 @@
 //! ([`Stage::held_from`]), and the source never checkpoints past it, so a restart in the
 //! middle of a held group re-reads the group instead of losing it.
 
+pub mod enrich;
 pub mod json;
 
 use std::time::Instant;
