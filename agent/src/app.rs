@@ -112,11 +112,31 @@ async fn lead(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
+    let ebpf = config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME);
+    let security = &config.file.security;
+    if security.enabled && !ebpf {
+        tracing::warn!("security.enabled needs --collector.syscalls (the eBPF capture); no alerts");
+    }
+    // Alerts enter the log pipeline through a bounded queue; capture never waits on sinks.
+    let (alerts, alerts_rx) = if security.enabled && ebpf {
+        let (tx, rx) = node_agent_syscalls::security::AlertSender::channel(
+            ALERT_QUEUE,
+            &config.identity.node_name,
+        );
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let security_options = alerts.map(|tx| node_agent_syscalls::security::SecurityOptions {
+        config: security.clone(),
+        alerts: Some(tx),
+    });
     let syscalls = async {
-        if config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME) {
+        if ebpf {
             node_agent_syscalls::run_leader(
                 config.syscalls_options(),
                 config.metrics.paths.clone(),
+                security_options,
                 stop.clone(),
             )
             .await
@@ -125,12 +145,29 @@ async fn lead(
             Ok(())
         }
     };
-    let logs = node_agent_logs::run(
-        config.file.logs.clone(),
-        &config.identity,
-        sinks,
-        stop.clone(),
-    );
+    let logs = async {
+        match alerts_rx {
+            Some(rx) => {
+                node_agent_logs::run_with_alerts(
+                    config.file.logs.clone(),
+                    &config.identity,
+                    sinks,
+                    rx,
+                    stop.clone(),
+                )
+                .await
+            }
+            None => {
+                node_agent_logs::run(
+                    config.file.logs.clone(),
+                    &config.identity,
+                    sinks,
+                    stop.clone(),
+                )
+                .await
+            }
+        }
+    };
     let (logs, syscalls) = tokio::join!(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
@@ -138,6 +175,9 @@ async fn lead(
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
 }
+
+/// Alerts waiting for the log pipeline at most (each a few hundred bytes).
+const ALERT_QUEUE: usize = 4096;
 
 /// Runs one leader subsystem, keeping its health state; a failure stops its siblings.
 async fn supervised(

@@ -81,6 +81,8 @@ pub struct FileConfig {
     pub sinks: SinksConfig,
     pub handover: HandoverConfig,
     pub syscalls: SyscallsConfig,
+    /// Runtime security (Falco rules on the eBPF capture; needs `--collector.syscalls`).
+    pub security: node_agent_security::config::SecurityConfig,
 }
 
 impl Validate for FileConfig {
@@ -89,6 +91,12 @@ impl Validate for FileConfig {
         self.sinks.validate(&at.key("sinks"), problems);
         self.handover.validate(&at.key("handover"), problems);
         self.syscalls.validate(&at.key("syscalls"), problems);
+        // The security crate keeps its own key paths (`security.…`).
+        if let Err(errors) = self.security.validate() {
+            for e in errors.0 {
+                problems.add(&KeyPath::root().key(&e.key), e.message);
+            }
+        }
     }
 }
 

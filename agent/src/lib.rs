@@ -21,5 +21,6 @@ pub use node_agent_handover as handover;
 pub use node_agent_logs as logs;
 pub use node_agent_metrics as metrics;
 pub use node_agent_metrics::telemetry;
+pub use node_agent_security as security;
 pub use node_agent_sinks as sinks;
 pub use node_agent_syscalls as syscalls;

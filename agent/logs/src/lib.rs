@@ -178,6 +178,34 @@ pub async fn run(
     Ok(())
 }
 
+/// [`run`] plus live records from `alerts` (runtime-security alerts): a second source on
+/// the same router, so the same sinks and routes apply. Runs even with `logs.enabled`
+/// false (that switch is about container logs).
+pub async fn run_with_alerts(
+    logs: LogsConfig,
+    node: &NodeIdentity,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    alerts: std::sync::mpsc::Receiver<node_agent_core::record::LogRecord>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = std::sync::Arc::new(router::Router::new(sinks.clone())?);
+    let live = sources::live::LiveSource::new("security", SECURITY_CHECKPOINT_FILE, alerts);
+    let security = delivery::run_source(
+        live,
+        stages::Chain::new(Vec::new()),
+        logs.delivery_settings(),
+        router,
+        shutdown.clone(),
+    );
+    let pods = run(logs, node, sinks, shutdown);
+    let (security, pods) = tokio::join!(security, pods);
+    security.context("security alerts")?;
+    pods
+}
+
+/// Checkpoint of the security alert source (a count; nothing resumes from it).
+pub const SECURITY_CHECKPOINT_FILE: &str = "security-alerts.json";
+
 /// What can be checked before leading: the state dir is usable and every source's
 /// checkpoint readable. Changes nothing.
 pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
