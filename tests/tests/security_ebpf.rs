@@ -130,6 +130,13 @@ fn start() -> Shared {
     capture.observer = Some(Box::new(move |a: &Alert| {
         shared_alerts.lock().unwrap().push(a.clone())
     }));
+    if std::env::var_os("SECURITY_TEST_DEBUG").is_some() {
+        capture.event_observer = Some(Box::new(|e| {
+            if !matches!(e.comm.as_str(), "cargo" | "rustc") {
+                eprintln!("event: {:?} {} {:?}", e.event_type, e.comm, e.args)
+            }
+        }));
+    }
     let map = program.take_events().expect("EVENTS map");
     let handle = node_agent::syscalls::security::capture::spawn(map, capture).expect("reader");
     // The pins stay only while the test binary runs.
@@ -255,6 +262,11 @@ impl Container {
                 return a;
             }
             if Instant::now() > deadline {
+                if std::env::var_os("SECURITY_TEST_DEBUG").is_some() {
+                    for a in all_alerts() {
+                        eprintln!("alert: {}", a.output);
+                    }
+                }
                 panic!(
                     "no '{rule}' alert from container {}; alerts from it: {:#?}",
                     self.short_id(),

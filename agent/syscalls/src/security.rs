@@ -269,6 +269,8 @@ pub mod capture {
         pub alerts: Option<AlertSender>,
         /// Every alert also goes here (tests, benchmarks).
         pub observer: Option<Box<dyn FnMut(&Alert) + Send>>,
+        /// Every decoded event goes here before the engine (tests).
+        pub event_observer: Option<Box<dyn FnMut(&node_agent_security::event::Event) + Send>>,
         clock: BootClock,
     }
 
@@ -289,6 +291,7 @@ pub mod capture {
                 outputs,
                 alerts,
                 observer: None,
+                event_observer: None,
                 clock: BootClock::now().context("reading the boot clock")?,
             })
         }
@@ -305,6 +308,9 @@ pub mod capture {
                     return;
                 }
             };
+            if let Some(observer) = &mut self.event_observer {
+                observer(&event);
+            }
             alerts.clear();
             self.engine.handle(&mut event, alerts);
             for alert in alerts.iter() {
