@@ -131,11 +131,31 @@ async fn lead(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
+    let ebpf = config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME);
+    let security = &config.file.security;
+    if security.enabled && !ebpf {
+        tracing::warn!("security.enabled needs --collector.syscalls (the eBPF capture); no alerts");
+    }
+    // Alerts enter the log pipeline through a bounded queue; capture never waits on sinks.
+    let (alerts, alerts_rx) = if security.enabled && ebpf {
+        let (tx, rx) = node_agent_syscalls::security::AlertSender::channel(
+            ALERT_QUEUE,
+            &config.identity.node_name,
+        );
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let security_options = alerts.map(|tx| node_agent_syscalls::security::SecurityOptions {
+        config: security.clone(),
+        alerts: Some(tx),
+    });
     let syscalls = async {
-        if config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME) {
+        if ebpf {
             node_agent_syscalls::run_leader(
                 config.syscalls_options(),
                 config.metrics.paths.clone(),
+                security_options,
                 stop.clone(),
             )
             .await
@@ -148,7 +168,25 @@ async fn lead(
     let kube = &config.file.kubernetes;
     let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
     let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
-    let logs = ship_logs(&config, sinks, enrichment, reloads, &stop);
+    // Alerts are a live source beside the log sources, on the start-up sinks: a reload
+    // restarts the log sources, while the capture keeps its queue.
+    let alert_sinks = alerts_rx.as_ref().map(|_| sinks.clone());
+    let logs = async {
+        let alerts = async {
+            match (alerts_rx, alert_sinks) {
+                (Some(rx), Some(sinks)) => {
+                    node_agent_logs::run_alerts(&config.file.logs, sinks, rx, stop.clone()).await
+                }
+                _ => Ok(()),
+            }
+        };
+        let (logs, alerts) = tokio::join!(
+            ship_logs(&config, sinks, enrichment, reloads, &stop),
+            alerts
+        );
+        alerts?;
+        logs
+    };
     let (logs, syscalls) = tokio::join!(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
@@ -222,6 +260,9 @@ async fn ship_logs(
         tracing::info!("config reloaded: log pipeline restarted from its checkpoint");
     }
 }
+
+/// Alerts waiting for the log pipeline at most (each a few hundred bytes).
+const ALERT_QUEUE: usize = 4096;
 
 /// Runs one leader subsystem, keeping its health state; a failure stops its siblings.
 async fn supervised(

@@ -84,6 +84,8 @@ pub struct FileConfig {
     pub syscalls: SyscallsConfig,
     /// Kubernetes metadata for log records (`node_agent_kube::KubeConfig`).
     pub kubernetes: KubeConfig,
+    /// Runtime security (Falco rules on the eBPF capture; needs `--collector.syscalls`).
+    pub security: node_agent_security::config::SecurityConfig,
 }
 
 impl Validate for FileConfig {
@@ -93,6 +95,12 @@ impl Validate for FileConfig {
         self.handover.validate(&at.key("handover"), problems);
         self.syscalls.validate(&at.key("syscalls"), problems);
         validate_kubernetes(&self.kubernetes, at, problems);
+        // The security crate keeps its own key paths (`security.…`).
+        if let Err(errors) = self.security.validate() {
+            for e in errors.0 {
+                problems.add(&KeyPath::root().key(&e.key), e.message);
+            }
+        }
     }
 }
 
