@@ -21,12 +21,15 @@ pub mod entropy;
 pub mod filefd;
 pub mod filesystem;
 pub mod hwmon;
+pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
 pub mod netstat;
+pub mod nfs;
+pub mod nfsd;
 pub mod os;
 pub mod powersupplyclass;
 pub mod pressure;
@@ -42,6 +45,7 @@ pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
+pub mod xfs;
 
 use std::time::{Duration, Instant};
 
@@ -140,6 +144,8 @@ pub struct CollectorOptions {
     pub cpu_info: bool,
     pub cpu_flags_include: Option<regex::Regex>,
     pub cpu_bugs_include: Option<regex::Regex>,
+    /// `--collector.ipvs.backend-labels` (comma separated; see [`ipvs::parse_backend_labels`]).
+    pub ipvs_backend_labels: String,
 }
 
 impl Default for CollectorOptions {
@@ -162,6 +168,7 @@ impl Default for CollectorOptions {
             cpu_info: false,
             cpu_flags_include: None,
             cpu_bugs_include: None,
+            ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
         }
     }
 }
@@ -344,6 +351,26 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "vmstat",
         default_enabled: true,
         build: vmstat::build,
+    },
+    CollectorSpec {
+        name: "xfs",
+        default_enabled: true,
+        build: xfs::build,
+    },
+    CollectorSpec {
+        name: "ipvs",
+        default_enabled: true,
+        build: ipvs::build,
+    },
+    CollectorSpec {
+        name: "nfs",
+        default_enabled: true,
+        build: nfs::build,
+    },
+    CollectorSpec {
+        name: "nfsd",
+        default_enabled: true,
+        build: nfsd::build,
     },
 ];
 
