@@ -17,6 +17,8 @@ pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
 pub mod diskstats;
+pub mod dmi;
+pub mod edac;
 pub mod entropy;
 pub mod filefd;
 pub mod filesystem;
@@ -30,14 +32,17 @@ pub mod netdev;
 pub mod netstat;
 pub mod nfs;
 pub mod nfsd;
+pub mod nvme;
 pub mod os;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod rapl;
 pub mod schedstat;
 pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
+pub(crate) mod sysattr;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
@@ -146,6 +151,8 @@ pub struct CollectorOptions {
     pub cpu_bugs_include: Option<regex::Regex>,
     /// `--collector.ipvs.backend-labels` (comma separated; see [`ipvs::parse_backend_labels`]).
     pub ipvs_backend_labels: String,
+    /// `--collector.rapl.enable-zone-label`.
+    pub rapl_zone_label: bool,
 }
 
 impl Default for CollectorOptions {
@@ -169,6 +176,7 @@ impl Default for CollectorOptions {
             cpu_flags_include: None,
             cpu_bugs_include: None,
             ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
+            rapl_zone_label: false,
         }
     }
 }
@@ -371,6 +379,26 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "nfsd",
         default_enabled: true,
         build: nfsd::build,
+    },
+    CollectorSpec {
+        name: "nvme",
+        default_enabled: true,
+        build: nvme::build,
+    },
+    CollectorSpec {
+        name: "edac",
+        default_enabled: true,
+        build: edac::build,
+    },
+    CollectorSpec {
+        name: "dmi",
+        default_enabled: true,
+        build: dmi::build,
+    },
+    CollectorSpec {
+        name: "rapl",
+        default_enabled: true,
+        build: rapl::build,
     },
 ];
 
