@@ -20,6 +20,7 @@ pub mod diskstats;
 pub mod dmi;
 pub mod edac;
 pub mod entropy;
+pub mod fibrechannel;
 pub mod filefd;
 pub mod filesystem;
 pub mod hwmon;
@@ -399,6 +400,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "rapl",
         default_enabled: true,
         build: rapl::build,
+    },
+    CollectorSpec {
+        name: "fibrechannel",
+        default_enabled: true,
+        build: fibrechannel::build,
     },
 ];
 

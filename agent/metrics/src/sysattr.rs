@@ -46,3 +46,29 @@ pub fn sorted_entries(dir: &Path) -> Result<Option<Vec<String>>, CollectorError>
     names.sort();
     Ok(Some(names))
 }
+
+/// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it: `0x`/`0o`/`0b`
+/// prefixes, a leading `0` for octal, `_` separators allowed after a prefix.
+pub fn parse_uint_base0(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid unsigned integer {s:?}");
+    let (digits, radix) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (h, 16)
+    } else if let Some(b) = s.strip_prefix("0b").or_else(|| s.strip_prefix("0B")) {
+        (b, 2)
+    } else if let Some(o) = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+        (o, 8)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    let digits: String = if radix == 10 {
+        digits.to_string()
+    } else {
+        digits.replace('_', "")
+    };
+    if digits.is_empty() || digits.starts_with('+') {
+        return Err(bad());
+    }
+    u64::from_str_radix(&digits, radix).map_err(|_| bad())
+}
