@@ -24,6 +24,7 @@ pub mod fibrechannel;
 pub mod filefd;
 pub mod filesystem;
 pub mod hwmon;
+pub mod infiniband;
 pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
@@ -405,6 +406,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "fibrechannel",
         default_enabled: true,
         build: fibrechannel::build,
+    },
+    CollectorSpec {
+        name: "infiniband",
+        default_enabled: true,
+        build: infiniband::build,
     },
 ];
 
