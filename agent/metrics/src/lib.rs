@@ -45,6 +45,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod stat;
 pub(crate) mod sysattr;
+pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
@@ -155,6 +156,8 @@ pub struct CollectorOptions {
     pub ipvs_backend_labels: String,
     /// `--collector.rapl.enable-zone-label`.
     pub rapl_zone_label: bool,
+    /// `--collector.tapestats.ignored-devices`.
+    pub tapestats_ignored_devices: regex::Regex,
 }
 
 impl Default for CollectorOptions {
@@ -179,6 +182,7 @@ impl Default for CollectorOptions {
             cpu_bugs_include: None,
             ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
             rapl_zone_label: false,
+            tapestats_ignored_devices: re("^$"),
         }
     }
 }
@@ -411,6 +415,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "infiniband",
         default_enabled: true,
         build: infiniband::build,
+    },
+    CollectorSpec {
+        name: "tapestats",
+        default_enabled: true,
+        build: tapestats::build,
     },
 ];
 
