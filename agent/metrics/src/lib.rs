@@ -10,6 +10,7 @@ pub mod http;
 pub mod process;
 pub mod procfile;
 pub mod telemetry;
+pub mod webconfig;
 
 pub mod arp;
 pub mod bonding;
