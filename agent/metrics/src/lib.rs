@@ -141,6 +141,8 @@ pub struct CollectorOptions {
     pub cpu_info: bool,
     pub cpu_flags_include: Option<regex::Regex>,
     pub cpu_bugs_include: Option<regex::Regex>,
+    /// Options of the collectors added after the 1.5.0 core set (see [`config::MoreArgs`]).
+    pub more: config::MoreOptions,
 }
 
 impl Default for CollectorOptions {
@@ -163,6 +165,7 @@ impl Default for CollectorOptions {
             cpu_info: false,
             cpu_flags_include: None,
             cpu_bugs_include: None,
+            more: config::MoreOptions::default(),
         }
     }
 }

@@ -67,8 +67,6 @@ pub struct WebServerSettings {
     pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// Things the file asks for that this server does differently (logged at start-up).
     pub warnings: Vec<String>,
-    /// `client_allowed_sans`: a verified client certificate must carry one of these.
-    pub client_allowed_sans: Vec<String>,
 }
 
 impl std::fmt::Debug for WebServerSettings {
@@ -148,7 +146,6 @@ pub fn parse(text: &str, base: &Path) -> anyhow::Result<WebServerSettings> {
     settings.tls = tls_config(&file.tls_server_config, base, &mut settings.warnings)
         .context("tls_server_config")?
         .map(Arc::new);
-    settings.client_allowed_sans = file.tls_server_config.client_allowed_sans;
     Ok(settings)
 }
 
@@ -367,7 +364,9 @@ fn tls_config(
         } else {
             builder
         };
-        Ok(builder.build().context("client certificate verifier")?)
+        let verifier: Arc<dyn ClientCertVerifier> =
+            builder.build().context("client certificate verifier")?;
+        Ok(verifier)
     };
     let verifier: Option<Arc<dyn ClientCertVerifier>> = match tls.client_auth_type.as_str() {
         "" | "NoClientCert" => {
@@ -384,13 +383,9 @@ fn tls_config(
         "RequireAndVerifyClientCert" => Some(verifying(false)?),
         other => bail!("client_auth_type: invalid value {other:?}"),
     };
-    if !tls.client_allowed_sans.is_empty()
-        && !matches!(
-            tls.client_auth_type.as_str(),
-            "RequireAndVerifyClientCert" | "VerifyClientCertIfGiven"
-        )
-    {
-        bail!("client_allowed_sans needs client_auth_type RequireAndVerifyClientCert");
+    if !tls.client_allowed_sans.is_empty() {
+        // exporter-toolkit ≥ 0.9 (after node_exporter 1.5.0); refusing beats ignoring it.
+        bail!("client_allowed_sans is not supported");
     }
 
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
