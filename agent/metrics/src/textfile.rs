@@ -214,6 +214,17 @@ fn process_file(path: &Path) -> Result<(f64, Vec<Parsed>), CollectorError> {
     Ok((secs, families))
 }
 
+/// Parses a textfile's text as the collector does (missing labels filled in) and says
+/// whether it carries client-side timestamps; the fuzzing entry point (tests/fuzz).
+pub fn parse_textfile(text: &str) -> Result<(Vec<MetricFamily>, bool), String> {
+    let (families, has_timestamps) = parse_text(text)?;
+    let families = families
+        .into_iter()
+        .map(|p| fill_missing_labels(p).family)
+        .collect();
+    Ok((families, has_timestamps))
+}
+
 /// Gives every series all label names used in its family, missing ones as "".
 fn fill_missing_labels(mut p: Parsed) -> Parsed {
     let mut names: Vec<String> = Vec::new();

@@ -331,14 +331,14 @@ struct BulkItem {
 
 /// What happened to the items of one bulk request.
 #[derive(Debug, Default, PartialEq)]
-struct ItemResults {
-    done: Vec<usize>,
-    retry: Vec<usize>,
-    refused: Vec<(usize, u16, String)>,
+pub(crate) struct ItemResults {
+    pub(crate) done: Vec<usize>,
+    pub(crate) retry: Vec<usize>,
+    pub(crate) refused: Vec<(usize, u16, String)>,
 }
 
 /// Reads the per-item answers for `sent` (positions into the batch, in request order).
-fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
+pub(crate) fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
     // `errors: false` answers for every item (ES sets it when any item failed), so the
     // common case skips building the per-item results.
     let head: BulkHead =

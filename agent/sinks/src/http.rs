@@ -273,7 +273,7 @@ impl HttpClient {
     }
 }
 
-fn classify(status: u16, body: Bytes) -> Outcome {
+pub(crate) fn classify(status: u16, body: Bytes) -> Outcome {
     let detail = || {
         format!(
             "HTTP {status}: {}",
