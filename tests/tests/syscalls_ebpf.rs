@@ -198,8 +198,7 @@ fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
         config: fixture.config(),
         pods_dir: fixture.logs.path().join("pods"),
     };
-    let collector = build_collector(&options, &paths)
-    .expect("collector builds");
+    let collector = build_collector(&options, &paths).expect("collector builds");
     let mut set = MetricSet::new();
     collector.update(&mut set).expect("collector update");
     let families = set.into_families();
@@ -494,8 +493,8 @@ fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
         },
         pods_dir: "/nonexistent".into(),
     };
-    let collector = build_collector(&options, &paths)
-    .expect("collector builds on a supported kernel");
+    let collector =
+        build_collector(&options, &paths).expect("collector builds on a supported kernel");
     let mut set = MetricSet::new();
     assert!(matches!(
         collector.update(&mut set),

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jsonl;
 pub mod loki;
 pub mod metrics;
+pub mod otlp;
 pub mod stdout;
 pub mod values;
 
@@ -108,6 +109,9 @@ pub fn build(
         )?),
         SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
             name, c, state_dir,
+        )?),
+        SinkConfig::Otlp(c) => Arc::new(otlp::OtlpSink::with_state_dir(
+            name, c, identity, state_dir,
         )?),
     };
     Ok(match config.route() {
