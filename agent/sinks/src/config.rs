@@ -374,7 +374,9 @@ pub struct ElasticsearchConfig {
     /// Index name; `%Y`, `%m`, `%d` … (chrono) are filled from each record's UTC timestamp.
     #[serde(default = "default_index")]
     pub index: String,
-    /// Write to this data stream instead of `index`.
+    /// Write to this data stream instead of `index`. `{namespace}` in it is the record's
+    /// Kubernetes namespace (`-` → `_`, empty → `default`), for the data stream naming
+    /// scheme: `logs-kubernetes-{namespace}`.
     #[serde(default)]
     pub data_stream: Option<String>,
     /// Key under which parsed JSON fields go.
