@@ -16,4 +16,5 @@ pub mod record;
 pub mod route;
 pub mod sink;
 pub mod state;
+pub mod status;
 pub mod telemetry;

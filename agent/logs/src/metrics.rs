@@ -18,7 +18,9 @@ pub struct LogsMetrics {
     pub delivery_failures: IntCounterVec,
     pub malformed_lines: IntCounter,
     pub truncated_messages: IntCounter,
-    pub dropped_records: IntCounter,
+    pub dropped_records: IntCounterVec,
+    pub parse_failures: IntCounterVec,
+    pub redactions: IntCounterVec,
     pub lag_bytes: IntGaugeVec,
     pub delivery_seconds: Histogram,
     pub batches_in_flight: IntGauge,
@@ -94,9 +96,35 @@ pub fn metrics() -> &'static LogsMetrics {
             "node_agent_logs_truncated_messages_total",
             "Messages cut at logs.max_line_bytes.",
         ),
-        dropped_records: counter(
-            "node_agent_logs_dropped_records_total",
-            "Records lost by the pipeline (should stay 0).",
+        dropped_records: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_dropped_records_total",
+                    "Records dropped on purpose, by reason (the filter or throttle processor's name); their positions advance.",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
+        ),
+        parse_failures: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_parse_failures_total",
+                    "Records a parser processor could not parse (shipped raw with fields.parse_error).",
+                ),
+                &["processor"],
+            )
+            .expect("static metric definition"),
+        ),
+        redactions: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_redactions_total",
+                    "Values masked by redact processors, by pattern.",
+                ),
+                &["pattern"],
+            )
+            .expect("static metric definition"),
         ),
         lag_bytes: telemetry::register(
             IntGaugeVec::new(
