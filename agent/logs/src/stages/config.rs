@@ -30,6 +30,7 @@ pub enum ProcessorConfig {
     Logfmt(super::parse::ParserConfig),
     Regex(super::parse::ParserConfig),
     Filter(super::filter::FilterConfig),
+    Redact(super::redact::RedactConfig),
 }
 
 /// What a stage is built with besides its own settings.
@@ -60,6 +61,7 @@ impl ProcessorConfig {
             ProcessorConfig::Logfmt(_) => "logfmt",
             ProcessorConfig::Regex(_) => "regex",
             ProcessorConfig::Filter(_) => "filter",
+            ProcessorConfig::Redact(_) => "redact",
         }
     }
 
@@ -71,6 +73,7 @@ impl ProcessorConfig {
             ProcessorConfig::Logfmt(c) => boxed(c.build(ParserKind::Logfmt, cx)),
             ProcessorConfig::Regex(c) => boxed(c.build(ParserKind::Regex, cx)),
             ProcessorConfig::Filter(c) => boxed(c.build(cx)),
+            ProcessorConfig::Redact(c) => boxed(c.build(cx)),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod matcher;
 pub mod multiline;
 pub mod parse;
+pub mod redact;
 
 use std::time::Instant;
 

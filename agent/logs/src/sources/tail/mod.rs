@@ -177,6 +177,8 @@ pub struct TailSource<L: Layout> {
     waiting: HashSet<FileKey>,
     /// Paths refused as symlinks or special files (counted once each).
     refused: HashSet<PathBuf>,
+    /// Since the last seal, stages dropped or held records (see `positions_pending`).
+    stages_consumed: bool,
 }
 
 impl<L: Layout> TailSource<L> {
@@ -201,6 +203,7 @@ impl<L: Layout> TailSource<L> {
             warned_open_limit: None,
             waiting: HashSet::new(),
             refused: HashSet::new(),
+            stages_consumed: false,
         }
     }
 
@@ -312,9 +315,10 @@ impl<L: Layout> TailSource<L> {
         Exit::Shutdown
     }
 
-    /// Position updates not yet sealed into a batch: forgotten files, or files read since.
+    /// Position updates not yet sealed into a batch: forgotten files, or files whose records
+    /// stages dropped or hold (no batch with records would carry their positions).
     fn positions_pending(&self) -> bool {
-        !self.updates.is_empty() || self.files.values().any(|t| t.dirty)
+        !self.updates.is_empty() || (self.stages_consumed && self.files.values().any(|t| t.dirty))
     }
 
     /// Marks the files this pass reads: all (full pass) or those the kernel said changed.
@@ -728,6 +732,8 @@ impl<L: Layout> TailSource<L> {
         };
         t.dirty = true;
         let Run { builder, ctx } = run;
+        let before = builder.len();
+        let mut fed = 0;
         for p in self.scratch.drain(..) {
             let mut r = LogRecord::new(
                 Arc::clone(&meta),
@@ -739,6 +745,10 @@ impl<L: Layout> TailSource<L> {
             r.truncated = p.truncated;
             r.malformed = p.malformed;
             ctx.stages.process(r, &mut |r| builder.push(r));
+            fed += 1;
+        }
+        if builder.len() < before + fed {
+            self.stages_consumed = true;
         }
     }
 
@@ -815,6 +825,7 @@ impl<L: Layout> TailSource<L> {
                 }
             }
         }
+        self.stages_consumed = false;
         // Forgets go last: a file's final records are in this very batch.
         updates.append(&mut self.updates);
         let batch = run.builder.take(updates);
