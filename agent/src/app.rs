@@ -13,7 +13,10 @@ use node_agent_core::sink::Sink;
 use node_agent_metrics::http::{self, MetricsEndpoint};
 use node_agent_metrics::{BuildContext, NodeCollectors};
 
-use crate::config::Config;
+use tokio::sync::watch;
+
+use crate::config::{Config, FileConfig};
+use crate::reload;
 use crate::shutdown;
 
 /// Runs the agent until SIGTERM/SIGINT, then drains and returns.
@@ -32,12 +35,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     );
     let collectors = build_collectors(&config);
     let web = &config.metrics.web;
-    let endpoint = Arc::new(MetricsEndpoint::new(
-        collectors,
-        web.telemetry_path.clone(),
-        !web.disable_exporter_metrics,
-        web.max_requests,
-    ));
+    let endpoint = Arc::new(
+        MetricsEndpoint::new(
+            collectors,
+            web.telemetry_path.clone(),
+            !web.disable_exporter_metrics,
+            web.max_requests,
+        )
+        .with_node_name(&config.identity.node_name),
+    );
     // Everything the configuration can break is tried before the lock: a pod that cannot
     // do the leader's work must not take the leadership from one that can.
     let sinks = node_agent_sinks::build_all_in(
@@ -58,15 +64,27 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         server_stop.clone(),
     ));
 
+    // Reload applies to the leader's log pipeline; a standby keeps the latest accepted
+    // configuration and starts from it once it leads.
+    let reload_stop = CancellationToken::new();
+    let reloads = match &config.config_file {
+        Some(path) => Some(
+            reload::watch(path.clone(), config.file.clone(), reload_stop.clone())
+                .map_err(StartupError)?,
+        ),
+        None => None,
+    };
+
     let state_dirs = [config.file.logs.state_dir.clone()];
     let result = node_agent_handover::run(
         &config.file.handover,
         &config.identity,
         &state_dirs,
         shutdown.clone(),
-        |token| lead(config.clone(), sinks, token),
+        |token| lead(config.clone(), sinks, reloads, token),
     )
     .await;
+    reload_stop.cancel();
 
     endpoint.set_ready(false);
     server_stop.cancel();
@@ -109,6 +127,7 @@ fn build_collectors(config: &Config) -> NodeCollectors {
 async fn lead(
     config: Config,
     sinks: Vec<Arc<dyn Sink>>,
+    reloads: Option<watch::Receiver<Arc<FileConfig>>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
@@ -125,18 +144,72 @@ async fn lead(
             Ok(())
         }
     };
-    let logs = node_agent_logs::run(
-        config.file.logs.clone(),
-        &config.identity,
-        sinks,
-        stop.clone(),
-    );
+    let logs = ship_logs(&config, sinks, reloads, &stop);
     let (logs, syscalls) = tokio::join!(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
     );
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
+}
+
+/// The log pipeline, restarted with each accepted reload: the running one drains to its
+/// checkpoint (as at a handover) and the new one resumes from there, so a reload neither
+/// loses nor repeats a record. Sinks of the new configuration are built first; if that
+/// fails the running pipeline stays.
+async fn ship_logs(
+    config: &Config,
+    mut sinks: Vec<Arc<dyn Sink>>,
+    mut reloads: Option<watch::Receiver<Arc<FileConfig>>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut logs = config.file.logs.clone();
+    loop {
+        let generation = stop.child_token();
+        let run = node_agent_logs::run(logs.clone(), &config.identity, sinks, generation.clone());
+        tokio::pin!(run);
+        let next = loop {
+            let changed = async {
+                match reloads.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = &mut run => return result,
+                true = changed => {}
+                else => {
+                    // The reload watcher is gone (shutdown): only the pipeline is left.
+                    reloads = None;
+                    continue;
+                }
+            }
+            let Some(new) = reloads
+                .as_mut()
+                .map(|rx| Arc::clone(&rx.borrow_and_update()))
+            else {
+                continue;
+            };
+            let built = node_agent_logs::preflight(&new.logs).and_then(|()| {
+                node_agent_sinks::build_all_in(&new.sinks.0, &config.identity, &new.logs.state_dir)
+            });
+            match built {
+                Ok(new_sinks) => break (new, new_sinks),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "config reload refused: the new sinks cannot be built; keeping the running pipeline"
+                ),
+            }
+        };
+        generation.cancel();
+        run.await
+            .context("draining the log pipeline for a reload")?;
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        (logs, sinks) = (next.0.logs.clone(), next.1);
+        tracing::info!("config reloaded: log pipeline restarted from its checkpoint");
+    }
 }
 
 /// Runs one leader subsystem, keeping its health state; a failure stops its siblings.

@@ -99,6 +99,8 @@ pub struct Config {
     pub log: LogConfig,
     pub identity: NodeIdentity,
     pub file: FileConfig,
+    /// `--config.file`, re-read on SIGHUP or when its content changes (`reload`).
+    pub config_file: Option<PathBuf>,
     pub worker_threads: usize,
 }
 
@@ -133,6 +135,7 @@ impl Config {
             },
             identity: NodeIdentity::from_env(),
             file,
+            config_file: raw.config_file,
             worker_threads: raw.worker_threads,
         })
     }

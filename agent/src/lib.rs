@@ -13,6 +13,7 @@
 pub mod app;
 pub mod config;
 pub mod logging;
+pub mod reload;
 pub mod shutdown;
 
 pub use node_agent_core as core;

@@ -204,33 +204,86 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
 }
 
 /// Runs the pod log source with `sinks` until `shutdown`, then drains (see [`run`]).
+/// One sink: one lane. Several: one lane per sink, each with its own reader, queue and
+/// checkpoint, so a sink that is down or slow holds back only itself (see [`delivery`]).
 pub async fn run_with_sinks(
     config: LogsConfig,
     node: String,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    let router = std::sync::Arc::new(router::Router::new(sinks)?);
-    let source = sources::pods::PodsSource::new(
-        sources::pods::PodsLayout {
-            pods_dir: config.pods_dir.clone(),
-            filter: sources::pods::discovery::NamespaceFilter {
-                include: config.namespaces_include.clone(),
-                exclude: config.namespaces_exclude.clone(),
+    anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
+    let pods = |config: &LogsConfig| {
+        sources::pods::PodsSource::new(
+            sources::pods::PodsLayout {
+                pods_dir: config.pods_dir.clone(),
+                filter: sources::pods::discovery::NamespaceFilter {
+                    include: config.namespaces_include.clone(),
+                    exclude: config.namespaces_exclude.clone(),
+                },
+                node: node.clone(),
+                max_line_bytes: config.max_line_bytes,
             },
-            node,
-            max_line_bytes: config.max_line_bytes,
-        },
-        config.tail_settings(),
-    );
-    delivery::run_source(
-        source,
-        config.stages()?,
-        config.delivery_settings(),
-        router,
-        shutdown,
-    )
-    .await
+            config.tail_settings(),
+        )
+    };
+    if sinks.len() == 1 {
+        let router = router::Router::new(sinks.clone())?.counting_unrouted(sinks);
+        return delivery::run_source(
+            pods(&config),
+            config.stages()?,
+            config.delivery_settings(),
+            std::sync::Arc::new(router),
+            shutdown,
+        )
+        .await;
+    }
+    // A lane that fails (its checkpoint cannot be read) stops the others: the error ends
+    // the leadership, and a pod shipping to some sinks only would hide it.
+    let stop = shutdown.child_token();
+    let mut lanes = tokio::task::JoinSet::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let mut router = router::Router::new(vec![std::sync::Arc::clone(sink)])?;
+        if i == 0 {
+            router = router.counting_unrouted(sinks.clone());
+        }
+        let settings = delivery::DeliverySettings {
+            lane: Some(sink.name().to_string()),
+            ..config.delivery_settings()
+        };
+        let run = delivery::run_source(
+            pods(&config),
+            config.stages()?,
+            settings,
+            std::sync::Arc::new(router),
+            stop.clone(),
+        );
+        let name = sink.name().to_string();
+        lanes.spawn(async move { (name, run.await) });
+    }
+    let mut total = RunSummary::default();
+    let mut first_error = None;
+    while let Some(joined) = lanes.join_next().await {
+        match joined {
+            Ok((_, Ok(summary))) => {
+                total.batches_delivered += summary.batches_delivered;
+                total.records_delivered += summary.records_delivered;
+                total.batches_abandoned += summary.batches_abandoned;
+            }
+            Ok((name, Err(e))) => {
+                stop.cancel();
+                first_error.get_or_insert(e.context(format!("delivery lane of sink {name}")));
+            }
+            Err(e) => {
+                stop.cancel();
+                first_error.get_or_insert(anyhow::anyhow!("delivery lane task failed: {e}"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 impl LogsConfig {
@@ -270,6 +323,7 @@ impl LogsConfig {
                 max_bytes: self.batch_max_bytes,
                 timeout: self.batch_timeout,
             },
+            lane: None,
         }
     }
 }

@@ -12,6 +12,9 @@ pub struct LogsMetrics {
     pub lines_read: IntCounter,
     pub bytes_read: IntCounter,
     pub records_shipped: IntCounter,
+    pub records_delivered: IntCounterVec,
+    pub records_unrouted: IntCounter,
+    pub records_not_routed: IntCounterVec,
     pub delivery_failures: IntCounterVec,
     pub malformed_lines: IntCounter,
     pub truncated_messages: IntCounter,
@@ -50,6 +53,30 @@ pub fn metrics() -> &'static LogsMetrics {
         records_shipped: counter(
             "node_agent_logs_records_shipped_total",
             "Log records confirmed by every sink.",
+        ),
+        records_delivered: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_records_delivered_total",
+                    "Log records the sink confirmed (dead-lettered ones included).",
+                ),
+                &["sink"],
+            )
+            .expect("static metric definition"),
+        ),
+        records_unrouted: counter(
+            "node_agent_logs_records_unrouted_total",
+            "Log records no sink's `match:` takes; they count as delivered.",
+        ),
+        records_not_routed: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_records_not_routed_total",
+                    "Log records the sink's `match:` does not take.",
+                ),
+                &["sink"],
+            )
+            .expect("static metric definition"),
         ),
         delivery_failures: telemetry::register(
             IntCounterVec::new(

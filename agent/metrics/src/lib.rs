@@ -9,6 +9,7 @@ pub(crate) mod fixtures;
 pub mod http;
 pub mod process;
 pub mod procfile;
+pub mod status;
 pub mod telemetry;
 
 pub mod arp;

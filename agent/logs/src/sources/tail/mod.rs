@@ -293,10 +293,13 @@ impl<L: Layout> TailSource<L> {
             if poll {
                 wait = wait.min(IDLE_POLL);
             }
+            // A due lag update is a deadline too: after the last acknowledgement nothing
+            // else may wake us, and the gauge would show the delivered bytes as lag.
             for d in [
                 run.builder.deadline(),
                 follow_up,
                 run.ctx.stages.next_deadline(),
+                lag_due,
             ]
             .into_iter()
             .flatten()
