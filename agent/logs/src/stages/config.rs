@@ -31,6 +31,7 @@ pub enum ProcessorConfig {
     Regex(super::parse::ParserConfig),
     Filter(super::filter::FilterConfig),
     Redact(super::redact::RedactConfig),
+    Throttle(super::throttle::ThrottleConfig),
 }
 
 /// What a stage is built with besides its own settings.
@@ -62,6 +63,7 @@ impl ProcessorConfig {
             ProcessorConfig::Regex(_) => "regex",
             ProcessorConfig::Filter(_) => "filter",
             ProcessorConfig::Redact(_) => "redact",
+            ProcessorConfig::Throttle(_) => "throttle",
         }
     }
 
@@ -74,6 +76,7 @@ impl ProcessorConfig {
             ProcessorConfig::Regex(c) => boxed(c.build(ParserKind::Regex, cx)),
             ProcessorConfig::Filter(c) => boxed(c.build(cx)),
             ProcessorConfig::Redact(c) => boxed(c.build(cx)),
+            ProcessorConfig::Throttle(c) => boxed(c.build(cx)),
         }
     }
 }

@@ -649,10 +649,19 @@ impl<L: Layout> TailSource<L> {
     /// bytes were read.
     fn read_pass(&mut self, run: &mut Run) -> bool {
         let mut read_any = false;
+        let now = Instant::now();
+        let stages = &run.ctx.stages;
         let keys: Vec<FileKey> = self
             .files
             .values()
             .filter(|t| t.woken || !t.at_eof || t.detached_since.is_some())
+            // A throttle slowing this file's container down: it waits, the others are read.
+            .filter(|t| {
+                t.meta
+                    .as_ref()
+                    .and_then(|m| stages.paused_until(m.file_id))
+                    .is_none_or(|until| until <= now)
+            })
             .map(|t| t.key)
             .collect();
         for key in keys {
