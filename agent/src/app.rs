@@ -144,7 +144,11 @@ async fn lead(
             Ok(())
         }
     };
-    let logs = ship_logs(&config, sinks, reloads, &stop);
+    // Started before the logs so that files found at start can wait for their pods.
+    let kube = &config.file.kubernetes;
+    let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
+    let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
+    let logs = ship_logs(&config, sinks, enrichment, reloads, &stop);
     let (logs, syscalls) = tokio::join!(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
@@ -160,13 +164,20 @@ async fn lead(
 async fn ship_logs(
     config: &Config,
     mut sinks: Vec<Arc<dyn Sink>>,
+    enrichment: Option<node_agent_logs::Enrichment>,
     mut reloads: Option<watch::Receiver<Arc<FileConfig>>>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut logs = config.file.logs.clone();
     loop {
         let generation = stop.child_token();
-        let run = node_agent_logs::run(logs.clone(), &config.identity, sinks, generation.clone());
+        let run = node_agent_logs::run(
+            logs.clone(),
+            &config.identity,
+            sinks,
+            enrichment.clone(),
+            generation.clone(),
+        );
         tokio::pin!(run);
         let next = loop {
             let changed = async {

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod config;
+pub mod kube;
 pub mod logging;
 pub mod reload;
 pub mod shutdown;
@@ -19,6 +20,7 @@ pub mod shutdown;
 pub use node_agent_core as core;
 pub use node_agent_core::{host, node as identity};
 pub use node_agent_handover as handover;
+pub use node_agent_kube as kube_cache;
 pub use node_agent_logs as logs;
 pub use node_agent_metrics as metrics;
 pub use node_agent_metrics::telemetry;

@@ -17,8 +17,9 @@
 //!   ([`checkpoint`]) after each one. A position moves only after every sink confirmed
 //!   everything before it: at-least-once delivery, and no duplicates across a clean
 //!   restart. A record a stage drops counts as delivered.
-//! - Sources today: pod logs ([`sources::pods`], over the shared file tailing in
-//!   [`sources::tail`]).
+//! - Sources: pod logs ([`sources::pods`], over the shared file tailing in
+//!   [`sources::tail`]) and the systemd journal ([`sources::journal`]), each with its own
+//!   delivery side and checkpoint file.
 
 pub mod ack;
 pub mod batch;
@@ -97,6 +98,11 @@ pub struct LogsConfig {
     pub namespaces_include: Vec<String>,
     /// Never these namespaces.
     pub namespaces_exclude: Vec<String>,
+    /// The systemd journal ([`sources::journal`]).
+    pub journal: sources::journal::JournalSourceConfig,
+    /// Host log files by glob ([`sources::files`]). Unset: `/var/log/*.log` on a host
+    /// without `pods_dir` (a laptop or VM), none on a Kubernetes node (decided by [`run`]).
+    pub files: Option<Vec<sources::files::FilesEntry>>,
 }
 
 impl Default for LogsConfig {
@@ -120,6 +126,8 @@ impl Default for LogsConfig {
             drain_timeout: Duration::from_secs(20),
             namespaces_include: Vec::new(),
             namespaces_exclude: Vec::new(),
+            journal: sources::journal::JournalSourceConfig::default(),
+            files: None,
         }
     }
 }
@@ -168,15 +176,34 @@ impl Validate for LogsConfig {
             self.max_line_bytes,
             problems,
         );
+        self.journal.validate(&at.key("journal"), problems);
+        if let Some(files) = &self.files {
+            sources::files::config::validate(files, &at.key("files"), problems);
+            if problems.is_empty()
+                && let Err(e) = sources::files::compile_all(files)
+            {
+                problems.add(&at.key("files"), e.to_string());
+            }
+        }
     }
 }
 
+/// Kubernetes metadata for pod log records: the node's metadata cache and how long a
+/// file may wait for its pod (see [`stages::enrich`]).
+#[derive(Clone)]
+pub struct Enrichment {
+    pub lookup: std::sync::Arc<dyn node_agent_core::kube::PodLookup>,
+    pub settings: stages::enrich::EnrichSettings,
+}
+
 /// Runs the pipeline with `sinks` until `shutdown`, then drains in-flight batches (bounded
-/// by `logs.drain_timeout`) and persists the final checkpoint.
+/// by `logs.drain_timeout`) and persists the final checkpoint. With `enrichment`, pod
+/// records carry Kubernetes metadata.
 pub async fn run(
     logs: LogsConfig,
     node: &NodeIdentity,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if !logs.enabled {
@@ -184,7 +211,9 @@ pub async fn run(
         shutdown.cancelled().await;
         return Ok(());
     }
-    run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
+    let mut logs = logs;
+    logs.resolve_auto();
+    run_enriched(logs, node.node_name.clone(), sinks, enrichment, shutdown).await?;
     Ok(())
 }
 
@@ -200,20 +229,50 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
     )
     .check()
     .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
+    checkpoint::CheckpointStore::<sources::journal::JournalPosition>::new(
+        &config.state_dir,
+        sources::journal::CHECKPOINT_FILE,
+    )
+    .check()
+    .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
+    for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
+        checkpoint::CheckpointStore::<sources::tail::file_id::FileEntry>::new(
+            &config.state_dir,
+            &sources::files::checkpoint_file(&group),
+        )
+        .check()
+        .with_context(|| format!("logs.state_dir {}", config.state_dir.display()))?;
+    }
     Ok(())
 }
 
-/// Runs the pod log source with `sinks` until `shutdown`, then drains (see [`run`]).
-/// One sink: one lane. Several: one lane per sink, each with its own reader, queue and
-/// checkpoint, so a sink that is down or slow holds back only itself (see [`delivery`]).
+/// Runs every configured source with `sinks` until `shutdown`, then drains (see [`run`]).
+/// Each source has its own delivery side and checkpoint; the first one to fail stops the
+/// others. One sink: one lane per source. Several: one lane per source and sink, each with
+/// its own reader, queue and checkpoint, so a sink that is down or slow holds back only
+/// itself (see [`delivery`]). Unset `enabled` switches count as off here ([`run`]
+/// resolves them first).
 pub async fn run_with_sinks(
     config: LogsConfig,
     node: String,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    run_enriched(config, node, sinks, None, shutdown).await
+}
+
+/// [`run_with_sinks`] with Kubernetes metadata on pod records.
+pub async fn run_enriched(
+    config: LogsConfig,
+    node: String,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
-    let pods = |config: &LogsConfig| {
+    let stop = shutdown.child_token();
+    let mut runs: Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)> = Vec::new();
+    let pods = || {
         sources::pods::PodsSource::new(
             sources::pods::PodsLayout {
                 pods_dir: config.pods_dir.clone(),
@@ -227,56 +286,47 @@ pub async fn run_with_sinks(
             config.tail_settings(),
         )
     };
-    if sinks.len() == 1 {
-        let router = router::Router::new(sinks.clone())?.counting_unrouted(sinks);
-        return delivery::run_source(
-            pods(&config),
-            config.stages()?,
-            config.delivery_settings(),
-            std::sync::Arc::new(router),
-            shutdown,
-        )
-        .await;
-    }
-    // A lane that fails (its checkpoint cannot be read) stops the others: the error ends
-    // the leadership, and a pod shipping to some sinks only would hide it.
-    let stop = shutdown.child_token();
-    let mut lanes = tokio::task::JoinSet::new();
-    for (i, sink) in sinks.iter().enumerate() {
-        let mut router = router::Router::new(vec![std::sync::Arc::clone(sink)])?;
-        if i == 0 {
-            router = router.counting_unrouted(sinks.clone());
-        }
-        let settings = delivery::DeliverySettings {
-            lane: Some(sink.name().to_string()),
-            ..config.delivery_settings()
+    config.spawn_lanes(pods, enrichment.as_ref(), &sinks, &stop, &mut runs)?;
+    if config.journal.is_enabled() {
+        let journal = || {
+            sources::journal::JournalSource::new(
+                config.journal.clone(),
+                node.clone(),
+                config.max_line_bytes,
+            )
         };
-        let run = delivery::run_source(
-            pods(&config),
-            config.stages()?,
-            settings,
-            std::sync::Arc::new(router),
-            stop.clone(),
-        );
-        let name = sink.name().to_string();
-        lanes.spawn(async move { (name, run.await) });
+        config.spawn_lanes(journal, None, &sinks, &stop, &mut runs)?;
+    }
+    for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
+        let files = || {
+            sources::files::FilesSource::new(
+                sources::files::FilesLayout {
+                    compiled: group.clone(),
+                    node: node.clone(),
+                    max_line_bytes: config.max_line_bytes,
+                },
+                config.tail_settings(),
+            )
+        };
+        config.spawn_lanes(files, None, &sinks, &stop, &mut runs)?;
     }
     let mut total = RunSummary::default();
-    let mut first_error = None;
-    while let Some(joined) = lanes.join_next().await {
-        match joined {
-            Ok((_, Ok(summary))) => {
-                total.batches_delivered += summary.batches_delivered;
-                total.records_delivered += summary.records_delivered;
-                total.batches_abandoned += summary.batches_abandoned;
+    let mut first_error: Option<anyhow::Error> = None;
+    // Awaited in order, but a failure anywhere cancels `stop` from inside its task.
+    for (name, handle) in runs {
+        match handle.await {
+            Ok(Ok(s)) => {
+                total.batches_delivered += s.batches_delivered;
+                total.records_delivered += s.records_delivered;
+                total.batches_abandoned += s.batches_abandoned;
             }
-            Ok((name, Err(e))) => {
+            Ok(Err(e)) => {
                 stop.cancel();
-                first_error.get_or_insert(e.context(format!("delivery lane of sink {name}")));
+                first_error.get_or_insert(e.context(format!("log source {name}")));
             }
             Err(e) => {
                 stop.cancel();
-                first_error.get_or_insert(anyhow::anyhow!("delivery lane task failed: {e}"));
+                first_error.get_or_insert(anyhow::anyhow!("log source {name} task: {e}"));
             }
         }
     }
@@ -287,9 +337,98 @@ pub async fn run_with_sinks(
 }
 
 impl LogsConfig {
+    /// Decides the switches left unset: the journal runs when a journal directory exists;
+    /// host files default to `/var/log/*.log` where there is no `pods_dir` (standalone).
+    pub fn resolve_auto(&mut self) {
+        if self.journal.resolve_enabled() {
+            tracing::info!(directories = ?self.journal.directories, "shipping the systemd journal");
+        }
+        if self.files.is_none() {
+            let standalone = !self.pods_dir.is_dir();
+            self.files = Some(if standalone {
+                tracing::info!(pods_dir = %self.pods_dir.display(), "no pod logs on this host; shipping /var/log/*.log");
+                vec![sources::files::FilesEntry {
+                    paths: vec!["/var/log/*.log".into()],
+                    exclude: Vec::new(),
+                    format: sources::files::FileFormat::Plain,
+                }]
+            } else {
+                Vec::new()
+            });
+        }
+    }
+
+    /// Runs the source `make` builds on one lane per sink (one lane in all for a single
+    /// sink); a failure cancels `stop` for the others.
+    fn spawn_lanes<S: source::Source>(
+        &self,
+        make: impl Fn() -> S,
+        enrichment: Option<&Enrichment>,
+        sinks: &[std::sync::Arc<dyn Sink>],
+        stop: &CancellationToken,
+        runs: &mut Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)>,
+    ) -> anyhow::Result<()> {
+        let single = sinks.len() == 1;
+        for (i, sink) in sinks.iter().enumerate() {
+            let routed = if single {
+                sinks.to_vec()
+            } else {
+                vec![std::sync::Arc::clone(sink)]
+            };
+            let mut router = router::Router::new(routed)?;
+            // Records no sink takes are counted once per source, by its first lane.
+            if i == 0 {
+                router = router.counting_unrouted(sinks.to_vec());
+            }
+            let settings = delivery::DeliverySettings {
+                lane: (!single).then(|| sink.name().to_string()),
+                ..self.delivery_settings()
+            };
+            let source = make();
+            let name = match &settings.lane {
+                Some(lane) => format!("{} (sink {lane})", source::Source::name(&source)),
+                None => source::Source::name(&source).to_string(),
+            };
+            let run = delivery::run_source(
+                source,
+                self.stages_with(enrichment.cloned())?,
+                settings,
+                std::sync::Arc::new(router),
+                stop.clone(),
+            );
+            let stop = stop.clone();
+            runs.push((
+                name,
+                tokio::spawn(async move {
+                    let result = run.await;
+                    if result.is_err() {
+                        stop.cancel();
+                    }
+                    result
+                }),
+            ));
+            if single {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The stage chain these settings ask for (`parse_json` first, then `processors`).
     pub fn stages(&self) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        self.stages_with(None)
+    }
+
+    /// The stage chain, with the enrich stage first when `enrichment` is given (so later
+    /// stages can read pod metadata and `node-agent.io/*` hints).
+    pub fn stages_with(
+        &self,
+        enrichment: Option<Enrichment>,
+    ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
         let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
+        if let Some(e) = enrichment {
+            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
+        }
         if self.parse_json {
             leading.push(Box::new(stages::parse::Parser::legacy_json()));
         }

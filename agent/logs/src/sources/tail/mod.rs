@@ -108,6 +108,12 @@ pub trait Layout: Send + 'static {
     fn source_meta(&self, info: &Self::Info, path: &Path, file_id: u64) -> SourceMeta;
     /// Labels of the `node_agent_logs_lag_bytes` series the file counts towards.
     fn lag_labels(&self, info: &Self::Info) -> [String; 3];
+    /// Directory levels below [`Self::root`] watched for changes (0: the root only).
+    fn watch_depth(&self) -> usize {
+        watch::MAX_DEPTH
+    }
+    /// Completes a record before the stages (e.g. fields parsed from its message).
+    fn decorate(&self, _info: &Self::Info, _record: &mut LogRecord) {}
 }
 
 /// Settings of the tailing machinery (from `logs:`).
@@ -492,8 +498,9 @@ impl<L: Layout> TailSource<L> {
     }
 
     fn ensure_watch(&mut self, run: &Run) {
-        match watch::watch(
+        match watch::watch_to_depth(
             self.layout.root(),
+            self.layout.watch_depth(),
             Arc::clone(&self.changes),
             run.ctx.wake_tx.clone(),
         ) {
@@ -756,6 +763,7 @@ impl<L: Layout> TailSource<L> {
             );
             r.truncated = p.truncated;
             r.malformed = p.malformed;
+            self.layout.decorate(&t.info, &mut r);
             ctx.stages.process(r, &mut |r| builder.push(r));
             fed += 1;
         }
