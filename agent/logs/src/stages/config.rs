@@ -40,12 +40,24 @@ pub struct BuildContext<'a> {
     pub problems: &'a mut Problems,
     /// `logs.max_line_bytes`: the default size cap of joined messages.
     pub max_line_bytes: usize,
+    /// Whether the stage counts into the process's metrics. With several sinks every sink's
+    /// lane runs its own chain over the same records; only the first lane counts.
+    pub counting: bool,
 }
 
 impl BuildContext<'_> {
     /// The compiled `match:` of an entry.
     pub fn matcher(&mut self, config: &MatchConfig) -> Matcher {
         Matcher::compile(config, &self.at.key("match"), self.problems)
+    }
+
+    /// `vec{labels}`, or a counter nobody exports when this chain does not count.
+    pub fn counter(
+        &self,
+        vec: &prometheus::IntCounterVec,
+        labels: &[&str],
+    ) -> prometheus::IntCounter {
+        counter(self.counting, vec, labels)
     }
 
     /// The metric label of an entry.
@@ -81,6 +93,20 @@ impl ProcessorConfig {
     }
 }
 
+/// `vec{labels}` when `counting`, else a counter nobody exports.
+pub fn counter(
+    counting: bool,
+    vec: &prometheus::IntCounterVec,
+    labels: &[&str],
+) -> prometheus::IntCounter {
+    if counting {
+        vec.with_label_values(labels)
+    } else {
+        prometheus::IntCounter::new("uncounted", "a lane that does not count")
+            .expect("static metric definition")
+    }
+}
+
 fn boxed(stage: Option<impl Stage + 'static>) -> Option<Box<dyn Stage>> {
     stage.map(|s| Box::new(s) as Box<dyn Stage>)
 }
@@ -90,6 +116,7 @@ pub fn build_all(
     processors: &[ProcessorConfig],
     at: &KeyPath,
     max_line_bytes: usize,
+    counting: bool,
     problems: &mut Problems,
 ) -> Vec<Box<dyn Stage>> {
     let mut stages = Vec::new();
@@ -99,6 +126,7 @@ pub fn build_all(
             at: &at,
             problems: &mut *problems,
             max_line_bytes,
+            counting,
         };
         if let Some(stage) = p.build(&mut cx) {
             stages.push(stage);
@@ -113,10 +141,17 @@ pub fn chain(
     processors: &[ProcessorConfig],
     at: &KeyPath,
     max_line_bytes: usize,
+    counting: bool,
 ) -> Result<Chain, InvalidConfig> {
     let mut problems = Problems::new();
     let mut stages = leading;
-    stages.extend(build_all(processors, at, max_line_bytes, &mut problems));
+    stages.extend(build_all(
+        processors,
+        at,
+        max_line_bytes,
+        counting,
+        &mut problems,
+    ));
     problems.into_result()?;
     Ok(Chain::new(stages))
 }

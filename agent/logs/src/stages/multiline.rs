@@ -665,6 +665,7 @@ mod tests {
             at: &at,
             problems: &mut problems,
             max_line_bytes: 256 * 1024,
+            counting: true,
         };
         let built = config.build(&mut cx);
         problems.into_result().map_err(|e| e.to_string())?;

@@ -106,6 +106,7 @@ impl RedactConfig {
     pub fn build(&self, cx: &mut BuildContext<'_>) -> Option<Redact> {
         let at = cx.at.clone();
         let matcher = cx.matcher(&self.matcher);
+        let counting = cx.counting;
         let problems = &mut *cx.problems;
         let mut sources: Vec<(String, String, bool, String)> = Vec::new();
         let all_builtins = self.builtins.is_empty() && self.patterns.is_empty();
@@ -164,7 +165,7 @@ impl RedactConfig {
                 regex,
                 replacement,
                 luhn,
-                count: metrics().redactions.with_label_values(&[&name]),
+                count: super::config::counter(counting, &metrics().redactions, &[&name]),
             });
         }
         let set = problems.take(
@@ -295,6 +296,7 @@ mod tests {
             at: &at,
             problems: &mut problems,
             max_line_bytes: 1024,
+            counting: true,
         };
         let r = config.build(&mut cx);
         problems.into_result().map_err(|e| e.to_string())?;

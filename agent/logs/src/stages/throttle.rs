@@ -136,7 +136,8 @@ impl ThrottleConfig {
             buckets: HashMap::new(),
             files: HashMap::new(),
             last: None,
-            dropped: metrics().dropped_records.with_label_values(&[&reason]),
+            dropped: cx.counter(&metrics().dropped_records, &[&reason]),
+            counting: cx.counting,
             last_sweep: Instant::now(),
         })
     }
@@ -191,6 +192,8 @@ pub struct Throttle {
     /// Key of the last source seen (records of one file come in runs).
     last: Option<(Arc<SourceMeta>, String)>,
     dropped: IntCounter,
+    /// Whether this lane counts per container (see `BuildContext::counting`).
+    counting: bool,
     last_sweep: Instant,
 }
 
@@ -272,10 +275,12 @@ impl Stage for Throttle {
             out.push(record);
         } else {
             self.dropped.inc();
-            let s = &record.source;
-            throttled_counter()
-                .with_label_values(&[&s.namespace, &s.pod, &s.container])
-                .inc();
+            if self.counting {
+                let s = &record.source;
+                throttled_counter()
+                    .with_label_values(&[&s.namespace, &s.pod, &s.container])
+                    .inc();
+            }
         }
     }
 
@@ -311,6 +316,7 @@ mod tests {
             at: &at,
             problems: &mut problems,
             max_line_bytes: 1024,
+            counting: true,
         };
         let t = config.build(&mut cx);
         problems.into_result().map_err(|e| e.to_string())?;
