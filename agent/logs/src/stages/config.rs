@@ -1,17 +1,21 @@
-//! `logs.processors`: the ordered list of stages, each `{type: …, match: …, …}`.
+//! `logs.processors`: the ordered list of stages, each `{type: …, name: …, match: …, …}`.
 //!
 //! ```yaml
 //! logs:
 //!   processors:
-//!     - type: multiline            # join stack traces (see stages::multiline)
-//!       detector: auto
-//!     - type: json                 # parsers: json, logfmt, regex (see stages::parse)
-//!       match: {namespace: prod-*}
+//!     - type: multiline            # join stack traces            (stages::multiline)
+//!     - type: json                 # json | logfmt | regex parsers (stages::parse)
+//!       match: {namespace: prod-*} # which records (stages::matcher); others pass unchanged
+//!     - type: filter               # keep / drop                  (stages::filter)
+//!     - type: redact               # mask secrets                 (stages::redact)
+//!     - type: throttle             # rate limit per container     (stages::throttle)
 //! ```
 //!
-//! Validation compiles every entry (regexes, globs, formats) and reports each problem at its
-//! key path, e.g. `logs.processors[2].pattern: invalid regex …`; building the chain later
-//! compiles them again from the validated config.
+//! They run after the enrich stage (pod metadata, for `labels:` matches and the multiline
+//! annotation) and after `logs.parse_json`. `name` labels the stage's metrics (`processor`,
+//! `reason`, default: the type). Validation compiles every entry (regexes, globs, formats)
+//! and reports each problem at its key path, e.g. `logs.processors[2].pattern: invalid
+//! regex …`; building the chain later compiles them again from the validated config.
 
 use serde::Deserialize;
 
