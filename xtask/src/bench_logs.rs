@@ -1,7 +1,8 @@
 //! `cargo xtask bench logs [--size 1GiB] [--dir PATH] [--keep]`: generates a backlog of CRI
 //! pod logs, runs the real pipeline (discovery, read, parse, enrich, batch, ack,
 //! checkpoint) into a null sink, and prints throughput, MB per CPU-second and peak RSS.
-//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB.
+//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB. `--processors` adds a multiline
+//! (auto), JSON parse, filter and redaction chain (see [`PROCESSORS`]).
 //!
 //! `cargo xtask bench logs --idle [SECS] [--pods 100] [--containers-per-pod 5]`: the idle
 //! tax every node pays. Runs the release agent binary over that many quiet containers
@@ -32,7 +33,19 @@ struct Options {
     containers: usize,
     /// Seconds the sink is down at the start (reading must pause, memory stay flat).
     outage: Option<u64>,
+    /// Run the records through [`PROCESSORS`].
+    processors: bool,
 }
+
+/// The `--processors` chain: every line passes multiline (each is held until the next),
+/// the JSON lines are parsed, one filter (that drops nothing here, so every message is
+/// still counted) and the built-in redactions.
+const PROCESSORS: &str = r#"[
+    {"type": "multiline", "detector": "auto"},
+    {"type": "json", "level": "level"},
+    {"type": "filter", "name": "bench", "message": "^DROP-ME "},
+    {"type": "redact"}
+]"#;
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -41,6 +54,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         keep: false,
         containers: 8,
         outage: None,
+        processors: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -51,9 +65,10 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 o.containers = it.next().context("--containers needs a value")?.parse()?
             }
             "--keep" => o.keep = true,
+            "--processors" => o.processors = true,
             "--outage" => o.outage = Some(it.next().context("--outage needs seconds")?.parse()?),
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS]"
+                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS] [--processors]"
             ),
         }
     }
@@ -235,6 +250,11 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let config = LogsConfig {
         pods_dir,
         state_dir,
+        processors: if o.processors {
+            serde_json::from_str(PROCESSORS).context("bench processors")?
+        } else {
+            Vec::new()
+        },
         ..LogsConfig::default()
     };
     let cpu0 = cpu_seconds();
@@ -269,7 +289,14 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     );
     let mb = bytes as f64 / 1e6;
     let hwm = status_kib("VmHWM:").unwrap_or(0);
-    println!("logs pipeline (discover+read+parse+enrich+batch+ack+checkpoint → null sink):");
+    println!(
+        "logs pipeline (discover+read+parse+enrich{}+batch+ack+checkpoint → null sink):",
+        if o.processors {
+            "+multiline+json+filter+redact"
+        } else {
+            ""
+        }
+    );
     println!(
         "  messages        {shipped} in {} batches",
         summary.batches_delivered
