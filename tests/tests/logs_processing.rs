@@ -149,7 +149,10 @@ async fn restart_in_the_middle_of_a_stack_trace_loses_and_duplicates_nothing() {
     ]);
     // Groups never time out in the first run: the agent stops with the trace open.
     let first = "[{type: multiline, detector: java, flush_timeout: 1h}]";
-    let run = start(root, config(root, first));
+    let mut cfg = config(root, first);
+    // Lines and traces straddle read chunks.
+    cfg.read_chunk_bytes = 37;
+    let run = start(root, cfg);
     let before = wait_for_records(root, 4).await;
     // Give the pipeline the chance to (wrongly) ship more.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -367,4 +370,56 @@ async fn slow_throttle_delays_only_the_noisy_container_and_drops_nothing() {
         quiet_at < 300,
         "the quiet pod is not queued behind the noisy one's backlog (at {quiet_at})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_in_the_middle_of_a_trace_ships_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut pod = Pod::create(&root.join("pods"));
+    pod.write(&[
+        ("stdout", "F", "INFO before"),
+        ("stderr", "F", "Traceback (most recent call last):"),
+        (
+            "stderr",
+            "F",
+            "  File \"/app/main.py\", line 3, in <module>",
+        ),
+    ]);
+    let run = start(
+        root,
+        config(
+            root,
+            "[{type: multiline, detector: python, flush_timeout: 200ms}]",
+        ),
+    );
+    wait_for_records(root, 1).await;
+    // kubelet rotates: the rest of the trace goes to the new file.
+    std::fs::rename(&pod.log, pod.log.with_extension("log.20240501-120000")).unwrap();
+    pod.write(&[
+        ("stderr", "F", "    main()"),
+        ("stderr", "F", "ValueError: boom"),
+        ("stdout", "F", "INFO after"),
+    ]);
+    let all = wait_for_records(root, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.stop().await;
+    assert_eq!(shipped(root).len(), all.len());
+    // Groups never span files: the trace is cut at the rotation, but nothing is lost or
+    // shipped twice.
+    let mut lines: Vec<&str> = messages(&all).iter().flat_map(|m| m.split('\n')).collect();
+    lines.sort();
+    let mut want = vec![
+        "INFO before",
+        "Traceback (most recent call last):",
+        "  File \"/app/main.py\", line 3, in <module>",
+        "    main()",
+        "ValueError: boom",
+        "INFO after",
+    ];
+    want.sort();
+    assert_eq!(lines, want);
+    assert!(messages(&all).contains(
+        &"Traceback (most recent call last):\n  File \"/app/main.py\", line 3, in <module>"
+    ));
 }
