@@ -76,7 +76,8 @@ pub struct MultilineConfig {
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub flush_timeout: Duration,
     /// Pod annotation whose value names the detector for that pod's containers (`none`
-    /// turns joining off); needs the annotation kept by the Kubernetes metadata config.
+    /// turns joining off). `node-agent.io/*` ones always reach the stage (as hints); others
+    /// only if the Kubernetes metadata config keeps them.
     pub annotation: String,
 }
 
@@ -547,10 +548,13 @@ impl Multiline {
         if !self.matcher.matches(source) {
             return None;
         }
-        let chosen = source
-            .kubernetes
-            .as_ref()
-            .and_then(|k| k.annotations.get(&self.annotation));
+        // `node-agent.io/*` annotations arrive as hints, unaffected by the annotation filter.
+        let chosen = source.kubernetes.as_ref().and_then(|k| {
+            self.annotation
+                .strip_prefix("node-agent.io/")
+                .and_then(|hint| k.hints.get(hint))
+                .or_else(|| k.annotations.get(&self.annotation))
+        });
         match chosen.map(|v| v.trim()) {
             None => Some(0),
             Some("none" | "off" | "false") => None,
