@@ -17,6 +17,8 @@
 //! advance. `slow`: nothing is dropped; the key's files are not read again until its bucket
 //! has refilled ([`Stage::paused_until`]), so the container's backlog waits on disk (it may
 //! rotate away if it stays over the limit for long) while every other file is read as usual.
+//! Only tailed files can wait like this; for the journal `slow` does not limit (use `drop`).
+//! With several sinks each sink's lane has its own buckets.
 //! Buckets of keys not seen for five minutes are forgotten.
 
 use std::collections::HashMap;
