@@ -218,6 +218,32 @@ pub async fn run(
     Ok(())
 }
 
+/// Ships the live records from `alerts` (runtime-security alerts) as a source of their own
+/// beside [`run`]'s, with the same sinks and routes. Runs even with `logs.enabled` false
+/// (that switch is about container logs).
+pub async fn run_alerts(
+    logs: &LogsConfig,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    alerts: std::sync::mpsc::Receiver<node_agent_core::record::LogRecord>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = std::sync::Arc::new(router::Router::new(sinks)?);
+    let live = sources::live::LiveSource::new("security", SECURITY_CHECKPOINT_FILE, alerts);
+    delivery::run_source(
+        live,
+        stages::Chain::new(Vec::new()),
+        logs.delivery_settings(),
+        router,
+        shutdown,
+    )
+    .await
+    .context("security alerts")?;
+    Ok(())
+}
+
+/// Checkpoint of the security alert source (a count; nothing resumes from it).
+pub const SECURITY_CHECKPOINT_FILE: &str = "security-alerts.json";
+
 /// What can be checked before leading: the state dir is usable and every source's
 /// checkpoint readable. Changes nothing.
 pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
