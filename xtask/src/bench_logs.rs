@@ -1,7 +1,8 @@
 //! `cargo xtask bench logs [--size 1GiB] [--dir PATH] [--keep]`: generates a backlog of CRI
 //! pod logs, runs the real pipeline (discovery, read, parse, enrich, batch, ack,
 //! checkpoint) into a null sink, and prints throughput, MB per CPU-second and peak RSS.
-//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB.
+//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB. `--processors` adds a multiline
+//! (auto), JSON parse, filter and redaction chain (see [`PROCESSORS`]).
 //!
 //! `--one-sink-down SECS`: two null sinks, one of them down for the first SECS seconds
 //! (its own delivery lane stalls; the files are its buffer). Prints the healthy sink's
@@ -39,7 +40,19 @@ struct Options {
     outage: Option<u64>,
     /// Seconds a second sink is down while the first ships.
     one_down: Option<u64>,
+    /// Run the records through [`PROCESSORS`].
+    processors: bool,
 }
+
+/// The `--processors` chain: every line passes multiline (each is held until the next),
+/// the JSON lines are parsed, one filter (that drops nothing here, so every message is
+/// still counted) and the built-in redactions.
+const PROCESSORS: &str = r#"[
+    {"type": "multiline", "detector": "auto"},
+    {"type": "json", "level": "level"},
+    {"type": "filter", "name": "bench", "message": "^DROP-ME "},
+    {"type": "redact"}
+]"#;
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -49,6 +62,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         containers: 8,
         outage: None,
         one_down: None,
+        processors: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -59,6 +73,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 o.containers = it.next().context("--containers needs a value")?.parse()?
             }
             "--keep" => o.keep = true,
+            "--processors" => o.processors = true,
             "--outage" => o.outage = Some(it.next().context("--outage needs seconds")?.parse()?),
             "--one-sink-down" => {
                 o.one_down = Some(
@@ -68,7 +83,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 )
             }
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS] [--one-sink-down SECS]"
+                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS] [--one-sink-down SECS] [--processors]"
             ),
         }
     }
@@ -321,6 +336,11 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let config = LogsConfig {
         pods_dir,
         state_dir,
+        processors: if o.processors {
+            serde_json::from_str(PROCESSORS).context("bench processors")?
+        } else {
+            Vec::new()
+        },
         ..LogsConfig::default()
     };
     let cpu0 = cpu_seconds();
@@ -360,7 +380,14 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     );
     let mb = bytes as f64 / 1e6;
     let hwm = status_kib("VmHWM:").unwrap_or(0);
-    println!("logs pipeline (discover+read+parse+enrich+batch+ack+checkpoint → null sink):");
+    println!(
+        "logs pipeline (discover+read+parse+enrich{}+batch+ack+checkpoint → null sink):",
+        if o.processors {
+            "+multiline+json+filter+redact"
+        } else {
+            ""
+        }
+    );
     println!(
         "  messages        {shipped} in {} batches",
         summary.batches_delivered

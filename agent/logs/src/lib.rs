@@ -174,6 +174,7 @@ impl Validate for LogsConfig {
             &self.processors,
             &at.key("processors"),
             self.max_line_bytes,
+            false,
             problems,
         );
         self.journal.validate(&at.key("journal"), problems);
@@ -417,7 +418,7 @@ impl LogsConfig {
             };
             let run = delivery::run_source(
                 source,
-                self.stages_with(enrichment.cloned())?,
+                self.stages_for_lane(enrichment.cloned(), i == 0)?,
                 settings,
                 std::sync::Arc::new(router),
                 stop.clone(),
@@ -451,6 +452,16 @@ impl LogsConfig {
         &self,
         enrichment: Option<Enrichment>,
     ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        self.stages_for_lane(enrichment, true)
+    }
+
+    /// The chain of one delivery lane; only a `counting` one counts drops, parse failures
+    /// and redactions (every lane sees the same records).
+    pub fn stages_for_lane(
+        &self,
+        enrichment: Option<Enrichment>,
+        counting: bool,
+    ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
         let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
         if let Some(e) = enrichment {
             leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
@@ -463,6 +474,7 @@ impl LogsConfig {
             &self.processors,
             &KeyPath::root().key("logs").key("processors"),
             self.max_line_bytes,
+            counting,
         )
     }
 
@@ -568,6 +580,41 @@ mod tests {
                 serde_yaml_ng::from_str::<LogsConfig>(unknown).is_err(),
                 "{unknown}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_first_lane_counts() {
+        let c: LogsConfig =
+            serde_yaml_ng::from_str("processors: [{type: filter, name: t-lane-drop}]").unwrap();
+        let counter = metrics::metrics()
+            .dropped_records
+            .with_label_values(&["t-lane-drop"]);
+        let before = counter.get();
+        for (counting, want) in [(false, 0), (true, 1)] {
+            let mut chain = c.stages_for_lane(None, counting).unwrap();
+            let meta = std::sync::Arc::new(node_agent_core::record::SourceMeta {
+                kind: node_agent_core::record::SourceKind::Pod,
+                namespace: "ns".into(),
+                pod: "p".into(),
+                pod_uid: "u".into(),
+                container: "c".into(),
+                node: "n".into(),
+                path: PathBuf::from("/x"),
+                file_id: 1,
+                kubernetes: None,
+            });
+            let r = node_agent_core::record::LogRecord::new(
+                meta,
+                0,
+                node_agent_core::record::Stream::Stdout,
+                0,
+                "x".into(),
+            );
+            let mut shipped = 0;
+            chain.process(r, &mut |_| shipped += 1);
+            assert_eq!(shipped, 0, "dropped in every lane");
+            assert_eq!(counter.get() - before, want);
         }
     }
 }
