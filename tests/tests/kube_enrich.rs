@@ -89,6 +89,11 @@ impl Fixture {
     }
 }
 
+/// A pod uid as kubelet's directory names need it (a UUID), from a short test name.
+fn uid(n: u8) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
 fn web_pod(uid: &str) -> PodBuilder {
     PodBuilder::new("shop", &format!("web-7d4b9c8f6-{uid}"), uid, NODE)
         .label("app", "web")
@@ -148,16 +153,21 @@ const MISSES: &str = "node_agent_k8s_metadata_misses_total";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_carry_labels_workload_image_and_namespace_and_node_labels() {
     let f = Fixture::new().await;
-    f.server.upsert(web_pod("u1").build());
+    f.server.upsert(web_pod(&uid(1)).build());
     let agent = AgentProc::start("enrich", &f.config(&[])).await.unwrap();
     metric_at_least(&agent, UP, 1.0).await;
-    f.write("web-7d4b9c8f6-u1", "u1", "app", &["hello"]);
+    f.write(
+        &format!("web-7d4b9c8f6-{}", uid(1)),
+        &uid(1),
+        "app",
+        &["hello"],
+    );
     let r = record(&f.dirs.sink_path, "hello", &agent).await;
     // The path's flat fields stay; the nested object adds the metadata.
-    assert_eq!(r["pod"], "web-7d4b9c8f6-u1");
+    assert_eq!(r["pod"], format!("web-7d4b9c8f6-{}", uid(1)));
     let k = &r["kubernetes"];
     assert_eq!(k["namespace"], "shop");
-    assert_eq!(k["pod"]["uid"], "u1");
+    assert_eq!(k["pod"]["uid"], uid(1).as_str());
     assert_eq!(k["labels"]["app"], "web");
     assert_eq!(k["labels"]["app.kubernetes.io/part-of"], "shop");
     assert_eq!(k["deployment"]["name"], "web");
@@ -192,13 +202,21 @@ async fn records_carry_labels_workload_image_and_namespace_and_node_labels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_down_records_still_ship_and_enrichment_resumes() {
     let f = Fixture::new().await;
-    f.server.upsert(web_pod("u2").build());
+    f.server.upsert(web_pod(&uid(2)).build());
     f.server.set_down(true).await.unwrap();
     let agent = AgentProc::start("enrich", &f.config(&[])).await.unwrap();
-    f.write("web-7d4b9c8f6-u2", "u2", "app", &["while down"]);
+    f.write(
+        &format!("web-7d4b9c8f6-{}", uid(2)),
+        &uid(2),
+        "app",
+        &["while down"],
+    );
     let r = record(&f.dirs.sink_path, "while down", &agent).await;
     assert_eq!(r["namespace"], "shop");
-    assert_eq!(r["kubernetes"]["pod"]["name"], "web-7d4b9c8f6-u2");
+    assert_eq!(
+        r["kubernetes"]["pod"]["name"],
+        format!("web-7d4b9c8f6-{}", uid(2))
+    );
     assert_eq!(r["kubernetes"]["labels"], Value::Null, "no metadata yet");
     metric_at_least(&agent, MISSES, 1.0).await;
     let (status, body) = agent.get("/healthz").await.unwrap();
@@ -208,7 +226,12 @@ async fn api_server_down_records_still_ship_and_enrichment_resumes() {
 
     f.server.set_down(false).await.unwrap();
     metric_at_least(&agent, UP, 1.0).await;
-    f.write("web-7d4b9c8f6-u2", "u2", "app", &["after"]);
+    f.write(
+        &format!("web-7d4b9c8f6-{}", uid(2)),
+        &uid(2),
+        "app",
+        &["after"],
+    );
     let r = record(&f.dirs.sink_path, "after", &agent).await;
     assert_eq!(
         r["kubernetes"]["labels"]["app"], "web",
@@ -225,10 +248,15 @@ async fn a_file_before_its_pod_waits_for_it() {
         .await
         .unwrap();
     metric_at_least(&agent, UP, 1.0).await;
-    f.write("web-7d4b9c8f6-u3", "u3", "app", &["early"]);
+    f.write(
+        &format!("web-7d4b9c8f6-{}", uid(3)),
+        &uid(3),
+        "app",
+        &["early"],
+    );
     metric_at_least(&agent, "node_agent_k8s_held_records", 1.0).await;
     assert!(shipped(&f.dirs.sink_path).is_empty(), "held, not shipped");
-    f.server.upsert(web_pod("u3").build());
+    f.server.upsert(web_pod(&uid(3)).build());
     let r = record(&f.dirs.sink_path, "early", &agent).await;
     assert_eq!(r["kubernetes"]["labels"]["app"], "web");
     assert_eq!(agent.metric(MISSES).await.unwrap(), Some(0.0));
@@ -238,22 +266,32 @@ async fn a_file_before_its_pod_waits_for_it() {
 async fn exclusion_annotations_drop_records() {
     let f = Fixture::new().await;
     f.server.upsert(
-        web_pod("u4")
+        web_pod(&uid(4))
             .annotation("node-agent.io/exclude-containers", "sidecar")
             .build(),
     );
     f.server.upsert(
-        PodBuilder::new("shop", "noisy", "u5", NODE)
+        PodBuilder::new("shop", "noisy", &uid(5), NODE)
             .annotation("node-agent.io/exclude", "true")
             .container("app", "noisy:1")
             .build(),
     );
     let agent = AgentProc::start("enrich", &f.config(&[])).await.unwrap();
     metric_at_least(&agent, UP, 1.0).await;
-    f.write("web-7d4b9c8f6-u4", "u4", "sidecar", &["envoy says"]);
-    f.write("noisy", "u5", "app", &["noise"]);
+    f.write(
+        &format!("web-7d4b9c8f6-{}", uid(4)),
+        &uid(4),
+        "sidecar",
+        &["envoy says"],
+    );
+    f.write("noisy", &uid(5), "app", &["noise"]);
     metric_at_least(&agent, "node_agent_k8s_excluded_records_total", 2.0).await;
-    f.write("web-7d4b9c8f6-u4", "u4", "app", &["kept"]);
+    f.write(
+        &format!("web-7d4b9c8f6-{}", uid(4)),
+        &uid(4),
+        "app",
+        &["kept"],
+    );
     record(&f.dirs.sink_path, "kept", &agent).await;
     let messages: Vec<Value> = shipped(&f.dirs.sink_path)
         .into_iter()
