@@ -417,7 +417,11 @@ impl LogsConfig {
             };
             let run = delivery::run_source(
                 source,
-                self.stages_with(enrichment.cloned())?,
+                self.stages_with(enrichment.cloned().map(|mut e| {
+                    // Counted once per source, by its first lane.
+                    e.settings.counted = i == 0;
+                    e
+                }))?,
                 settings,
                 std::sync::Arc::new(router),
                 stop.clone(),

@@ -56,6 +56,10 @@ pub struct EnrichSettings {
     pub hold_time: Duration,
     /// Bytes of held records across all files.
     pub hold_max_bytes: usize,
+    /// Whether this stage counts records in the `node_agent_k8s_*_records_total`
+    /// counters: a source runs one lane (and enrich stage) per sink, and only its first
+    /// lane counts, so a record counts once however many sinks it goes to.
+    pub counted: bool,
 }
 
 impl Default for EnrichSettings {
@@ -63,6 +67,7 @@ impl Default for EnrichSettings {
         Self {
             hold_time: Duration::from_secs(2),
             hold_max_bytes: 8 * 1024 * 1024,
+            counted: true,
         }
     }
 }
@@ -225,23 +230,39 @@ impl Enrich {
         let outcome = f.outcome.clone();
         self.held_bytes -= hold.bytes;
         self.held_records -= hold.records.len();
-        metrics().held.set(self.held_records as i64);
+        metrics().held.sub(hold.records.len() as i64);
         for r in hold.records {
-            apply(&outcome, r, out);
+            apply(&outcome, r, out, self.settings.counted);
         }
     }
 }
 
-fn apply(outcome: &Outcome, mut record: LogRecord, out: &mut Vec<LogRecord>) {
+impl Drop for Enrich {
+    fn drop(&mut self) {
+        // The gauge is shared by every lane's stage: take back what this one held.
+        metrics().held.sub(self.held_records as i64);
+    }
+}
+
+fn apply(outcome: &Outcome, mut record: LogRecord, out: &mut Vec<LogRecord>, counted: bool) {
+    let m = metrics();
     match outcome {
         Outcome::Enriched(meta) => {
             record.source = Arc::clone(meta);
-            metrics().enriched.inc();
+            if counted {
+                m.enriched.inc();
+            }
             out.push(record);
         }
-        Outcome::Excluded => metrics().excluded.inc(),
+        Outcome::Excluded => {
+            if counted {
+                m.excluded.inc();
+            }
+        }
         Outcome::Missing => {
-            metrics().misses.inc();
+            if counted {
+                m.misses.inc();
+            }
             out.push(record);
         }
     }
@@ -265,30 +286,30 @@ impl Stage for Enrich {
             self.track(&source);
         }
         let Some(f) = self.files.get(&file_id) else {
-            return apply(&Outcome::Missing, record, out);
+            return apply(&Outcome::Missing, record, out, self.settings.counted);
         };
         if f.hold.is_some() && !matches!(f.outcome, Outcome::Missing) {
             // The pod arrived: what was held goes first, in file order.
             self.release(file_id, out);
         }
         let Some(f) = self.files.get_mut(&file_id) else {
-            return apply(&Outcome::Missing, record, out);
+            return apply(&Outcome::Missing, record, out, self.settings.counted);
         };
         if f.hold.is_none() {
             let outcome = f.outcome.clone();
-            return apply(&outcome, record, out);
+            return apply(&outcome, record, out, self.settings.counted);
         }
         let bytes = record.message.len() + RECORD_OVERHEAD;
         if self.held_bytes + bytes > self.settings.hold_max_bytes {
             self.release(file_id, out);
-            return apply(&Outcome::Missing, record, out);
+            return apply(&Outcome::Missing, record, out, self.settings.counted);
         }
         if let Some(hold) = f.hold.as_mut() {
             hold.bytes += bytes;
             hold.records.push(record);
             self.held_bytes += bytes;
             self.held_records += 1;
-            metrics().held.set(self.held_records as i64);
+            metrics().held.inc();
         }
     }
 
@@ -546,6 +567,7 @@ mod tests {
             EnrichSettings {
                 hold_time: Duration::from_secs(60),
                 hold_max_bytes: 3 * (RECORD_OVERHEAD + 2),
+                counted: true,
             },
         );
         let s = source(1, "late");
