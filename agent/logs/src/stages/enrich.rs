@@ -29,7 +29,7 @@
 //! `node-agent.io/exclude-containers`, drops the records (counted in
 //! `node_agent_k8s_excluded_records_total`); a dropped record counts as delivered.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -130,11 +130,21 @@ struct FileState {
     _lease: Lease,
 }
 
+/// The last file's outcome, for the next record of the same file (sources read a chunk
+/// of one file at a time): no hashing at all then.
+struct Last {
+    /// Held, so that the pointer comparison cannot match a new allocation.
+    source: Arc<SourceMeta>,
+    generation: u64,
+    outcome: Outcome,
+}
+
 /// The enrich stage (see the module docs).
 pub struct Enrich {
     lookup: Arc<dyn PodLookup>,
     settings: EnrichSettings,
-    files: HashMap<u64, FileState>,
+    files: FxHashMap<u64, FileState>,
+    last: Option<Last>,
     held_bytes: usize,
     held_records: usize,
 }
@@ -144,7 +154,8 @@ impl Enrich {
         Self {
             lookup,
             settings,
-            files: HashMap::new(),
+            files: FxHashMap::default(),
+            last: None,
             held_bytes: 0,
             held_records: 0,
         }
@@ -190,6 +201,7 @@ impl Enrich {
     fn track(&mut self, source: &Arc<SourceMeta>) {
         if self.files.len() >= MAX_FILES {
             self.files.retain(|_, f| f.hold.is_some());
+            self.last = None;
         }
         // Read before the lookup, so a change in between is seen on the next record.
         let generation = self.lookup.generation();
@@ -278,6 +290,13 @@ impl Stage for Enrich {
             out.push(record);
             return;
         }
+        let generation = self.lookup.generation();
+        if let Some(last) = &self.last
+            && Arc::ptr_eq(&last.source, &record.source)
+            && last.generation == generation
+        {
+            return apply(&last.outcome, record, out, self.settings.counted);
+        }
         let source = Arc::clone(&record.source);
         let file_id = source.file_id;
         if self.files.contains_key(&file_id) {
@@ -297,6 +316,11 @@ impl Stage for Enrich {
         };
         if f.hold.is_none() {
             let outcome = f.outcome.clone();
+            self.last = Some(Last {
+                source,
+                generation: f.generation,
+                outcome: outcome.clone(),
+            });
             return apply(&outcome, record, out, self.settings.counted);
         }
         let bytes = record.message.len() + RECORD_OVERHEAD;
@@ -349,6 +373,13 @@ impl Stage for Enrich {
         self.release(file_id, out);
         // Drops the file's lease: a deleted pod may now leave the cache.
         self.files.remove(&file_id);
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.source.file_id == file_id)
+        {
+            self.last = None;
+        }
     }
 
     fn held_from(&self, file_id: u64) -> Option<u64> {
@@ -385,7 +416,7 @@ mod tests {
     /// An in-memory cache: pods by uid, a generation, leases counted.
     #[derive(Default)]
     struct FakeLookup {
-        pods: Mutex<HashMap<String, Found>>,
+        pods: Mutex<std::collections::HashMap<String, Found>>,
         generation: AtomicU64,
         current: AtomicBool,
         finds: AtomicUsize,
