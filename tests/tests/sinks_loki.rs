@@ -462,7 +462,7 @@ fn enriched(
             format!("t-{namespace}"),
         )]
         .into(),
-        owner: Some(node_agent::core::kube::Workload {
+        workload: Some(node_agent::core::kube::Workload {
             kind: "Deployment".into(),
             name: workload.into(),
         }),

@@ -464,7 +464,11 @@ impl LogsConfig {
     ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
         let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
         if let Some(e) = enrichment {
-            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
+            let settings = stages::enrich::EnrichSettings {
+                counted: counting,
+                ..e.settings
+            };
+            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, settings)));
         }
         if self.parse_json {
             leading.push(Box::new(stages::parse::Parser::legacy_json()));

@@ -322,7 +322,8 @@ pub enum LokiEncoding {
 ///     container: container
 ///     stream: stream
 ///     app: label:app.kubernetes.io/name
-///   structured_metadata: { pod: pod, pod_uid: pod_uid, node: node }
+///   structured_metadata: { pod: pod, pod_uid: pod_uid, node: node,
+///                          image: metadata:container.image.name }   # any ECS name
 ///   structured_metadata_fields: true         # top-level scalar parsed fields too
 ///   tenant: platform                         # X-Scope-OrgID when `tenant_from` gives none
 ///   tenant_from: annotation:loki.grafana.com/tenant   # or namespace, label:<name>, …

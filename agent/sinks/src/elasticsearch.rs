@@ -21,6 +21,7 @@ use super::config::ElasticsearchConfig;
 use super::deadletter::{DeadLetter, Refusal};
 use super::http::{HttpClient, Settled};
 use super::jsonl::rfc3339_nanos;
+use super::kubernetes::{EcsContainer, Kubernetes, Style};
 use super::metrics::SinkMetrics;
 use super::{DeliverFuture, Sink, SinkError};
 use node_agent_core::backoff::Backoff;
@@ -99,6 +100,8 @@ struct Document<'a> {
     log: Log<'a>,
     kubernetes: Kubernetes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<EcsContainer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<Event<'a>>,
 }
 
@@ -115,25 +118,6 @@ struct Log<'a> {
 #[derive(Serialize)]
 struct LogFile<'a> {
     path: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct Kubernetes<'a> {
-    namespace: &'a str,
-    pod: Pod<'a>,
-    container: Name<'a>,
-    node: Name<'a>,
-}
-
-#[derive(Serialize)]
-struct Pod<'a> {
-    name: &'a str,
-    uid: &'a str,
-}
-
-#[derive(Serialize)]
-struct Name<'a> {
-    name: &'a str,
 }
 
 #[derive(Serialize)]
@@ -270,15 +254,14 @@ impl EsEncoder {
                 truncated: r.truncated,
                 malformed: r.malformed,
             },
-            kubernetes: Kubernetes {
-                namespace: &s.namespace,
-                pod: Pod {
-                    name: &s.pod,
-                    uid: &s.pod_uid,
+            kubernetes: Kubernetes::new(
+                s,
+                Style {
+                    dedot: true,
+                    container_details: false,
                 },
-                container: Name { name: &s.container },
-                node: Name { name: &s.node },
-            },
+            ),
+            container: EcsContainer::new(s),
             event: r.malformed.then_some(Event {
                 original: &r.message,
             }),
@@ -637,6 +620,34 @@ impl Sink for ElasticsearchSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_carry_ecs_kubernetes_and_container_fields() {
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let source = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let r = LogRecord::new(
+            source,
+            0,
+            node_agent_core::record::Stream::Stdout,
+            7,
+            "hi".into(),
+        );
+        let batch = encoder.encode(std::slice::from_ref(&r)).unwrap();
+        let text = std::str::from_utf8(&batch.bytes).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        let k = &doc["kubernetes"];
+        assert_eq!(k["labels"]["app"], "web");
+        assert_eq!(k["labels"]["app_kubernetes_io/name"], "web", "de-dotted");
+        assert_eq!(k["deployment"]["name"], "web");
+        assert_eq!(k["replicaset"]["name"], "web-7d4b9c8f6");
+        assert_eq!(k["namespace_labels"]["env"], "prod");
+        assert_eq!(k["node"]["labels"]["topology_kubernetes_io/zone"], "eu-1a");
+        assert_eq!(k["pod"]["name"], "web-7d4b9c8f6-x2k4p");
+        assert_eq!(doc["container"]["image"]["name"], "nginx:1.27");
+        assert_eq!(doc["container"]["id"], "c0ffee");
+    }
 
     #[test]
     fn reads_per_item_results() {

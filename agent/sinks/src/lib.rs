@@ -14,6 +14,7 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod jsonl;
+pub mod kubernetes;
 pub mod loki;
 pub mod metrics;
 pub mod otlp;
