@@ -1,7 +1,8 @@
 //! The HTTP endpoint: `/metrics` (text 0.0.4, gzip when asked, `?collect[]=` and
-//! `?exclude[]=`), `/healthz`, `/readyz` and a landing page; TLS, basic auth and extra
-//! headers from `--web.config.file`. Connections are capped and must send their request
-//! headers within a timeout, so idle or slow clients cannot pile up.
+//! `?exclude[]=`), `/healthz`, `/readyz`, and the status page (`/` as HTML, `/status` as
+//! JSON); TLS, basic auth and extra headers from `--web.config.file`. Connections are
+//! capped and must send their request headers within a timeout, so idle or slow clients
+//! cannot pile up.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exposition::CONTENT_TYPE;
 use super::{MetricSet, NodeCollectors};
+use crate::status::StatusPage;
 use crate::telemetry;
 use crate::webconfig::{BasicAuth, WebServerSettings};
 
@@ -41,6 +43,7 @@ pub struct MetricsEndpoint {
     spare: Mutex<Option<MetricSet>>,
     /// Capacity for the next body: the last one's size plus some.
     body_hint: AtomicUsize,
+    status: StatusPage,
     auth: Arc<BasicAuth>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
@@ -54,6 +57,7 @@ impl MetricsEndpoint {
     ) -> Self {
         Self {
             collectors: Arc::new(collectors),
+            status: StatusPage::new("", &telemetry_path),
             telemetry_path,
             exporter_metrics,
             limit: (max_requests > 0).then(|| Semaphore::new(max_requests)),
@@ -63,6 +67,12 @@ impl MetricsEndpoint {
             auth: Arc::new(BasicAuth::new(Default::default())),
             headers: Vec::new(),
         }
+    }
+
+    /// Names the node on the status page.
+    pub fn with_node_name(mut self, node: &str) -> Self {
+        self.status = StatusPage::new(node, &self.telemetry_path);
+        self
     }
 
     /// Applies `--web.config.file`'s basic auth users and response headers (TLS is the
@@ -135,7 +145,16 @@ impl MetricsEndpoint {
             "/healthz" => healthz(),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-            "/" => html(&self.telemetry_path),
+            "/" => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                self.status.snapshot().to_html().into_bytes(),
+            ),
+            "/status" => respond(
+                StatusCode::OK,
+                "application/json",
+                self.status.snapshot().to_json(),
+            ),
             _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
         }
     }
@@ -299,16 +318,11 @@ fn healthz() -> Response<Full<Bytes>> {
     text(code, &body)
 }
 
-fn html(telemetry_path: &str) -> Response<Full<Bytes>> {
-    let body = format!(
-        "<html><head><title>node-agent</title></head><body><h1>node-agent</h1>\
-         <p><a href=\"{telemetry_path}\">Metrics</a></p><p><a href=\"/healthz\">Health</a></p></body></html>\n"
-    );
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
