@@ -16,6 +16,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v journalctl >/dev/null || need+=(systemd)
 # Headless Chromium renders the status page in tests/tests/status_page.rs.
 command -v chromium >/dev/null || need+=(chromium)
+# runc runs the agent with exactly the DaemonSet's privileges (tests/tests/production_privileges.rs).
+command -v runc >/dev/null || need+=(runc)
 # arm64 cross build and its unit tests under emulation (.ci/steps/arm64.sh).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 [[ -f /usr/aarch64-linux-gnu/lib/libc.a ]] || need+=(libc6-dev-arm64-cross)
