@@ -8,6 +8,8 @@ command -v curl >/dev/null || need+=(curl)
 # ip and unshare run the kept-files test in its own network namespace.
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
+# nft makes conntrack entries in a test's own network namespace (tests/tests/conntrack_netns.rs).
+command -v nft >/dev/null || need+=(nftables)
 # systemd-journal-remote writes real journal files for the journal reader's tests; journalctl
 # (package systemd) reads them back as the oracle.
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)

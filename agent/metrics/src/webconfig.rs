@@ -471,21 +471,26 @@ pub struct BasicAuth {
     users: BTreeMap<String, String>,
     hasher: std::collections::hash_map::RandomState,
     verified: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Checked for unknown users so that the answer takes as long as for a known one (no
+    /// user enumeration by timing): made on first need, at the users' lowest cost.
+    dummy: std::sync::OnceLock<String>,
+    dummy_cost: u32,
 }
 
 /// Successful credentials remembered at most; the cache is emptied when full.
 const AUTH_CACHE_MAX: usize = 256;
 
-/// A hash checked for unknown users so that the answer takes as long as for a known one
-/// (no user enumeration by timing); made once, at bcrypt's default cost.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("dummy", bcrypt::DEFAULT_COST).unwrap_or_default())
-}
-
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> Self {
+        let dummy_cost = users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .min()
+            .unwrap_or(bcrypt::DEFAULT_COST);
         Self {
+            dummy: Default::default(),
+            dummy_cost,
             users,
             hasher: Default::default(),
             verified: Default::default(),
@@ -517,7 +522,10 @@ impl BasicAuth {
             return false;
         };
         let Some(hash) = self.users.get(user) else {
-            let _ = bcrypt::verify(password, dummy_hash());
+            let dummy = self
+                .dummy
+                .get_or_init(|| bcrypt::hash("dummy", self.dummy_cost).unwrap_or_default());
+            let _ = bcrypt::verify(password, dummy);
             return false;
         };
         let key = self.hasher.hash_one((user, password, hash));
@@ -644,6 +652,6 @@ mod tests {
         assert!(!auth.check(Some(header("bob:secret").as_bytes())));
         assert!(!auth.check(Some(b"Bearer x")));
         assert!(!auth.check(None));
-        assert!(bcrypt::verify("dummy", dummy_hash()).unwrap());
+        assert_eq!(auth.dummy_cost, 4);
     }
 }
