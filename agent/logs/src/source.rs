@@ -107,7 +107,7 @@ pub trait Source: Send + 'static {
     fn name(&self) -> &'static str;
 
     /// Name of its checkpoint file under the state directory.
-    fn checkpoint_file(&self) -> &'static str;
+    fn checkpoint_file(&self) -> &str;
 
     /// Reads until `stop`, then seals and sends what it read and returns.
     fn run(self: Box<Self>, ctx: SourceContext<Self::Position>, stop: &CancellationToken) -> Exit;

@@ -89,7 +89,7 @@ impl Source for PodsSource {
         "pods"
     }
 
-    fn checkpoint_file(&self) -> &'static str {
+    fn checkpoint_file(&self) -> &str {
         CHECKPOINT_FILE
     }
 

@@ -108,6 +108,12 @@ pub trait Layout: Send + 'static {
     fn source_meta(&self, info: &Self::Info, path: &Path, file_id: u64) -> SourceMeta;
     /// Labels of the `node_agent_logs_lag_bytes` series the file counts towards.
     fn lag_labels(&self, info: &Self::Info) -> [String; 3];
+    /// Directory levels below [`Self::root`] watched for changes (0: the root only).
+    fn watch_depth(&self) -> usize {
+        watch::MAX_DEPTH
+    }
+    /// Completes a record before the stages (e.g. fields parsed from its message).
+    fn decorate(&self, _info: &Self::Info, _record: &mut LogRecord) {}
 }
 
 /// Settings of the tailing machinery (from `logs:`).
@@ -277,7 +283,8 @@ impl<L: Layout> TailSource<L> {
             if read_any {
                 continue;
             }
-            if !self.updates.is_empty() && run.builder.is_empty() && !self.seal_and_send(&mut run) {
+            // Positions move on also when stages dropped (or hold) everything read.
+            if run.builder.is_empty() && self.positions_pending() && !self.seal_and_send(&mut run) {
                 return Exit::ReceiverGone;
             }
             let now = Instant::now();
@@ -289,10 +296,13 @@ impl<L: Layout> TailSource<L> {
             if poll {
                 wait = wait.min(IDLE_POLL);
             }
+            // A due lag update is a deadline too: after the last acknowledgement nothing
+            // else may wake us, and the gauge would show the delivered bytes as lag.
             for d in [
                 run.builder.deadline(),
                 follow_up,
                 run.ctx.stages.next_deadline(),
+                lag_due,
             ]
             .into_iter()
             .flatten()
@@ -305,10 +315,15 @@ impl<L: Layout> TailSource<L> {
                 let _ = run.ctx.wake_rx.recv_timeout(wait);
             }
         }
-        if (!run.builder.is_empty() || !self.updates.is_empty()) && !self.seal_and_send(&mut run) {
+        if (!run.builder.is_empty() || self.positions_pending()) && !self.seal_and_send(&mut run) {
             return Exit::ReceiverGone;
         }
         Exit::Shutdown
+    }
+
+    /// Position updates not yet sealed into a batch: forgotten files, or files read since.
+    fn positions_pending(&self) -> bool {
+        !self.updates.is_empty() || self.files.values().any(|t| t.dirty)
     }
 
     /// Marks the files this pass reads: all (full pass) or those the kernel said changed.
@@ -479,8 +494,9 @@ impl<L: Layout> TailSource<L> {
     }
 
     fn ensure_watch(&mut self, run: &Run) {
-        match watch::watch(
+        match watch::watch_to_depth(
             self.layout.root(),
+            self.layout.watch_depth(),
             Arc::clone(&self.changes),
             run.ctx.wake_tx.clone(),
         ) {
@@ -732,6 +748,7 @@ impl<L: Layout> TailSource<L> {
             );
             r.truncated = p.truncated;
             r.malformed = p.malformed;
+            self.layout.decorate(&t.info, &mut r);
             ctx.stages.process(r, &mut |r| builder.push(r));
         }
     }

@@ -94,7 +94,7 @@ impl Changes {
 }
 
 /// Deepest directory level watched below the root (pods: pod dir, container dir).
-const MAX_DEPTH: usize = 4;
+pub const MAX_DEPTH: usize = 4;
 /// Bound on watched directories; beyond it the periodic pass covers the rest.
 const MAX_WATCHES: usize = 65_536;
 
@@ -117,11 +117,23 @@ impl Drop for Watcher {
 /// Watches `root` and its directories into `changes`; every change pokes `wake`
 /// (coalesced: a full channel means the reader is already due to wake).
 pub fn watch(root: &Path, changes: Arc<Changes>, wake: SyncSender<()>) -> std::io::Result<Watcher> {
+    watch_to_depth(root, MAX_DEPTH, changes, wake)
+}
+
+/// [`watch`] down to `max_depth` directory levels below `root` (0: only `root`), so a
+/// source whose files sit right in `/var/log` does not watch `/var/log/pods/**` too.
+pub fn watch_to_depth(
+    root: &Path,
+    max_depth: usize,
+    changes: Arc<Changes>,
+    wake: SyncSender<()>,
+) -> std::io::Result<Watcher> {
     let inotify = Inotify::init()?;
     let mut tree = Tree {
         inotify,
         dirs: HashMap::new(),
         root_depth: root.components().count(),
+        max_depth: max_depth.min(MAX_DEPTH),
     };
     if !root.is_dir() {
         return Err(std::io::Error::new(
@@ -130,7 +142,9 @@ pub fn watch(root: &Path, changes: Arc<Changes>, wake: SyncSender<()>) -> std::i
         ));
     }
     tree.add_tree(root, &changes);
-    let (stop_rx, stop_tx) = nix::unistd::pipe()?;
+    // Close-on-exec: a child process started while we watch (anything the agent or a test
+    // spawns) must not inherit the write end, or dropping the watcher never hangs up.
+    let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let thread = std::thread::Builder::new()
         .name("logs-watch".into())
         .spawn(move || tree.run(&changes, &wake, stop_rx))?;
@@ -145,6 +159,7 @@ struct Tree {
     inotify: Inotify,
     dirs: HashMap<WatchDescriptor, PathBuf>,
     root_depth: usize,
+    max_depth: usize,
 }
 
 impl Tree {
@@ -168,6 +183,10 @@ impl Tree {
                 changes.lost();
                 return;
             }
+            let level = dir.components().count().saturating_sub(self.root_depth);
+            if level > self.max_depth {
+                continue;
+            }
             match self.inotify.watches().add(&dir, Self::mask()) {
                 Ok(wd) => {
                     self.dirs.insert(wd, dir.clone());
@@ -179,7 +198,7 @@ impl Tree {
                     continue;
                 }
             }
-            if dir.components().count() - self.root_depth >= MAX_DEPTH {
+            if level >= self.max_depth {
                 continue;
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
