@@ -128,7 +128,7 @@ async fn per_item_failures_retry_only_those_items_and_dead_letter_refusals() {
     let dead = std::fs::read_to_string(sink.dead_letter_path()).unwrap();
     let letter: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
     assert_eq!(letter["status"], 400);
-    assert_eq!(letter["record"]["message"], "item-4");
+    assert_eq!(letter["records"][0]["message"], "item-4");
     assert!(
         letter["reason"]
             .as_str()

@@ -182,6 +182,9 @@ pub struct HttpOptions {
     /// NDJSON file for records the receiver refused for good
     /// (default: `<state dir>/deadletter/<name>.ndjson`).
     pub dead_letter_path: Option<PathBuf>,
+    /// Size at which the dead-letter file is renamed to `<path>.1` (replacing an older
+    /// one) and started afresh: at most about twice this on disk per sink.
+    pub dead_letter_max_bytes: u64,
     /// Which records this sink takes (see [`RouteMatch`]); absent: all.
     #[serde(rename = "match")]
     pub route: Option<RouteMatch>,
@@ -200,6 +203,7 @@ impl Default for HttpOptions {
             max_request_bytes: 4 << 20,
             headers: BTreeMap::new(),
             dead_letter_path: None,
+            dead_letter_max_bytes: super::deadletter::DEFAULT_MAX_BYTES,
             route: None,
         }
     }
@@ -215,6 +219,9 @@ impl HttpOptions {
         }
         if self.max_request_bytes < 1024 {
             anyhow::bail!("{kind} sink: `max_request_bytes` must be at least 1024");
+        }
+        if self.dead_letter_max_bytes < 4096 {
+            anyhow::bail!("{kind} sink: `dead_letter_max_bytes` must be at least 4096");
         }
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms

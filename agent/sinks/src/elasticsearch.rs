@@ -443,7 +443,12 @@ impl ElasticsearchSink {
             .clone()
             .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
         Ok(Self {
-            dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
+            dead_letter: DeadLetter::with_max_bytes(
+                &name,
+                dead_letter_path,
+                config.http.dead_letter_max_bytes,
+                metrics,
+            ),
             encoder: EsEncoder::new(config)?,
             retry: config.http.retry,
             max_request_bytes: config.http.max_request_bytes,
