@@ -12,6 +12,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 # (package systemd) reads them back as the oracle.
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
 command -v journalctl >/dev/null || need+=(systemd)
+# Headless Chromium renders the status page in tests/tests/status_page.rs.
+command -v chromium >/dev/null || need+=(chromium)
 # arm64 cross build and its unit tests under emulation (.ci/steps/arm64.sh).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 [[ -f /usr/aarch64-linux-gnu/lib/libc.a ]] || need+=(libc6-dev-arm64-cross)

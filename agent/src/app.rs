@@ -13,7 +13,10 @@ use node_agent_core::sink::Sink;
 use node_agent_metrics::http::{self, MetricsEndpoint};
 use node_agent_metrics::{BuildContext, NodeCollectors};
 
-use crate::config::Config;
+use tokio::sync::watch;
+
+use crate::config::{Config, FileConfig};
+use crate::reload;
 use crate::shutdown;
 
 /// Runs the agent until SIGTERM/SIGINT, then drains and returns.
@@ -32,12 +35,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     );
     let collectors = build_collectors(&config);
     let web = &config.metrics.web;
-    let endpoint = Arc::new(MetricsEndpoint::new(
-        collectors,
-        web.telemetry_path.clone(),
-        !web.disable_exporter_metrics,
-        web.max_requests,
-    ));
+    let endpoint = Arc::new(
+        MetricsEndpoint::new(
+            collectors,
+            web.telemetry_path.clone(),
+            !web.disable_exporter_metrics,
+            web.max_requests,
+        )
+        .with_node_name(&config.identity.node_name),
+    );
     // Everything the configuration can break is tried before the lock: a pod that cannot
     // do the leader's work must not take the leadership from one that can.
     let sinks = node_agent_sinks::build_all_in(
@@ -58,15 +64,27 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         server_stop.clone(),
     ));
 
+    // Reload applies to the leader's log pipeline; a standby keeps the latest accepted
+    // configuration and starts from it once it leads.
+    let reload_stop = CancellationToken::new();
+    let reloads = match &config.config_file {
+        Some(path) => Some(
+            reload::watch(path.clone(), config.file.clone(), reload_stop.clone())
+                .map_err(StartupError)?,
+        ),
+        None => None,
+    };
+
     let state_dirs = [config.file.logs.state_dir.clone()];
     let result = node_agent_handover::run(
         &config.file.handover,
         &config.identity,
         &state_dirs,
         shutdown.clone(),
-        |token| lead(config.clone(), sinks, token),
+        |token| lead(config.clone(), sinks, reloads, token),
     )
     .await;
+    reload_stop.cancel();
 
     endpoint.set_ready(false);
     server_stop.cancel();
@@ -109,14 +127,35 @@ fn build_collectors(config: &Config) -> NodeCollectors {
 async fn lead(
     config: Config,
     sinks: Vec<Arc<dyn Sink>>,
+    reloads: Option<watch::Receiver<Arc<FileConfig>>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
+    let ebpf = config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME);
+    let security = &config.file.security;
+    if security.enabled && !ebpf {
+        tracing::warn!("security.enabled needs --collector.syscalls (the eBPF capture); no alerts");
+    }
+    // Alerts enter the log pipeline through a bounded queue; capture never waits on sinks.
+    let (alerts, alerts_rx) = if security.enabled && ebpf {
+        let (tx, rx) = node_agent_syscalls::security::AlertSender::channel(
+            ALERT_QUEUE,
+            &config.identity.node_name,
+        );
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let security_options = alerts.map(|tx| node_agent_syscalls::security::SecurityOptions {
+        config: security.clone(),
+        alerts: Some(tx),
+    });
     let syscalls = async {
-        if config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME) {
+        if ebpf {
             node_agent_syscalls::run_leader(
                 config.syscalls_options(),
                 config.metrics.paths.clone(),
+                security_options,
                 stop.clone(),
             )
             .await
@@ -125,12 +164,29 @@ async fn lead(
             Ok(())
         }
     };
-    let logs = node_agent_logs::run(
-        config.file.logs.clone(),
-        &config.identity,
-        sinks,
-        stop.clone(),
-    );
+    // Started before the logs so that files found at start can wait for their pods.
+    let kube = &config.file.kubernetes;
+    let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
+    let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
+    // Alerts are a live source beside the log sources, on the start-up sinks: a reload
+    // restarts the log sources, while the capture keeps its queue.
+    let alert_sinks = alerts_rx.as_ref().map(|_| sinks.clone());
+    let logs = async {
+        let alerts = async {
+            match (alerts_rx, alert_sinks) {
+                (Some(rx), Some(sinks)) => {
+                    node_agent_logs::run_alerts(&config.file.logs, sinks, rx, stop.clone()).await
+                }
+                _ => Ok(()),
+            }
+        };
+        let (logs, alerts) = tokio::join!(
+            ship_logs(&config, sinks, enrichment, reloads, &stop),
+            alerts
+        );
+        alerts?;
+        logs
+    };
     let (logs, syscalls) = tokio::join!(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
@@ -138,6 +194,75 @@ async fn lead(
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
 }
+
+/// The log pipeline, restarted with each accepted reload: the running one drains to its
+/// checkpoint (as at a handover) and the new one resumes from there, so a reload neither
+/// loses nor repeats a record. Sinks of the new configuration are built first; if that
+/// fails the running pipeline stays.
+async fn ship_logs(
+    config: &Config,
+    mut sinks: Vec<Arc<dyn Sink>>,
+    enrichment: Option<node_agent_logs::Enrichment>,
+    mut reloads: Option<watch::Receiver<Arc<FileConfig>>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut logs = config.file.logs.clone();
+    loop {
+        let generation = stop.child_token();
+        let run = node_agent_logs::run(
+            logs.clone(),
+            &config.identity,
+            sinks,
+            enrichment.clone(),
+            generation.clone(),
+        );
+        tokio::pin!(run);
+        let next = loop {
+            let changed = async {
+                match reloads.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = &mut run => return result,
+                true = changed => {}
+                else => {
+                    // The reload watcher is gone (shutdown): only the pipeline is left.
+                    reloads = None;
+                    continue;
+                }
+            }
+            let Some(new) = reloads
+                .as_mut()
+                .map(|rx| Arc::clone(&rx.borrow_and_update()))
+            else {
+                continue;
+            };
+            let built = node_agent_logs::preflight(&new.logs).and_then(|()| {
+                node_agent_sinks::build_all_in(&new.sinks.0, &config.identity, &new.logs.state_dir)
+            });
+            match built {
+                Ok(new_sinks) => break (new, new_sinks),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "config reload refused: the new sinks cannot be built; keeping the running pipeline"
+                ),
+            }
+        };
+        generation.cancel();
+        run.await
+            .context("draining the log pipeline for a reload")?;
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        (logs, sinks) = (next.0.logs.clone(), next.1);
+        tracing::info!("config reloaded: log pipeline restarted from its checkpoint");
+    }
+}
+
+/// Alerts waiting for the log pipeline at most (each a few hundred bytes).
+const ALERT_QUEUE: usize = 4096;
 
 /// Runs one leader subsystem, keeping its health state; a failure stops its siblings.
 async fn supervised(

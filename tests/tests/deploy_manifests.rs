@@ -50,9 +50,7 @@ fn rendered() -> Option<&'static [Rendered]> {
     static RENDERED: OnceLock<Option<Vec<Rendered>>> = OnceLock::new();
     let rendered = RENDERED
         .get_or_init(|| {
-            let Some(kubectl) = manifests::kubectl() else {
-                return None;
-            };
+            let kubectl = manifests::kubectl()?;
             let mut all: Vec<Rendered> = OVERLAYS
                 .iter()
                 .map(|&(overlay, ebpf)| Rendered {

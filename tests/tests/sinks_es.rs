@@ -295,3 +295,88 @@ async fn bad_configs_fail_with_clear_errors() {
             .contains("exactly one")
     );
 }
+
+#[tokio::test]
+async fn a_2xx_answer_without_one_item_per_record_is_retried() {
+    let es = EsReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink("es-noitems", &state, json!({"url": es.url()}));
+    // Neither is a bulk answer for 4 records: no `items`, then too few.
+    es.answer_next_bulk(1, r#"{"took":1,"errors":false}"#);
+    es.answer_next_bulk(
+        1,
+        r#"{"took":1,"errors":false,"items":[{"create":{"status":201}}]}"#,
+    );
+    let records = batch(&source("ns", "p", "c"), T0, 4, "items");
+    deliver(&sink, &records).await.unwrap();
+    assert_eq!(es.docs().len(), 4);
+    assert!(es.writes().values().all(|&n| n == 1));
+    assert_eq!(sink.metrics().failures("bad_response"), 2);
+    assert_eq!(sink.metrics().records_sent(), 4);
+    assert_eq!(sink.metrics().dead_lettered_records(), 0);
+}
+
+#[tokio::test]
+async fn a_line_the_server_chokes_on_is_dead_lettered_alone_and_the_rest_delivered() {
+    // VictoriaLogs' `_bulk` with a 262,000-byte line between two short ones: it stores the
+    // first, drops the rest and answers 200 with an empty body.
+    let es = EsReceiver::start().await.unwrap();
+    es.set_max_doc_bytes(Some(100_000));
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink("es-choke", &state, json!({"url": es.url()}));
+    let src = source("ns", "p", "c");
+    let records = vec![
+        record(&src, T0, 0, "short one"),
+        record(&src, T0 + 1, 100, &"x".repeat(262_000)),
+        record(&src, T0 + 2, 262_200, "short two"),
+    ];
+    deliver(&sink, &records).await.unwrap();
+    let mut messages = es.messages();
+    messages.sort();
+    assert_eq!(messages, ["short one", "short two"]);
+    assert_eq!(sink.metrics().dead_lettered_records(), 1);
+    let dead = std::fs::read_to_string(sink.dead_letter_path()).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["record"]["offset"], 100);
+    assert!(letter["reason"].as_str().unwrap().contains("empty body"));
+    // Bounded: the whole request twice, then [a] once, [b, c] twice, [b] alone three
+    // times (then dead-lettered), [c] once.
+    assert_eq!(es.bulk_requests(), 2 + 1 + 2 + 3 + 1);
+}
+
+#[tokio::test]
+async fn http_413_splits_the_request_and_a_single_record_is_dead_lettered() {
+    let es = EsReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink("es-413", &state, json!({"url": es.url()}));
+    let records = batch(&source("ns", "p", "c"), T0, 4, "big");
+    // The whole request, then its first half, then the first record alone.
+    es.server().fail_next(3, 413);
+    deliver(&sink, &records).await.unwrap();
+    let mut messages = es.messages();
+    messages.sort();
+    assert_eq!(messages, ["big-1", "big-2", "big-3"]);
+    assert_eq!(sink.metrics().dead_lettered_records(), 1);
+    let dead = std::fs::read_to_string(sink.dead_letter_path()).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["status"], 413);
+    assert_eq!(letter["record"]["message"], "big-0");
+}
+
+#[tokio::test]
+async fn ingest_pipeline_is_named_in_the_bulk_url() {
+    let es = EsReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "es-pipeline",
+        &state,
+        json!({"url": es.url(), "pipeline": "parse-k8s"}),
+    );
+    deliver(&sink, &batch(&source("ns", "p", "c"), T0, 2, "p"))
+        .await
+        .unwrap();
+    let requests = es.server().requests();
+    assert_eq!(requests[0].path, "/_bulk");
+    assert_eq!(requests[0].query.as_deref(), Some("pipeline=parse-k8s"));
+    assert_eq!(es.docs().len(), 2);
+}

@@ -71,7 +71,7 @@ async fn protobuf_push_round_trips_with_labels_tenant_and_order() {
     let web_out: Vec<&str> = entries
         .iter()
         .filter(|e| {
-            e.labels.get("pod").map(String::as_str) == Some("web-1")
+            e.metadata.get("pod").map(String::as_str) == Some("web-1")
                 && e.labels["stream"] == "stdout"
         })
         .map(|e| e.line.as_str())
@@ -83,14 +83,15 @@ async fn protobuf_push_round_trips_with_labels_tenant_and_order() {
         .unwrap();
     assert_eq!(stderr.line, "web stderr \"quoted\"\nline");
     assert_eq!(stderr.timestamp_nanos, T0 + 3);
+    // Default labels: bounded ones only (no workload here: no metadata cache); pod,
+    // pod_uid and node go into structured metadata.
     let labels = &entries[0].labels;
     let names: Vec<&str> = labels.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        ["cluster", "container", "namespace", "node", "pod", "stream"]
-    );
-    assert_eq!(labels["node"], "node-1");
+    assert_eq!(names, ["cluster", "container", "namespace", "stream"]);
     assert_eq!(labels["cluster"], "prod");
+    let meta = &entries[0].metadata;
+    assert_eq!(meta["node"], "node-1");
+    assert!(meta["pod_uid"].starts_with("uid-"));
     assert_eq!(loki.pushes("protobuf"), 1);
     assert_eq!(sink.metrics().records_sent(), 4);
     let request = &loki.server().requests()[0];
@@ -340,4 +341,224 @@ async fn a_stream_split_over_requests_stays_in_timestamp_order() {
         "not in timestamp order"
     );
     assert!(loki.pushes("protobuf") >= 3);
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured() {
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // Our own backoff is at most 20 ms here; the receiver asks for a second.
+    let sink = sink("loki-retry-after", &state, json!({"url": loki.url()}));
+    loki.server().fail_next_retry_after(1, 429, 1);
+    let started = std::time::Instant::now();
+    deliver(&sink, &batch(&source("ns", "p", "c"), T0, 3, "ra"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "resent after {:?}, before Retry-After",
+        started.elapsed()
+    );
+    assert_eq!(loki.lines().len(), 3);
+    assert_eq!(loki.server().requests().len(), 2);
+}
+
+fn dead_letters(sink: &LokiSink) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(sink.dead_letter_path())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn out_of_order_entries_are_dead_lettered_one_by_one() {
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink("loki-ooo", &state, json!({"url": loki.url()}));
+    let a = source("ns", "p", "a");
+    let b = source("ns", "p", "b");
+    deliver(&sink, &[record(&a, T0 + 10, 0, "a-10")])
+        .await
+        .unwrap();
+    // a-5 is behind what Loki holds for stream a; everything else is fine.
+    let second = vec![
+        record(&a, T0 + 5, 100, "a-5"),
+        record(&a, T0 + 11, 200, "a-11"),
+        record(&b, T0 + 1, 0, "b-1"),
+        record(&b, T0 + 2, 100, "b-2"),
+    ];
+    deliver(&sink, &second).await.unwrap();
+    let mut lines = loki.lines();
+    lines.sort();
+    assert_eq!(lines, ["a-10", "a-11", "b-1", "b-2"]);
+    let letters = dead_letters(&sink);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["record"]["message"], "a-5");
+    assert_eq!(letters[0]["status"], 400);
+    assert_eq!(letters[0]["reason"], "entry out of order");
+    assert_eq!(sink.metrics().records_sent(), 4);
+}
+
+#[tokio::test]
+async fn too_old_entries_are_dead_lettered_one_by_one() {
+    let loki = LokiReceiver::start().await.unwrap();
+    loki.set_reject_older_than(T0 + 3);
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "loki-too-old",
+        &state,
+        json!({"url": loki.url(), "encoding": "json"}),
+    );
+    let mut records = batch(&source("ns", "p", "a"), T0, 3, "a");
+    records.extend(batch(&source("ns", "p", "b"), T0 + 2, 3, "b"));
+    // a-0 (T0) and b-0 (T0+2) are older than T0+3; a-1/a-2 are at T0+1ms, T0+2ms.
+    deliver(&sink, &records).await.unwrap();
+    let mut refused: Vec<String> = dead_letters(&sink)
+        .iter()
+        .map(|l| l["record"]["message"].as_str().unwrap().to_string())
+        .collect();
+    refused.sort();
+    assert_eq!(refused, ["a-0", "b-0"]);
+    assert_eq!(loki.lines().len(), 4);
+}
+
+#[tokio::test]
+async fn a_cut_list_of_refusals_dead_letters_that_whole_stream_only() {
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink("loki-cut", &state, json!({"url": loki.url()}));
+    let a = source("ns", "p", "a");
+    let b = source("ns", "p", "b");
+    deliver(&sink, &[record(&a, T0 + 1_000_000_000, 0, "a-late")])
+        .await
+        .unwrap();
+    // Twelve entries behind stream a's newest: Loki lists ten of them.
+    let mut second = batch(&a, T0, 12, "a-old");
+    second.push(record(&a, T0 + 2_000_000_000, 99_999, "a-new"));
+    second.extend(batch(&b, T0, 2, "b"));
+    deliver(&sink, &second).await.unwrap();
+    let refused: Vec<String> = dead_letters(&sink)
+        .iter()
+        .map(|l| l["record"]["message"].as_str().unwrap().to_string())
+        .collect();
+    // Every entry of stream a in that request (a-new too: it may or may not be stored),
+    // nothing of stream b.
+    assert_eq!(refused.len(), 13, "{refused:?}");
+    assert!(refused.iter().all(|m| m.starts_with("a-")));
+    assert!(loki.lines().contains(&"b-0".to_string()));
+}
+
+fn enriched(
+    namespace: &str,
+    pod: &str,
+    workload: &str,
+) -> std::sync::Arc<node_agent::core::record::SourceMeta> {
+    let mut meta = (*source(namespace, pod, "app")).clone();
+    meta.kubernetes = Some(std::sync::Arc::new(node_agent::core::kube::PodMetadata {
+        labels: [("app.kubernetes.io/name".to_string(), workload.to_string())].into(),
+        annotations: [(
+            "loki.grafana.com/tenant".to_string(),
+            format!("t-{namespace}"),
+        )]
+        .into(),
+        owner: Some(node_agent::core::kube::Workload {
+            kind: "Deployment".into(),
+            name: workload.into(),
+        }),
+        ..Default::default()
+    }));
+    std::sync::Arc::new(meta)
+}
+
+#[tokio::test]
+async fn labels_and_structured_metadata_are_configurable_in_both_encodings() {
+    for encoding in ["protobuf", "json"] {
+        let loki = LokiReceiver::start().await.unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let sink = sink(
+            &format!("loki-meta-{encoding}"),
+            &state,
+            json!({"url": loki.url(), "encoding": encoding,
+                "record_labels": {"namespace": "namespace", "app": "label:app.kubernetes.io/name",
+                    "level": "field:level"},
+                "structured_metadata": {"pod": "pod", "kind": "workload_kind"},
+                "structured_metadata_fields": true}),
+        );
+        let src = enriched("shop", "web-7d9f-abcde", "web");
+        let mut a = record(&src, T0, 0, r#"{"level":"info","user":"ann","n":3}"#);
+        a.fields = serde_json::from_str(&a.message).unwrap();
+        let mut b = record(&src, T0 + 1, 100, r#"{"level":"error"}"#);
+        b.fields = serde_json::from_str(&b.message).unwrap();
+        let plain = record(&src, T0 + 2, 200, "not json");
+        deliver(&sink, &[a, b, plain]).await.unwrap();
+        let entries = loki.entries();
+        assert_eq!(entries.len(), 3, "{encoding}");
+        let by_line = |prefix: &str| entries.iter().find(|e| e.line.starts_with(prefix)).unwrap();
+        let info = by_line(r#"{"level":"info""#);
+        assert_eq!(
+            info.labels,
+            [("app", "web"), ("level", "info"), ("namespace", "shop")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            "{encoding}"
+        );
+        assert_eq!(
+            info.metadata,
+            [
+                ("pod", "web-7d9f-abcde"),
+                ("kind", "Deployment"),
+                ("level", "info"),
+                ("user", "ann"),
+                ("n", "3")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+            "{encoding}"
+        );
+        assert_eq!(by_line(r#"{"level":"error""#).labels["level"], "error");
+        let plain = by_line("not json");
+        assert!(!plain.labels.contains_key("level"));
+        assert_eq!(plain.metadata.len(), 2, "{encoding}");
+    }
+}
+
+#[tokio::test]
+async fn tenant_per_record_sends_one_request_per_tenant() {
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "loki-tenants",
+        &state,
+        json!({"url": loki.url(), "tenant": "fallback",
+            "tenant_from": "annotation:loki.grafana.com/tenant"}),
+    );
+    let a = enriched("team-a", "a-1", "a");
+    let b = enriched("team-b", "b-1", "b");
+    let bare = source("team-c", "c-1", "app");
+    let records = vec![
+        record(&a, T0, 0, "a0"),
+        record(&b, T0, 0, "b0"),
+        record(&bare, T0, 0, "c0"),
+        record(&a, T0 + 1, 100, "a1"),
+        record(&b, T0 + 1, 100, "b1"),
+    ];
+    deliver(&sink, &records).await.unwrap();
+    let mut requests: Vec<String> = loki
+        .server()
+        .requests()
+        .iter()
+        .map(|r| r.headers["x-scope-orgid"].to_str().unwrap().to_string())
+        .collect();
+    requests.sort();
+    assert_eq!(requests, ["fallback", "t-team-a", "t-team-b"]);
+    for e in loki.entries() {
+        let want = match &e.line[..1] {
+            "a" => "t-team-a",
+            "b" => "t-team-b",
+            _ => "fallback",
+        };
+        assert_eq!(e.tenant.as_deref(), Some(want), "{}", e.line);
+    }
+    assert_eq!(loki.entries().len(), 5);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use node_agent::host::HostPaths;
-use node_agent::metrics::{BuildContext, CollectorOptions, MetricSet};
+use node_agent::metrics::MetricSet;
 use node_agent::syscalls::loader::{LoadedProgram, PinnedMaps};
 use node_agent::syscalls::{SyscallsConfig, SyscallsOptions, build_collector, cgroups, names};
 
@@ -194,18 +194,11 @@ fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
 
     // The collector reads the pinned map and attributes the cgroup to the fake container.
     let paths = HostPaths::default();
-    let options = CollectorOptions {
-        syscalls: SyscallsOptions {
-            config: fixture.config(),
-            pods_dir: fixture.logs.path().join("pods"),
-        },
-        ..CollectorOptions::default()
+    let options = SyscallsOptions {
+        config: fixture.config(),
+        pods_dir: fixture.logs.path().join("pods"),
     };
-    let collector = build_collector(&BuildContext {
-        paths: &paths,
-        options: &options,
-    })
-    .expect("collector builds");
+    let collector = build_collector(&options, &paths).expect("collector builds");
     let mut set = MetricSet::new();
     collector.update(&mut set).expect("collector update");
     let families = set.into_families();
@@ -493,22 +486,15 @@ async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
 fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
     require_ebpf!();
     let paths = HostPaths::default();
-    let options = CollectorOptions {
-        syscalls: SyscallsOptions {
-            config: SyscallsConfig {
-                pin_path: format!("/sys/fs/bpf/node-agent-test-{}-absent", std::process::id())
-                    .into(),
-                ..SyscallsConfig::default()
-            },
-            pods_dir: "/nonexistent".into(),
+    let options = SyscallsOptions {
+        config: SyscallsConfig {
+            pin_path: format!("/sys/fs/bpf/node-agent-test-{}-absent", std::process::id()).into(),
+            ..SyscallsConfig::default()
         },
-        ..CollectorOptions::default()
+        pods_dir: "/nonexistent".into(),
     };
-    let collector = build_collector(&BuildContext {
-        paths: &paths,
-        options: &options,
-    })
-    .expect("collector builds on a supported kernel");
+    let collector =
+        build_collector(&options, &paths).expect("collector builds on a supported kernel");
     let mut set = MetricSet::new();
     assert!(matches!(
         collector.update(&mut set),

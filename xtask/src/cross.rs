@@ -35,6 +35,7 @@ const TOOLCHAIN: &str = "nightly";
 /// - qemu runs glibc's posix_spawn (clone with CLONE_VM | CLONE_VFORK) as a plain fork, so
 ///   `Command::spawn` returns before the child has exec'd: its `/proc/<pid>/stat` still
 ///   names `qemu-aarch64` (measured: 265 of 300 spawns under load; 0 of 300 natively).
+///
 /// Names are libtest `--skip` filters (substrings of the test path), so they hold whichever
 /// crate the module lives in.
 const SKIPPED_UNDER_QEMU: &[(&str, &str)] = &[

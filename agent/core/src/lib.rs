@@ -13,6 +13,8 @@ pub mod kube;
 pub mod kubelet;
 pub mod node;
 pub mod record;
+pub mod route;
 pub mod sink;
 pub mod state;
+pub mod status;
 pub mod telemetry;

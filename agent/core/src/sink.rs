@@ -39,4 +39,44 @@ pub trait Sink: Send + Sync {
         records: &'a [LogRecord],
         cancel: &'a CancellationToken,
     ) -> DeliverFuture<'a>;
+
+    /// Which records the sink takes (`match:`); `None`: all of them.
+    fn route(&self) -> Option<&crate::route::Matcher> {
+        None
+    }
+
+    /// The most deliveries the pipeline may run on this sink at once (`None`: its own
+    /// limit). A sink whose receiver needs each stream in order (Loki without unordered
+    /// writes) says 1, so a retried batch can never land after a later one.
+    fn max_in_flight(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A sink with the `match:` its config gave it.
+pub struct Routed {
+    pub inner: std::sync::Arc<dyn Sink>,
+    pub matcher: crate::route::Matcher,
+}
+
+impl Sink for Routed {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a> {
+        self.inner.deliver(records, cancel)
+    }
+
+    fn route(&self) -> Option<&crate::route::Matcher> {
+        Some(&self.matcher)
+    }
+
+    fn max_in_flight(&self) -> Option<usize> {
+        self.inner.max_in_flight()
+    }
 }

@@ -9,6 +9,7 @@ use node_agent_core::telemetry::register;
 
 pub(super) struct HandoverMetrics {
     leader: IntGauge,
+    changed: Gauge,
     handovers: IntCounter,
     wait_seconds: Gauge,
     drain_seconds: Gauge,
@@ -24,6 +25,18 @@ pub(super) fn get() -> &'static HandoverMetrics {
             )
             .expect("static metric definition"),
         ),
+        // Initialised at first use, when the process starts as standby.
+        changed: {
+            let g = register(
+                Gauge::new(
+                    "node_agent_leader_state_change_timestamp_seconds",
+                    "Unix time this process last became leader or standby (start-up counts as becoming standby).",
+                )
+                .expect("static metric definition"),
+            );
+            g.set(unix_now());
+            g
+        },
         handovers: register(
             IntCounter::new(
                 "node_agent_handover_total",
@@ -53,6 +66,7 @@ impl HandoverMetrics {
         self.wait_seconds.set(waited.as_secs_f64());
         self.handovers.inc();
         self.leader.set(1);
+        self.changed.set(unix_now());
     }
 
     pub(super) fn drained(&self, drain: Duration) {
@@ -61,5 +75,13 @@ impl HandoverMetrics {
 
     pub(super) fn stopped_leading(&self) {
         self.leader.set(0);
+        self.changed.set(unix_now());
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

@@ -1,6 +1,20 @@
-//! The delivery side of one source: takes its sealed batches, hands them to the router (a
-//! bounded number at once), applies acknowledgements strictly in batch order and persists
-//! the source's checkpoint after each one.
+//! The delivery side of one source for one lane: takes its sealed batches, keeps the
+//! records the lane's router takes, hands them to it (a bounded number at once), applies
+//! acknowledgements strictly in batch order and persists the lane's checkpoint after each.
+//!
+//! Per-sink progress. With several sinks, [`crate::run_with_sinks`] runs one lane per
+//! sink: its own reader of the source (from its own checkpoint), its own bounded queue
+//! and in-flight limit, its own confirmed positions
+//! (`<state_dir>/<checkpoint>.<sink>.json`). A sink that is down, slow or answering 429
+//! stalls only its lane's reader, so the files are the buffer for that sink alone: the
+//! other sinks keep their throughput, memory stays bounded per lane
+//! ((in-flight + 2) × `batch_max_bytes`), and after a restart each sink resumes from what
+//! it confirmed, so duplicates are bounded by what that sink had not confirmed. The price
+//! is that each lane reads and parses the files itself (N sinks: N reads, mostly from the
+//! page cache). A record a sink's `match:` does not take counts as confirmed for that
+//! lane. With one sink there is one lane and the checkpoint keeps its plain name; a lane
+//! without its own file yet starts from the plain one (an upgrade from one shared
+//! checkpoint loses and duplicates nothing).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +53,27 @@ pub struct DeliverySettings {
     pub drain_timeout: Duration,
     pub checkpoint_interval: Duration,
     pub batches: BatchLimits,
+    /// The lane's own checkpoint: `<file stem>.<lane>.json` (`None`: the source's file).
+    pub lane: Option<String>,
+}
+
+/// `logs-checkpoint.json` → `logs-checkpoint.<lane>.json`, with the lane name reduced to
+/// file-name-safe characters.
+pub fn lane_checkpoint_file(file: &str, lane: &str) -> String {
+    let safe: String = lane
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match file.strip_suffix(".json") {
+        Some(stem) => format!("{stem}.{safe}.json"),
+        None => format!("{file}.{safe}"),
+    }
 }
 
 /// Runs `source` on its own thread, delivers its batches through `router`, acknowledges
@@ -52,18 +87,36 @@ pub async fn run_source<S: Source>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     let name = source.name();
-    let store = CheckpointStore::<S::Position>::new(&settings.state_dir, source.checkpoint_file());
-    let loaded = store.load().with_context(|| {
-        format!(
-            "loading the {name} checkpoint from {}",
-            settings.state_dir.display()
-        )
-    })?;
+    let file = match &settings.lane {
+        Some(lane) => lane_checkpoint_file(source.checkpoint_file(), lane),
+        None => source.checkpoint_file().to_string(),
+    };
+    let store = CheckpointStore::<S::Position>::new(&settings.state_dir, &file);
+    let load = |store: &CheckpointStore<S::Position>| {
+        store.load().with_context(|| {
+            format!(
+                "loading the {name} checkpoint from {}",
+                settings.state_dir.display()
+            )
+        })
+    };
+    // A lane without its own checkpoint yet starts from the source's shared one.
+    let shared = CheckpointStore::<S::Position>::new(&settings.state_dir, source.checkpoint_file());
+    let from = if settings.lane.is_some() && !store.path().exists() && shared.path().exists() {
+        &shared
+    } else {
+        &store
+    };
+    let loaded = load(from)?;
     // A checkpoint that survived loading is valid: its age tells which rotated files hold
     // bytes written after it.
-    let checkpoint_time = std::fs::metadata(store.path())
+    let checkpoint_time = std::fs::metadata(from.path())
         .and_then(|m| m.modified())
         .ok();
+    let max_in_flight = settings
+        .max_in_flight_batches
+        .min(router.max_in_flight().unwrap_or(usize::MAX))
+        .max(1);
     let committed_view: CommittedView<<S::Position as Position>::Key> = Arc::new(Committed::new(
         loaded.iter().map(|(k, e)| (*k, e.progress())).collect(),
     ));
@@ -177,14 +230,14 @@ pub async fn run_source<S: Source>(
                 }
                 metrics().batches_in_flight.set(inflight.len() as i64);
             }
-            batch = rx.recv(), if rx_open && inflight.len() < settings.max_in_flight_batches => {
+            batch = rx.recv(), if rx_open && inflight.len() < max_in_flight => {
                 match batch {
                     Some(batch) => {
                         let seq = tracker.register(batch.updates);
-                        if batch.records.is_empty() {
+                        let records = router.select(batch.records);
+                        if records.is_empty() {
                             tracker.ack(seq);
                         } else {
-                            let records = batch.records;
                             let router = Arc::clone(&router);
                             let cancel = deliver_cancel.clone();
                             inflight.spawn(async move {

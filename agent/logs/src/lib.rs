@@ -71,8 +71,11 @@ pub struct LogsConfig {
     pub checkpoint_interval: Duration,
     /// Cap on one message (joined partial lines); longer ones are cut and flagged.
     pub max_line_bytes: usize,
-    /// Parse messages that are JSON objects into `fields`.
+    /// Parse messages that are JSON objects into `fields` (a `type: json` processor run
+    /// before `processors`).
     pub parse_json: bool,
+    /// The processing stages, in order (see [`stages::config`]).
+    pub processors: Vec<stages::config::ProcessorConfig>,
     /// A batch is sealed at this many records…
     pub batch_max_records: usize,
     /// …or this many bytes…
@@ -113,6 +116,7 @@ impl Default for LogsConfig {
             checkpoint_interval: Duration::from_secs(5),
             max_line_bytes: 256 * 1024,
             parse_json: false,
+            processors: Vec::new(),
             batch_max_records: 1000,
             batch_max_bytes: 1024 * 1024,
             batch_timeout: Duration::from_secs(1),
@@ -166,6 +170,12 @@ impl Validate for LogsConfig {
                 format!("namespace {ns:?} is both in namespaces_include and namespaces_exclude"),
             );
         }
+        stages::config::build_all(
+            &self.processors,
+            &at.key("processors"),
+            self.max_line_bytes,
+            problems,
+        );
         self.journal.validate(&at.key("journal"), problems);
         if let Some(files) = &self.files {
             sources::files::config::validate(files, &at.key("files"), problems);
@@ -178,12 +188,22 @@ impl Validate for LogsConfig {
     }
 }
 
+/// Kubernetes metadata for pod log records: the node's metadata cache and how long a
+/// file may wait for its pod (see [`stages::enrich`]).
+#[derive(Clone)]
+pub struct Enrichment {
+    pub lookup: std::sync::Arc<dyn node_agent_core::kube::PodLookup>,
+    pub settings: stages::enrich::EnrichSettings,
+}
+
 /// Runs the pipeline with `sinks` until `shutdown`, then drains in-flight batches (bounded
-/// by `logs.drain_timeout`) and persists the final checkpoint.
+/// by `logs.drain_timeout`) and persists the final checkpoint. With `enrichment`, pod
+/// records carry Kubernetes metadata.
 pub async fn run(
     logs: LogsConfig,
     node: &NodeIdentity,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if !logs.enabled {
@@ -193,9 +213,35 @@ pub async fn run(
     }
     let mut logs = logs;
     logs.resolve_auto();
-    run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
+    run_enriched(logs, node.node_name.clone(), sinks, enrichment, shutdown).await?;
     Ok(())
 }
+
+/// Ships the live records from `alerts` (runtime-security alerts) as a source of their own
+/// beside [`run`]'s, with the same sinks and routes. Runs even with `logs.enabled` false
+/// (that switch is about container logs).
+pub async fn run_alerts(
+    logs: &LogsConfig,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    alerts: std::sync::mpsc::Receiver<node_agent_core::record::LogRecord>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = std::sync::Arc::new(router::Router::new(sinks)?);
+    let live = sources::live::LiveSource::new("security", SECURITY_CHECKPOINT_FILE, alerts);
+    delivery::run_source(
+        live,
+        stages::Chain::new(Vec::new()),
+        logs.delivery_settings(),
+        router,
+        shutdown,
+    )
+    .await
+    .context("security alerts")?;
+    Ok(())
+}
+
+/// Checkpoint of the security alert source (a count; nothing resumes from it).
+pub const SECURITY_CHECKPOINT_FILE: &str = "security-alerts.json";
 
 /// What can be checked before leading: the state dir is usable and every source's
 /// checkpoint readable. Changes nothing.
@@ -232,51 +278,67 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
 
 /// Runs every configured source with `sinks` until `shutdown`, then drains (see [`run`]).
 /// Each source has its own delivery side and checkpoint; the first one to fail stops the
-/// others. Unset `enabled` switches count as off here ([`run`] resolves them first).
+/// others. One sink: one lane per source. Several: one lane per source and sink, each with
+/// its own reader, queue and checkpoint, so a sink that is down or slow holds back only
+/// itself (see [`delivery`]). Unset `enabled` switches count as off here ([`run`]
+/// resolves them first).
 pub async fn run_with_sinks(
     config: LogsConfig,
     node: String,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    let router = std::sync::Arc::new(router::Router::new(sinks)?);
+    run_enriched(config, node, sinks, None, shutdown).await
+}
+
+/// [`run_with_sinks`] with Kubernetes metadata on pod records.
+pub async fn run_enriched(
+    config: LogsConfig,
+    node: String,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
     let stop = shutdown.child_token();
-    let mut runs: Vec<(
-        &'static str,
-        tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
-    )> = Vec::new();
-    let pods = sources::pods::PodsSource::new(
-        sources::pods::PodsLayout {
-            pods_dir: config.pods_dir.clone(),
-            filter: sources::pods::discovery::NamespaceFilter {
-                include: config.namespaces_include.clone(),
-                exclude: config.namespaces_exclude.clone(),
-            },
-            node: node.clone(),
-            max_line_bytes: config.max_line_bytes,
-        },
-        config.tail_settings(),
-    );
-    runs.push(("pods", config.spawn(pods, &router, &stop)));
-    if config.journal.is_enabled() {
-        let journal = sources::journal::JournalSource::new(
-            config.journal.clone(),
-            node.clone(),
-            config.max_line_bytes,
-        );
-        runs.push(("journal", config.spawn(journal, &router, &stop)));
-    }
-    for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
-        let files = sources::files::FilesSource::new(
-            sources::files::FilesLayout {
-                compiled: group,
+    let mut runs: Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)> = Vec::new();
+    let pods = || {
+        sources::pods::PodsSource::new(
+            sources::pods::PodsLayout {
+                pods_dir: config.pods_dir.clone(),
+                filter: sources::pods::discovery::NamespaceFilter {
+                    include: config.namespaces_include.clone(),
+                    exclude: config.namespaces_exclude.clone(),
+                },
                 node: node.clone(),
                 max_line_bytes: config.max_line_bytes,
             },
             config.tail_settings(),
-        );
-        let name = source::Source::name(&files);
-        runs.push((name, config.spawn(files, &router, &stop)));
+        )
+    };
+    config.spawn_lanes(pods, enrichment.as_ref(), &sinks, &stop, &mut runs)?;
+    if config.journal.is_enabled() {
+        let journal = || {
+            sources::journal::JournalSource::new(
+                config.journal.clone(),
+                node.clone(),
+                config.max_line_bytes,
+            )
+        };
+        config.spawn_lanes(journal, None, &sinks, &stop, &mut runs)?;
+    }
+    for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
+        let files = || {
+            sources::files::FilesSource::new(
+                sources::files::FilesLayout {
+                    compiled: group.clone(),
+                    node: node.clone(),
+                    max_line_bytes: config.max_line_bytes,
+                },
+                config.tail_settings(),
+            )
+        };
+        config.spawn_lanes(files, None, &sinks, &stop, &mut runs)?;
     }
     let mut total = RunSummary::default();
     let mut first_error: Option<anyhow::Error> = None;
@@ -335,37 +397,86 @@ impl LogsConfig {
         }
     }
 
-    /// Runs `source` on its own delivery side; a failure cancels `stop` for the others.
-    fn spawn<S: source::Source>(
+    /// Runs the source `make` builds on one lane per sink (one lane in all for a single
+    /// sink); a failure cancels `stop` for the others.
+    fn spawn_lanes<S: source::Source>(
         &self,
-        source: S,
-        router: &std::sync::Arc<router::Router>,
+        make: impl Fn() -> S,
+        enrichment: Option<&Enrichment>,
+        sinks: &[std::sync::Arc<dyn Sink>],
         stop: &CancellationToken,
-    ) -> tokio::task::JoinHandle<anyhow::Result<RunSummary>> {
-        let run = delivery::run_source(
-            source,
-            self.stages(),
-            self.delivery_settings(),
-            std::sync::Arc::clone(router),
-            stop.clone(),
-        );
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = run.await;
-            if result.is_err() {
-                stop.cancel();
+        runs: &mut Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)>,
+    ) -> anyhow::Result<()> {
+        let single = sinks.len() == 1;
+        for (i, sink) in sinks.iter().enumerate() {
+            let routed = if single {
+                sinks.to_vec()
+            } else {
+                vec![std::sync::Arc::clone(sink)]
+            };
+            let mut router = router::Router::new(routed)?;
+            // Records no sink takes are counted once per source, by its first lane.
+            if i == 0 {
+                router = router.counting_unrouted(sinks.to_vec());
             }
-            result
-        })
+            let settings = delivery::DeliverySettings {
+                lane: (!single).then(|| sink.name().to_string()),
+                ..self.delivery_settings()
+            };
+            let source = make();
+            let name = match &settings.lane {
+                Some(lane) => format!("{} (sink {lane})", source::Source::name(&source)),
+                None => source::Source::name(&source).to_string(),
+            };
+            let run = delivery::run_source(
+                source,
+                self.stages_with(enrichment.cloned())?,
+                settings,
+                std::sync::Arc::new(router),
+                stop.clone(),
+            );
+            let stop = stop.clone();
+            runs.push((
+                name,
+                tokio::spawn(async move {
+                    let result = run.await;
+                    if result.is_err() {
+                        stop.cancel();
+                    }
+                    result
+                }),
+            ));
+            if single {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    /// The stage chain these settings ask for.
-    pub fn stages(&self) -> stages::Chain {
-        let mut chain: Vec<Box<dyn stages::Stage>> = Vec::new();
-        if self.parse_json {
-            chain.push(Box::new(stages::json::ParseJson));
+    /// The stage chain these settings ask for (`parse_json` first, then `processors`).
+    pub fn stages(&self) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        self.stages_with(None)
+    }
+
+    /// The stage chain, with the enrich stage first when `enrichment` is given (so later
+    /// stages can read pod metadata and `node-agent.io/*` hints).
+    pub fn stages_with(
+        &self,
+        enrichment: Option<Enrichment>,
+    ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
+        if let Some(e) = enrichment {
+            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
         }
-        stages::Chain::new(chain)
+        if self.parse_json {
+            leading.push(Box::new(stages::parse::Parser::legacy_json()));
+        }
+        stages::config::chain(
+            leading,
+            &self.processors,
+            &KeyPath::root().key("logs").key("processors"),
+            self.max_line_bytes,
+        )
     }
 
     fn tail_settings(&self) -> sources::tail::TailSettings {
@@ -390,6 +501,7 @@ impl LogsConfig {
                 max_bytes: self.batch_max_bytes,
                 timeout: self.batch_timeout,
             },
+            lane: None,
         }
     }
 }
@@ -479,5 +591,48 @@ mod tests {
         let text = bad.validated().unwrap_err().to_string();
         assert!(text.contains("journal.directories[0]"), "{text}");
         assert!(text.contains("files[0].paths[0]"), "{text}");
+    }
+
+    #[test]
+    fn processors_are_an_ordered_list_validated_with_key_paths() {
+        let c: LogsConfig = serde_yaml_ng::from_str(
+            "parse_json: true\nprocessors:\n  - type: multiline\n    detector: java\n    match: {namespace: prod-*}\n  - type: json\n",
+        )
+        .unwrap();
+        c.validated().unwrap();
+        assert_eq!(c.stages().unwrap().names(), ["json", "multiline", "json"]);
+        assert_eq!(
+            LogsConfig::default().stages().unwrap().names(),
+            Vec::<&str>::new()
+        );
+
+        let bad: LogsConfig = serde_yaml_ng::from_str(
+            "processors:\n  - type: json\n  - type: multiline\n    start: '(x'\n  - type: json\n    match: {pod: '/[/'}\n",
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        bad.validate(&KeyPath::root().key("logs"), &mut problems);
+        let text = problems.into_result().unwrap_err().to_string();
+        assert!(text.contains("2 problems"), "{text}");
+        assert!(
+            text.contains("logs.processors[1].start: invalid regex"),
+            "{text}"
+        );
+        assert!(
+            text.contains("logs.processors[2].match.pod: invalid regex"),
+            "{text}"
+        );
+        assert!(bad.stages().is_err());
+
+        for unknown in [
+            "processors: [{type: sed}]",
+            "processors: [{type: json, patern: x}]",
+            "processors: [{detector: java}]",
+        ] {
+            assert!(
+                serde_yaml_ng::from_str::<LogsConfig>(unknown).is_err(),
+                "{unknown}"
+            );
+        }
     }
 }

@@ -12,10 +12,15 @@ pub struct LogsMetrics {
     pub lines_read: IntCounter,
     pub bytes_read: IntCounter,
     pub records_shipped: IntCounter,
+    pub records_delivered: IntCounterVec,
+    pub records_unrouted: IntCounter,
+    pub records_not_routed: IntCounterVec,
     pub delivery_failures: IntCounterVec,
     pub malformed_lines: IntCounter,
     pub truncated_messages: IntCounter,
-    pub dropped_records: IntCounter,
+    pub dropped_records: IntCounterVec,
+    pub parse_failures: IntCounterVec,
+    pub redactions: IntCounterVec,
     pub lag_bytes: IntGaugeVec,
     pub delivery_seconds: Histogram,
     pub batches_in_flight: IntGauge,
@@ -49,6 +54,30 @@ pub fn metrics() -> &'static LogsMetrics {
             "node_agent_logs_records_shipped_total",
             "Log records confirmed by every sink.",
         ),
+        records_delivered: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_records_delivered_total",
+                    "Log records the sink confirmed (dead-lettered ones included).",
+                ),
+                &["sink"],
+            )
+            .expect("static metric definition"),
+        ),
+        records_unrouted: counter(
+            "node_agent_logs_records_unrouted_total",
+            "Log records no sink's `match:` takes; they count as delivered.",
+        ),
+        records_not_routed: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_records_not_routed_total",
+                    "Log records the sink's `match:` does not take.",
+                ),
+                &["sink"],
+            )
+            .expect("static metric definition"),
+        ),
         delivery_failures: telemetry::register(
             IntCounterVec::new(
                 Opts::new(
@@ -67,9 +96,35 @@ pub fn metrics() -> &'static LogsMetrics {
             "node_agent_logs_truncated_messages_total",
             "Messages cut at logs.max_line_bytes.",
         ),
-        dropped_records: counter(
-            "node_agent_logs_dropped_records_total",
-            "Records lost by the pipeline (should stay 0).",
+        dropped_records: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_dropped_records_total",
+                    "Records dropped on purpose, by reason (the filter or throttle processor's name); their positions advance.",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
+        ),
+        parse_failures: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_parse_failures_total",
+                    "Records a parser processor could not parse (shipped raw with fields.parse_error).",
+                ),
+                &["processor"],
+            )
+            .expect("static metric definition"),
+        ),
+        redactions: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_redactions_total",
+                    "Values masked by redact processors, by pattern.",
+                ),
+                &["pattern"],
+            )
+            .expect("static metric definition"),
         ),
         lag_bytes: telemetry::register(
             IntGaugeVec::new(

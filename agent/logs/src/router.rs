@@ -1,6 +1,12 @@
-//! Hands batches to the sinks. Today every record goes to every sink and a batch is
-//! confirmed once all of them confirmed it; a sink that failed gets the batch again after
-//! a backoff with jitter (sinks retry transient errors themselves first).
+//! Hands batches to sinks, by route. Each sink may have a `match:`
+//! ([`node_agent_core::route`]); a record goes to every sink it matches, and a record no
+//! sink matches counts as delivered (`node_agent_logs_records_unrouted_total`).
+//!
+//! The pipeline ([`crate::run_with_sinks`]) gives each sink its own router, so a sink that
+//! is down or slow only holds back its own lane (see [`crate::delivery`]). A router with
+//! several sinks (tests, or code that wants them in lockstep) confirms a batch once every
+//! sink confirmed the part routed to it; a sink that failed gets its part again after a
+//! backoff with jitter (sinks retry transient errors themselves first).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,19 +23,70 @@ use crate::metrics::metrics;
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The configured sinks.
+/// Some sinks, with their routes.
 pub struct Router {
     sinks: Vec<Arc<dyn Sink>>,
+    /// Every configured sink, when this router counts the records none of them takes
+    /// (exactly one router per source does, so each such record is counted once).
+    count_unrouted: Option<Vec<Arc<dyn Sink>>>,
 }
 
 impl Router {
     pub fn new(sinks: Vec<Arc<dyn Sink>>) -> anyhow::Result<Self> {
         anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
-        Ok(Self { sinks })
+        Ok(Self {
+            sinks,
+            count_unrouted: None,
+        })
     }
 
-    /// Delivers `records` to every sink until each confirmed (`true`) or `cancel` fires
-    /// (`false`: the batch stays unacknowledged and is re-read by the next run).
+    /// Makes this router count the records that none of `all` takes.
+    pub fn counting_unrouted(mut self, all: Vec<Arc<dyn Sink>>) -> Self {
+        self.count_unrouted = Some(all);
+        self
+    }
+
+    /// Names of the sinks, for logs.
+    pub fn names(&self) -> Vec<&str> {
+        self.sinks.iter().map(|s| s.name()).collect()
+    }
+
+    /// The fewest concurrent deliveries one of the sinks allows.
+    pub fn max_in_flight(&self) -> Option<usize> {
+        self.sinks.iter().filter_map(|s| s.max_in_flight()).min()
+    }
+
+    /// Keeps the records some sink of this router takes; the others count as delivered.
+    pub fn select(&self, mut records: Vec<LogRecord>) -> Vec<LogRecord> {
+        if let Some(all) = &self.count_unrouted
+            && all.iter().all(|s| s.route().is_some())
+        {
+            let unrouted = records
+                .iter()
+                .filter(|r| !all.iter().any(|s| takes(s.as_ref(), r)))
+                .count();
+            metrics().records_unrouted.inc_by(unrouted as u64);
+        }
+        if self.sinks.iter().any(|s| s.route().is_none()) {
+            return records;
+        }
+        let before = records.len();
+        records.retain(|r| self.sinks.iter().any(|s| takes(s.as_ref(), r)));
+        let skipped = before - records.len();
+        if skipped > 0 {
+            for sink in &self.sinks {
+                metrics()
+                    .records_not_routed
+                    .with_label_values(&[sink.name()])
+                    .inc_by(skipped as u64);
+            }
+        }
+        records
+    }
+
+    /// Delivers `records` to every sink (the part each one takes) until each confirmed
+    /// (`true`) or `cancel` fires (`false`: the batch stays unacknowledged and is re-read
+    /// by the next run).
     pub async fn deliver(&self, records: &[LogRecord], cancel: &CancellationToken) -> bool {
         let started = Instant::now();
         let mut confirmed = vec![false; self.sinks.len()];
@@ -39,8 +96,24 @@ impl Router {
                 if *done {
                     continue;
                 }
-                match sink.deliver(records, cancel).await {
-                    Ok(()) => *done = true,
+                // A sink that takes only some of a shared batch gets its own copy of them.
+                let part: Option<Vec<LogRecord>> = sink.route().and_then(|m| {
+                    (!records.iter().all(|r| m.matches(r)))
+                        .then(|| records.iter().filter(|r| m.matches(r)).cloned().collect())
+                });
+                let part = part.as_deref().unwrap_or(records);
+                if part.is_empty() {
+                    *done = true;
+                    continue;
+                }
+                match sink.deliver(part, cancel).await {
+                    Ok(()) => {
+                        *done = true;
+                        metrics()
+                            .records_delivered
+                            .with_label_values(&[sink.name()])
+                            .inc_by(part.len() as u64);
+                    }
                     Err(SinkError::Cancelled) => return false,
                     Err(SinkError::Failed(reason)) => {
                         metrics()
@@ -63,4 +136,8 @@ impl Router {
             }
         }
     }
+}
+
+fn takes(sink: &dyn Sink, record: &LogRecord) -> bool {
+    sink.route().is_none_or(|m| m.matches(record))
 }

@@ -217,6 +217,9 @@ impl MetricsArgs {
                 "collector.cpu.info.bugs-include",
                 &args.cpu_bugs_include,
             )?,
+            // Options of the issue-16 collectors keep node_exporter's defaults until their
+            // flags are wired here.
+            ..CollectorOptions::default()
         };
         let netdev = &options.netdev_devices;
         if netdev.exclude.is_some() && netdev.include.is_some() {

@@ -92,3 +92,140 @@ pub fn try_value(set: &MetricSet, name: &str, labels: &[(&str, &str)]) -> Option
         _ => m.get_untyped().get_value(),
     })
 }
+
+/// Debian's node_exporter 1.5.0, the reference these collectors are compared against.
+const NODE_EXPORTER: &str = "prometheus-node-exporter";
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// node_* families (minus the per-collector scrape families) that node_exporter 1.5.0
+/// serves over `paths` with only `collectors` enabled plus `flags`; `None` when it is not
+/// installed (which fails the test under `NODE_AGENT_REQUIRE_ALL=1`, as
+/// `node_agent_tests::require::missing` does).
+pub fn node_exporter(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let installed = std::process::Command::new(NODE_EXPORTER)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        let reason =
+            format!("{NODE_EXPORTER} not installed (apt-get install prometheus-node-exporter)");
+        if std::env::var_os("NODE_AGENT_REQUIRE_ALL").is_some_and(|v| v == "1") {
+            panic!("required: {reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(NODE_EXPORTER);
+    cmd.arg(format!("--web.listen-address={addr}"))
+        .arg(format!("--path.procfs={}", paths.proc.display()))
+        .arg(format!("--path.sysfs={}", paths.sys.display()))
+        .arg(format!("--path.rootfs={}", paths.rootfs.display()))
+        .arg("--collector.disable-defaults")
+        .arg("--web.disable-exporter-metrics")
+        .args(collectors.iter().map(|c| format!("--collector.{c}")))
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _child = KillOnDrop(cmd.spawn().expect("start node_exporter"));
+    let mut response = String::new();
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s.read_to_string(&mut response).unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_else(|| panic!("no response from node_exporter: {response:?}"));
+    Some(node_families(body))
+}
+
+/// Keeps node_* families of an exposition, without node_scrape_* and build info.
+fn node_families(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let name = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .unwrap_or(l);
+            name.starts_with("node_")
+                && !name.starts_with("node_scrape_collector_")
+                && !name.starts_with("node_exporter_build_info")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Our exposition of `set`, filtered like [`node_exporter`]'s.
+pub fn ours(set: &mut MetricSet) -> String {
+    let mut out = Vec::new();
+    set.encode_text(&mut out);
+    node_families(&String::from_utf8(out).expect("UTF-8 exposition"))
+}
+
+/// Asserts that the collector `build` serves exactly what node_exporter's `collector`
+/// serves over the same fixture tree (names, HELP, types, labels, values, order).
+pub fn assert_same_as_node_exporter(
+    collector: &str,
+    build: fn(&BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError>,
+    paths: &HostPaths,
+    options: &CollectorOptions,
+    flags: &[&str],
+) {
+    assert_same_as_node_exporter_except(collector, build, paths, options, flags, &[]);
+}
+
+/// [`assert_same_as_node_exporter`], but series starting with one of `except` (deliberate
+/// differences, each explained where it is passed) are left out on both sides.
+pub fn assert_same_as_node_exporter_except(
+    collector: &str,
+    build: fn(&BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError>,
+    paths: &HostPaths,
+    options: &CollectorOptions,
+    flags: &[&str],
+    except: &[&str],
+) {
+    let Some(theirs) = node_exporter(paths, &[collector], flags) else {
+        return;
+    };
+    let mut set = scrape(build, paths, options).expect("our scrape");
+    let keep = |text: &str| -> String {
+        text.lines()
+            .filter(|l| !except.iter().any(|e| l.starts_with(e)))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let (ours, theirs) = (keep(&ours(&mut set)), keep(&theirs));
+    if ours != theirs {
+        let theirs_lines: std::collections::HashSet<&str> = theirs.lines().collect();
+        let ours_lines: std::collections::HashSet<&str> = ours.lines().collect();
+        let only_theirs: Vec<&str> = theirs.lines().filter(|l| !ours_lines.contains(l)).collect();
+        let only_ours: Vec<&str> = ours.lines().filter(|l| !theirs_lines.contains(l)).collect();
+        panic!(
+            "{collector} differs from node_exporter 1.5.0\n--- only node_exporter:\n{}\n--- only ours:\n{}\n",
+            only_theirs.join("\n"),
+            only_ours.join("\n")
+        );
+    }
+    assert!(!ours.is_empty(), "{collector}: nothing to compare");
+}

@@ -1,5 +1,5 @@
 //! The HTTP endpoint: `/metrics` (text 0.0.4, gzip when asked, `?collect[]=`), `/healthz`,
-//! `/readyz` and a landing page.
+//! `/readyz`, and the status page (`/` as HTML, `/status` as JSON).
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exposition::CONTENT_TYPE;
 use super::{MetricSet, NodeCollectors};
+use crate::status::StatusPage;
 use crate::telemetry;
 
 /// Shared state of the metrics endpoint.
@@ -37,6 +38,7 @@ pub struct MetricsEndpoint {
     spare: Mutex<Option<MetricSet>>,
     /// Capacity for the next body: the last one's size plus some.
     body_hint: AtomicUsize,
+    status: StatusPage,
 }
 
 impl MetricsEndpoint {
@@ -48,6 +50,7 @@ impl MetricsEndpoint {
     ) -> Self {
         Self {
             collectors: Arc::new(collectors),
+            status: StatusPage::new("", &telemetry_path),
             telemetry_path,
             exporter_metrics,
             limit: (max_requests > 0).then(|| Semaphore::new(max_requests)),
@@ -55,6 +58,12 @@ impl MetricsEndpoint {
             spare: Mutex::new(None),
             body_hint: AtomicUsize::new(64 * 1024),
         }
+    }
+
+    /// Names the node on the status page.
+    pub fn with_node_name(mut self, node: &str) -> Self {
+        self.status = StatusPage::new(node, &self.telemetry_path);
+        self
     }
 
     /// `/readyz` answers 503 while not ready (e.g. during start-up or final drain).
@@ -92,7 +101,16 @@ impl MetricsEndpoint {
             "/healthz" => healthz(),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-            "/" => html(&self.telemetry_path),
+            "/" => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                self.status.snapshot().to_html().into_bytes(),
+            ),
+            "/status" => respond(
+                StatusCode::OK,
+                "application/json",
+                self.status.snapshot().to_json(),
+            ),
             _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
         }
     }
@@ -237,16 +255,11 @@ fn healthz() -> Response<Full<Bytes>> {
     text(code, &body)
 }
 
-fn html(telemetry_path: &str) -> Response<Full<Bytes>> {
-    let body = format!(
-        "<html><head><title>node-agent</title></head><body><h1>node-agent</h1>\
-         <p><a href=\"{telemetry_path}\">Metrics</a></p><p><a href=\"/healthz\">Health</a></p></body></html>\n"
-    );
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod fixtures;
 pub mod http;
 pub mod process;
 pub mod procfile;
+pub mod status;
 pub mod telemetry;
 
 pub mod arp;
@@ -17,24 +18,35 @@ pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
 pub mod diskstats;
+pub mod dmi;
+pub mod edac;
 pub mod entropy;
+pub mod fibrechannel;
 pub mod filefd;
 pub mod filesystem;
 pub mod hwmon;
+pub mod infiniband;
+pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
 pub mod netstat;
+pub mod nfs;
+pub mod nfsd;
+pub mod nvme;
 pub mod os;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod rapl;
 pub mod schedstat;
 pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
+pub(crate) mod sysattr;
+pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
@@ -42,6 +54,7 @@ pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
+pub mod xfs;
 
 use std::time::{Duration, Instant};
 
@@ -140,6 +153,12 @@ pub struct CollectorOptions {
     pub cpu_info: bool,
     pub cpu_flags_include: Option<regex::Regex>,
     pub cpu_bugs_include: Option<regex::Regex>,
+    /// `--collector.ipvs.backend-labels` (comma separated; see [`ipvs::parse_backend_labels`]).
+    pub ipvs_backend_labels: String,
+    /// `--collector.rapl.enable-zone-label`.
+    pub rapl_zone_label: bool,
+    /// `--collector.tapestats.ignored-devices`.
+    pub tapestats_ignored_devices: regex::Regex,
 }
 
 impl Default for CollectorOptions {
@@ -162,6 +181,9 @@ impl Default for CollectorOptions {
             cpu_info: false,
             cpu_flags_include: None,
             cpu_bugs_include: None,
+            ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
+            rapl_zone_label: false,
+            tapestats_ignored_devices: re("^$"),
         }
     }
 }
@@ -344,6 +366,61 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "vmstat",
         default_enabled: true,
         build: vmstat::build,
+    },
+    CollectorSpec {
+        name: "xfs",
+        default_enabled: true,
+        build: xfs::build,
+    },
+    CollectorSpec {
+        name: "ipvs",
+        default_enabled: true,
+        build: ipvs::build,
+    },
+    CollectorSpec {
+        name: "nfs",
+        default_enabled: true,
+        build: nfs::build,
+    },
+    CollectorSpec {
+        name: "nfsd",
+        default_enabled: true,
+        build: nfsd::build,
+    },
+    CollectorSpec {
+        name: "nvme",
+        default_enabled: true,
+        build: nvme::build,
+    },
+    CollectorSpec {
+        name: "edac",
+        default_enabled: true,
+        build: edac::build,
+    },
+    CollectorSpec {
+        name: "dmi",
+        default_enabled: true,
+        build: dmi::build,
+    },
+    CollectorSpec {
+        name: "rapl",
+        default_enabled: true,
+        build: rapl::build,
+    },
+    CollectorSpec {
+        name: "fibrechannel",
+        default_enabled: true,
+        build: fibrechannel::build,
+    },
+    CollectorSpec {
+        name: "infiniband",
+        default_enabled: true,
+        build: infiniband::build,
+    },
+    CollectorSpec {
+        name: "tapestats",
+        default_enabled: true,
+        build: tapestats::build,
     },
 ];
 

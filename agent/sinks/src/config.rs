@@ -13,6 +13,10 @@
 //!     auth: { api_key: { key_env: ES_API_KEY } }
 //! ```
 //!
+//! Every sink takes an optional `match:` ([`RouteMatch`]: source kind, namespace, pod,
+//! container, pod labels, parsed fields; globs). A record goes to every sink it matches;
+//! a record no sink matches counts as delivered (`node_agent_logs_records_unrouted_total`).
+//!
 //! HTTP sinks share [`HttpOptions`]. It is `#[serde(flatten)]`ed, which serde cannot combine
 //! with `deny_unknown_fields`, so those configs collect leftovers in `unknown` and
 //! [`SinkConfig::validate`] rejects them by name.
@@ -23,6 +27,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+
+pub use crate::values::RecordValue;
+pub use node_agent_core::route::RouteMatch;
 
 /// One `sinks:` entry of the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +57,16 @@ impl SinkConfig {
         explicit.clone().unwrap_or_else(|| default.to_string())
     }
 
+    /// The sink's `match:`, if any.
+    pub fn route(&self) -> Option<&RouteMatch> {
+        match self {
+            SinkConfig::Stdout(c) => c.route.as_ref(),
+            SinkConfig::File(c) => c.route.as_ref(),
+            SinkConfig::Loki(c) => c.http.route.as_ref(),
+            SinkConfig::Elasticsearch(c) => c.http.route.as_ref(),
+        }
+    }
+
     /// Checks what serde cannot: leftover keys, required values, consistent options.
     pub fn validate(&self) -> anyhow::Result<()> {
         match self {
@@ -63,17 +80,22 @@ impl SinkConfig {
             SinkConfig::Loki(c) => {
                 reject_unknown("loki", &c.unknown)?;
                 c.http.validate("loki")?;
-                for key in c.labels.keys() {
+                for key in c.labels.keys().chain(c.record_labels.keys()) {
                     if !is_label_name(key) {
                         anyhow::bail!(
                             "loki sink: label name {key:?} is not a valid Prometheus label name"
                         );
                     }
-                    if crate::loki::DYNAMIC_LABELS.contains(&key.as_str()) {
-                        anyhow::bail!(
-                            "loki sink: label {key:?} is set per record and cannot be static"
-                        );
-                    }
+                }
+                if let Some(key) = c.labels.keys().find(|k| c.record_labels.contains_key(*k)) {
+                    anyhow::bail!(
+                        "loki sink: label {key:?} is both in `labels` (static) and `record_labels`"
+                    );
+                }
+                if let Some(key) = c.structured_metadata.keys().find(|k| !is_label_name(k)) {
+                    anyhow::bail!(
+                        "loki sink: structured metadata name {key:?} is not a valid label name"
+                    );
                 }
                 Ok(())
             }
@@ -85,6 +107,9 @@ impl SinkConfig {
                 }
                 if c.fields_key.is_empty() {
                     anyhow::bail!("elasticsearch sink: `fields_key` must not be empty");
+                }
+                if c.pipeline.as_deref().is_some_and(str::is_empty) {
+                    anyhow::bail!("elasticsearch sink: `pipeline` must not be empty");
                 }
                 Ok(())
             }
@@ -100,7 +125,8 @@ fn reject_unknown(kind: &str, unknown: &BTreeMap<String, IgnoredAny>) -> anyhow:
     anyhow::bail!("{kind} sink: unknown field(s) {}", keys.join(", "))
 }
 
-fn is_label_name(s: &str) -> bool {
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -110,6 +136,9 @@ fn is_label_name(s: &str) -> bool {
 #[serde(default, deny_unknown_fields)]
 pub struct StdoutConfig {
     pub name: Option<String>,
+    /// Which records this sink takes (see [`RouteMatch`]); absent: all.
+    #[serde(rename = "match")]
+    pub route: Option<RouteMatch>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +147,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub name: Option<String>,
     pub path: PathBuf,
+    #[serde(default, rename = "match")]
+    pub route: Option<RouteMatch>,
 }
 
 /// Options every HTTP sink has.
@@ -143,6 +174,9 @@ pub struct HttpOptions {
     /// NDJSON file for records the receiver refused for good
     /// (default: `<state dir>/deadletter/<name>.ndjson`).
     pub dead_letter_path: Option<PathBuf>,
+    /// Which records this sink takes (see [`RouteMatch`]); absent: all.
+    #[serde(rename = "match")]
+    pub route: Option<RouteMatch>,
 }
 
 impl Default for HttpOptions {
@@ -158,6 +192,7 @@ impl Default for HttpOptions {
             max_request_bytes: 4 << 20,
             headers: BTreeMap::new(),
             dead_letter_path: None,
+            route: None,
         }
     }
 }
@@ -267,18 +302,59 @@ pub enum LokiEncoding {
     Json,
 }
 
+/// The Loki sink.
+///
+/// ```yaml
+/// - type: loki
+///   url: http://loki:3100
+///   labels: { cluster: prod }                # static, on every stream
+///   record_labels:                           # label name → record value (see `values`)
+///     namespace: namespace
+///     workload: workload
+///     container: container
+///     stream: stream
+///     app: label:app.kubernetes.io/name
+///   structured_metadata: { pod: pod, pod_uid: pod_uid, node: node }
+///   structured_metadata_fields: true         # top-level scalar parsed fields too
+///   tenant: platform                         # X-Scope-OrgID when `tenant_from` gives none
+///   tenant_from: annotation:loki.grafana.com/tenant   # or namespace, label:<name>, …
+/// ```
+///
+/// Default labels follow Loki's cardinality guidance (a stream per label value
+/// combination; few, bounded, long-lived values index well, and Loki 3 dropped
+/// `k8s.pod.name` from its default OTLP index labels for this reason): `namespace`,
+/// `workload` (the owning Deployment/StatefulSet/DaemonSet/CronJob, once the metadata
+/// cache resolved it), `container` and `stream`. What is per pod or per node — `pod`,
+/// `pod_uid`, `node` — goes into structured metadata by default: still filterable in
+/// LogQL (`| pod="web-1"`) without a new stream for every pod restart. Pods of one
+/// workload then share a stream; a Loki with `unordered_writes` (the default since 2.4)
+/// accepts their interleaved timestamps, and refusals are dead-lettered one by one.
+/// Requests carry one tenant each.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LokiConfig {
     #[serde(flatten)]
     pub http: HttpOptions,
-    /// `X-Scope-OrgID` for multi-tenant Loki.
+    /// `X-Scope-OrgID` for multi-tenant Loki (and the fallback of `tenant_from`).
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Tenant per record, from a record value (`namespace`, `label:<name>`,
+    /// `annotation:<name>`, …); records without it get `tenant`.
+    #[serde(default)]
+    pub tenant_from: Option<RecordValue>,
     #[serde(default)]
     pub encoding: LokiEncoding,
     /// Static labels added to every stream (keep them few: each value is a stream).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Labels taken from each record: label name → record value.
+    #[serde(default = "default_record_labels")]
+    pub record_labels: BTreeMap<String, RecordValue>,
+    /// Structured metadata of each entry: name → record value.
+    #[serde(default = "default_structured_metadata")]
+    pub structured_metadata: BTreeMap<String, RecordValue>,
+    /// Also send the top-level scalar parsed fields as structured metadata.
+    #[serde(default)]
+    pub structured_metadata_fields: bool,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, IgnoredAny>,
 }
@@ -296,8 +372,34 @@ pub struct ElasticsearchConfig {
     /// Key under which parsed JSON fields go.
     #[serde(default = "default_fields_key")]
     pub fields_key: String,
+    /// Ingest pipeline run on every document (`_bulk?pipeline=<name>`).
+    #[serde(default)]
+    pub pipeline: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, IgnoredAny>,
+}
+
+fn default_record_labels() -> BTreeMap<String, RecordValue> {
+    [
+        ("namespace", RecordValue::Namespace),
+        ("workload", RecordValue::Workload),
+        ("container", RecordValue::Container),
+        ("stream", RecordValue::Stream),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn default_structured_metadata() -> BTreeMap<String, RecordValue> {
+    [
+        ("pod", RecordValue::Pod),
+        ("pod_uid", RecordValue::PodUid),
+        ("node", RecordValue::Node),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn default_index() -> String {
@@ -392,8 +494,15 @@ mod tests {
                 .contains("url")
         );
         assert!(parse("- type: file\n").is_err());
-        let err = parse("- type: loki\n  url: http://x\n  labels: { pod: x }\n").unwrap_err();
-        assert!(err.to_string().contains("pod"), "{err}");
+        let err = parse("- type: loki\n  url: http://x\n  labels: { namespace: x }\n").unwrap_err();
+        assert!(err.to_string().contains("namespace"), "{err}");
+        let err = parse("- type: loki\n  url: http://x\n  record_labels: { app: labels:app }\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("labels:app"), "{err}");
+        let err =
+            parse("- type: loki\n  url: http://x\n  structured_metadata: { pod.name: pod }\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("pod.name"), "{err}");
         let err = parse("- type: elasticsearch\n  url: http://x\n  tls: { cert_file: /c }\n")
             .unwrap_err();
         assert!(err.to_string().contains("key_file"), "{err}");

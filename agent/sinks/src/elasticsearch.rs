@@ -6,6 +6,7 @@
 //! 200/201/409 done, 429/5xx retried (only those items), other 4xx dead-lettered.
 //! A whole-request 429/5xx/network failure retries the request.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::ops::Range;
 
@@ -308,18 +309,11 @@ fn check_index_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first thing we read of a bulk response.
-#[derive(Deserialize)]
-struct BulkHead {
-    #[serde(default)]
-    errors: bool,
-}
-
-/// The parts of a bulk response we read when some item failed.
+/// The parts of a bulk response we read.
 #[derive(Deserialize)]
 struct BulkResponse {
-    #[serde(default)]
-    items: Vec<std::collections::HashMap<String, BulkItem>>,
+    /// Absent means the answer is not a bulk answer (e.g. an empty or HTML body).
+    items: Option<Vec<std::collections::HashMap<String, BulkItem>>>,
 }
 
 #[derive(Deserialize)]
@@ -338,34 +332,34 @@ struct ItemResults {
 }
 
 /// Reads the per-item answers for `sent` (positions into the batch, in request order).
+///
+/// Every item is checked, whatever `errors` says: ES-compatible servers (OpenSearch,
+/// VictoriaLogs, proxies) do not all set it, and a 2xx answer whose `items` does not have
+/// one entry per sent record tells nothing about what landed.
 fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
-    // `errors: false` answers for every item (ES sets it when any item failed), so the
-    // common case skips building the per-item results.
-    let head: BulkHead =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
-    if !head.errors {
-        return Ok(ItemResults {
-            done: sent.to_vec(),
-            ..Default::default()
-        });
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("unreadable bulk response: empty body".to_string());
     }
     let response: BulkResponse =
         serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
-    if response.items.len() != sent.len() {
+    let Some(items) = response.items else {
+        return Err("bulk response without `items`".to_string());
+    };
+    if items.len() != sent.len() {
         return Err(format!(
             "bulk response has {} items for {} sent",
-            response.items.len(),
+            items.len(),
             sent.len()
         ));
     }
     let mut results = ItemResults::default();
-    for (item, &index) in response.items.into_iter().zip(sent) {
+    for (item, &index) in items.into_iter().zip(sent) {
         let Some(item) = item.into_values().next() else {
             return Err("bulk response item without an action".to_string());
         };
         match item.status {
             // 409 on `create` with our deterministic id: an earlier attempt already landed.
-            200 | 201 | 409 => results.done.push(index),
+            200..=299 | 409 => results.done.push(index),
             429 | 500..=599 => results.retry.push(index),
             status => {
                 let reason = item
@@ -378,6 +372,13 @@ fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
     }
     Ok(results)
 }
+
+/// Bad answers (unreadable, or not one item per record) in a row a request gets before it
+/// is split in two; a single record that keeps getting them is dead-lettered after
+/// [`MAX_BAD_ANSWERS_ALONE`]. Without a bound one record a server chokes on (a 262 kB line
+/// answered with an empty 200) would be resent forever and stall the pipeline.
+const BAD_ANSWERS_BEFORE_SPLIT: u32 = 2;
+const MAX_BAD_ANSWERS_ALONE: u32 = 3;
 
 pub struct ElasticsearchSink {
     name: String,
@@ -404,8 +405,11 @@ impl ElasticsearchSink {
         state_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let base = config.http.url.trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base}/_bulk"))
+        let mut url = reqwest::Url::parse(&format!("{base}/_bulk"))
             .with_context(|| format!("elasticsearch url {:?}", config.http.url))?;
+        if let Some(pipeline) = &config.pipeline {
+            url.query_pairs_mut().append_pair("pipeline", pipeline);
+        }
         if !matches!(url.scheme(), "http" | "https") {
             anyhow::bail!(
                 "elasticsearch url {:?}: scheme must be http or https",
@@ -445,6 +449,9 @@ impl ElasticsearchSink {
     ) -> Result<(), SinkError> {
         let batch = self.encoder.encode(records)?;
         let mut backoff = self.retry.backoff();
+        // Requests still to send, in order; a request split after a 413 or repeated bad
+        // answers puts its halves at the front.
+        let mut queue: VecDeque<Vec<usize>> = VecDeque::new();
         let mut start = 0;
         while start < records.len() {
             // Split at record boundaries so no request exceeds the limit (one oversized
@@ -455,15 +462,23 @@ impl ElasticsearchSink {
                 size += batch.spans[end].len();
                 end += 1;
             }
-            let chunk: Vec<usize> = (start..end).collect();
-            self.deliver_chunk(records, &batch, chunk, &mut backoff, cancel)
-                .await?;
+            queue.push_back((start..end).collect());
             start = end;
+        }
+        while let Some(chunk) = queue.pop_front() {
+            if let Some((first, second)) = self
+                .deliver_chunk(records, &batch, chunk, &mut backoff, cancel)
+                .await?
+            {
+                queue.push_front(second);
+                queue.push_front(first);
+            }
         }
         Ok(())
     }
 
-    /// Sends `pending` until every item is indexed, already present, or dead-lettered.
+    /// Sends `pending` until every item is indexed, already present, or dead-lettered, or
+    /// returns the request cut in two halves to send instead.
     async fn deliver_chunk(
         &self,
         records: &[LogRecord],
@@ -471,7 +486,8 @@ impl ElasticsearchSink {
         mut pending: Vec<usize>,
         backoff: &mut Backoff,
         cancel: &CancellationToken,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Option<(Vec<usize>, Vec<usize>)>, SinkError> {
+        let mut bad_answers = 0u32;
         while !pending.is_empty() {
             let raw = batch.body(&pending);
             let (body, gzipped) = if self.client.gzip() {
@@ -492,7 +508,12 @@ impl ElasticsearchSink {
                 )
                 .await?;
             let results = match settled {
-                Settled::Refused { status, detail } => ItemResults {
+                // Too large, or one malformed document failing the whole request: halve
+                // it until the culprit goes alone.
+                Settled::Refused {
+                    status: 413 | 400, ..
+                } if pending.len() > 1 => return Ok(Some(halves(pending))),
+                Settled::Refused { status, detail, .. } => ItemResults {
                     refused: pending
                         .iter()
                         .map(|&i| (i, status, detail.clone()))
@@ -502,12 +523,30 @@ impl ElasticsearchSink {
                 Settled::Accepted { body, .. } => match read_items(&body, &pending) {
                     Ok(results) => results,
                     Err(detail) => {
-                        // We cannot tell what landed; resending is safe thanks to the ids.
+                        // We cannot tell what landed; resending is safe thanks to the ids
+                        // (a server that ignores them stores a bounded number of copies).
                         self.client.metrics.failure("bad_response");
-                        tracing::warn!(sink = %self.name, %detail, "retrying the whole bulk request");
-                        backoff.wait(cancel).await?;
-                        self.client.metrics.retry(1);
-                        continue;
+                        bad_answers += 1;
+                        if pending.len() > 1 && bad_answers >= BAD_ANSWERS_BEFORE_SPLIT {
+                            tracing::warn!(sink = %self.name, %detail, records = pending.len(),
+                                "bad bulk answers; splitting the request");
+                            return Ok(Some(halves(pending)));
+                        }
+                        if pending.len() == 1 && bad_answers >= MAX_BAD_ANSWERS_ALONE {
+                            ItemResults {
+                                refused: vec![(
+                                    pending[0],
+                                    200,
+                                    format!("{detail} ({bad_answers} times for this record alone)"),
+                                )],
+                                ..Default::default()
+                            }
+                        } else {
+                            tracing::warn!(sink = %self.name, %detail, "resending the bulk request");
+                            backoff.wait(cancel).await?;
+                            self.client.metrics.retry(1);
+                            continue;
+                        }
                     }
                 },
             };
@@ -535,8 +574,14 @@ impl ElasticsearchSink {
                 self.client.metrics.retry(pending.len());
             }
         }
-        Ok(())
+        Ok(None)
     }
+}
+
+/// `pending` cut in two halves, each non-empty (`pending` has at least two entries).
+fn halves(mut pending: Vec<usize>) -> (Vec<usize>, Vec<usize>) {
+    let second = pending.split_off(pending.len() / 2);
+    (pending, second)
 }
 
 impl Sink for ElasticsearchSink {
@@ -573,6 +618,17 @@ mod tests {
         assert!(r.refused[0].2.contains("mapper_parsing_exception"));
         assert!(read_items(br#"{"errors":true,"items":[]}"#, &[1]).is_err());
         assert!(read_items(b"<html>", &[1]).is_err());
+        // `errors: false` is not taken on trust: items are still read and counted.
+        assert!(read_items(br#"{"errors":false}"#, &[1]).is_err());
+        assert!(read_items(b"", &[1]).is_err());
+        assert!(read_items(br#"{"errors":false,"items":[]}"#, &[1, 2]).is_err());
+        let r = read_items(
+            br#"{"errors":false,"items":[{"create":{"status":201}},{"create":{"status":400}}]}"#,
+            &[1, 2],
+        )
+        .unwrap();
+        assert_eq!(r.done, [1]);
+        assert_eq!(r.refused.len(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -107,9 +107,60 @@ pub enum Outcome {
     Accepted { status: u16, body: Bytes },
     /// Worth retrying: network error, timeout, 429, 5xx, 401/403 (credentials may be
     /// rotating; dropping data over a config error would be worse than stalling).
-    Transient { class: &'static str, detail: String },
-    /// The receiver refused the content for good (other 4xx).
-    Refused { status: u16, detail: String },
+    /// `retry_after` is the receiver's `Retry-After` (429/503), honoured over the backoff.
+    Transient {
+        class: &'static str,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The receiver refused the content for good (other 4xx). `body` is the whole answer
+    /// (capped) for protocols that name the refused items in it (Loki).
+    Refused {
+        status: u16,
+        detail: String,
+        body: Bytes,
+    },
+}
+
+/// Answers are read up to this many bytes: a receiver streaming a huge body cannot
+/// exhaust memory. A bulk answer for the largest request we send is far smaller; a cut
+/// answer is unreadable and handled as a bad response.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Longest `Retry-After` we obey: a receiver asking for an hour is more likely
+/// misconfigured than right, and the backoff cap applies after it anyway.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` as delay-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        let now = chrono::Utc::now();
+        (when.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Reads at most `cap` bytes of `response`'s body; `true` when the body was longer.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(Bytes, bool), reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), false))
 }
 
 /// Gzips a request body. Level 1: on a node agent CPU is the scarcer resource, and
@@ -232,6 +283,7 @@ impl HttpClient {
                     return Outcome::Transient {
                         class: "auth",
                         detail,
+                        retry_after: None,
                     };
                 }
             }
@@ -244,27 +296,44 @@ impl HttpClient {
                 Outcome::Transient {
                     class,
                     detail: error_chain(&e),
+                    retry_after: None,
                 }
             }
             Ok(response) => {
                 let status = response.status().as_u16();
-                match response.bytes().await {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                match read_capped(response, MAX_RESPONSE_BYTES).await {
                     Err(e) => Outcome::Transient {
                         class: "network",
                         detail: error_chain(&e),
+                        retry_after: None,
                     },
-                    Ok(body) => classify(status, body),
+                    Ok((body, cut)) => {
+                        if cut {
+                            tracing::warn!(sink = %self.sink, status, cap = MAX_RESPONSE_BYTES,
+                                "response body over the cap; read only its start");
+                        }
+                        classify(status, body, retry_after)
+                    }
                 }
             }
         };
         self.metrics.request_took(started.elapsed());
         match &outcome {
             Outcome::Accepted { .. } => {}
-            Outcome::Transient { class, detail } => {
+            Outcome::Transient {
+                class,
+                detail,
+                retry_after,
+            } => {
                 self.metrics.failure(class);
-                tracing::warn!(sink = %self.sink, class, %detail, "request failed; will retry");
+                tracing::warn!(sink = %self.sink, class, %detail, ?retry_after, "request failed; will retry");
             }
-            Outcome::Refused { status, detail } => {
+            Outcome::Refused { status, detail, .. } => {
                 self.metrics.failure("http_4xx");
                 tracing::warn!(sink = %self.sink, status, %detail, "receiver refused the request");
             }
@@ -273,7 +342,7 @@ impl HttpClient {
     }
 }
 
-fn classify(status: u16, body: Bytes) -> Outcome {
+fn classify(status: u16, body: Bytes, retry_after: Option<Duration>) -> Outcome {
     let detail = || {
         format!(
             "HTTP {status}: {}",
@@ -285,22 +354,27 @@ fn classify(status: u16, body: Bytes) -> Outcome {
         429 => Outcome::Transient {
             class: "http_429",
             detail: detail(),
+            retry_after,
         },
         401 | 403 => Outcome::Transient {
             class: "http_auth",
             detail: detail(),
+            retry_after: None,
         },
         408 => Outcome::Transient {
             class: "timeout",
             detail: detail(),
+            retry_after: None,
         },
         400..=499 => Outcome::Refused {
             status,
             detail: detail(),
+            body,
         },
         _ => Outcome::Transient {
             class: "http_5xx",
             detail: detail(),
+            retry_after,
         },
     }
 }
@@ -325,40 +399,110 @@ mod tests {
     #[test]
     fn classifies_statuses() {
         let b = Bytes::new;
-        assert!(matches!(classify(204, b()), Outcome::Accepted { .. }));
+        assert!(matches!(classify(204, b(), None), Outcome::Accepted { .. }));
         assert!(matches!(
-            classify(429, b()),
+            classify(429, b(), Some(Duration::from_secs(3))),
             Outcome::Transient {
                 class: "http_429",
+                retry_after: Some(d),
                 ..
-            }
+            } if d == Duration::from_secs(3)
         ));
         assert!(matches!(
-            classify(503, b()),
+            classify(503, b(), None),
             Outcome::Transient {
                 class: "http_5xx",
                 ..
             }
         ));
         assert!(matches!(
-            classify(401, b()),
+            classify(401, b(), Some(Duration::from_secs(9))),
             Outcome::Transient {
                 class: "http_auth",
+                retry_after: None,
                 ..
             }
         ));
         assert!(
-            matches!(classify(400, Bytes::from("entry out of order")), Outcome::Refused { status: 400, ref detail } if detail.contains("out of order"))
+            matches!(classify(400, Bytes::from("entry out of order"), None), Outcome::Refused { status: 400, ref detail, .. } if detail.contains("out of order"))
         );
-        assert!(matches!(classify(413, b()), Outcome::Refused { .. }));
+        assert!(matches!(classify(413, b(), None), Outcome::Refused { .. }));
+    }
+
+    #[test]
+    fn parses_retry_after() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc2822();
+        let d = parse_retry_after(&soon).unwrap();
+        assert!(
+            d > Duration::from_secs(50) && d <= Duration::from_secs(60),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[tokio::test]
+    async fn huge_answers_are_read_up_to_the_cap() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = vec![b'x'; 1 << 16];
+            // Far more than the cap; the client stops reading at the cap.
+            for _ in 0..(MAX_RESPONSE_BYTES / chunk.len() + 64) {
+                let head = format!("{:x}\r\n", chunk.len());
+                if s.write_all(head.as_bytes()).await.is_err()
+                    || s.write_all(&chunk).await.is_err()
+                    || s.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let client = HttpClient::new(
+            "cap-test",
+            &HttpOptions {
+                url: format!("http://{addr}"),
+                ..HttpOptions::default()
+            },
+            SinkMetrics::new("cap-test"),
+        )
+        .unwrap();
+        let url = reqwest::Url::parse(&format!("http://{addr}/")).unwrap();
+        match client
+            .post(&url, "text/plain", Bytes::from_static(b"x"), false, &[])
+            .await
+        {
+            Outcome::Accepted { body, .. } => assert_eq!(body.len(), MAX_RESPONSE_BYTES),
+            other => panic!("{other:?}"),
+        }
     }
 }
 
 /// How a request ended once transient failures were retried away.
 #[derive(Debug)]
 pub enum Settled {
-    Accepted { status: u16, body: Bytes },
-    Refused { status: u16, detail: String },
+    Accepted {
+        status: u16,
+        body: Bytes,
+    },
+    Refused {
+        status: u16,
+        detail: String,
+        body: Bytes,
+    },
 }
 
 impl HttpClient {
@@ -384,11 +528,25 @@ impl HttpClient {
                 Outcome::Accepted { status, body } => {
                     return Ok(Settled::Accepted { status, body });
                 }
-                Outcome::Refused { status, detail } => {
-                    return Ok(Settled::Refused { status, detail });
+                Outcome::Refused {
+                    status,
+                    detail,
+                    body,
+                } => {
+                    return Ok(Settled::Refused {
+                        status,
+                        detail,
+                        body,
+                    });
                 }
-                Outcome::Transient { .. } => {
-                    backoff.wait(cancel).await?;
+                Outcome::Transient { retry_after, .. } => {
+                    // The receiver's own pacing wins over ours when it is longer.
+                    let ours = backoff.next_delay();
+                    let delay = retry_after.map_or(ours, |theirs| theirs.max(ours));
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(super::SinkError::Cancelled),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                     self.metrics.retry(1);
                 }
             }

@@ -15,6 +15,7 @@ pub mod jsonl;
 pub mod loki;
 pub mod metrics;
 pub mod stdout;
+pub mod values;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ impl Validate for SinksConfig {
             let name = config.name();
             let at = at.index(i);
             problems.take(&at, config.validate().with_context(|| format!("({name})")));
+            if let Some(route) = config.route() {
+                route.validate(&at.key("match"), problems);
+            }
             if !names.insert(name.clone()) {
                 problems.add(
                     &at,
@@ -96,7 +100,7 @@ pub fn build(
     state_dir: &Path,
 ) -> anyhow::Result<Arc<dyn Sink>> {
     let name = config.name();
-    Ok(match config {
+    let sink: Arc<dyn Sink> = match config {
         SinkConfig::Stdout(_) => Arc::new(stdout::StdoutSink::new(name)),
         SinkConfig::File(c) => Arc::new(file::FileSink::open(name, &c.path)?),
         SinkConfig::Loki(c) => Arc::new(loki::LokiSink::with_state_dir(
@@ -105,5 +109,53 @@ pub fn build(
         SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
             name, c, state_dir,
         )?),
+    };
+    Ok(match config.route() {
+        None => sink,
+        Some(route) => Arc::new(node_agent_core::sink::Routed {
+            inner: sink,
+            matcher: node_agent_core::route::Matcher::new(route)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_sections_are_validated_with_key_paths() {
+        let configs: SinksConfig = serde_yaml_ng::from_str(
+            "- {type: stdout, match: {namespace: ok}}\n\
+             - {type: loki, url: 'http://l', match: {source: pods, pod: ['a[']}}\n",
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        configs.validate(&KeyPath::root().key("sinks"), &mut problems);
+        let err = problems.into_result().unwrap_err().to_string();
+        assert!(err.contains("sinks[1].match.source[0]"), "{err}");
+        assert!(err.contains("sinks[1].match.pod[0]"), "{err}");
+        assert!(!err.contains("sinks[0]"), "{err}");
+        // Unknown keys inside `match:` are refused by name.
+        let err = serde_yaml_ng::from_str::<SinksConfig>(
+            "- {type: file, path: /x, match: {namespaces: a}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("namespaces"), "{err}");
+    }
+
+    #[test]
+    fn a_sink_with_match_is_routed() {
+        let state = tempfile::tempdir().unwrap();
+        let configs: SinksConfig = serde_yaml_ng::from_str(
+            "- {type: stdout, match: {namespace: 'team-*'}}\n- {type: stdout, name: all}\n",
+        )
+        .unwrap();
+        let sinks = build_all_in(&configs.0, &NodeIdentity::default(), state.path()).unwrap();
+        assert!(sinks[0].route().is_some());
+        assert!(sinks[1].route().is_none());
+        assert_eq!(sinks[0].name(), "stdout");
+    }
 }

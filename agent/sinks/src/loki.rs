@@ -4,9 +4,12 @@
 //! Streams are labelled `namespace`, `pod`, `container`, `node`, `stream` plus static
 //! labels; `pod_uid` and file paths stay out of the labels on purpose (unbounded
 //! cardinality). Entries are sorted by timestamp within each stream of a request.
-//! 2xx: done. 429/5xx/network: retry. Other 4xx (out of order, too old, rate-limited
-//! stream…): dead-letter, then done.
+//! 2xx: done. 429/5xx/network: retry (a 429's `Retry-After` is honoured). A 400 naming
+//! entries (out of order, too old): those entries are dead-lettered one by one and the
+//! rest of the request counts as delivered ([`refusals`] says how the answer is split).
+//! Other 4xx: the request is dead-lettered, then done.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,16 +19,17 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{LokiConfig, LokiEncoding};
+use super::config::{self, LokiConfig, LokiEncoding};
 use super::deadletter::{DeadLetter, Refusal};
 use super::http::{HttpClient, Settled};
 use super::metrics::SinkMetrics;
+use super::values::RecordValue;
 use super::{DeliverFuture, Sink, SinkError};
 use node_agent_core::node::NodeIdentity;
 use node_agent_core::record::{LogRecord, SourceMeta, Stream};
 
-/// Labels set from each record; they cannot be configured as static labels.
-pub const DYNAMIC_LABELS: &[&str] = &["namespace", "pod", "container", "node", "stream"];
+mod refusals;
+pub use refusals::{format_go_time, parse_go_time};
 
 /// `logproto.PushRequest` and friends (pkg/push/push.proto), the fields we send.
 pub mod proto {
@@ -52,6 +56,16 @@ pub mod proto {
         pub timestamp: Option<Timestamp>,
         #[prost(string, tag = "2")]
         pub line: String,
+        #[prost(message, repeated, tag = "3")]
+        pub structured_metadata: Vec<LabelPairAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LabelPairAdapter {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
     }
 
     /// `google.protobuf.Timestamp`.
@@ -74,31 +88,100 @@ pub struct EncodedRequest {
     pub records: Vec<usize>,
     /// Encoded size before compression.
     pub raw_len: usize,
+    /// The request's streams (label string, entries), to tell which entries a 400 named.
+    pub streams: Vec<(String, Vec<(i64, usize)>)>,
+    /// `X-Scope-OrgID` (every record of a request has the same tenant).
+    pub tenant: Option<String>,
 }
 
 /// Turns batches into push requests. Separate from the sink so benchmarks can drive it.
 pub struct LokiEncoder {
     encoding: LokiEncoding,
     static_labels: BTreeMap<String, String>,
+    record_labels: Vec<(String, RecordValue)>,
+    /// Some label comes from a parsed field: labels cannot be cached per source.
+    labels_per_record: bool,
+    structured_metadata: Vec<(String, RecordValue)>,
+    structured_metadata_fields: bool,
+    tenant: Option<String>,
+    tenant_from: Option<RecordValue>,
     node_fallback: String,
     max_request_bytes: usize,
 }
 
-/// One stream of a request: its labels and entries (timestamp, index into the batch).
+/// One stream of a request: its tenant, labels and entries (timestamp, index into the
+/// batch).
 struct Group {
+    tenant: Option<String>,
     labels: Vec<(String, String)>,
     label_string: String,
     entries: Vec<(i64, usize)>,
 }
 
+/// Structured metadata of one entry.
+type Metadata<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 impl LokiEncoder {
     pub fn new(config: &LokiConfig, identity: &NodeIdentity) -> Self {
+        let record_labels: Vec<(String, RecordValue)> = config
+            .record_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Self {
             encoding: config.encoding,
             static_labels: config.labels.clone(),
+            labels_per_record: record_labels.iter().any(|(_, v)| v.per_record())
+                || config
+                    .tenant_from
+                    .as_ref()
+                    .is_some_and(RecordValue::per_record),
+            record_labels,
+            structured_metadata: config
+                .structured_metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            structured_metadata_fields: config.structured_metadata_fields,
+            tenant: config.tenant.clone().filter(|t| !t.is_empty()),
+            tenant_from: config.tenant_from.clone(),
             node_fallback: identity.node_name.clone(),
             max_request_bytes: config.http.max_request_bytes,
         }
+    }
+
+    /// The record's tenant: `tenant_from`, else the static `tenant`.
+    fn tenant(&self, r: &LogRecord) -> Option<String> {
+        self.tenant_from
+            .as_ref()
+            .and_then(|from| from.get(r, &self.node_fallback))
+            .map(Cow::into_owned)
+            .or_else(|| self.tenant.clone())
+    }
+
+    /// The entry's structured metadata: the configured values, then (if asked) the
+    /// top-level scalar parsed fields under sanitized names.
+    fn metadata<'a>(&'a self, r: &'a LogRecord) -> Metadata<'a> {
+        let mut out: Metadata<'a> = Vec::new();
+        for (name, from) in &self.structured_metadata {
+            if let Some(v) = from.get(r, &self.node_fallback) {
+                out.push((Cow::Borrowed(name.as_str()), v));
+            }
+        }
+        if self.structured_metadata_fields
+            && let Some(fields) = &r.fields
+        {
+            for (k, v) in fields {
+                let value = match v {
+                    serde_json::Value::String(s) if !s.is_empty() => Cow::Borrowed(s.as_str()),
+                    serde_json::Value::Number(n) => Cow::Owned(n.to_string()),
+                    serde_json::Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+                    _ => continue,
+                };
+                out.push((sanitize_label_name(k), value));
+            }
+        }
+        out
     }
 
     /// Encodes `records` into requests of at most ~`max_request_bytes` (before compression).
@@ -110,11 +193,17 @@ impl LokiEncoder {
         let mut pieces: Vec<(usize, Range<usize>)> = Vec::new();
         let mut size = 0;
         for (g, group) in groups.iter().enumerate() {
+            // One tenant per request (groups are sorted by tenant).
+            if g > 0 && groups[g - 1].tenant != group.tenant && !pieces.is_empty() {
+                requests.push(self.encode_request(records, &groups, &pieces, gzip));
+                pieces.clear();
+                size = 0;
+            }
             let label_cost = group.label_string.len() + 16;
             let mut start = 0;
             for (k, &(_, i)) in group.entries.iter().enumerate() {
                 // Per-entry overhead: timestamp and framing (protobuf) or quoting (JSON).
-                let entry_cost = records[i].message.len() + 48;
+                let entry_cost = records[i].message.len() + 48 + self.metadata_cost(&records[i]);
                 let mut cost = entry_cost + if k == start { label_cost } else { 0 };
                 if size > 0 && size + cost > self.max_request_bytes {
                     if k > start {
@@ -148,9 +237,23 @@ impl LokiEncoder {
             .iter()
             .flat_map(|(g, range)| groups[*g].entries[range.clone()].iter().map(|&(_, i)| i))
             .collect();
+        let tenant = pieces.first().and_then(|(g, _)| groups[*g].tenant.clone());
+        let streams = pieces
+            .iter()
+            .map(|(g, range)| {
+                (
+                    groups[*g].label_string.clone(),
+                    groups[*g].entries[range.clone()].to_vec(),
+                )
+            })
+            .collect();
         match self.encoding {
             LokiEncoding::Protobuf => {
-                let raw = encode_protobuf(records, groups, pieces);
+                let metas: Vec<Metadata<'_>> = carried
+                    .iter()
+                    .map(|&i| self.metadata(&records[i]))
+                    .collect();
+                let raw = encode_protobuf(records, groups, pieces, &metas);
                 let raw_len = raw.len();
                 // Loki expects snappy's block format, not the framed stream format.
                 let body = snap::raw::Encoder::new()
@@ -162,6 +265,8 @@ impl LokiEncoder {
                     gzipped: false,
                     records: carried,
                     raw_len,
+                    streams,
+                    tenant,
                 }
             }
             LokiEncoding::Json => {
@@ -172,7 +277,15 @@ impl LokiEncoder {
                 #[derive(Serialize)]
                 struct JsonStream<'a> {
                     stream: BTreeMap<&'a str, &'a str>,
-                    values: Vec<(String, &'a str)>,
+                    values: Vec<JsonValue<'a>>,
+                }
+                /// `["<ns>", "<line>"]`, or with structured metadata
+                /// `["<ns>", "<line>", {"name": "value"}]`.
+                #[derive(Serialize)]
+                #[serde(untagged)]
+                enum JsonValue<'a> {
+                    Plain(String, &'a str),
+                    WithMetadata(String, &'a str, BTreeMap<Cow<'a, str>, Cow<'a, str>>),
                 }
                 let push = Push {
                     streams: pieces
@@ -185,7 +298,19 @@ impl LokiEncoder {
                                 .collect(),
                             values: groups[*g].entries[range.clone()]
                                 .iter()
-                                .map(|&(ts, i)| (ts.to_string(), records[i].message.as_str()))
+                                .map(|&(ts, i)| {
+                                    let line = records[i].message.as_str();
+                                    let meta = self.metadata(&records[i]);
+                                    if meta.is_empty() {
+                                        JsonValue::Plain(ts.to_string(), line)
+                                    } else {
+                                        JsonValue::WithMetadata(
+                                            ts.to_string(),
+                                            line,
+                                            meta.into_iter().collect(),
+                                        )
+                                    }
+                                })
                                 .collect(),
                         })
                         .collect(),
@@ -199,6 +324,8 @@ impl LokiEncoder {
                     gzipped: gzip,
                     records: carried,
                     raw_len,
+                    streams,
+                    tenant,
                 }
             }
         }
@@ -208,24 +335,31 @@ impl LokiEncoder {
     /// timestamps keep file order).
     fn group(&self, records: &[LogRecord]) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
-        let mut by_labels: HashMap<String, usize> = HashMap::new();
-        // Records of one file arrive together: remember the last source to skip rebuilding.
+        let mut by_labels: HashMap<(Option<String>, String), usize> = HashMap::new();
+        // Records of one file arrive together: remember the last source to skip rebuilding
+        // (unless labels or the tenant come from parsed fields).
         let mut last: Option<(*const SourceMeta, Stream, usize)> = None;
         for (i, r) in records.iter().enumerate() {
             let key = (Arc::as_ptr(&r.source), r.stream);
             let index = match last {
-                Some((ptr, stream, index)) if (ptr, stream) == key => index,
+                Some((ptr, stream, index)) if (ptr, stream) == key && !self.labels_per_record => {
+                    index
+                }
                 _ => {
                     let labels = self.labels(r);
                     let label_string = label_string(&labels);
-                    let index = *by_labels.entry(label_string.clone()).or_insert_with(|| {
-                        groups.push(Group {
-                            labels,
-                            label_string,
-                            entries: Vec::new(),
+                    let tenant = self.tenant(r);
+                    let index = *by_labels
+                        .entry((tenant.clone(), label_string.clone()))
+                        .or_insert_with(|| {
+                            groups.push(Group {
+                                tenant,
+                                labels,
+                                label_string,
+                                entries: Vec::new(),
+                            });
+                            groups.len() - 1
                         });
-                        groups.len() - 1
-                    });
                     last = Some((key.0, key.1, index));
                     index
                 }
@@ -235,26 +369,18 @@ impl LokiEncoder {
         for g in &mut groups {
             g.entries.sort_by_key(|&(ts, _)| ts);
         }
+        // Requests carry one tenant each: keep each tenant's streams together.
+        groups.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         groups
     }
 
     fn labels(&self, r: &LogRecord) -> Vec<(String, String)> {
-        let node = if r.source.node.is_empty() {
-            &self.node_fallback
-        } else {
-            &r.source.node
-        };
-        let mut labels: Vec<(String, String)> = Vec::with_capacity(5 + self.static_labels.len());
-        for (name, value) in [
-            ("container", r.source.container.as_str()),
-            ("namespace", r.source.namespace.as_str()),
-            ("node", node.as_str()),
-            ("pod", r.source.pod.as_str()),
-            ("stream", r.stream.as_str()),
-        ] {
-            // An empty value means "no such label" in Loki and Prometheus.
-            if !value.is_empty() {
-                labels.push((name.to_string(), value.to_string()));
+        let mut labels: Vec<(String, String)> =
+            Vec::with_capacity(self.record_labels.len() + self.static_labels.len());
+        for (name, from) in &self.record_labels {
+            // An absent or empty value means "no such label" in Loki and Prometheus.
+            if let Some(value) = from.get(r, &self.node_fallback) {
+                labels.push((name.clone(), value.into_owned()));
             }
         }
         for (name, value) in &self.static_labels {
@@ -262,9 +388,40 @@ impl LokiEncoder {
                 labels.push((name.clone(), value.clone()));
             }
         }
+        if labels.is_empty() {
+            // Loki refuses a stream without labels.
+            labels.push(("source".to_string(), r.source.kind.as_str().to_string()));
+        }
         labels.sort();
         labels
     }
+
+    /// What the entry's structured metadata adds to a request, about.
+    fn metadata_cost(&self, r: &LogRecord) -> usize {
+        if self.structured_metadata.is_empty() && !self.structured_metadata_fields {
+            return 0;
+        }
+        self.metadata(r)
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum()
+    }
+}
+
+/// A field name as a label name: characters outside `[a-zA-Z0-9_]` become `_`, and a
+/// leading digit gets a `_` in front.
+fn sanitize_label_name(name: &str) -> Cow<'_, str> {
+    if config::is_label_name(name) {
+        return Cow::Borrowed(name);
+    }
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    Cow::Owned(out)
 }
 
 /// Writes `logproto.PushRequest` straight from the records: the same bytes
@@ -274,6 +431,7 @@ fn encode_protobuf(
     records: &[LogRecord],
     groups: &[Group],
     pieces: &[(usize, Range<usize>)],
+    metas: &[Metadata<'_>],
 ) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
@@ -291,45 +449,66 @@ fn encode_protobuf(
     fn delimited_len(len: usize) -> usize {
         1 + encoded_len_varint(len as u64) + len
     }
-    fn entry_len(ts: i64, line: &str) -> usize {
-        // The timestamp is always present (an optional message set to Some).
-        delimited_len(timestamp_len(ts))
-            + if line.is_empty() {
-                0
-            } else {
-                delimited_len(line.len())
-            }
-    }
-    let stream_len = |g: &Group, range: &Range<usize>| {
-        let labels = if g.label_string.is_empty() {
+    /// A proto3 string field: left out when empty.
+    fn string_len(s: &str) -> usize {
+        if s.is_empty() {
             0
         } else {
-            delimited_len(g.label_string.len())
-        };
-        labels
+            delimited_len(s.len())
+        }
+    }
+    fn pair_len(name: &str, value: &str) -> usize {
+        string_len(name) + string_len(value)
+    }
+    fn entry_len(ts: i64, line: &str, meta: &Metadata<'_>) -> usize {
+        // The timestamp is always present (an optional message set to Some).
+        delimited_len(timestamp_len(ts))
+            + string_len(line)
+            + meta
+                .iter()
+                .map(|(k, v)| delimited_len(pair_len(k, v)))
+                .sum::<usize>()
+    }
+    fn put_string(field: u32, s: &str, buf: &mut Vec<u8>) {
+        if !s.is_empty() {
+            encode_key(field, WireType::LengthDelimited, buf);
+            encode_varint(s.len() as u64, buf);
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+    // `metas` follows the entries of `pieces` in order.
+    let mut starts = Vec::with_capacity(pieces.len());
+    let mut n = 0;
+    for (g, range) in pieces {
+        starts.push(n);
+        n += groups[*g].entries[range.clone()].len();
+    }
+    let stream_len = |g: &Group, range: &Range<usize>, first: usize| {
+        string_len(&g.label_string)
             + g.entries[range.clone()]
                 .iter()
-                .map(|&(ts, i)| delimited_len(entry_len(ts, &records[i].message)))
+                .enumerate()
+                .map(|(k, &(ts, i))| {
+                    delimited_len(entry_len(ts, &records[i].message, &metas[first + k]))
+                })
                 .sum::<usize>()
     };
     let total: usize = pieces
         .iter()
-        .map(|(g, r)| delimited_len(stream_len(&groups[*g], r)))
+        .zip(&starts)
+        .map(|((g, r), &first)| delimited_len(stream_len(&groups[*g], r, first)))
         .sum();
     let mut buf = Vec::with_capacity(total);
-    for (g, range) in pieces {
+    for ((g, range), &first) in pieces.iter().zip(&starts) {
         let group = &groups[*g];
         encode_key(1, WireType::LengthDelimited, &mut buf);
-        encode_varint(stream_len(group, range) as u64, &mut buf);
-        if !group.label_string.is_empty() {
-            encode_key(1, WireType::LengthDelimited, &mut buf);
-            encode_varint(group.label_string.len() as u64, &mut buf);
-            buf.extend_from_slice(group.label_string.as_bytes());
-        }
-        for &(ts, i) in &group.entries[range.clone()] {
+        encode_varint(stream_len(group, range, first) as u64, &mut buf);
+        put_string(1, &group.label_string, &mut buf);
+        for (k, &(ts, i)) in group.entries[range.clone()].iter().enumerate() {
             let line = &records[i].message;
+            let meta = &metas[first + k];
             encode_key(2, WireType::LengthDelimited, &mut buf);
-            encode_varint(entry_len(ts, line) as u64, &mut buf);
+            encode_varint(entry_len(ts, line, meta) as u64, &mut buf);
             encode_key(1, WireType::LengthDelimited, &mut buf);
             encode_varint(timestamp_len(ts) as u64, &mut buf);
             let (seconds, nanos) = split(ts);
@@ -341,10 +520,12 @@ fn encode_protobuf(
                 encode_key(2, WireType::Varint, &mut buf);
                 encode_varint(i64::from(nanos) as u64, &mut buf);
             }
-            if !line.is_empty() {
-                encode_key(2, WireType::LengthDelimited, &mut buf);
-                encode_varint(line.len() as u64, &mut buf);
-                buf.extend_from_slice(line.as_bytes());
+            put_string(2, line, &mut buf);
+            for (name, value) in meta {
+                encode_key(3, WireType::LengthDelimited, &mut buf);
+                encode_varint(pair_len(name, value) as u64, &mut buf);
+                put_string(1, name, &mut buf);
+                put_string(2, value, &mut buf);
             }
         }
     }
@@ -379,7 +560,6 @@ pub fn label_string(labels: &[(String, String)]) -> String {
 pub struct LokiSink {
     name: String,
     url: reqwest::Url,
-    tenant: Option<String>,
     encoder: LokiEncoder,
     client: HttpClient,
     dead_letter: DeadLetter,
@@ -413,7 +593,6 @@ impl LokiSink {
         Ok(Self {
             dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
             encoder: LokiEncoder::new(config, identity),
-            tenant: config.tenant.clone().filter(|t| !t.is_empty()),
             retry: config.http.retry,
             name,
             url,
@@ -435,13 +614,13 @@ impl LokiSink {
         cancel: &CancellationToken,
     ) -> Result<(), SinkError> {
         let requests = self.encoder.encode(records, self.client.gzip());
-        let tenant: Vec<(&'static str, &str)> = self
-            .tenant
-            .iter()
-            .map(|t| ("X-Scope-OrgID", t.as_str()))
-            .collect();
         let mut backoff = self.retry.backoff();
         for request in requests {
+            let tenant: Vec<(&'static str, &str)> = request
+                .tenant
+                .iter()
+                .map(|t| ("X-Scope-OrgID", t.as_str()))
+                .collect();
             let settled = self
                 .client
                 .send_until_settled(
@@ -459,21 +638,43 @@ impl LokiSink {
                     .client
                     .metrics
                     .sent(request.records.len(), request.raw_len),
-                Settled::Refused { status, detail } => {
-                    // Loki may have kept part of a refused push (it answers 400 for the
-                    // rejected entries only); dead-lettering all of it errs on the side
-                    // of keeping a copy.
-                    let refusals: Vec<Refusal<'_>> = request
-                        .records
-                        .iter()
-                        .map(|&i| Refusal {
-                            record: &records[i],
-                            status: Some(status),
-                            reason: detail.clone(),
+                Settled::Refused {
+                    status,
+                    detail,
+                    body,
+                } => {
+                    // Loki keeps the valid entries of a push and names the others in its
+                    // answer: dead-letter those one by one (see `refusals`).
+                    let named = (status == 400)
+                        .then(|| {
+                            refusals::attribute(&String::from_utf8_lossy(&body), &request.streams)
                         })
-                        .collect();
+                        .flatten();
+                    let refused: Vec<Refusal<'_>> = match named {
+                        Some(named) => named
+                            .into_iter()
+                            .map(|(i, reason)| Refusal {
+                                record: &records[i],
+                                status: Some(status),
+                                reason,
+                            })
+                            .collect(),
+                        None => request
+                            .records
+                            .iter()
+                            .map(|&i| Refusal {
+                                record: &records[i],
+                                status: Some(status),
+                                reason: detail.clone(),
+                            })
+                            .collect(),
+                    };
+                    let kept = request.records.len() - refused.len();
+                    if kept > 0 {
+                        self.client.metrics.sent(kept, 0);
+                    }
                     self.dead_letter
-                        .write_retrying(&refusals, &mut backoff, cancel)
+                        .write_retrying(&refused, &mut backoff, cancel)
                         .await?;
                 }
             }
@@ -501,6 +702,13 @@ impl Sink for LokiSink {
         &self.name
     }
 
+    /// One delivery at a time, each request after the previous one settled: a stream's
+    /// entries then reach Loki in order even across retries (a Loki without unordered
+    /// writes refuses an entry older than the newest of its stream).
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn deliver<'a>(
         &'a self,
         records: &'a [LogRecord],
@@ -516,9 +724,13 @@ mod tests {
 
     #[test]
     fn hand_written_protobuf_matches_prost() {
-        let config: LokiConfig =
-            serde_json::from_value(serde_json::json!({"url": "http://l", "labels": {"env": "x"}}))
-                .unwrap();
+        let config: LokiConfig = serde_json::from_value(
+            serde_json::json!({"url": "http://l", "labels": {"env": "x"},
+                "record_labels": {"namespace": "namespace", "container": "container", "pod": "pod",
+                    "stream": "stream", "node": "node"},
+                "structured_metadata_fields": true}),
+        )
+        .unwrap();
         let encoder = LokiEncoder::new(&config, &NodeIdentity::default());
         let meta = |pod: &str| {
             Arc::new(SourceMeta {
@@ -545,7 +757,10 @@ mod tests {
             fields: None,
         };
         let long = "é".repeat(300);
+        let mut parsed = rec(&b, 7, r#"{"level":"warn","user.id":7,"ok":false,"o":{}}"#);
+        parsed.fields = serde_json::from_str(&parsed.message).unwrap();
         let records = vec![
+            parsed,
             rec(&a, 1_700_000_000_123_456_789, "hello"),
             rec(&b, 0, ""),
             rec(&a, 5, &long),
@@ -558,6 +773,12 @@ mod tests {
             .enumerate()
             .map(|(g, group)| (g, 0..group.entries.len()))
             .collect();
+        let metas: Vec<Metadata<'_>> = pieces
+            .iter()
+            .flat_map(|(g, r)| groups[*g].entries[r.clone()].iter())
+            .map(|&(_, i)| encoder.metadata(&records[i]))
+            .collect();
+        let mut k = 0;
         let expected = proto::PushRequest {
             streams: pieces
                 .iter()
@@ -565,12 +786,22 @@ mod tests {
                     labels: groups[*g].label_string.clone(),
                     entries: groups[*g].entries[range.clone()]
                         .iter()
-                        .map(|&(ts, i)| proto::EntryAdapter {
-                            timestamp: Some(proto::Timestamp {
-                                seconds: ts.div_euclid(1_000_000_000),
-                                nanos: ts.rem_euclid(1_000_000_000) as i32,
-                            }),
-                            line: records[i].message.clone(),
+                        .map(|&(ts, i)| {
+                            k += 1;
+                            proto::EntryAdapter {
+                                timestamp: Some(proto::Timestamp {
+                                    seconds: ts.div_euclid(1_000_000_000),
+                                    nanos: ts.rem_euclid(1_000_000_000) as i32,
+                                }),
+                                line: records[i].message.clone(),
+                                structured_metadata: metas[k - 1]
+                                    .iter()
+                                    .map(|(n, v)| proto::LabelPairAdapter {
+                                        name: n.to_string(),
+                                        value: v.to_string(),
+                                    })
+                                    .collect(),
+                            }
                         })
                         .collect(),
                     hash: 0,
@@ -578,14 +809,34 @@ mod tests {
                 .collect(),
         };
         assert_eq!(
-            encode_protobuf(&records, &groups, &pieces),
+            encode_protobuf(&records, &groups, &pieces, &metas),
             prost::Message::encode_to_vec(&expected)
         );
-        // Node falls back to the identity (empty here: the label is left out).
+        // Default structured metadata (pod, pod_uid; node empty here) then the scalar
+        // fields under label-safe names; objects are left out.
+        let parsed_meta: Vec<(String, String)> = encoder
+            .metadata(&records[0])
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
         assert_eq!(
-            groups[0].label_string,
-            r#"{container="c", env="x", namespace="ns", pod="a", stream="stdout"}"#
+            parsed_meta,
+            pairs(&[
+                ("pod", "b"),
+                ("pod_uid", "u"),
+                ("level", "warn"),
+                ("ok", "false"),
+                ("user_id", "7")
+            ])
         );
+        // Node falls back to the identity (empty here: the label is left out).
+        assert!(groups.iter().any(|g| g.label_string
+            == r#"{container="c", env="x", namespace="ns", pod="a", stream="stdout"}"#));
     }
 
     #[test]

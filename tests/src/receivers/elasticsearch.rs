@@ -21,6 +21,11 @@ struct Store {
     item_script: HashMap<String, VecDeque<u16>>,
     next_auto_id: u64,
     bulk_requests: usize,
+    /// 200 answers with these bodies for the next bulk requests, nothing stored.
+    canned: VecDeque<String>,
+    /// VictoriaLogs-like: a document line longer than this stops the request there; what
+    /// came before is stored and the answer is an empty 200.
+    max_doc_bytes: Option<usize>,
 }
 
 struct Es {
@@ -62,6 +67,20 @@ impl EsReceiver {
             .entry(id.to_string())
             .or_default()
             .extend(std::iter::repeat_n(status, times));
+    }
+
+    /// The next `times` bulk requests are answered 200 with `body` and store nothing.
+    pub fn answer_next_bulk(&self, times: usize, body: &str) {
+        let mut store = self.es.store.lock().unwrap();
+        store
+            .canned
+            .extend(std::iter::repeat_n(body.to_string(), times));
+    }
+
+    /// Behave like VictoriaLogs' `_bulk` on a line longer than `bytes`: keep the documents
+    /// before it, drop it and the rest of the request, answer 200 with an empty body.
+    pub fn set_max_doc_bytes(&self, bytes: Option<usize>) {
+        self.es.store.lock().unwrap().max_doc_bytes = bytes;
     }
 
     /// Stored documents: (index, id, source).
@@ -183,13 +202,29 @@ impl Es {
                 );
             };
             let id = meta.get("_id").and_then(Value::as_str).map(str::to_string);
-            ops.push((op, index, id, serde_json::from_slice::<Value>(source)));
+            ops.push((
+                op,
+                index,
+                id,
+                (serde_json::from_slice::<Value>(source), source.len()),
+            ));
         }
         let mut store = self.store.lock().unwrap();
         store.bulk_requests += 1;
+        if let Some(body) = store.canned.pop_front() {
+            return Reply {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: body.into(),
+            };
+        }
         let mut errors = false;
         let mut items = Vec::with_capacity(ops.len());
-        for (op, index, id, source) in ops {
+        let max_doc = store.max_doc_bytes;
+        for (op, index, id, (source, doc_len)) in ops {
+            if max_doc.is_some_and(|max| doc_len > max) {
+                return Reply::empty(StatusCode::OK);
+            }
             let id = id.unwrap_or_else(|| {
                 store.next_auto_id += 1;
                 format!("auto-{}", store.next_auto_id)

@@ -3,7 +3,10 @@
 //! mistake in the agent shows up) or JSON; records the `X-Scope-OrgID` tenant; validates
 //! label sets; and, like Loki without unordered writes, refuses entries older than the
 //! newest accepted one of their stream ("entry out of order", HTTP 400, the rest of the
-//! push is kept) and drops exact duplicates silently.
+//! push is kept) and drops exact duplicates silently. Refusals are worded as Loki words
+//! them: the ingester's per-stream block (at most 10 entries listed, then
+//! `user '…', total ignored: N out of M for stream: {…}`) and the distributor's
+//! `entry for stream '{…}' has timestamp too old: …` lines (with [`LokiReceiver::set_reject_older_than`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +64,8 @@ pub struct LokiEntry {
     pub labels: BTreeMap<String, String>,
     pub timestamp_nanos: i64,
     pub line: String,
+    /// Structured metadata (protobuf field 3, or the JSON value's third element).
+    pub metadata: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -75,7 +80,12 @@ struct Store {
 struct Loki {
     store: Mutex<Store>,
     enforce_order: AtomicBool,
+    /// Entries older than this (nanoseconds) are refused as too old (`i64::MIN`: none).
+    reject_older_than: std::sync::atomic::AtomicI64,
 }
+
+/// Loki's `max_returned_stream_errors` default.
+const MAX_RETURNED_STREAM_ERRORS: usize = 10;
 
 /// A running Loki receiver.
 pub struct LokiReceiver {
@@ -92,6 +102,7 @@ impl LokiReceiver {
         let loki = Arc::new(Loki {
             store: Mutex::default(),
             enforce_order: AtomicBool::new(true),
+            reject_older_than: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         let server = Server::start(Arc::clone(&loki) as Arc<dyn Handler>, tls).await?;
         Ok(Self { server, loki })
@@ -108,6 +119,11 @@ impl LokiReceiver {
     /// Off: accept out-of-order entries, as Loki does with `unordered_writes`.
     pub fn set_enforce_order(&self, on: bool) {
         self.loki.enforce_order.store(on, Ordering::SeqCst);
+    }
+
+    /// Refuse entries older than `nanos` as "too old" (Loki's `reject_old_samples`).
+    pub fn set_reject_older_than(&self, nanos: i64) {
+        self.loki.reject_older_than.store(nanos, Ordering::SeqCst);
     }
 
     /// Every accepted entry, in acceptance order.
@@ -201,7 +217,7 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 /// One stream of a push, decoded from either encoding.
 struct PushStream {
     labels: BTreeMap<String, String>,
-    entries: Vec<(i64, String)>,
+    entries: Vec<(i64, String, BTreeMap<String, String>)>,
 }
 
 fn decode_protobuf(body: &[u8]) -> Result<Vec<PushStream>, String> {
@@ -220,7 +236,16 @@ fn decode_protobuf(body: &[u8]) -> Result<Vec<PushStream>, String> {
                     .into_iter()
                     .map(|e| {
                         let ts = e.timestamp.unwrap_or_default();
-                        (ts.seconds * 1_000_000_000 + i64::from(ts.nanos), e.line)
+                        let metadata = e
+                            .structured_metadata
+                            .into_iter()
+                            .map(|p| (p.name, p.value))
+                            .collect();
+                        (
+                            ts.seconds * 1_000_000_000 + i64::from(ts.nanos),
+                            e.line,
+                            metadata,
+                        )
                     })
                     .collect(),
             })
@@ -248,16 +273,33 @@ fn decode_json(body: &[u8]) -> Result<Vec<PushStream>, String> {
             let entries = s
                 .values
                 .into_iter()
-                .map(|v| match v.as_slice() {
-                    [
-                        serde_json::Value::String(ts),
-                        serde_json::Value::String(line),
-                        ..,
-                    ] => ts
-                        .parse::<i64>()
-                        .map(|ts| (ts, line.clone()))
-                        .map_err(|_| format!("timestamp {ts:?} is not nanoseconds")),
-                    _ => Err(format!("value {v:?} is not [\"<nanos>\", \"<line>\"]")),
+                .map(|v| {
+                    let (ts, line, meta) = match v.as_slice() {
+                        [
+                            serde_json::Value::String(ts),
+                            serde_json::Value::String(line),
+                        ] => (ts, line, None),
+                        [
+                            serde_json::Value::String(ts),
+                            serde_json::Value::String(line),
+                            serde_json::Value::Object(meta),
+                        ] => (ts, line, Some(meta)),
+                        _ => {
+                            return Err(format!(
+                                "value {v:?} is not [\"<nanos>\", \"<line>\", {{metadata}}?]"
+                            ));
+                        }
+                    };
+                    let mut metadata = BTreeMap::new();
+                    for (k, v) in meta.into_iter().flatten() {
+                        let serde_json::Value::String(v) = v else {
+                            return Err(format!("structured metadata {k:?} is not a string"));
+                        };
+                        metadata.insert(k.clone(), v.clone());
+                    }
+                    ts.parse::<i64>()
+                        .map(|ts| (ts, line.clone(), metadata))
+                        .map_err(|_| format!("timestamp {ts:?} is not nanoseconds"))
                 })
                 .collect::<Result<_, _>>()?;
             Ok(PushStream {
@@ -293,14 +335,26 @@ impl Handler for Loki {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let enforce = self.enforce_order.load(Ordering::SeqCst);
+        let oldest = self.reject_older_than.load(Ordering::SeqCst);
         let mut store = self.store.lock().unwrap();
         *store.pushes_by_encoding.entry(encoding).or_default() += 1;
-        let mut total = 0;
-        let mut rejected = Vec::new();
+        let tenant_name = tenant.clone().unwrap_or_else(|| "fake".to_string());
+        let mut validation = Vec::new();
+        let mut blocks = Vec::new();
         for stream in streams {
             let key = (tenant.clone(), stream.labels.clone());
-            for (ts, line) in stream.entries {
-                total += 1;
+            let label_string = format_labels(&stream.labels);
+            let mut ignored = Vec::new();
+            let total = stream.entries.len();
+            for (ts, line, metadata) in stream.entries {
+                if ts < oldest {
+                    validation.push(format!(
+                        "entry for stream '{label_string}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
+                        format_go_time(ts),
+                        format_go_time(oldest)
+                    ));
+                    continue;
+                }
                 let newest = store
                     .newest
                     .entry(key.clone())
@@ -309,7 +363,7 @@ impl Handler for Loki {
                     continue; // Loki drops exact duplicates silently.
                 }
                 if enforce && ts < newest.0 {
-                    rejected.push(format!("entry with timestamp {ts} ignored, reason: 'entry out of order' for stream: {:?}", stream.labels));
+                    ignored.push(ts);
                     continue;
                 }
                 if ts > newest.0 {
@@ -321,22 +375,54 @@ impl Handler for Loki {
                     labels: stream.labels.clone(),
                     timestamp_nanos: ts,
                     line,
+                    metadata,
                 });
             }
+            if !ignored.is_empty() {
+                let mut block = String::new();
+                for ts in ignored.iter().take(MAX_RETURNED_STREAM_ERRORS) {
+                    block.push_str(&format!(
+                        "entry with timestamp {} ignored, reason: 'entry out of order',\n",
+                        format_go_time(*ts)
+                    ));
+                }
+                block.push_str(&format!(
+                    "user '{tenant_name}', total ignored: {} out of {total} for stream: {label_string}",
+                    ignored.len()
+                ));
+                blocks.push(block);
+            }
         }
-        if rejected.is_empty() {
+        if validation.is_empty() && blocks.is_empty() {
             Reply::empty(StatusCode::NO_CONTENT)
         } else {
-            let n = rejected.len();
-            Reply::text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{}\ntotal ignored: {n} out of {total}",
-                    rejected.join(",\n")
-                ),
-            )
+            validation.extend(blocks);
+            Reply::text(StatusCode::BAD_REQUEST, validation.join("\n"))
         }
     }
+}
+
+/// Go's `time.Time.String()` in UTC, as Loki prints timestamps in its answers.
+pub fn format_go_time(nanos: i64) -> String {
+    let dt = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(nanos);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+    if frac != 0 {
+        let digits = format!("{frac:09}");
+        s.push('.');
+        s.push_str(digits.trim_end_matches('0'));
+    }
+    s.push_str(" +0000 UTC");
+    s
+}
+
+/// Prometheus' `labels.String()`: `{a="x", b="y"}`, sorted, Go-quoted values.
+fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Recorded {
     pub method: Method,
     pub path: String,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     /// The body arrived gzip'd.
     pub gzipped: bool,
@@ -81,8 +82,9 @@ pub struct Recorded {
 
 #[derive(Default)]
 struct Control {
-    /// Statuses to answer to the next requests, before the handler sees them.
-    script: Mutex<VecDeque<StatusCode>>,
+    /// Statuses (and a `Retry-After`) to answer to the next requests, before the handler
+    /// sees them.
+    script: Mutex<VecDeque<(StatusCode, Option<u64>)>>,
     down: AtomicBool,
     log: Mutex<Vec<Recorded>>,
 }
@@ -190,7 +192,17 @@ impl Server {
             .script
             .lock()
             .unwrap()
-            .extend(std::iter::repeat_n(status, times));
+            .extend(std::iter::repeat_n((status, None), times));
+    }
+
+    /// Answers the next `times` requests with `status` and `Retry-After: <secs>`.
+    pub fn fail_next_retry_after(&self, times: usize, status: u16, secs: u64) {
+        let status = StatusCode::from_u16(status).expect("valid status");
+        self.control
+            .script
+            .lock()
+            .unwrap()
+            .extend(std::iter::repeat_n((status, Some(secs)), times));
     }
 
     /// While down, connections are accepted and closed at once.
@@ -224,7 +236,9 @@ async fn serve(
         .get(hyper::header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let scripted = control.script.lock().unwrap().pop_front();
-    let reply = if let Some(status) = scripted {
+    let mut retry_after = None;
+    let reply = if let Some((status, after)) = scripted {
+        retry_after = after;
         Reply::text(status, format!("scripted failure {}", status.as_u16()))
     } else {
         let body = if gzipped {
@@ -253,12 +267,19 @@ async fn serve(
     control.log.lock().unwrap().push(Recorded {
         method: parts.method,
         path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
         headers: parts.headers,
         gzipped,
         wire_len: wire.len(),
         status: reply.status.as_u16(),
     });
-    respond(reply)
+    let mut response = respond(reply);
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, secs.into());
+    }
+    response
 }
 
 fn respond(reply: Reply) -> Response<Full<Bytes>> {

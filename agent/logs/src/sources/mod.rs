@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod journal;
+pub mod live;
 pub mod pods;
 pub mod tail;
 

@@ -8,7 +8,12 @@
 //! ([`Stage::held_from`]), and the source never checkpoints past it, so a restart in the
 //! middle of a held group re-reads the group instead of losing it.
 
-pub mod json;
+pub mod config;
+pub mod enrich;
+pub mod filter;
+pub mod matcher;
+pub mod multiline;
+pub mod parse;
 
 use std::time::Instant;
 
@@ -136,20 +141,30 @@ pub(crate) mod test_support {
 
     use node_agent_core::record::{LogRecord, SourceMeta, Stream};
 
-    /// A record of file 1 at `offset`.
-    pub fn record(offset: u64, message: &str) -> LogRecord {
-        let meta = Arc::new(SourceMeta {
+    /// Metadata of a pod's file (file id 1).
+    pub fn meta(namespace: &str, pod: &str, container: &str) -> Arc<SourceMeta> {
+        Arc::new(SourceMeta {
             kind: node_agent_core::record::SourceKind::Pod,
-            namespace: "ns".into(),
-            pod: "pod".into(),
+            namespace: namespace.into(),
+            pod: pod.into(),
             pod_uid: "uid".into(),
-            container: "c".into(),
+            container: container.into(),
             node: "node".into(),
             path: PathBuf::from("/x/0.log"),
             file_id: 1,
             kubernetes: None,
-        });
-        LogRecord::new(meta, 0, Stream::Stdout, offset, message.into())
+        })
+    }
+
+    /// A record of file 1 at `offset`.
+    pub fn record(offset: u64, message: &str) -> LogRecord {
+        LogRecord::new(
+            meta("ns", "pod", "c"),
+            0,
+            Stream::Stdout,
+            offset,
+            message.into(),
+        )
     }
 }
 

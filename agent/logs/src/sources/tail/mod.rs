@@ -283,7 +283,8 @@ impl<L: Layout> TailSource<L> {
             if read_any {
                 continue;
             }
-            if !self.updates.is_empty() && run.builder.is_empty() && !self.seal_and_send(&mut run) {
+            // Positions move on also when stages dropped (or hold) everything read.
+            if run.builder.is_empty() && self.positions_pending() && !self.seal_and_send(&mut run) {
                 return Exit::ReceiverGone;
             }
             let now = Instant::now();
@@ -295,10 +296,13 @@ impl<L: Layout> TailSource<L> {
             if poll {
                 wait = wait.min(IDLE_POLL);
             }
+            // A due lag update is a deadline too: after the last acknowledgement nothing
+            // else may wake us, and the gauge would show the delivered bytes as lag.
             for d in [
                 run.builder.deadline(),
                 follow_up,
                 run.ctx.stages.next_deadline(),
+                lag_due,
             ]
             .into_iter()
             .flatten()
@@ -311,10 +315,15 @@ impl<L: Layout> TailSource<L> {
                 let _ = run.ctx.wake_rx.recv_timeout(wait);
             }
         }
-        if (!run.builder.is_empty() || !self.updates.is_empty()) && !self.seal_and_send(&mut run) {
+        if (!run.builder.is_empty() || self.positions_pending()) && !self.seal_and_send(&mut run) {
             return Exit::ReceiverGone;
         }
         Exit::Shutdown
+    }
+
+    /// Position updates not yet sealed into a batch: forgotten files, or files read since.
+    fn positions_pending(&self) -> bool {
+        !self.updates.is_empty() || self.files.values().any(|t| t.dirty)
     }
 
     /// Marks the files this pass reads: all (full pass) or those the kernel said changed.
