@@ -250,6 +250,10 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
     if !config.enabled {
         return Ok(());
     }
+    // The same defaults `run` will pick, so their checkpoints are checked too.
+    let mut resolved = config.clone();
+    resolved.resolve_auto_quietly();
+    let config = &resolved;
     checkpoint::CheckpointStore::<sources::tail::file_id::FileEntry>::new(
         &config.state_dir,
         sources::pods::CHECKPOINT_FILE,
@@ -367,13 +371,22 @@ impl LogsConfig {
     /// Decides the switches left unset: the journal runs when a journal directory exists;
     /// host files default to `/var/log/*.log` where there is no `pods_dir` (standalone).
     pub fn resolve_auto(&mut self) {
-        if self.journal.resolve_enabled() {
+        let journal_unset = self.journal.enabled.is_none();
+        let files_unset = self.files.is_none();
+        self.resolve_auto_quietly();
+        if journal_unset && self.journal.is_enabled() {
             tracing::info!(directories = ?self.journal.directories, "shipping the systemd journal");
         }
+        if files_unset && self.files.as_ref().is_some_and(|f| !f.is_empty()) {
+            tracing::info!(pods_dir = %self.pods_dir.display(), "no pod logs on this host; shipping /var/log/*.log");
+        }
+    }
+
+    fn resolve_auto_quietly(&mut self) {
+        self.journal.resolve_enabled();
         if self.files.is_none() {
             let standalone = !self.pods_dir.is_dir();
             self.files = Some(if standalone {
-                tracing::info!(pods_dir = %self.pods_dir.display(), "no pod logs on this host; shipping /var/log/*.log");
                 vec![sources::files::FilesEntry {
                     paths: vec!["/var/log/*.log".into()],
                     exclude: Vec::new(),
@@ -542,6 +555,58 @@ mod tests {
             ..LogsConfig::default()
         };
         assert!(both.validated().is_err());
+    }
+
+    #[test]
+    fn unset_sources_follow_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        std::fs::create_dir(&journal).unwrap();
+        let standalone = LogsConfig {
+            pods_dir: dir.path().join("no-pods"),
+            journal: sources::journal::JournalSourceConfig {
+                directories: vec![journal.clone()],
+                ..Default::default()
+            },
+            ..LogsConfig::default()
+        };
+        let mut laptop = standalone.clone();
+        laptop.resolve_auto();
+        assert!(laptop.journal.is_enabled());
+        let files = laptop.files.as_deref().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].paths, ["/var/log/*.log"]);
+
+        let mut node = LogsConfig {
+            pods_dir: dir.path().to_path_buf(),
+            ..standalone.clone()
+        };
+        node.journal.directories = vec![dir.path().join("none")];
+        node.resolve_auto();
+        assert!(!node.journal.is_enabled());
+        assert_eq!(node.files.as_deref(), Some(&[][..]));
+
+        // What is set stays as set.
+        let mut explicit = LogsConfig {
+            files: Some(Vec::new()),
+            ..standalone
+        };
+        explicit.journal.enabled = Some(false);
+        explicit.resolve_auto();
+        assert!(!explicit.journal.is_enabled());
+        assert_eq!(explicit.files.as_deref(), Some(&[][..]));
+
+        let yaml: LogsConfig = serde_yaml_ng::from_str(
+            "journal: {include_units: [kubelet], start: tail}\nfiles:\n  - paths: [/var/log/kubernetes/audit/*.log]\n    format: audit\n",
+        )
+        .unwrap();
+        yaml.validated().unwrap();
+        let bad: LogsConfig =
+            serde_yaml_ng::from_str("journal: {directories: [rel]}\nfiles: [{paths: [x]}]\n")
+                .unwrap();
+        let text = bad.validated().unwrap_err().to_string();
+        assert!(text.contains("journal.directories[0]"), "{text}");
+        assert!(text.contains("files[0].paths[0]"), "{text}");
     }
 
     #[test]
