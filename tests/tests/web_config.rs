@@ -258,3 +258,37 @@ fn connection_cap_and_header_read_timeout() {
         Err(e) => panic!("A still open while B was served: {e}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_pki(dir.path());
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let arg = format!("--web.config.file={}", web.display());
+    let agent = tokio::task::spawn_blocking(move || Agent::start(dir, &[arg]))
+        .await
+        .unwrap();
+    let url = format!("https://{}/healthz", agent.addr);
+    let ok = |ca: &str| {
+        let c = client(ca).build().unwrap();
+        let url = url.clone();
+        async move { c.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+    };
+    assert!(ok(&first.ca_pem).await);
+    // cert-manager renews: a new CA and server pair replace the files.
+    let second = write_pki(&path);
+    assert!(ok(&second.ca_pem).await, "the new certificate is served");
+    assert!(!ok(&first.ca_pem).await, "the old one is not");
+    // A broken rewrite keeps the last good pair.
+    std::fs::write(path.join("server.pem"), "not a certificate").unwrap();
+    assert!(ok(&second.ca_pem).await);
+    tokio::task::spawn_blocking(move || drop(agent))
+        .await
+        .unwrap();
+}
