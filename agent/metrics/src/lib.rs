@@ -13,6 +13,7 @@ pub mod status;
 pub mod telemetry;
 
 pub mod arp;
+pub mod bcache;
 pub mod bonding;
 pub mod conntrack;
 pub mod cpu;
@@ -159,6 +160,8 @@ pub struct CollectorOptions {
     pub rapl_zone_label: bool,
     /// `--collector.tapestats.ignored-devices`.
     pub tapestats_ignored_devices: regex::Regex,
+    /// `--collector.bcache.priorityStats`.
+    pub bcache_priority_stats: bool,
 }
 
 impl Default for CollectorOptions {
@@ -184,6 +187,7 @@ impl Default for CollectorOptions {
             ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
             rapl_zone_label: false,
             tapestats_ignored_devices: re("^$"),
+            bcache_priority_stats: false,
         }
     }
 }
@@ -421,6 +425,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "tapestats",
         default_enabled: true,
         build: tapestats::build,
+    },
+    CollectorSpec {
+        name: "bcache",
+        default_enabled: true,
+        build: bcache::build,
     },
 ];
 
