@@ -15,6 +15,7 @@ pub mod telemetry;
 pub mod arp;
 pub mod bcache;
 pub mod bonding;
+pub mod btrfs;
 pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
@@ -430,6 +431,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "bcache",
         default_enabled: true,
         build: bcache::build,
+    },
+    CollectorSpec {
+        name: "btrfs",
+        default_enabled: true,
+        build: btrfs::build,
     },
 ];
 
