@@ -57,6 +57,7 @@ pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
 pub mod xfs;
+pub mod zfs;
 
 use std::time::{Duration, Instant};
 
@@ -436,6 +437,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "btrfs",
         default_enabled: true,
         build: btrfs::build,
+    },
+    CollectorSpec {
+        name: "zfs",
+        default_enabled: true,
+        build: zfs::build,
     },
 ];
 
