@@ -28,6 +28,7 @@ pub mod filefd;
 pub mod filesystem;
 pub mod hwmon;
 pub mod infiniband;
+pub mod interrupts;
 pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
@@ -442,6 +443,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "zfs",
         default_enabled: true,
         build: zfs::build,
+    },
+    CollectorSpec {
+        name: "interrupts",
+        default_enabled: false,
+        build: interrupts::build,
     },
 ];
 
