@@ -42,6 +42,7 @@ pub mod nvme;
 pub mod os;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod processes;
 pub mod rapl;
 pub mod schedstat;
 pub mod selinux;
@@ -448,6 +449,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "interrupts",
         default_enabled: false,
         build: interrupts::build,
+    },
+    CollectorSpec {
+        name: "processes",
+        default_enabled: false,
+        build: processes::build,
     },
 ];
 
