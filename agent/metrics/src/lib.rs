@@ -166,6 +166,8 @@ pub struct CollectorOptions {
     pub tapestats_ignored_devices: regex::Regex,
     /// `--collector.bcache.priorityStats`.
     pub bcache_priority_stats: bool,
+    /// `--collector.stat.softirq`.
+    pub stat_softirq: bool,
 }
 
 impl Default for CollectorOptions {
@@ -192,6 +194,7 @@ impl Default for CollectorOptions {
             rapl_zone_label: false,
             tapestats_ignored_devices: re("^$"),
             bcache_priority_stats: false,
+            stat_softirq: false,
         }
     }
 }
