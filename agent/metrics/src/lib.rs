@@ -51,6 +51,7 @@ pub mod softnet;
 pub mod stat;
 pub(crate) mod sysattr;
 pub mod tapestats;
+pub mod tcpstat;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
@@ -457,6 +458,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "processes",
         default_enabled: false,
         build: processes::build,
+    },
+    CollectorSpec {
+        name: "tcpstat",
+        default_enabled: false,
+        build: tcpstat::build,
     },
 ];
 
