@@ -33,6 +33,7 @@ pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
+pub mod meminfo_numa;
 pub mod netclass;
 pub mod netdev;
 pub mod netstat;
@@ -463,6 +464,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "tcpstat",
         default_enabled: false,
         build: tcpstat::build,
+    },
+    CollectorSpec {
+        name: "meminfo_numa",
+        default_enabled: false,
+        build: meminfo_numa::build,
     },
 ];
 
