@@ -51,6 +51,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod stat;
 pub(crate) mod sysattr;
+pub mod sysctl;
 pub mod tapestats;
 pub mod tcpstat;
 pub mod textfile;
@@ -170,6 +171,10 @@ pub struct CollectorOptions {
     pub bcache_priority_stats: bool,
     /// `--collector.stat.softirq`.
     pub stat_softirq: bool,
+    /// `--collector.sysctl.include` (repeatable; `name[:key,...]`).
+    pub sysctl_include: Vec<String>,
+    /// `--collector.sysctl.include-info` (repeatable).
+    pub sysctl_include_info: Vec<String>,
 }
 
 impl Default for CollectorOptions {
@@ -197,6 +202,8 @@ impl Default for CollectorOptions {
             tapestats_ignored_devices: re("^$"),
             bcache_priority_stats: false,
             stat_softirq: false,
+            sysctl_include: Vec::new(),
+            sysctl_include_info: Vec::new(),
         }
     }
 }
@@ -469,6 +476,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "meminfo_numa",
         default_enabled: false,
         build: meminfo_numa::build,
+    },
+    CollectorSpec {
+        name: "sysctl",
+        default_enabled: false,
+        build: sysctl::build,
     },
 ];
 
