@@ -61,6 +61,7 @@ pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
+pub mod watchdog;
 pub mod xfs;
 pub mod zfs;
 
@@ -481,6 +482,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "sysctl",
         default_enabled: false,
         build: sysctl::build,
+    },
+    CollectorSpec {
+        name: "watchdog",
+        default_enabled: false,
+        build: watchdog::build,
     },
 ];
 
