@@ -34,6 +34,7 @@ pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
 pub mod meminfo_numa;
+pub mod mountstats;
 pub mod netclass;
 pub mod netdev;
 pub mod netstat;
@@ -487,6 +488,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "watchdog",
         default_enabled: false,
         build: watchdog::build,
+    },
+    CollectorSpec {
+        name: "mountstats",
+        default_enabled: false,
+        build: mountstats::build,
     },
 ];
 
