@@ -229,3 +229,33 @@ pub fn assert_same_as_node_exporter_except(
     }
     assert!(!ours.is_empty(), "{collector}: nothing to compare");
 }
+
+/// `name type label,label` of every series of an exposition (values dropped): what must
+/// match between two exporters on a live host whose counters move between the scrapes.
+pub fn shape(text: &str) -> std::collections::BTreeSet<String> {
+    let mut types = std::collections::HashMap::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            types.insert(name.to_string(), kind.to_string());
+        }
+    }
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, labels) = match l.split_once('{') {
+                Some((n, rest)) => (n, rest.rsplit_once('}').map_or("", |(ls, _)| ls)),
+                None => (l.split_whitespace().next().unwrap_or(""), ""),
+            };
+            let mut names: Vec<&str> = labels
+                .split("\",")
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim_start_matches(',')))
+                .filter(|k| !k.is_empty())
+                .collect();
+            names.sort_unstable();
+            let kind = types.get(name).map_or("untyped", String::as_str);
+            format!("{name} {kind} {}", names.join(","))
+        })
+        .collect()
+}

@@ -679,3 +679,67 @@ mod tests {
         );
     }
 }
+
+/// The issue-16 collectors on this machine's real /proc and /sys, against node_exporter
+/// 1.5.0 with the same collectors: the same families, types and label names (values move
+/// between the two scrapes). On a VM most of them find nothing; both must agree on that.
+#[cfg(test)]
+mod live_host {
+    use super::*;
+    use crate::fixtures::{node_exporter, ours, shape};
+
+    /// Issue-16 collectors that read only the host (not tcpstat: node_exporter 1.5.0 uses
+    /// sock_diag for it; not mountstats/processes: their series come and go with mounts
+    /// and processes).
+    const COLLECTORS: &[&str] = &[
+        "xfs",
+        "ipvs",
+        "nfs",
+        "nfsd",
+        "nvme",
+        "edac",
+        "dmi",
+        "rapl",
+        "fibrechannel",
+        "infiniband",
+        "tapestats",
+        "bcache",
+        "btrfs",
+        "zfs",
+        "interrupts",
+        "meminfo_numa",
+        "watchdog",
+    ];
+
+    #[test]
+    fn same_shape_as_node_exporter_on_this_host() {
+        let paths = HostPaths::default();
+        // watchdog is not in 1.5.0: compared for the rest only.
+        let theirs_list: Vec<&str> = COLLECTORS
+            .iter()
+            .copied()
+            .filter(|c| *c != "watchdog")
+            .collect();
+        let Some(theirs) = node_exporter(&paths, &theirs_list, &[]) else {
+            return;
+        };
+        let options = CollectorOptions::default();
+        let nc = NodeCollectors::build(
+            theirs_list.iter().copied(),
+            &BuildContext {
+                paths: &paths,
+                options: &options,
+            },
+        );
+        let mut set = MetricSet::new();
+        nc.collect(None, &mut set);
+        let ours = ours(&mut set);
+        let (ours, theirs) = (shape(&ours), shape(&theirs));
+        let only_theirs: Vec<_> = theirs.difference(&ours).collect();
+        let only_ours: Vec<_> = ours.difference(&theirs).collect();
+        assert!(
+            only_theirs.is_empty() && only_ours.is_empty(),
+            "only node_exporter: {only_theirs:#?}\nonly ours: {only_ours:#?}"
+        );
+    }
+}
