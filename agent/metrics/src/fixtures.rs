@@ -110,6 +110,11 @@ impl Drop for KillOnDrop {
 /// installed (which fails the test under `NODE_AGENT_REQUIRE_ALL=1`, as
 /// `node_agent_tests::require::missing` does).
 pub fn node_exporter(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> Option<String> {
+    node_exporter_raw(paths, collectors, flags).map(|body| node_families(&body))
+}
+
+/// The whole exposition node_exporter serves (see [`node_exporter`]).
+pub fn node_exporter_raw(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> Option<String> {
     use std::io::{Read as _, Write as _};
     let installed = std::process::Command::new(NODE_EXPORTER)
         .arg("--version")
@@ -157,11 +162,20 @@ pub fn node_exporter(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> 
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or_else(|| panic!("no response from node_exporter: {response:?}"));
-    Some(node_families(body))
+    Some(body.to_string())
+}
+
+/// `collector → value` of the node_scrape_collector_success series of an exposition.
+pub fn successes(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("node_scrape_collector_success{collector=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(c, v)| (c.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Keeps node_* families of an exposition, without node_scrape_* and build info.
-fn node_families(text: &str) -> String {
+pub fn node_families(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let name = l

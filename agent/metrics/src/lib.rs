@@ -686,7 +686,7 @@ mod tests {
 #[cfg(test)]
 mod live_host {
     use super::*;
-    use crate::fixtures::{node_exporter, ours, shape};
+    use crate::fixtures::{node_exporter_raw, node_families, ours, shape, successes};
 
     /// Issue-16 collectors that read only the host (not tcpstat: node_exporter 1.5.0 uses
     /// sock_diag for it; not mountstats/processes: their series come and go with mounts
@@ -720,7 +720,7 @@ mod live_host {
             .copied()
             .filter(|c| *c != "watchdog")
             .collect();
-        let Some(theirs) = node_exporter(&paths, &theirs_list, &[]) else {
+        let Some(raw) = node_exporter_raw(&paths, &theirs_list, &[]) else {
             return;
         };
         let options = CollectorOptions::default();
@@ -733,8 +733,13 @@ mod live_host {
         );
         let mut set = MetricSet::new();
         nc.collect(None, &mut set);
+        let mut text = Vec::new();
+        set.encode_text(&mut text);
+        let text = String::from_utf8(text).unwrap();
+        // Which collectors found data (NoData and errors are 0) must agree too.
+        assert_eq!(successes(&text), successes(&raw));
         let ours = ours(&mut set);
-        let (ours, theirs) = (shape(&ours), shape(&theirs));
+        let (ours, theirs) = (shape(&ours), shape(&node_families(&raw)));
         let only_theirs: Vec<_> = theirs.difference(&ours).collect();
         let only_ours: Vec<_> = ours.difference(&theirs).collect();
         assert!(
