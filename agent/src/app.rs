@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use node_agent_core::health::{self, State};
 use node_agent_core::sink::Sink;
-use node_agent_metrics::http::{self, MetricsEndpoint};
+use node_agent_metrics::config::Listen;
+use node_agent_metrics::http::{self, MetricsEndpoint, ServeOptions};
 use node_agent_metrics::{BuildContext, NodeCollectors};
 
 use tokio::sync::watch;
@@ -33,6 +34,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         instance = %config.identity.instance(),
         "starting node-agent"
     );
+    log_config_warnings(&config);
     let collectors = build_collectors(&config);
     let web = &config.metrics.web;
     let endpoint = Arc::new(
@@ -42,7 +44,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             !web.disable_exporter_metrics,
             web.max_requests,
         )
-        .with_node_name(&config.identity.node_name),
+        .with_node_name(&config.identity.node_name)
+        .with_web_settings(&web.server),
     );
     // Everything the configuration can break is tried before the lock: a pod that cannot
     // do the leader's work must not take the leadership from one that can.
@@ -54,13 +57,29 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     .context("building the log sinks")
     .map_err(StartupError)?;
     node_agent_logs::preflight(&config.file.logs).map_err(StartupError)?;
-    let listener = http::bind(web.listen)
-        .with_context(|| format!("binding --web.listen-address {}", web.listen))?;
+    let listeners = match &web.listen {
+        Listen::Addresses(addrs) => {
+            let mut listeners = Vec::with_capacity(addrs.len());
+            for addr in addrs {
+                listeners.push(
+                    http::bind(*addr)
+                        .with_context(|| format!("binding --web.listen-address {addr}"))?,
+                );
+            }
+            listeners
+        }
+        Listen::SystemdSocket => http::systemd_listeners().map_err(StartupError)?,
+    };
     // The server outlives the drain so metrics stay scrapeable until the very end.
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(http::serve(
-        listener,
+        listeners,
         Arc::clone(&endpoint),
+        ServeOptions {
+            tls: web.server.tls.clone(),
+            max_connections: web.max_connections,
+            header_read_timeout: web.header_read_timeout,
+        },
         server_stop.clone(),
     ));
 
@@ -91,6 +110,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let _ = server.await;
     tracing::info!("node-agent stopped");
     result
+}
+
+/// Deprecated flags, collectors asked for that do not exist here, web config differences:
+/// once, at start-up (flags are parsed before logging is set up).
+pub fn log_config_warnings(config: &Config) {
+    for warning in &config.metrics.warnings {
+        tracing::warn!("{warning}");
+    }
 }
 
 /// The node_exporter collectors plus the ones other subsystems register (the eBPF
@@ -131,11 +158,31 @@ async fn lead(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
+    let ebpf = config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME);
+    let security = &config.file.security;
+    if security.enabled && !ebpf {
+        tracing::warn!("security.enabled needs --collector.syscalls (the eBPF capture); no alerts");
+    }
+    // Alerts enter the log pipeline through a bounded queue; capture never waits on sinks.
+    let (alerts, alerts_rx) = if security.enabled && ebpf {
+        let (tx, rx) = node_agent_syscalls::security::AlertSender::channel(
+            ALERT_QUEUE,
+            &config.identity.node_name,
+        );
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let security_options = alerts.map(|tx| node_agent_syscalls::security::SecurityOptions {
+        config: security.clone(),
+        alerts: Some(tx),
+    });
     let syscalls = async {
-        if config.collector_enabled(node_agent_syscalls::COLLECTOR_NAME) {
+        if ebpf {
             node_agent_syscalls::run_leader(
                 config.syscalls_options(),
                 config.metrics.paths.clone(),
+                security_options,
                 stop.clone(),
             )
             .await
@@ -144,7 +191,29 @@ async fn lead(
             Ok(())
         }
     };
-    let logs = ship_logs(&config, sinks, reloads, &stop);
+    // Started before the logs so that files found at start can wait for their pods.
+    let kube = &config.file.kubernetes;
+    let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
+    let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
+    // Alerts are a live source beside the log sources, on the start-up sinks: a reload
+    // restarts the log sources, while the capture keeps its queue.
+    let alert_sinks = alerts_rx.as_ref().map(|_| sinks.clone());
+    let logs = async {
+        let alerts = async {
+            match (alerts_rx, alert_sinks) {
+                (Some(rx), Some(sinks)) => {
+                    node_agent_logs::run_alerts(&config.file.logs, sinks, rx, stop.clone()).await
+                }
+                _ => Ok(()),
+            }
+        };
+        let (logs, alerts) = tokio::join!(
+            ship_logs(&config, sinks, enrichment, reloads, &stop),
+            alerts
+        );
+        alerts?;
+        logs
+    };
     let (logs, syscalls) = tokio::join!(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
@@ -160,13 +229,20 @@ async fn lead(
 async fn ship_logs(
     config: &Config,
     mut sinks: Vec<Arc<dyn Sink>>,
+    enrichment: Option<node_agent_logs::Enrichment>,
     mut reloads: Option<watch::Receiver<Arc<FileConfig>>>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut logs = config.file.logs.clone();
     loop {
         let generation = stop.child_token();
-        let run = node_agent_logs::run(logs.clone(), &config.identity, sinks, generation.clone());
+        let run = node_agent_logs::run(
+            logs.clone(),
+            &config.identity,
+            sinks,
+            enrichment.clone(),
+            generation.clone(),
+        );
         tokio::pin!(run);
         let next = loop {
             let changed = async {
@@ -211,6 +287,9 @@ async fn ship_logs(
         tracing::info!("config reloaded: log pipeline restarted from its checkpoint");
     }
 }
+
+/// Alerts waiting for the log pipeline at most (each a few hundred bytes).
+const ALERT_QUEUE: usize = 4096;
 
 /// Runs one leader subsystem, keeping its health state; a failure stops its siblings.
 async fn supervised(

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod config;
+pub mod kube;
 pub mod logging;
 pub mod reload;
 pub mod shutdown;
@@ -19,8 +20,10 @@ pub mod shutdown;
 pub use node_agent_core as core;
 pub use node_agent_core::{host, node as identity};
 pub use node_agent_handover as handover;
+pub use node_agent_kube as kube_cache;
 pub use node_agent_logs as logs;
 pub use node_agent_metrics as metrics;
 pub use node_agent_metrics::telemetry;
+pub use node_agent_security as security;
 pub use node_agent_sinks as sinks;
 pub use node_agent_syscalls as syscalls;

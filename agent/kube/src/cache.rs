@@ -146,6 +146,12 @@ impl MetadataCache {
         self.store().node()
     }
 
+    /// Changes whenever a lookup's answer may have changed (see
+    /// [`node_agent_core::kube::PodLookup::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.store().generation()
+    }
+
     /// Whether the pod is known and was deleted (`None`: not known).
     pub fn is_deleted(&self, uid: &str) -> Option<bool> {
         self.store().is_deleted(uid)

@@ -99,6 +99,14 @@ pub struct KubeConfig {
     /// Label and annotation values longer than this are dropped (and counted): bounds
     /// memory and keeps multi-kilobyte annotations off every record.
     pub max_value_bytes: usize,
+
+    /// Log enrichment: how long a log file's records wait for its pod to reach the
+    /// cache while the cache is current (0: never wait; records then ship with the
+    /// path's metadata and count as misses).
+    #[serde(with = "duration_serde")]
+    pub hold_time: Duration,
+    /// Log enrichment: bytes of records held across all files waiting for their pods.
+    pub hold_max_bytes: usize,
 }
 
 impl Default for KubeConfig {
@@ -145,6 +153,8 @@ impl Default for KubeConfig {
             max_pods: 1024,
             max_namespaces: 20_000,
             max_value_bytes: 4096,
+            hold_time: Duration::from_secs(2),
+            hold_max_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -277,6 +287,12 @@ impl KubeConfig {
         }
         if self.backoff_max < self.backoff_initial {
             bad("backoff_max", "must not be below backoff_initial".into());
+        }
+        if self.hold_time > Duration::from_secs(60) {
+            bad(
+                "hold_time",
+                "must be at most 60s (held records delay the file's shipping)".into(),
+            );
         }
         if self.connect_timeout.is_zero() {
             bad("connect_timeout", "must be greater than 0".into());

@@ -110,6 +110,7 @@ mod client;
 pub mod config;
 mod filter;
 mod health;
+mod lookup;
 mod metadata;
 mod objects;
 mod owner;
@@ -122,6 +123,7 @@ pub use client::{StartError, in_cluster_url};
 pub use config::{ConfigError, ConfigErrors, KeyFilterConfig, KubeConfig};
 pub use filter::KeyFilter;
 pub use health::{CacheState, ErrorKind, Resource, ResourceStats};
+pub use lookup::to_record;
 pub use metadata::{
     ContainerKind, ContainerMetadata, KeyValues, NamespaceMetadata, NodeMetadata, PodInfo,
     PodMetadata,

@@ -113,6 +113,10 @@ pub(crate) struct Store {
     max_pods: usize,
     max_namespaces: usize,
     over_capacity: AtomicU64,
+    /// Bumped whenever a lookup's answer may change (a pod added or changed, a
+    /// namespace's or the node's metadata changed): lets callers that memoize lookups
+    /// re-check only then (see `core::kube::PodLookup::generation`).
+    generation: AtomicU64,
 }
 
 impl Store {
@@ -124,7 +128,16 @@ impl Store {
             max_pods,
             max_namespaces,
             over_capacity: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     // A writer that panicked cannot leave the maps half-updated in a way lookups could
@@ -282,6 +295,9 @@ impl Store {
                 entry.view = view;
                 entry.deleted_at = deleted_at;
             }
+            if !unchanged {
+                self.changed();
+            }
             return false;
         }
         if deleted {
@@ -307,6 +323,7 @@ impl Store {
                 released_at: None,
             },
         );
+        self.changed();
         true
     }
 
@@ -396,6 +413,7 @@ impl Store {
         }
         let ns = Arc::new(ns);
         inner.namespaces.insert(ns.name.clone(), Arc::clone(&ns));
+        self.changed();
         for entry in inner.pods.values_mut() {
             if entry.view.pod.namespace == ns.name {
                 entry.view = Arc::new(PodMetadata {
@@ -421,6 +439,7 @@ impl Store {
         }
         let node = Arc::new(node);
         inner.node = Some(Arc::clone(&node));
+        self.changed();
         for entry in inner.pods.values_mut() {
             entry.view = Arc::new(PodMetadata {
                 pod: Arc::clone(&entry.view.pod),
@@ -464,6 +483,25 @@ mod tests {
     }
 
     const RETAIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn generation_moves_only_when_an_answer_changes() {
+        let s = Store::new(RETAIN, 10, 10);
+        let now = Instant::now();
+        let g0 = s.generation();
+        s.apply_pod(pod("u1", "a", "p", "web"), false, now);
+        let g1 = s.generation();
+        assert_ne!(g0, g1, "a new pod");
+        s.apply_pod(pod("u1", "a", "p", "web"), false, now);
+        s.lease("u1");
+        s.release("u1", now);
+        assert_eq!(s.generation(), g1, "nothing a lookup returns changed");
+        s.apply_pod(pod("u1", "a", "p", "api"), false, now);
+        let g2 = s.generation();
+        assert_ne!(g1, g2, "a label changed");
+        s.apply_namespace(ns("a", "t"));
+        assert_ne!(s.generation(), g2, "its namespace arrived");
+    }
 
     #[test]
     fn lookups_by_uid_and_name_and_unchanged_updates_keep_the_arc() {

@@ -188,12 +188,22 @@ impl Validate for LogsConfig {
     }
 }
 
+/// Kubernetes metadata for pod log records: the node's metadata cache and how long a
+/// file may wait for its pod (see [`stages::enrich`]).
+#[derive(Clone)]
+pub struct Enrichment {
+    pub lookup: std::sync::Arc<dyn node_agent_core::kube::PodLookup>,
+    pub settings: stages::enrich::EnrichSettings,
+}
+
 /// Runs the pipeline with `sinks` until `shutdown`, then drains in-flight batches (bounded
-/// by `logs.drain_timeout`) and persists the final checkpoint.
+/// by `logs.drain_timeout`) and persists the final checkpoint. With `enrichment`, pod
+/// records carry Kubernetes metadata.
 pub async fn run(
     logs: LogsConfig,
     node: &NodeIdentity,
     sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if !logs.enabled {
@@ -203,9 +213,35 @@ pub async fn run(
     }
     let mut logs = logs;
     logs.resolve_auto();
-    run_with_sinks(logs, node.node_name.clone(), sinks, shutdown).await?;
+    run_enriched(logs, node.node_name.clone(), sinks, enrichment, shutdown).await?;
     Ok(())
 }
+
+/// Ships the live records from `alerts` (runtime-security alerts) as a source of their own
+/// beside [`run`]'s, with the same sinks and routes. Runs even with `logs.enabled` false
+/// (that switch is about container logs).
+pub async fn run_alerts(
+    logs: &LogsConfig,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    alerts: std::sync::mpsc::Receiver<node_agent_core::record::LogRecord>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = std::sync::Arc::new(router::Router::new(sinks)?);
+    let live = sources::live::LiveSource::new("security", SECURITY_CHECKPOINT_FILE, alerts);
+    delivery::run_source(
+        live,
+        stages::Chain::new(Vec::new()),
+        logs.delivery_settings(),
+        router,
+        shutdown,
+    )
+    .await
+    .context("security alerts")?;
+    Ok(())
+}
+
+/// Checkpoint of the security alert source (a count; nothing resumes from it).
+pub const SECURITY_CHECKPOINT_FILE: &str = "security-alerts.json";
 
 /// What can be checked before leading: the state dir is usable and every source's
 /// checkpoint readable. Changes nothing.
@@ -248,10 +284,20 @@ pub async fn run_with_sinks(
     sinks: Vec<std::sync::Arc<dyn Sink>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    run_enriched(config, node, sinks, None, shutdown).await
+}
+
+/// [`run_with_sinks`] with Kubernetes metadata on pod records.
+pub async fn run_enriched(
+    config: LogsConfig,
+    node: String,
+    sinks: Vec<std::sync::Arc<dyn Sink>>,
+    enrichment: Option<Enrichment>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
     let stop = shutdown.child_token();
-    let mut runs: Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)> =
-        Vec::new();
+    let mut runs: Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)> = Vec::new();
     let pods = || {
         sources::pods::PodsSource::new(
             sources::pods::PodsLayout {
@@ -266,7 +312,7 @@ pub async fn run_with_sinks(
             config.tail_settings(),
         )
     };
-    config.spawn_lanes(pods, &sinks, &stop, &mut runs)?;
+    config.spawn_lanes(pods, enrichment.as_ref(), &sinks, &stop, &mut runs)?;
     if config.journal.is_enabled() {
         let journal = || {
             sources::journal::JournalSource::new(
@@ -275,7 +321,7 @@ pub async fn run_with_sinks(
                 config.max_line_bytes,
             )
         };
-        config.spawn_lanes(journal, &sinks, &stop, &mut runs)?;
+        config.spawn_lanes(journal, None, &sinks, &stop, &mut runs)?;
     }
     for group in sources::files::compile_all(config.files.as_deref().unwrap_or_default())? {
         let files = || {
@@ -288,7 +334,7 @@ pub async fn run_with_sinks(
                 config.tail_settings(),
             )
         };
-        config.spawn_lanes(files, &sinks, &stop, &mut runs)?;
+        config.spawn_lanes(files, None, &sinks, &stop, &mut runs)?;
     }
     let mut total = RunSummary::default();
     let mut first_error: Option<anyhow::Error> = None;
@@ -343,6 +389,7 @@ impl LogsConfig {
     fn spawn_lanes<S: source::Source>(
         &self,
         make: impl Fn() -> S,
+        enrichment: Option<&Enrichment>,
         sinks: &[std::sync::Arc<dyn Sink>],
         stop: &CancellationToken,
         runs: &mut Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)>,
@@ -370,7 +417,7 @@ impl LogsConfig {
             };
             let run = delivery::run_source(
                 source,
-                self.stages()?,
+                self.stages_with(enrichment.cloned())?,
                 settings,
                 std::sync::Arc::new(router),
                 stop.clone(),
@@ -395,7 +442,19 @@ impl LogsConfig {
 
     /// The stage chain these settings ask for (`parse_json` first, then `processors`).
     pub fn stages(&self) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        self.stages_with(None)
+    }
+
+    /// The stage chain, with the enrich stage first when `enrichment` is given (so later
+    /// stages can read pod metadata and `node-agent.io/*` hints).
+    pub fn stages_with(
+        &self,
+        enrichment: Option<Enrichment>,
+    ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
         let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
+        if let Some(e) = enrichment {
+            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
+        }
         if self.parse_json {
             leading.push(Box::new(stages::parse::Parser::legacy_json()));
         }

@@ -195,7 +195,7 @@ pub struct BcacheCollector {
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(BcacheCollector {
         dir: ctx.paths.sys_path("fs/bcache"),
-        priority_stats: ctx.options.bcache_priority_stats,
+        priority_stats: ctx.options.more.bcache_priority_stats,
     }))
 }
 
@@ -448,10 +448,8 @@ mod tests {
 
     #[test]
     fn priority_stats_same_as_node_exporter() {
-        let options = CollectorOptions {
-            bcache_priority_stats: true,
-            ..CollectorOptions::default()
-        };
+        let mut options = CollectorOptions::default();
+        options.more.bcache_priority_stats = true;
         assert_same_as_node_exporter(
             "bcache",
             build,

@@ -11,6 +11,7 @@ pub mod process;
 pub mod procfile;
 pub mod status;
 pub mod telemetry;
+pub mod webconfig;
 
 pub mod arp;
 pub mod bcache;
@@ -163,20 +164,8 @@ pub struct CollectorOptions {
     pub cpu_info: bool,
     pub cpu_flags_include: Option<regex::Regex>,
     pub cpu_bugs_include: Option<regex::Regex>,
-    /// `--collector.ipvs.backend-labels` (comma separated; see [`ipvs::parse_backend_labels`]).
-    pub ipvs_backend_labels: String,
-    /// `--collector.rapl.enable-zone-label`.
-    pub rapl_zone_label: bool,
-    /// `--collector.tapestats.ignored-devices`.
-    pub tapestats_ignored_devices: regex::Regex,
-    /// `--collector.bcache.priorityStats`.
-    pub bcache_priority_stats: bool,
-    /// `--collector.stat.softirq`.
-    pub stat_softirq: bool,
-    /// `--collector.sysctl.include` (repeatable; `name[:key,...]`).
-    pub sysctl_include: Vec<String>,
-    /// `--collector.sysctl.include-info` (repeatable).
-    pub sysctl_include_info: Vec<String>,
+    /// Options of the collectors added after the 1.5.0 core set (see [`config::MoreArgs`]).
+    pub more: config::MoreOptions,
 }
 
 impl Default for CollectorOptions {
@@ -199,13 +188,7 @@ impl Default for CollectorOptions {
             cpu_info: false,
             cpu_flags_include: None,
             cpu_bugs_include: None,
-            ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
-            rapl_zone_label: false,
-            tapestats_ignored_devices: re("^$"),
-            bcache_priority_stats: false,
-            stat_softirq: false,
-            sysctl_include: Vec::new(),
-            sysctl_include_info: Vec::new(),
+            more: config::MoreOptions::default(),
         }
     }
 }

@@ -59,7 +59,7 @@ pub fn parse_softirq(text: &str, what: &str) -> Result<Vec<u64>, CollectorError>
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(StatCollector {
         path: ctx.paths.proc_path("stat"),
-        softirq: ctx.options.stat_softirq,
+        softirq: ctx.options.more.stat_softirq,
     }))
 }
 
@@ -225,10 +225,8 @@ mod tests {
     #[test]
     fn softirq_same_as_node_exporter() {
         use crate::fixtures::{assert_same_as_node_exporter, paths};
-        let options = crate::CollectorOptions {
-            stat_softirq: true,
-            ..crate::CollectorOptions::default()
-        };
+        let mut options = crate::CollectorOptions::default();
+        options.more.stat_softirq = true;
         assert_same_as_node_exporter(
             "stat",
             build,

@@ -42,7 +42,7 @@ pub struct SysctlCollector {
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
-    let o = ctx.options;
+    let o = &ctx.options.more;
     let sysctls = o
         .sysctl_include
         .iter()
@@ -164,16 +164,15 @@ mod tests {
     use crate::fixtures::{assert_same_as_node_exporter, paths, scrape};
 
     fn options() -> CollectorOptions {
-        CollectorOptions {
-            sysctl_include: vec![
-                "vm.swappiness".into(),
-                "net.ipv4.ip_local_port_range".into(),
-                "net.ipv4.tcp_rmem:min,default,max".into(),
-                "fs.file-nr".into(),
-            ],
-            sysctl_include_info: vec!["kernel.core_pattern".into(), "kernel.ostype".into()],
-            ..CollectorOptions::default()
-        }
+        let mut o = CollectorOptions::default();
+        o.more.sysctl_include = vec![
+            "vm.swappiness".into(),
+            "net.ipv4.ip_local_port_range".into(),
+            "net.ipv4.tcp_rmem:min,default,max".into(),
+            "fs.file-nr".into(),
+        ];
+        o.more.sysctl_include_info = vec!["kernel.core_pattern".into(), "kernel.ostype".into()];
+        o
     }
 
     #[test]
@@ -202,10 +201,8 @@ mod tests {
             "kernel.ostype",
             "vm.absent",
         ] {
-            let o = CollectorOptions {
-                sysctl_include: vec![include.into()],
-                ..CollectorOptions::default()
-            };
+            let mut o = CollectorOptions::default();
+            o.more.sysctl_include = vec![include.into()];
             assert!(scrape(build, &paths("sysctl"), &o).is_err(), "{include}");
         }
         let none = scrape(build, &paths("sysctl"), &CollectorOptions::default()).unwrap();

@@ -325,10 +325,10 @@ struct BulkItem {
 
 /// What happened to the items of one bulk request.
 #[derive(Debug, Default, PartialEq)]
-struct ItemResults {
-    done: Vec<usize>,
-    retry: Vec<usize>,
-    refused: Vec<(usize, u16, String)>,
+pub(crate) struct ItemResults {
+    pub(crate) done: Vec<usize>,
+    pub(crate) retry: Vec<usize>,
+    pub(crate) refused: Vec<(usize, u16, String)>,
 }
 
 /// Reads the per-item answers for `sent` (positions into the batch, in request order).
@@ -336,7 +336,7 @@ struct ItemResults {
 /// Every item is checked, whatever `errors` says: ES-compatible servers (OpenSearch,
 /// VictoriaLogs, proxies) do not all set it, and a 2xx answer whose `items` does not have
 /// one entry per sent record tells nothing about what landed.
-fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
+pub(crate) fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("unreadable bulk response: empty body".to_string());
     }

@@ -342,7 +342,7 @@ impl HttpClient {
     }
 }
 
-fn classify(status: u16, body: Bytes, retry_after: Option<Duration>) -> Outcome {
+pub(crate) fn classify(status: u16, body: Bytes, retry_after: Option<Duration>) -> Outcome {
     let detail = || {
         format!(
             "HTTP {status}: {}",

@@ -17,6 +17,25 @@ pub mod metrics;
 pub mod stdout;
 pub mod values;
 
+/// Entry points for the fuzz targets (tests/fuzz): the parsers of what receivers answer
+/// are private to their sinks.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads an Elasticsearch bulk response to `sent` documents: (done, retry, refused).
+    pub fn es_bulk_response(body: &[u8], sent: usize) -> Result<[usize; 3], String> {
+        let sent: Vec<usize> = (0..sent).collect();
+        let r = super::elasticsearch::read_items(body, &sent)?;
+        // Every document sent gets exactly one verdict.
+        assert_eq!(r.done.len() + r.retry.len() + r.refused.len(), sent.len());
+        Ok([r.done.len(), r.retry.len(), r.refused.len()])
+    }
+
+    /// Classifies an HTTP answer (Loki's error bodies, ES's) as the sinks do.
+    pub fn http_response(status: u16, body: &[u8]) -> super::http::Outcome {
+        super::http::classify(status, bytes::Bytes::copy_from_slice(body), None)
+    }
+}
+
 use std::path::Path;
 use std::sync::Arc;
 

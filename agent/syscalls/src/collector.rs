@@ -81,8 +81,8 @@ impl Collector for SyscallsCollector {
             maps.counts_lost().map_err(other)? as f64,
         );
         out.counter(
-            "node_agent_syscalls_events_dropped_total",
-            "Security-relevant syscall events dropped because the ring buffer was full.",
+            "node_agent_security_events_dropped_total",
+            "Kernel security records dropped because the ring buffer was full (the capture fell behind).",
             &[],
             maps.events_dropped().map_err(other)? as f64,
         );

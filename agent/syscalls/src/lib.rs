@@ -2,22 +2,23 @@
 //!
 //! Split of work between the two pods of a handover:
 //! * the leader ([`run_leader`]) loads the `sys_enter` raw tracepoint program, pins its
-//!   counter maps in bpffs and keeps it attached until shutdown; it also logs the
-//!   security-relevant syscalls the program reports through its ring buffer;
+//!   counter maps in bpffs and keeps it attached until shutdown; with `security.enabled`
+//!   it also attaches the security capture and runs its records through the rule engine
+//!   ([`security`]): alerts go to the Falco outputs and the log pipeline;
 //! * every pod's collector ([`build_collector`]) reads the *pinned* maps, so leader and
 //!   standby serve the same monotonic counters, and a new leader that reuses the pins
 //!   continues the counts where the old one left them.
 
+pub mod btf;
 pub mod cgroups;
 #[cfg(feature = "ebpf")]
 mod collector;
-#[cfg(feature = "ebpf")]
-pub mod events;
 #[cfg(feature = "ebpf")]
 pub mod gc;
 #[cfg(feature = "ebpf")]
 pub mod loader;
 pub mod names;
+pub mod security;
 pub mod series;
 pub mod support;
 
@@ -47,8 +48,6 @@ pub struct SyscallsConfig {
     /// kubelet's container log links (container id → name); default: `containers` next to
     /// `logs.pods_dir`.
     pub containers_dir: Option<PathBuf>,
-    /// Syscalls reported one by one (logged by the leader), by name.
-    pub events: Vec<String>,
     /// Maximum number of `node_agent_syscalls_total` series; more are folded into one
     /// series with all labels "other".
     pub max_series: usize,
@@ -67,18 +66,6 @@ impl Default for SyscallsConfig {
             map_entries: syscalls_common::DEFAULT_COUNTS_ENTRIES,
             cgroup_root: None,
             containers_dir: None,
-            events: [
-                "execve",
-                "execveat",
-                "ptrace",
-                "mount",
-                "setuid",
-                "init_module",
-                "finit_module",
-                "bpf",
-            ]
-            .map(String::from)
-            .to_vec(),
             max_series: 5000,
             attribution_refresh: Duration::from_secs(5),
             gc_interval: Duration::from_secs(60),
@@ -114,20 +101,6 @@ impl Validate for SyscallsConfig {
             &at.key("pin_path"),
             format!("must be absolute, got {}", self.pin_path.display()),
         );
-        problems.take(&at.key("events"), self.event_numbers());
-    }
-}
-
-impl SyscallsConfig {
-    /// Syscall numbers of [`Self::events`] on this architecture.
-    pub fn event_numbers(&self) -> anyhow::Result<Vec<u64>> {
-        self.events
-            .iter()
-            .map(|name| {
-                names::syscall_nr(name)
-                    .ok_or_else(|| anyhow::anyhow!("unknown syscall {name:?} on this architecture"))
-            })
-            .collect()
     }
 }
 
@@ -194,15 +167,16 @@ pub const NOT_BUILT: &str = "syscalls collector unavailable: this node-agent was
 pub async fn run_leader(
     options: SyscallsOptions,
     paths: HostPaths,
+    security: Option<security::SecurityOptions>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     #[cfg(feature = "ebpf")]
     {
-        loader::run_leader(&options, &paths, shutdown).await
+        loader::run_leader(&options, &paths, security, shutdown).await
     }
     #[cfg(not(feature = "ebpf"))]
     {
-        let _ = (options, paths);
+        let _ = (options, paths, security);
         tracing::warn!(reason = NOT_BUILT, "syscall monitoring disabled");
         shutdown.cancelled().await;
         Ok(())
@@ -216,7 +190,7 @@ mod tests {
     #[test]
     fn config_defaults_and_yaml() {
         let config: SyscallsConfig = serde_yaml_ng::from_str(
-            "pin_path: /sys/fs/bpf/x\nmap_entries: 100\nevents: [ptrace]\nmax_series: 10\nattribution_refresh: 1s\n",
+            "pin_path: /sys/fs/bpf/x\nmap_entries: 100\nmax_series: 10\nattribution_refresh: 1s\n",
         )
         .expect("valid yaml");
         assert_eq!(config.pin_path, PathBuf::from("/sys/fs/bpf/x"));
@@ -232,12 +206,6 @@ mod tests {
     #[test]
     fn config_rejects_bad_values() {
         assert!(serde_yaml_ng::from_str::<SyscallsConfig>("nope: 1").is_err());
-        let bad_event = SyscallsConfig {
-            events: vec!["not_a_syscall".into()],
-            ..Default::default()
-        };
-        let err = bad_event.validated().expect_err("unknown syscall");
-        assert!(err.to_string().contains("not_a_syscall"), "{err}");
         let zero = SyscallsConfig {
             map_entries: 0,
             ..Default::default()

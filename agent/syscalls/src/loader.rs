@@ -10,12 +10,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
+use node_agent_security::event::{EventType, EventTypeSet};
 use syscalls_common::{
-    FILTER_LEN, MAP_COUNTS, MAP_FILTER, MAP_STATS, PROG_SYS_ENTER, STAT_COUNTS_FULL,
-    STAT_EVENTS_DROPPED, SysKey,
+    FILTER_LEN, GLOBAL_LAYOUT, KernelLayout, MAP_COUNTS, MAP_FILTER, MAP_OPEN_READ, MAP_OPEN_WRITE,
+    MAP_STATS, PREFIX_KEY_LEN, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SCHED_FORK, PROG_SYS_ENTER,
+    PROG_SYS_EXIT, STAT_COUNTS_FULL, STAT_EVENTS_DROPPED, SysKey,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -34,38 +37,94 @@ static OBJECT: Option<&[u8]> = None;
 /// bpffs magic (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// What the security capture sends through `EVENTS` (see `ebpf/syscalls-ebpf/src/security.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSettings {
+    /// Record kinds to send; the others cost nothing (their hook is not attached, or their
+    /// syscall is absent from `FILTER`).
+    pub kinds: EventTypeSet,
+    /// Any open below one of these is sent.
+    pub open_read_prefixes: Vec<String>,
+    /// Opens for writing or creating below one of these are sent.
+    pub open_write_prefixes: Vec<String>,
+}
+
+impl CaptureSettings {
+    /// What a security engine needs, minus what the configuration switched off.
+    pub fn from_security(
+        config: &node_agent_security::config::SecurityConfig,
+        required: EventTypeSet,
+    ) -> Self {
+        let mut kinds = required;
+        for name in &config.kernel.disabled_events {
+            if let Some(t) = EventType::from_name(name) {
+                kinds = kinds.intersection(EventTypeSet::only(t).complement());
+            }
+        }
+        CaptureSettings {
+            kinds,
+            open_read_prefixes: config.kernel.open_read_prefixes.clone(),
+            open_write_prefixes: config.kernel.open_write_prefixes.clone(),
+        }
+    }
+}
+
 /// The attached program; dropping it detaches the program (the pinned maps stay).
 pub struct LoadedProgram {
     ebpf: Ebpf,
     pin_path: PathBuf,
     program: String,
+    /// The capture programs attached, by name (bench: their run time).
+    capture: Vec<&'static str>,
 }
 
 impl LoadedProgram {
-    /// Loads the program, reusing or creating the pinned maps, sets the event filter and
-    /// attaches to the `sys_enter` raw tracepoint.
+    /// Loads the program, reusing or creating the pinned maps, and attaches the counting
+    /// program to the `sys_enter` raw tracepoint.
     pub fn load(config: &SyscallsConfig) -> anyhow::Result<Self> {
-        Self::load_program(config, PROG_SYS_ENTER)
+        Self::load_program(config, PROG_SYS_ENTER, None)
+    }
+
+    /// [`Self::load`] plus the security capture programs `capture` asks for.
+    pub fn load_with_capture(
+        config: &SyscallsConfig,
+        capture: &CaptureSettings,
+    ) -> anyhow::Result<Self> {
+        Self::load_program(config, PROG_SYS_ENTER, Some(capture))
     }
 
     /// Benchmarks only: attaches the empty program on the same hook instead, to measure
     /// the cost of the hook itself.
     pub fn load_baseline(config: &SyscallsConfig) -> anyhow::Result<Self> {
-        Self::load_program(config, syscalls_common::PROG_SYS_ENTER_NOOP)
+        Self::load_program(config, syscalls_common::PROG_SYS_ENTER_NOOP, None)
     }
 
-    fn load_program(config: &SyscallsConfig, name: &str) -> anyhow::Result<Self> {
+    fn load_program(
+        config: &SyscallsConfig,
+        name: &str,
+        capture: Option<&CaptureSettings>,
+    ) -> anyhow::Result<Self> {
         let object = OBJECT
             .context("this node-agent was built with AYA_BUILD_SKIP, without the eBPF object")?;
         ensure_bpffs(&config.pin_path)?;
         raise_memlock_limit();
         check_pinned_counts(config);
+        let layout = match capture {
+            Some(_) => super::btf::Btf::from_sys_fs()
+                .context("kernel BTF for the security capture")?
+                .kernel_layout(),
+            None => KernelLayout::UNSET,
+        };
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&config.pin_path)
             .map_max_entries(MAP_COUNTS, config.map_entries)
+            .override_global(GLOBAL_LAYOUT, &layout, true)
             .load(object)
             .context("loading the eBPF object (maps + BTF)")?;
-        set_filter(&mut ebpf, &config.event_numbers()?)?;
+        let mut attached = Vec::new();
+        if let Some(capture) = capture {
+            attached = attach_capture(&mut ebpf, capture)?;
+        }
         let program: &mut RawTracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the object"))?
@@ -81,7 +140,24 @@ impl LoadedProgram {
             ebpf,
             pin_path: config.pin_path.clone(),
             program: name.to_string(),
+            capture: attached,
         })
+    }
+
+    /// Run time and count summed over the capture programs (benchmarks).
+    pub fn capture_run_stats(&self) -> anyhow::Result<(std::time::Duration, u64)> {
+        let mut total = (std::time::Duration::ZERO, 0);
+        for name in &self.capture {
+            let info = self
+                .ebpf
+                .program(name)
+                .context("program missing")?
+                .info()
+                .context("reading program info")?;
+            total.0 += info.run_time();
+            total.1 += info.run_count();
+        }
+        Ok(total)
     }
 
     /// Where the counter maps are pinned.
@@ -101,7 +177,7 @@ impl LoadedProgram {
         Ok((info.run_time(), info.run_count()))
     }
 
-    /// Takes the ring buffer of security events (once).
+    /// Takes the ring buffer of security records (once).
     pub fn take_events(&mut self) -> Option<Map> {
         self.ebpf.take_map(syscalls_common::MAP_EVENTS)
     }
@@ -124,21 +200,86 @@ fn raise_memlock_limit() {
     }
 }
 
-/// Syscall nr → 1 for the syscalls to report one by one; everything else 0.
-fn set_filter(ebpf: &mut Ebpf, numbers: &[u64]) -> anyhow::Result<()> {
+/// Fills `FILTER` (syscall nr → record kind) and the open-prefix tries, then loads and
+/// attaches the capture programs `capture` needs. Returns their names.
+fn attach_capture(ebpf: &mut Ebpf, capture: &CaptureSettings) -> anyhow::Result<Vec<&'static str>> {
     let mut filter: Array<_, u8> = ebpf
         .map_mut(MAP_FILTER)
         .context("FILTER map missing from the object")?
         .try_into()
         .context("FILTER is not an array")?;
-    for nr in numbers {
-        let index = u32::try_from(*nr)
+    let mut any_syscall = false;
+    for kind in capture.kinds.iter() {
+        // exec, fork and exit come from the sched tracepoints, not from sys_exit.
+        if kind.is_exec() || kind.is_fork() || kind == EventType::Procexit {
+            continue;
+        }
+        // Absent on this architecture (open on arm64): nothing to report.
+        let Some(nr) = super::names::syscall_nr(kind.name()) else {
+            continue;
+        };
+        let index = u32::try_from(nr)
             .ok()
             .filter(|i| *i < FILTER_LEN)
             .with_context(|| format!("syscall number {nr} beyond the filter's {FILTER_LEN}"))?;
-        filter.set(index, 1, 0).context("writing the FILTER map")?;
+        filter
+            .set(index, kind as u16 as u8, 0)
+            .context("writing the FILTER map")?;
+        any_syscall = true;
     }
-    Ok(())
+    for (map, prefixes) in [
+        (MAP_OPEN_READ, &capture.open_read_prefixes),
+        (MAP_OPEN_WRITE, &capture.open_write_prefixes),
+    ] {
+        let mut trie: LpmTrie<_, [u8; PREFIX_KEY_LEN], u8> = ebpf
+            .map_mut(map)
+            .with_context(|| format!("{map} map missing from the object"))?
+            .try_into()
+            .with_context(|| format!("{map} is not an LPM trie"))?;
+        for prefix in prefixes {
+            let bytes = prefix.as_bytes();
+            if bytes.is_empty() || bytes.len() >= PREFIX_KEY_LEN {
+                bail!(
+                    "open prefix {prefix:?}: must be 1 to {} bytes",
+                    PREFIX_KEY_LEN - 1
+                );
+            }
+            let mut data = [0u8; PREFIX_KEY_LEN];
+            data[..bytes.len()].copy_from_slice(bytes);
+            let key = LpmKey::new(bytes.len() as u32 * 8, data);
+            trie.insert(&key, 1, 0)
+                .with_context(|| format!("adding {prefix:?} to {map}"))?;
+        }
+    }
+    let mut wanted = Vec::new();
+    if any_syscall {
+        wanted.push((PROG_SYS_EXIT, "sys_exit"));
+    }
+    if capture.kinds.iter().any(EventType::is_exec) {
+        wanted.push((PROG_SCHED_EXEC, "sched_process_exec"));
+    }
+    if capture.kinds.iter().any(EventType::is_fork) {
+        wanted.push((PROG_SCHED_FORK, "sched_process_fork"));
+    }
+    if capture.kinds.contains(EventType::Procexit) {
+        wanted.push((PROG_SCHED_EXIT, "sched_process_exit"));
+    }
+    let mut attached = Vec::new();
+    for (name, tracepoint) in wanted {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()
+            .with_context(|| format!("{name} is not a raw tracepoint program"))?;
+        program
+            .load()
+            .with_context(|| format!("loading {name} (verifier)"))?;
+        program
+            .attach(tracepoint)
+            .with_context(|| format!("attaching the {tracepoint} raw tracepoint"))?;
+        attached.push(name);
+    }
+    Ok(attached)
 }
 
 /// A reused pin keeps its old capacity; say so instead of silently ignoring the setting. A
@@ -321,11 +462,14 @@ impl PinnedMaps {
     }
 }
 
-/// Leader: check support, load + attach, consume events, hold until `shutdown`. An
-/// unsupported host or a failed load is logged and the agent keeps running without it.
+/// Leader: check support, load + attach, run the security capture (when enabled), hold
+/// until `shutdown`. An unsupported host or a failed load is logged and the agent keeps
+/// running without it; a broken security configuration is an error (it was validated at
+/// startup, so this is a rules file that changed or an unusable output).
 pub async fn run_leader(
     options: &super::SyscallsOptions,
     paths: &node_agent_core::host::HostPaths,
+    security: Option<super::security::SecurityOptions>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let syscalls = &options.config;
@@ -334,7 +478,27 @@ pub async fn run_leader(
         shutdown.cancelled().await;
         return Ok(());
     }
-    let mut program = match LoadedProgram::load(syscalls) {
+    let security = security.filter(|s| s.config.enabled);
+    let capture = match &security {
+        Some(options) => {
+            let capture = super::security::Capture::from_config(
+                &options.config,
+                &tokio::runtime::Handle::current(),
+                options.alerts.clone(),
+            )?;
+            let settings = CaptureSettings::from_security(
+                &options.config,
+                capture.engine.required_event_types(),
+            );
+            Some((capture, settings))
+        }
+        None => None,
+    };
+    let loaded = match &capture {
+        Some((_, settings)) => LoadedProgram::load_with_capture(syscalls, settings),
+        None => LoadedProgram::load(syscalls),
+    };
+    let mut program = match loaded {
         Ok(program) => program,
         Err(err) => {
             tracing::error!(
@@ -345,19 +509,17 @@ pub async fn run_leader(
             return Ok(());
         }
     };
-    tracing::info!(pin_path = %program.pin_path().display(), "syscall monitoring attached");
-    let events = program.take_events();
-    let sources = options.attribution_sources(paths);
-    let sources_for_gc = sources.clone();
-    let reader = events.map(|map| {
-        tokio::spawn(super::events::run(
-            map,
-            sources,
-            syscalls.attribution_refresh,
-            shutdown.clone(),
-            super::events::log_event,
-        ))
-    });
+    tracing::info!(
+        pin_path = %program.pin_path().display(),
+        security = capture.is_some(),
+        "syscall monitoring attached"
+    );
+    let reader = match (capture, program.take_events()) {
+        (Some((capture, _)), Some(map)) => Some(super::security::capture::spawn(map, capture)?),
+        (Some(_), None) => bail!("EVENTS ring buffer missing from the eBPF object"),
+        _ => None,
+    };
+    let sources_for_gc = options.attribution_sources(paths);
     let gc = tokio::spawn(run_gc(
         program.pin_path().to_path_buf(),
         sources_for_gc,
@@ -365,11 +527,12 @@ pub async fn run_leader(
         shutdown.clone(),
     ));
     shutdown.cancelled().await;
+    // Detach first, so the reader drains a ring buffer that no longer fills.
+    drop(program);
     if let Some(reader) = reader {
-        let _ = reader.await;
+        let _ = tokio::task::spawn_blocking(move || reader.stop()).await;
     }
     let _ = gc.await;
-    drop(program);
     tracing::info!("syscall monitoring detached (pinned counters kept for the next leader)");
     Ok(())
 }

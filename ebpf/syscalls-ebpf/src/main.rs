@@ -1,5 +1,6 @@
-//! `sys_enter` raw tracepoint: counts syscalls per (cgroup v2 id, syscall nr) and sends
-//! selected security-relevant syscalls to user space through a ring buffer.
+//! `sys_enter` raw tracepoint: counts syscalls per (cgroup v2 id, syscall nr). The
+//! security capture (exec/fork/exit with process context, filtered opens, connects,
+//! ptrace, modules, mounts, set*id, bpf, namespaces) is in `security.rs`.
 //!
 //! A raw tracepoint (not the classic `raw_syscalls/sys_enter` tracepoint) because it needs
 //! no tracefs and skips the perf-event argument copy, so it is the cheapest hook per syscall.
@@ -7,20 +8,16 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod security;
+
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid,
-    },
+    helpers::bpf_get_current_cgroup_id,
     macros::{map, raw_tracepoint},
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::RawTracePointContext,
 };
-use syscalls_common::{
-    DEFAULT_COUNTS_ENTRIES, FILTER_LEN, STAT_COUNTS_FULL, STAT_EVENTS_DROPPED, STATS_LEN,
-    SecurityEvent, SysKey,
-};
+use syscalls_common::{DEFAULT_COUNTS_ENTRIES, FILTER_LEN, STAT_COUNTS_FULL, STATS_LEN, SysKey};
 
 /// Counters, per CPU so that increments need no atomics. Pinned by name in bpffs so that a
 /// new leader after a handover reuses the map and the counters stay monotonic.
@@ -31,13 +28,14 @@ static COUNTS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::pinned(DEFAULT_COUNTS
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_LEN, 0);
 
-/// Syscall nr → 1 when the syscall is reported through `EVENTS`. Written by user space.
+/// Syscall nr → record kind reported at `sys_exit` (0: none). Written by user space.
 #[map]
-static FILTER: Array<u8> = Array::with_max_entries(FILTER_LEN, 0);
+pub(crate) static FILTER: Array<u8> = Array::with_max_entries(FILTER_LEN, 0);
 
-/// Security-relevant events for the leader to log.
+/// Security records (`syscalls_common::wire`) for the leader's security engine. 4 MiB:
+/// an exec record is 1.6 KiB, so this holds ~2500 execs of backlog.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Raw tracepoint `sys_enter(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -63,9 +61,6 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i64> {
     // SAFETY: helper without arguments, available to raw tracepoints.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     count(&SysKey { cgroup_id, nr });
-    if nr < u64::from(FILTER_LEN) && FILTER.get(nr as u32).is_some_and(|f| *f != 0) {
-        send_event(cgroup_id, nr);
-    }
     Ok(0)
 }
 
@@ -89,27 +84,7 @@ fn count(key: &SysKey) {
 }
 
 #[inline(always)]
-fn send_event(cgroup_id: u64, nr: u64) {
-    let Some(mut entry) = EVENTS.reserve::<SecurityEvent>(0) else {
-        bump_stat(STAT_EVENTS_DROPPED);
-        return;
-    };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    entry.write(SecurityEvent {
-        cgroup_id,
-        nr,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    });
-    entry.submit(0);
-}
-
-#[inline(always)]
-fn bump_stat(index: u32) {
+pub(crate) fn bump_stat(index: u32) {
     if let Some(value) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU array slot; only this CPU writes it.
         unsafe { *value += 1 };

@@ -3,5 +3,6 @@
 
 pub mod files;
 pub mod journal;
+pub mod live;
 pub mod pods;
 pub mod tail;

@@ -9,6 +9,7 @@
 //! middle of a held group re-reads the group instead of losing it.
 
 pub mod config;
+pub mod enrich;
 pub mod filter;
 pub mod matcher;
 pub mod multiline;

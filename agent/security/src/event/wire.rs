@@ -290,6 +290,11 @@ fn id(raw: u32) -> Option<u32> {
 }
 
 fn socket_addr(family: SocketFamily, addr: [u8; 16], port_be: u16) -> Option<SocketAddr> {
+    // All zero: the kernel side did not know this end (the local end of a connect is
+    // chosen by the kernel after the syscall's arguments were read). Unknown, not 0.0.0.0.
+    if port_be == 0 && addr == [0; 16] {
+        return None;
+    }
     let port = u16::from_be(port_be);
     let ip = match family {
         SocketFamily::Inet => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),

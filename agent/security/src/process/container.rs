@@ -192,15 +192,25 @@ impl CgroupResolver {
             self.remember(cgroup_id, container.clone());
             return container;
         }
+        // The process may be gone already (short-lived): ask the kernel for the path of
+        // the cgroup by its id, before the (rate-limited) walk of the whole tree.
+        if let Some(path) = cgroup_path_by_id(&self.cgroup_root, cgroup_id) {
+            let container = container_id_from_cgroup_path(&path).map(Arc::from);
+            self.remember(cgroup_id, container.clone());
+            return container;
+        }
         let now = Instant::now();
-        if self
+        if !self
             .last_walk
             .is_none_or(|t| now.duration_since(t) >= self.min_walk_interval)
         {
-            self.last_walk = Some(now);
-            self.walks += 1;
-            self.walk();
+            // A walk was made moments ago (before this cgroup existed, maybe): unknown for
+            // now, but not remembered as "no container", so the next walk can name it.
+            return None;
         }
+        self.last_walk = Some(now);
+        self.walks += 1;
+        self.walk();
         match self.cache.get(&cgroup_id) {
             Some(known) => known.clone(),
             None => {
@@ -238,6 +248,47 @@ impl CgroupResolver {
     }
 }
 
+/// The path (relative to `cgroup_root`, with a leading `/`) of the cgroup v2 directory whose
+/// id (inode) is `cgroup_id`: `open_by_handle_at` with the kernfs file handle (type
+/// `FILEID_KERNFS`, the 8-byte id) as `name_to_handle_at` gives it on cgroupfs. Needs
+/// CAP_DAC_READ_SEARCH; `None` without it or when the cgroup is gone.
+pub fn cgroup_path_by_id(cgroup_root: &Path, cgroup_id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: u64,
+    }
+    const FILEID_KERNFS: i32 = 0xfe;
+    let root = std::fs::File::open(cgroup_root).ok()?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id: cgroup_id,
+    };
+    // SAFETY: a valid directory fd and a file_handle-shaped buffer with 8 handle bytes.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            root.as_raw_fd(),
+            &mut handle as *mut KernfsHandle,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    // The link is relative to our mount namespace's view of the cgroup mount: the part
+    // below the root is the cgroup path.
+    let root_path = std::fs::canonicalize(cgroup_root).ok()?;
+    let rel = target.strip_prefix(&root_path).ok()?;
+    Some(format!("/{}", rel.to_string_lossy()))
+}
+
 /// The cgroup v2 path (`0::/path` line) of a process.
 pub fn read_v2_cgroup_path(proc_root: &Path, pid: u32) -> Option<String> {
     let text = read_bounded(&proc_root.join(pid.to_string()).join("cgroup"), 64 * 1024)?;
@@ -258,6 +309,20 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_paths_by_id_when_the_kernel_allows_it() {
+        let root = Path::new("/sys/fs/cgroup");
+        let Ok(meta) = std::fs::metadata(root) else {
+            return;
+        };
+        let Some(path) = cgroup_path_by_id(root, meta.ino()) else {
+            eprintln!("SKIPPED: open_by_handle_at on cgroupfs not permitted here");
+            return;
+        };
+        assert_eq!(path, "/");
+        assert_eq!(cgroup_path_by_id(root, u64::MAX), None);
+    }
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
