@@ -109,6 +109,7 @@ fn start() -> Shared {
     )
     .expect("security config");
     config.outputs.stdout.enabled = false;
+    let config = node_agent::syscalls::security::with_v2_cgroup_root(config, &HostPaths::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -133,7 +134,18 @@ fn start() -> Shared {
     if std::env::var_os("SECURITY_TEST_DEBUG").is_some() {
         capture.event_observer = Some(Box::new(|e| {
             if !matches!(e.comm.as_str(), "cargo" | "rustc") {
-                eprintln!("event: {:?} {} {:?}", e.event_type, e.comm, e.args)
+                use std::io::Write as _;
+                // Not eprintln: the test harness would capture it into the first test.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "event: {:?} {} pid={} ppid={} cg={} {:?}",
+                    e.event_type,
+                    e.comm,
+                    e.pid,
+                    e.ppid,
+                    e.cgroup_id,
+                    e.args
+                );
             }
         }));
     }
@@ -195,6 +207,14 @@ impl Container {
             }
             std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
             dirs.push(dir.clone());
+        }
+        if std::env::var_os("SECURITY_TEST_DEBUG").is_some() {
+            use std::os::unix::fs::MetadataExt as _;
+            eprintln!(
+                "container {} cg={}",
+                &id[..12],
+                std::fs::metadata(&dir).unwrap().ino()
+            );
         }
         Container {
             root,
@@ -456,13 +476,16 @@ fn exec_records_carry_process_context() {
         "-m",
         "sh",
         "-c",
-        "mount -t tmpfs tmpfs /etc && tee /etc/ctx-check a b </dev/null",
+        "mount -t tmpfs tmpfs /etc && tee /etc/ctx-check /etc/ctx-other </dev/null",
     ]);
     c.run(cmd);
     let alert = c.wait_for("Write below etc", |a| {
         field(a, "fd.name") == "/etc/ctx-check"
     });
-    assert_eq!(field(&alert, "proc.cmdline"), "tee /etc/ctx-check a b");
+    assert_eq!(
+        field(&alert, "proc.cmdline"),
+        "tee /etc/ctx-check /etc/ctx-other"
+    );
     assert_eq!(field(&alert, "proc.pname"), "sh");
     assert_eq!(field(&alert, "user.name"), "root");
 }

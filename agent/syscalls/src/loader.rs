@@ -478,7 +478,10 @@ pub async fn run_leader(
         shutdown.cancelled().await;
         return Ok(());
     }
-    let security = security.filter(|s| s.config.enabled);
+    let security = security.filter(|s| s.config.enabled).map(|mut s| {
+        s.config = super::security::with_v2_cgroup_root(s.config, paths);
+        s
+    });
     let capture = match &security {
         Some(options) => {
             let capture = super::security::Capture::from_config(

@@ -197,6 +197,24 @@ pub fn alert_record(alert: &Alert, meta: Arc<SourceMeta>, offset: u64) -> LogRec
     record
 }
 
+/// `security.paths.cgroup` as the engine should use it: the configured directory when it
+/// is the cgroup v2 root, else the v2 root found on this host (hybrid hosts mount v2 at
+/// `/sys/fs/cgroup/unified`, and /sys/fs/cgroup is then a tmpfs of v1 hierarchies, whose
+/// inodes are not the cgroup ids the kernel side reports).
+pub fn with_v2_cgroup_root(
+    mut config: SecurityConfig,
+    paths: &node_agent_core::host::HostPaths,
+) -> SecurityConfig {
+    if !config.paths.cgroup.join("cgroup.controllers").is_file()
+        && let Some(root) = crate::cgroups::detect_v2_root(paths)
+    {
+        tracing::debug!(configured = %config.paths.cgroup.display(), using = %root.display(),
+            "security.paths.cgroup is not the cgroup v2 root");
+        config.paths.cgroup = root;
+    }
+    config
+}
+
 /// The Falco outputs `security.outputs` enables.
 pub fn build_outputs(
     config: &SecurityConfig,

@@ -312,7 +312,16 @@ mod tests {
 
     #[test]
     fn cgroup_paths_by_id_when_the_kernel_allows_it() {
-        let root = Path::new("/sys/fs/cgroup");
+        // The v2 root: /sys/fs/cgroup, or its `unified` on hybrid hosts.
+        let Some(root) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .map(Path::new)
+            .into_iter()
+            .find(|r| {
+                r.join("cgroup.procs").is_file() && r.join("cgroup.subtree_control").is_file()
+            })
+        else {
+            return;
+        };
         let Ok(meta) = std::fs::metadata(root) else {
             return;
         };
