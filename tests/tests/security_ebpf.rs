@@ -489,3 +489,120 @@ fn exec_records_carry_process_context() {
     assert_eq!(field(&alert, "proc.pname"), "sh");
     assert_eq!(field(&alert, "user.name"), "root");
 }
+
+/// The leader's path: `run_leader` with `security.enabled` attaches the capture, and an
+/// alert reaches both the log pipeline (a `security` record with rule and priority fields)
+/// and the Falco JSON file output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
+    use node_agent::core::record::SourceKind;
+    use node_agent::syscalls::security::{AlertSender, SecurityOptions};
+    if shared().is_none() {
+        node_agent_tests::require::missing(
+            &skip_reason().unwrap_or_else(|| "capture unavailable".into()),
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts_file = dir.path().join("alerts.json");
+    let mut config: SecurityConfig = serde_yaml_ng::from_str(&format!(
+        "enabled: true\nhostname: node-test\noutputs:\n  stdout: {{ enabled: false }}\n  file: {{ enabled: true, path: {} }}\n",
+        alerts_file.display()
+    ))
+    .expect("security config");
+    config.rate_limit.enabled = false;
+    let (tx, rx) = AlertSender::channel(256, "node-test");
+    let pin_path =
+        PathBuf::from("/sys/fs/bpf").join(format!("node-agent-sec-leader-{}", std::process::id()));
+    let options = node_agent::syscalls::SyscallsOptions {
+        config: SyscallsConfig {
+            pin_path: pin_path.clone(),
+            map_entries: 4096,
+            ..SyscallsConfig::default()
+        },
+        pods_dir: dir.path().join("pods"),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let leader = tokio::spawn(node_agent::syscalls::run_leader(
+        options,
+        HostPaths::default(),
+        Some(SecurityOptions {
+            config,
+            alerts: Some(tx),
+        }),
+        stop.clone(),
+    ));
+    let c = Container::new("leader");
+    let target = "/etc/leader-check";
+    let deadline = Instant::now() + ALERT_WAIT;
+    // Repeat the action until the leader (attaching in the background) reports it.
+    let record = 'found: loop {
+        assert!(
+            Instant::now() < deadline,
+            "no alert reached the log pipeline"
+        );
+        let mut cmd = c.command("unshare");
+        cmd.args([
+            "-m",
+            "sh",
+            "-c",
+            &format!("mount -t tmpfs tmpfs /etc && echo x | tee {target} >/dev/null"),
+        ]);
+        tokio::task::spawn_blocking({
+            let out = cmd;
+            move || {
+                let mut out = out;
+                out.output().expect("spawn")
+            }
+        })
+        .await
+        .expect("join");
+        while let Ok(record) = rx.recv_timeout(Duration::from_millis(300)) {
+            let fields = record.fields.clone().unwrap_or_default();
+            if fields.get("rule").and_then(|r| r.as_str()) == Some("Write below etc")
+                && fields["output_fields"]["fd.name"] == target
+            {
+                break 'found record;
+            }
+        }
+    };
+    stop.cancel();
+    leader.await.expect("join").expect("leader");
+    for map in ["COUNTS", "STATS"] {
+        let _ = std::fs::remove_file(pin_path.join(map));
+    }
+    let _ = std::fs::remove_dir(&pin_path);
+
+    assert_eq!(record.source.kind, SourceKind::Security);
+    assert_eq!(record.source.node, "node-test");
+    let fields = record.fields.expect("fields");
+    assert_eq!(fields["priority"], "Error");
+    assert_eq!(fields["hostname"], "node-test");
+    assert!(
+        record
+            .message
+            .contains("File below /etc opened for writing"),
+        "{}",
+        record.message
+    );
+    // The same alert as a Falco JSON line in the file output.
+    let text = std::fs::read_to_string(&alerts_file).expect("alerts file");
+    let line = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .find(|v| v["rule"] == "Write below etc" && v["output_fields"]["fd.name"] == target)
+        .expect("the alert in the Falco file output");
+    for key in [
+        "time",
+        "rule",
+        "priority",
+        "output",
+        "output_fields",
+        "hostname",
+        "tags",
+        "source",
+    ] {
+        assert!(line.get(key).is_some(), "{key} missing from {line}");
+    }
+    assert_eq!(line["hostname"], "node-test");
+}
