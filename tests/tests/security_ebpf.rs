@@ -149,6 +149,18 @@ fn start() -> Shared {
             }
         }));
     }
+    let debug = capture.event_observer.take();
+    capture.event_observer = Some(Box::new({
+        let mut debug = debug;
+        move |e| {
+            if e.event_type == node_agent::security::event::EventType::Execve {
+                *EXECS.lock().unwrap().entry(e.cgroup_id).or_default() += 1;
+            }
+            if let Some(d) = &mut debug {
+                d(e);
+            }
+        }
+    }));
     let map = program.take_events().expect("EVENTS map");
     let handle = node_agent::syscalls::security::capture::spawn(map, capture).expect("reader");
     // The pins stay only while the test binary runs.
@@ -176,6 +188,9 @@ impl Shared {
 }
 
 static ALERTS: OnceLock<&'static Mutex<Vec<Alert>>> = OnceLock::new();
+/// Exec records seen, by cgroup id.
+static EXECS: Mutex<std::collections::BTreeMap<u64, u64>> =
+    Mutex::new(std::collections::BTreeMap::new());
 
 fn all_alerts() -> Vec<Alert> {
     ALERTS
@@ -605,4 +620,60 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
         assert!(line.get(key).is_some(), "{key} missing from {line}");
     }
     assert_eq!(line["hostname"], "node-test");
+}
+
+/// Measurement, not a check (`--ignored --nocapture`): an exec storm in one container;
+/// prints execs/s and how many exec records arrived or were dropped (counted).
+#[test]
+#[ignore = "measurement: cargo test ... -- --ignored --nocapture exec_storm"]
+fn exec_storm() {
+    use std::os::unix::fs::MetadataExt as _;
+    let shared = require_capture!();
+    let c = Container::new("storm");
+    let cgroup_id = std::fs::metadata(&c.leaf).expect("stat").ino();
+    let dropped_before = shared
+        ._inner
+        .lock()
+        .unwrap()
+        .0
+        .events_dropped()
+        .expect("stats");
+    const PER_SHELL: u32 = 5000;
+    const SHELLS: u32 = 4;
+    let start = Instant::now();
+    let children: Vec<_> = (0..SHELLS)
+        .map(|_| {
+            let mut cmd = c.command("sh");
+            cmd.args([
+                "-c",
+                &format!("i=0; while [ $i -lt {PER_SHELL} ]; do /bin/true; i=$((i+1)); done"),
+            ]);
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("wait").success());
+    }
+    let elapsed = start.elapsed();
+    let execs = u64::from(PER_SHELL * SHELLS);
+    // Let the reader catch up (not an assertion on time).
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = EXECS.lock().unwrap().get(&cgroup_id).copied().unwrap_or(0);
+    let dropped = shared
+        ._inner
+        .lock()
+        .unwrap()
+        .0
+        .events_dropped()
+        .expect("stats")
+        - dropped_before;
+    println!(
+        "exec storm: {execs} execs in {:.2}s = {:.0} execs/s; exec records seen {seen}, ring-buffer drops (all kinds) {dropped}",
+        elapsed.as_secs_f64(),
+        execs as f64 / elapsed.as_secs_f64()
+    );
+    assert!(
+        seen + dropped >= execs,
+        "records neither seen nor counted as dropped"
+    );
 }
