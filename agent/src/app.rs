@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use node_agent_core::health::{self, State};
 use node_agent_core::sink::Sink;
-use node_agent_metrics::http::{self, MetricsEndpoint};
+use node_agent_metrics::config::Listen;
+use node_agent_metrics::http::{self, MetricsEndpoint, ServeOptions};
 use node_agent_metrics::{BuildContext, NodeCollectors};
 
 use tokio::sync::watch;
@@ -33,6 +34,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         instance = %config.identity.instance(),
         "starting node-agent"
     );
+    log_config_warnings(&config);
     let collectors = build_collectors(&config);
     let web = &config.metrics.web;
     let endpoint = Arc::new(
@@ -42,7 +44,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             !web.disable_exporter_metrics,
             web.max_requests,
         )
-        .with_node_name(&config.identity.node_name),
+        .with_node_name(&config.identity.node_name)
+        .with_web_settings(&web.server),
     );
     // Everything the configuration can break is tried before the lock: a pod that cannot
     // do the leader's work must not take the leadership from one that can.
@@ -54,13 +57,29 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     .context("building the log sinks")
     .map_err(StartupError)?;
     node_agent_logs::preflight(&config.file.logs).map_err(StartupError)?;
-    let listener = http::bind(web.listen)
-        .with_context(|| format!("binding --web.listen-address {}", web.listen))?;
+    let listeners = match &web.listen {
+        Listen::Addresses(addrs) => {
+            let mut listeners = Vec::with_capacity(addrs.len());
+            for addr in addrs {
+                listeners.push(
+                    http::bind(*addr)
+                        .with_context(|| format!("binding --web.listen-address {addr}"))?,
+                );
+            }
+            listeners
+        }
+        Listen::SystemdSocket => http::systemd_listeners().map_err(StartupError)?,
+    };
     // The server outlives the drain so metrics stay scrapeable until the very end.
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(http::serve(
-        listener,
+        listeners,
         Arc::clone(&endpoint),
+        ServeOptions {
+            tls: web.server.tls.clone(),
+            max_connections: web.max_connections,
+            header_read_timeout: web.header_read_timeout,
+        },
         server_stop.clone(),
     ));
 
@@ -91,6 +110,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let _ = server.await;
     tracing::info!("node-agent stopped");
     result
+}
+
+/// Deprecated flags, collectors asked for that do not exist here, web config differences:
+/// once, at start-up (flags are parsed before logging is set up).
+pub fn log_config_warnings(config: &Config) {
+    for warning in &config.metrics.warnings {
+        tracing::warn!("{warning}");
+    }
 }
 
 /// The node_exporter collectors plus the ones other subsystems register (the eBPF

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{ArgAction, CommandFactory, Parser};
 use serde::Deserialize;
 
 use node_agent_core::config::{KeyPath, Problems, Validate};
@@ -17,9 +17,7 @@ use node_agent_core::node::NodeIdentity;
 use node_agent_handover::HandoverConfig;
 use node_agent_kube::KubeConfig;
 use node_agent_logs::LogsConfig;
-use node_agent_metrics::config::{
-    ExtraCollector, MetricsArgs, MetricsConfig, split_collector_toggles,
-};
+use node_agent_metrics::config::{ExtraCollector, MetricsArgs, MetricsConfig, preprocess_args};
 use node_agent_sinks::SinksConfig;
 use node_agent_syscalls::{SyscallsConfig, SyscallsOptions};
 
@@ -57,8 +55,31 @@ struct RawArgs {
     )]
     log_format: String,
     /// Tokio worker threads; the agent is I/O bound, so few are enough.
-    #[arg(long = "runtime.worker-threads", default_value_t = 2)]
-    worker_threads: usize,
+    #[arg(long = "runtime.worker-threads")]
+    worker_threads: Option<usize>,
+    /// node_exporter's GOMAXPROCS: used as the worker thread count unless
+    /// --runtime.worker-threads is given.
+    #[arg(long = "runtime.gomaxprocs")]
+    gomaxprocs: Option<usize>,
+    /// Check the flags and files (config, web config, certificates), then exit: 0 if valid.
+    #[arg(long = "dry-run", action = ArgAction::SetTrue)]
+    pub dry_run: bool,
+}
+
+/// Worker threads when neither --runtime.worker-threads nor --runtime.gomaxprocs is given.
+const DEFAULT_WORKER_THREADS: usize = 2;
+
+/// Long names of the flags that take `--<name>=true|false`: kingpin gives each a
+/// `--no-<name>` form, which [`preprocess_args`] rewrites.
+fn bool_flags() -> Vec<String> {
+    RawArgs::command()
+        .get_arguments()
+        .filter(|a| {
+            matches!(a.get_action(), ArgAction::Set)
+                && a.get_num_args().is_some_and(|n| n.min_values() == 0)
+        })
+        .filter_map(|a| a.get_long().map(String::from))
+        .collect()
 }
 
 /// Output format of the agent's own logs.
@@ -129,6 +150,8 @@ pub struct Config {
     /// `--config.file`, re-read on SIGHUP or when its content changes (`reload`).
     pub config_file: Option<PathBuf>,
     pub worker_threads: usize,
+    /// `--dry-run`: validate and exit.
+    pub dry_run: bool,
 }
 
 impl Config {
@@ -139,7 +162,7 @@ impl Config {
         T: Into<OsString>,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let (args, toggles) = split_collector_toggles(args, EXTRA_COLLECTORS)?;
+        let (args, toggles) = preprocess_args(args, EXTRA_COLLECTORS, &bool_flags())?;
         let raw = RawArgs::try_parse_from(args)?;
         let metrics = raw.metrics.into_config(&toggles, EXTRA_COLLECTORS)?;
         let format = match raw.log_format.as_str() {
@@ -147,8 +170,12 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("--log.format must be logfmt or json, not {other:?}"),
         };
-        if raw.worker_threads == 0 {
-            bail!("--runtime.worker-threads must be at least 1");
+        let worker_threads = raw
+            .worker_threads
+            .or(raw.gomaxprocs)
+            .unwrap_or(DEFAULT_WORKER_THREADS);
+        if worker_threads == 0 {
+            bail!("--runtime.worker-threads (or --runtime.gomaxprocs) must be at least 1");
         }
         let file = match &raw.config_file {
             Some(path) => FileConfig::load(path)?,
@@ -163,7 +190,8 @@ impl Config {
             identity: NodeIdentity::from_env(),
             file,
             config_file: raw.config_file,
-            worker_threads: raw.worker_threads,
+            worker_threads,
+            dry_run: raw.dry_run,
         })
     }
 
@@ -218,6 +246,7 @@ pub use node_agent_metrics::config::parse_listen_address;
 mod tests {
     use super::*;
     use node_agent_core::host::HostPaths;
+    use node_agent_metrics::config::Listen;
     use std::time::Duration;
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
@@ -227,7 +256,12 @@ mod tests {
     #[test]
     fn defaults_match_node_exporter() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.metrics.web.listen, "[::]:9100".parse().unwrap());
+        assert_eq!(
+            c.metrics.web.listen,
+            Listen::Addresses(vec!["[::]:9100".parse().unwrap()])
+        );
+        assert_eq!(c.worker_threads, 2);
+        assert!(c.metrics.warnings.is_empty(), "{:?}", c.metrics.warnings);
         assert_eq!(c.metrics.web.telemetry_path, "/metrics");
         assert_eq!(c.metrics.paths, HostPaths::default());
         assert!(c.metrics.collectors.contains("cpu"));
@@ -348,5 +382,115 @@ mod tests {
         assert!(FileConfig::parse("").is_ok());
         let err = FileConfig::parse("nosuchsection: 1").unwrap_err();
         assert!(format!("{err:#}").contains("nosuchsection"), "{err:#}");
+    }
+
+    #[test]
+    fn node_exporter_command_lines_parse() {
+        // Collectors node-agent does not implement are accepted; asking for one warns.
+        let c = parse(&[
+            "--no-collector.wifi",
+            "--no-collector.btrfs",
+            "--no-collector.xfs",
+            "--collector.processes",
+            "--collector.ntp=true",
+            "--collector.loadavg=false",
+        ])
+        .unwrap();
+        assert!(!c.metrics.collectors.contains("loadavg"));
+        assert!(!c.metrics.collectors.contains("ntp"));
+        assert!(
+            c.metrics.warnings.iter().any(|w| w.contains("\"ntp\"")),
+            "{:?}",
+            c.metrics.warnings
+        );
+        // kingpin's --no-<bool flag> and --flag=bool.
+        let c = parse(&[
+            "--no-web.disable-exporter-metrics",
+            "--collector.cpu.info=true",
+            "--no-collector.netclass.ignore-invalid-speed",
+            "--collector.stat.softirq",
+            "--no-collector.disable-defaults",
+        ])
+        .unwrap();
+        assert!(!c.metrics.web.disable_exporter_metrics);
+        assert!(c.metrics.options.cpu_info);
+        assert!(c.metrics.options.more.stat_softirq);
+        assert!(parse(&["--no-collector.textfile.directory"]).is_err());
+    }
+
+    #[test]
+    fn deprecated_aliases_work_with_a_warning() {
+        let c = parse(&[
+            "--collector.filesystem.ignored-mount-points=^/x$",
+            "--collector.filesystem.ignored-fs-types=^tmpfs$",
+            "--collector.diskstats.ignored-devices=^sdz$",
+            "--collector.netdev.device-blacklist=^veth",
+            "--collector.systemd.unit-whitelist=a.service",
+        ])
+        .unwrap();
+        let o = &c.metrics.options;
+        assert!(o.fs_mount_points_exclude.is_match("/x"));
+        assert!(!o.fs_mount_points_exclude.is_match("/proc"));
+        assert!(o.fs_types_exclude.is_match("tmpfs"));
+        assert!(o.diskstats_device_exclude.is_match("sdz"));
+        assert!(!o.diskstats_device_exclude.is_match("loop0"));
+        assert!(o.netdev_devices.ignored("veth1"));
+        assert!(o.more.systemd_unit_include.is_match("a.service"));
+        assert!(!o.more.systemd_unit_include.is_match("b.service"));
+        assert_eq!(c.metrics.warnings.len(), 5, "{:?}", c.metrics.warnings);
+        assert!(c.metrics.warnings[0].contains("DEPRECATED"));
+        let c = parse(&["--collector.netdev.device-whitelist=^eth"]).unwrap();
+        assert!(c.metrics.options.netdev_devices.ignored("lo"));
+        let err = parse(&[
+            "--collector.diskstats.ignored-devices=a",
+            "--collector.diskstats.device-exclude=b",
+        ])
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("mutually exclusive"), "{err:#}");
+    }
+
+    #[test]
+    fn diskstats_include_replaces_the_default_exclude() {
+        let c = parse(&["--collector.diskstats.device-include=^sda"]).unwrap();
+        let o = &c.metrics.options;
+        assert!(!o.diskstats_device_exclude.is_match("sda1"));
+        assert!(
+            o.more
+                .diskstats_device_include
+                .as_ref()
+                .unwrap()
+                .is_match("sda1")
+        );
+        assert!(
+            parse(&[
+                "--collector.diskstats.device-include=^sda",
+                "--collector.diskstats.device-exclude=^sdb"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn several_listen_addresses_and_runtime_flags() {
+        let c = parse(&[
+            "--web.listen-address=[127.0.0.1]:9100",
+            "--web.listen-address=[::1]:9100",
+            "--web.listen-address=localhost:9101",
+            "--runtime.gomaxprocs=1",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.metrics.web.listen,
+            Listen::Addresses(vec![
+                "127.0.0.1:9100".parse().unwrap(),
+                "[::1]:9100".parse().unwrap(),
+                "127.0.0.1:9101".parse().unwrap(),
+            ])
+        );
+        assert_eq!(c.worker_threads, 1);
+        let c = parse(&["--runtime.gomaxprocs=1", "--runtime.worker-threads=3"]).unwrap();
+        assert_eq!(c.worker_threads, 3);
+        let c = parse(&["--web.systemd-socket"]).unwrap();
+        assert_eq!(c.metrics.web.listen, Listen::SystemdSocket);
     }
 }

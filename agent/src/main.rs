@@ -20,6 +20,11 @@ fn main() -> ExitCode {
         eprintln!("node-agent: cannot initialise logging: {err:#}");
         return ExitCode::from(2);
     }
+    if config.dry_run {
+        node_agent::app::log_config_warnings(&config);
+        println!("node-agent: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .thread_name("node-agent")

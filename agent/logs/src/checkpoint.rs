@@ -49,6 +49,16 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Check
     }
 }
 
+/// Decodes a checkpoint file's bytes; the error says what is wrong with them. Pure, so
+/// it is also the fuzzing entry point (tests/fuzz `checkpoint`).
+pub fn decode<P: Position>(bytes: &[u8]) -> Result<HashMap<P::Key, P>, String> {
+    match serde_json::from_slice::<OnDisk<P>>(bytes) {
+        Ok(d) if d.version == VERSION => Ok(d.entries.into_iter().map(|e| (e.key(), e)).collect()),
+        Ok(d) => Err(format!("unsupported version {}", d.version)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Reads and writes one source's checkpoint file, `<state_dir>/<file_name>`.
 #[derive(Debug)]
 pub struct CheckpointStore<P> {
@@ -89,12 +99,9 @@ impl<P: Position> CheckpointStore<P> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
             Err(e) => return Err(io("reading checkpoint", &self.path)(e)),
         };
-        let problem = match serde_json::from_slice::<OnDisk<P>>(&text) {
-            Ok(d) if d.version == VERSION => {
-                return Ok(d.entries.into_iter().map(|e| (e.key(), e)).collect());
-            }
-            Ok(d) => format!("unsupported version {}", d.version),
-            Err(e) => e.to_string(),
+        let problem = match decode::<P>(&text) {
+            Ok(entries) => return Ok(entries),
+            Err(problem) => problem,
         };
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -21,6 +21,8 @@ pub struct DiskstatsCollector {
     path: PathBuf,
     udev_data: PathBuf,
     exclude: Regex,
+    /// `--collector.diskstats.device-include`: only matching devices.
+    include: Option<Regex>,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -28,6 +30,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
         path: ctx.paths.proc_path("diskstats"),
         udev_data: ctx.paths.udev_data.clone(),
         exclude: ctx.options.diskstats_device_exclude.clone(),
+        include: ctx.options.more.diskstats_device_include.clone(),
     }))
 }
 
@@ -169,7 +172,12 @@ impl Collector for DiskstatsCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
         let text = read_proc(&self.path)?;
         for stat in parse_diskstats(&text)? {
-            if self.exclude.is_match(&stat.name) {
+            if self.exclude.is_match(&stat.name)
+                || self
+                    .include
+                    .as_ref()
+                    .is_some_and(|r| !r.is_match(&stat.name))
+            {
                 continue;
             }
             let udev = read_udev(&self.udev_data, stat.major, stat.minor);

@@ -75,8 +75,8 @@ pub struct IpvsCollector {
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
-    let labels =
-        parse_backend_labels(&ctx.options.ipvs_backend_labels).map_err(CollectorError::Other)?;
+    let labels = parse_backend_labels(&ctx.options.more.ipvs_backend_labels.join(","))
+        .map_err(CollectorError::Other)?;
     Ok(Box::new(IpvsCollector {
         stats: ctx.paths.proc_net_path("ip_vs_stats"),
         backends: ctx.paths.proc_net_path("ip_vs"),
@@ -299,7 +299,10 @@ mod tests {
     #[test]
     fn aggregated_labels_same_as_node_exporter() {
         let options = CollectorOptions {
-            ipvs_backend_labels: "proto,local_port".into(),
+            more: crate::config::MoreOptions {
+                ipvs_backend_labels: vec!["proto".into(), "local_port".into()],
+                ..Default::default()
+            },
             ..CollectorOptions::default()
         };
         assert_same_as_node_exporter(

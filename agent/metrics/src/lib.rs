@@ -11,6 +11,7 @@ pub mod process;
 pub mod procfile;
 pub mod status;
 pub mod telemetry;
+pub mod webconfig;
 
 pub mod arp;
 pub mod bonding;
@@ -153,12 +154,8 @@ pub struct CollectorOptions {
     pub cpu_info: bool,
     pub cpu_flags_include: Option<regex::Regex>,
     pub cpu_bugs_include: Option<regex::Regex>,
-    /// `--collector.ipvs.backend-labels` (comma separated; see [`ipvs::parse_backend_labels`]).
-    pub ipvs_backend_labels: String,
-    /// `--collector.rapl.enable-zone-label`.
-    pub rapl_zone_label: bool,
-    /// `--collector.tapestats.ignored-devices`.
-    pub tapestats_ignored_devices: regex::Regex,
+    /// Options of the collectors added after the 1.5.0 core set (see [`config::MoreArgs`]).
+    pub more: config::MoreOptions,
 }
 
 impl Default for CollectorOptions {
@@ -181,9 +178,7 @@ impl Default for CollectorOptions {
             cpu_info: false,
             cpu_flags_include: None,
             cpu_bugs_include: None,
-            ipvs_backend_labels: ipvs::BACKEND_LABELS.join(","),
-            rapl_zone_label: false,
-            tapestats_ignored_devices: re("^$"),
+            more: config::MoreOptions::default(),
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct RaplCollector {
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(RaplCollector {
         dir: ctx.paths.sys_path("class/powercap"),
-        zone_label: ctx.options.rapl_zone_label,
+        zone_label: ctx.options.more.rapl_enable_zone_label,
     }))
 }
 
@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn zone_label_same_as_node_exporter() {
         let options = CollectorOptions {
-            rapl_zone_label: true,
+            more: crate::config::MoreOptions {
+                rapl_enable_zone_label: true,
+                ..Default::default()
+            },
             ..CollectorOptions::default()
         };
         assert_same_as_node_exporter(

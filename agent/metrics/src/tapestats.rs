@@ -42,7 +42,7 @@ pub struct TapestatsCollector {
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(TapestatsCollector {
         dir: ctx.paths.sys_path("class/scsi_tape"),
-        ignored: ctx.options.tapestats_ignored_devices.clone(),
+        ignored: ctx.options.more.tapestats_ignored_devices.clone(),
     }))
 }
 
@@ -154,7 +154,10 @@ mod tests {
     #[test]
     fn ignored_devices_same_as_node_exporter() {
         let options = CollectorOptions {
-            tapestats_ignored_devices: Regex::new("^st1$").unwrap(),
+            more: crate::config::MoreOptions {
+                tapestats_ignored_devices: Regex::new("^st1$").unwrap(),
+                ..Default::default()
+            },
             ..CollectorOptions::default()
         };
         assert_same_as_node_exporter(

@@ -70,7 +70,7 @@ impl Collector for TextfileCollector {
                 for name in names {
                     let path = clean_join(&dir, &name);
                     let path_str = path.display().to_string();
-                    let (mtime, families) = match process_file(&path) {
+                    let (mtime, families) = match process_file(&dir, &name, &path) {
                         Ok(r) => r,
                         Err(e) => {
                             errored = true;
@@ -191,9 +191,16 @@ fn prom_files(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Reads and parses one file, returning its mtime (whole seconds) and families.
-fn process_file(path: &Path) -> Result<(f64, Vec<Parsed>), CollectorError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CollectorError::io(path, e))?;
+/// Reads and parses `dir/name` (shown as `path`), returning its mtime (whole seconds) and
+/// families. Never through a symlink and only a regular file: whoever may write the
+/// directory must not make the agent (root) read other files or block on a FIFO.
+fn process_file(dir: &Path, name: &str, path: &Path) -> Result<(f64, Vec<Parsed>), CollectorError> {
+    use std::io::Read as _;
+    let mut file = node_agent_core::fsutil::open_regular_beneath(dir, &dir.join(name))
+        .map_err(|e| CollectorError::io(path, e))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| CollectorError::io(path, e))?;
     let (families, has_timestamps) =
         parse_text(&text).map_err(|e| CollectorError::parse(path.display().to_string(), e))?;
     if has_timestamps {
@@ -203,7 +210,8 @@ fn process_file(path: &Path) -> Result<(f64, Vec<Parsed>), CollectorError> {
         ));
     }
     // Stat only after a successful parse, so a broken file never looks fresh.
-    let mtime = std::fs::metadata(path)
+    let mtime = file
+        .metadata()
         .and_then(|m| m.modified())
         .map_err(|e| CollectorError::io(path, e))?;
     let secs = mtime
@@ -212,6 +220,17 @@ fn process_file(path: &Path) -> Result<(f64, Vec<Parsed>), CollectorError> {
         .unwrap_or(0.0);
     let families = families.into_iter().map(fill_missing_labels).collect();
     Ok((secs, families))
+}
+
+/// Parses a textfile's text as the collector does (missing labels filled in) and says
+/// whether it carries client-side timestamps; the fuzzing entry point (tests/fuzz).
+pub fn parse_textfile(text: &str) -> Result<(Vec<MetricFamily>, bool), String> {
+    let (families, has_timestamps) = parse_text(text)?;
+    let families = families
+        .into_iter()
+        .map(|p| fill_missing_labels(p).family)
+        .collect();
+    Ok((families, has_timestamps))
 }
 
 /// Gives every series all label names used in its family, missing ones as "".
@@ -986,5 +1005,31 @@ mod tests {
         assert!(!wildcard_match("a?c", "ac"));
         assert!(wildcard_match("*", ""));
         assert!(!wildcard_match("x*", "yx"));
+    }
+
+    #[test]
+    fn refuses_symlinks_and_special_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("textfile");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("good.prom"), "good 1\n").unwrap();
+        // A secret that happens to parse (a textfile dir is often writable by a job that
+        // should not read the node's files); the link must not be followed.
+        let secret = tmp.path().join("secret");
+        std::fs::write(&secret, "secret_value 42\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("link.prom")).unwrap();
+        // A FIFO would block the scrape forever.
+        nix::unistd::mkfifo(&dir.join("fifo.prom"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+        let set = collect(dir.to_str().unwrap());
+        assert_eq!(scrape_error(&set), 1.0);
+        assert_eq!(family(&set, "good").get_metric().len(), 1);
+        assert!(set.families().iter().all(|f| f.name() != "secret_value"));
+        let files: Vec<String> = family(&set, "node_textfile_mtime_seconds")
+            .get_metric()
+            .iter()
+            .map(|m| m.get_label()[0].value().to_string())
+            .collect();
+        assert_eq!(files, [dir.join("good.prom").display().to_string()]);
     }
 }

@@ -1,10 +1,12 @@
 //! Where log records go. Each sink delivers a batch or says why not; the pipeline advances
 //! checkpoints only after every sink said yes.
 //!
-//! Layout: [`config`] (what the `sinks:` entries look like), [`stdout`] and [`file`] (JSON
-//! lines, see [`jsonl`]), [`loki`] and [`elasticsearch`] (HTTP, sharing [`http`] for the
-//! client, auth, gzip and response classes, and `node_agent_core::backoff` for retries), [`deadletter`]
-//! (records a receiver refused for good), [`metrics`] (the `node_agent_sink_*` families).
+//! Layout: [`config`] (what the `sinks:` entries look like, `match:` routes), [`stdout`]
+//! and [`file`] (JSON lines, see [`jsonl`]), [`loki`], [`elasticsearch`] and [`otlp`] (HTTP,
+//! sharing [`http`] for the client, auth, gzip, capped answers, `Retry-After`, health on
+//! 401/403 and response classes, and `node_agent_core::backoff` for retries), [`values`]
+//! (record values for labels, metadata and tenants), [`deadletter`] (records a receiver
+//! refused for good), [`metrics`] (the `node_agent_sink_*` families).
 
 pub mod config;
 pub mod deadletter;
@@ -12,10 +14,31 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod jsonl;
+pub mod kubernetes;
 pub mod loki;
 pub mod metrics;
+pub mod otlp;
 pub mod stdout;
 pub mod values;
+
+/// Entry points for the fuzz targets (tests/fuzz): the parsers of what receivers answer
+/// are private to their sinks.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads an Elasticsearch bulk response to `sent` documents: (done, retry, refused).
+    pub fn es_bulk_response(body: &[u8], sent: usize) -> Result<[usize; 3], String> {
+        let sent: Vec<usize> = (0..sent).collect();
+        let r = super::elasticsearch::read_items(body, &sent)?;
+        // Every document sent gets exactly one verdict.
+        assert_eq!(r.done.len() + r.retry.len() + r.refused.len(), sent.len());
+        Ok([r.done.len(), r.retry.len(), r.refused.len()])
+    }
+
+    /// Classifies an HTTP answer (Loki's error bodies, ES's) as the sinks do.
+    pub fn http_response(status: u16, body: &[u8]) -> super::http::Outcome {
+        super::http::classify(status, bytes::Bytes::copy_from_slice(body), None)
+    }
+}
 
 use std::path::Path;
 use std::sync::Arc;
@@ -108,6 +131,9 @@ pub fn build(
         )?),
         SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
             name, c, state_dir,
+        )?),
+        SinkConfig::Otlp(c) => Arc::new(otlp::OtlpSink::with_state_dir(
+            name, c, identity, state_dir,
         )?),
     };
     Ok(match config.route() {
