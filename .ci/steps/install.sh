@@ -16,6 +16,9 @@ command -v nft >/dev/null || need+=(nftables)
 command -v journalctl >/dev/null || need+=(systemd)
 # Headless Chromium renders the status page in tests/tests/status_page.rs.
 command -v chromium >/dev/null || need+=(chromium)
+# The real-kernel security tests drive strace (ptrace attach) and script (a tty).
+command -v strace >/dev/null || need+=(strace)
+command -v script >/dev/null || need+=(bsdutils)
 # runc runs the agent with exactly the DaemonSet's privileges (tests/tests/production_privileges.rs).
 command -v runc >/dev/null || need+=(runc)
 # arm64 cross build and its unit tests under emulation (.ci/steps/arm64.sh).

@@ -342,6 +342,13 @@ pub mod capture {
             self.engine.handle(&mut event, alerts);
             for alert in alerts.iter() {
                 self.outputs.emit(alert);
+                // The status page lists the latest few.
+                node_agent_core::status::record_alert(node_agent_core::status::AlertSummary {
+                    time_unix_nanos: i64::try_from(alert.time_ns).unwrap_or(i64::MAX),
+                    rule: alert.rule.clone(),
+                    priority: alert.priority.as_str().to_owned(),
+                    output: alert.output.clone(),
+                });
                 if let Some(tx) = &self.alerts {
                     tx.send(alert);
                 }
