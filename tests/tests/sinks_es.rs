@@ -128,7 +128,7 @@ async fn per_item_failures_retry_only_those_items_and_dead_letter_refusals() {
     let dead = std::fs::read_to_string(sink.dead_letter_path()).unwrap();
     let letter: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
     assert_eq!(letter["status"], 400);
-    assert_eq!(letter["record"]["message"], "item-4");
+    assert_eq!(letter["records"][0]["message"], "item-4");
     assert!(
         letter["reason"]
             .as_str()
@@ -379,4 +379,32 @@ async fn ingest_pipeline_is_named_in_the_bulk_url() {
     assert_eq!(requests[0].path, "/_bulk");
     assert_eq!(requests[0].query.as_deref(), Some("pipeline=parse-k8s"));
     assert_eq!(es.docs().len(), 2);
+}
+
+#[tokio::test]
+async fn data_streams_per_namespace() {
+    let es = EsReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "es-ds-ns",
+        &state,
+        json!({"url": es.url(), "data_stream": "logs-kubernetes-{namespace}"}),
+    );
+    let mut records = batch(&source("team-a", "p", "c"), T0, 2, "a");
+    records.extend(batch(&source("kube-system", "q", "c"), T0, 1, "k"));
+    deliver(&sink, &records).await.unwrap();
+    let mut indices: Vec<(String, String)> = es
+        .docs()
+        .into_iter()
+        .map(|(i, _, d)| (i, d["message"].as_str().unwrap().to_string()))
+        .collect();
+    indices.sort();
+    assert_eq!(
+        indices,
+        [
+            ("logs-kubernetes-kube_system".to_string(), "k-0".to_string()),
+            ("logs-kubernetes-team_a".to_string(), "a-0".to_string()),
+            ("logs-kubernetes-team_a".to_string(), "a-1".to_string()),
+        ]
+    );
 }

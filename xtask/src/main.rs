@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask ci` (the test command) and `cargo xtask bench <area>`.
+//! Developer tasks: `cargo xtask ci` (the test command), `cargo xtask bench <area>` and
+//! `cargo xtask fuzz`.
 
 use anyhow::bail;
 
@@ -10,10 +11,11 @@ mod bench_sinks;
 mod bench_syscalls;
 mod ci;
 mod cross;
+mod fuzz;
 mod selfstat;
 mod size;
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]...";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +30,10 @@ fn main() -> anyhow::Result<()> {
         ["bench", "syscalls"] => bench_syscalls::run(),
         ["bench", "rules", rest @ ..] => bench_rules::run(rest),
         ["cross", "aarch64", rest @ ..] => cross::run(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+            rest,
+        ),
+        ["fuzz", rest @ ..] => fuzz::run(
             &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
             rest,
         ),

@@ -43,6 +43,8 @@ pub enum SinkConfig {
     Loki(LokiConfig),
     /// Elasticsearch (or OpenSearch) `_bulk` API.
     Elasticsearch(ElasticsearchConfig),
+    /// OpenTelemetry logs over OTLP/HTTP (protobuf).
+    Otlp(OtlpConfig),
 }
 
 impl SinkConfig {
@@ -53,6 +55,7 @@ impl SinkConfig {
             SinkConfig::File(c) => (&c.name, "file"),
             SinkConfig::Loki(c) => (&c.http.name, "loki"),
             SinkConfig::Elasticsearch(c) => (&c.http.name, "elasticsearch"),
+            SinkConfig::Otlp(c) => (&c.http.name, "otlp"),
         };
         explicit.clone().unwrap_or_else(|| default.to_string())
     }
@@ -64,6 +67,7 @@ impl SinkConfig {
             SinkConfig::File(c) => c.route.as_ref(),
             SinkConfig::Loki(c) => c.http.route.as_ref(),
             SinkConfig::Elasticsearch(c) => c.http.route.as_ref(),
+            SinkConfig::Otlp(c) => c.http.route.as_ref(),
         }
     }
 
@@ -98,6 +102,10 @@ impl SinkConfig {
                     );
                 }
                 Ok(())
+            }
+            SinkConfig::Otlp(c) => {
+                reject_unknown("otlp", &c.unknown)?;
+                c.http.validate("otlp")
             }
             SinkConfig::Elasticsearch(c) => {
                 reject_unknown("elasticsearch", &c.unknown)?;
@@ -174,6 +182,9 @@ pub struct HttpOptions {
     /// NDJSON file for records the receiver refused for good
     /// (default: `<state dir>/deadletter/<name>.ndjson`).
     pub dead_letter_path: Option<PathBuf>,
+    /// Size at which the dead-letter file is renamed to `<path>.1` (replacing an older
+    /// one) and started afresh: at most about twice this on disk per sink.
+    pub dead_letter_max_bytes: u64,
     /// Which records this sink takes (see [`RouteMatch`]); absent: all.
     #[serde(rename = "match")]
     pub route: Option<RouteMatch>,
@@ -192,6 +203,7 @@ impl Default for HttpOptions {
             max_request_bytes: 4 << 20,
             headers: BTreeMap::new(),
             dead_letter_path: None,
+            dead_letter_max_bytes: super::deadletter::DEFAULT_MAX_BYTES,
             route: None,
         }
     }
@@ -207,6 +219,9 @@ impl HttpOptions {
         }
         if self.max_request_bytes < 1024 {
             anyhow::bail!("{kind} sink: `max_request_bytes` must be at least 1024");
+        }
+        if self.dead_letter_max_bytes < 4096 {
+            anyhow::bail!("{kind} sink: `dead_letter_max_bytes` must be at least 4096");
         }
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
@@ -367,7 +382,9 @@ pub struct ElasticsearchConfig {
     /// Index name; `%Y`, `%m`, `%d` … (chrono) are filled from each record's UTC timestamp.
     #[serde(default = "default_index")]
     pub index: String,
-    /// Write to this data stream instead of `index`.
+    /// Write to this data stream instead of `index`. `{namespace}` in it is the record's
+    /// Kubernetes namespace (`-` → `_`, empty → `default`), for the data stream naming
+    /// scheme: `logs-kubernetes-{namespace}`.
     #[serde(default)]
     pub data_stream: Option<String>,
     /// Key under which parsed JSON fields go.
@@ -401,6 +418,19 @@ fn default_structured_metadata() -> BTreeMap<String, RecordValue> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// The OTLP/HTTP logs sink (`url`: the collector's base URL, e.g. `http://otel:4318`, or
+/// the full `/v1/logs` endpoint).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OtlpConfig {
+    #[serde(flatten)]
+    pub http: HttpOptions,
+    /// Added to every resource (e.g. `k8s.cluster.name: prod`).
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
 }
 
 fn default_index() -> String {

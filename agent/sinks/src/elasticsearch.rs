@@ -36,6 +36,8 @@ pub fn document_id(record: &LogRecord) -> String {
 #[derive(Debug, Clone)]
 enum Target {
     DataStream(String),
+    /// A data stream name with `{namespace}` in it, filled per record.
+    DataStreamPerNamespace(String),
     /// A chrono pattern; `per_day` when it only has date-level fields (cacheable per day).
     Pattern {
         items: Vec<Item<'static>>,
@@ -126,6 +128,12 @@ struct Event<'a> {
 impl EsEncoder {
     pub fn new(config: &ElasticsearchConfig) -> anyhow::Result<Self> {
         let target = match &config.data_stream {
+            Some(name) if name.contains(NAMESPACE_PLACEHOLDER) => {
+                let sample = data_stream_for(name, "kube-system");
+                check_index_name(&sample)
+                    .with_context(|| format!("data_stream {name:?} (e.g. {sample:?})"))?;
+                Target::DataStreamPerNamespace(name.clone())
+            }
             Some(name) => {
                 check_index_name(name).with_context(|| format!("data_stream {name:?}"))?;
                 Target::DataStream(name.clone())
@@ -184,10 +192,21 @@ impl EsEncoder {
         let mut out = Vec::with_capacity(records.iter().map(|r| r.message.len() + 512).sum());
         let mut spans = Vec::with_capacity(records.len());
         let mut cached_index: Option<(i64, String)> = None;
+        let mut cached_stream: Option<(*const node_agent_core::record::SourceMeta, String)> = None;
         for r in records {
             let start = out.len();
             let index = match &self.target {
                 Target::DataStream(name) => name.as_str(),
+                Target::DataStreamPerNamespace(template) => {
+                    let key = std::sync::Arc::as_ptr(&r.source);
+                    if cached_stream.as_ref().is_none_or(|(k, _)| *k != key) {
+                        cached_stream = Some((key, data_stream_for(template, &r.source.namespace)));
+                    }
+                    cached_stream
+                        .as_ref()
+                        .map(|(_, s)| s.as_str())
+                        .unwrap_or_default()
+                }
                 Target::Pattern { per_day, .. } => {
                     let day = r.timestamp_nanos.div_euclid(86_400_000_000_000);
                     let key = if *per_day { day } else { r.timestamp_nanos };
@@ -264,6 +283,7 @@ impl EsEncoder {
 fn index_for(target: &Target, timestamp_nanos: i64) -> anyhow::Result<String> {
     match target {
         Target::DataStream(name) => Ok(name.clone()),
+        Target::DataStreamPerNamespace(template) => Ok(data_stream_for(template, "default")),
         Target::Pattern { items, .. } => {
             let dt = DateTime::<Utc>::from_timestamp_nanos(timestamp_nanos);
             let mut s = String::new();
@@ -272,6 +292,22 @@ fn index_for(target: &Target, timestamp_nanos: i64) -> anyhow::Result<String> {
             Ok(s)
         }
     }
+}
+
+/// What `data_stream` names the record's Kubernetes namespace with.
+const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
+
+/// `logs-kubernetes-{namespace}` for namespace `team-a` → `logs-kubernetes-team_a`: the
+/// data stream naming scheme (`<type>-<dataset>-<namespace>`) splits on `-`, so the
+/// namespace part gets `_` instead; records without a namespace (host sources) go to
+/// `default`, the scheme's default namespace.
+fn data_stream_for(template: &str, namespace: &str) -> String {
+    let ns = if namespace.is_empty() {
+        "default".to_string()
+    } else {
+        namespace.to_ascii_lowercase().replace('-', "_")
+    };
+    template.replace(NAMESPACE_PLACEHOLDER, &ns)
 }
 
 /// The rules Elasticsearch enforces on index names, checked up front so a typo does not
@@ -407,7 +443,12 @@ impl ElasticsearchSink {
             .clone()
             .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
         Ok(Self {
-            dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
+            dead_letter: DeadLetter::with_max_bytes(
+                &name,
+                dead_letter_path,
+                config.http.dead_letter_max_bytes,
+                metrics,
+            ),
             encoder: EsEncoder::new(config)?,
             retry: config.http.retry,
             max_request_bytes: config.http.max_request_bytes,
@@ -640,6 +681,23 @@ mod tests {
         .unwrap();
         assert_eq!(r.done, [1]);
         assert_eq!(r.refused.len(), 1);
+    }
+
+    #[test]
+    fn data_stream_names_per_namespace() {
+        assert_eq!(
+            data_stream_for("logs-kubernetes-{namespace}", "team-a"),
+            "logs-kubernetes-team_a"
+        );
+        assert_eq!(
+            data_stream_for("logs-k8s-{namespace}", ""),
+            "logs-k8s-default"
+        );
+        let config: ElasticsearchConfig = serde_json::from_value(
+            serde_json::json!({"url": "http://e", "data_stream": "Logs-{namespace}"}),
+        )
+        .unwrap();
+        assert!(EsEncoder::new(&config).is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub fn rfc3339_nanos(timestamp_nanos: i64) -> String {
 #[derive(Serialize)]
 pub struct JsonRecord<'a> {
     pub timestamp: String,
+    /// The source kind: `pod`, `journal`, `file`, `audit`, `security`.
+    pub source: &'static str,
     pub node: &'a str,
     pub namespace: &'a str,
     pub pod: &'a str,
@@ -42,6 +44,7 @@ impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
     fn from(r: &'a LogRecord) -> Self {
         Self {
             timestamp: rfc3339_nanos(r.timestamp_nanos),
+            source: r.source.kind.as_str(),
             node: &r.source.node,
             namespace: &r.source.namespace,
             pod: &r.source.pod,

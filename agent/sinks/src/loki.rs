@@ -591,7 +591,12 @@ impl LokiSink {
             .clone()
             .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
         Ok(Self {
-            dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
+            dead_letter: DeadLetter::with_max_bytes(
+                &name,
+                dead_letter_path,
+                config.http.dead_letter_max_bytes,
+                metrics,
+            ),
             encoder: LokiEncoder::new(config, identity),
             retry: config.http.retry,
             name,

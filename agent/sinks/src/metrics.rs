@@ -3,7 +3,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 use node_agent_core::telemetry;
 
@@ -14,6 +16,7 @@ struct Families {
     retries: IntCounterVec,
     failures: IntCounterVec,
     dead_lettered: IntCounterVec,
+    dead_letter_bytes: IntGaugeVec,
 }
 
 fn families() -> &'static Families {
@@ -59,6 +62,16 @@ fn families() -> &'static Families {
                 "Records the receiver refused for good, written to the dead-letter file.",
                 &["sink"],
             ),
+            dead_letter_bytes: telemetry::register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "node_agent_sink_dead_letter_bytes",
+                        "Bytes of dead-letter files on disk (current and rotated; capped by dead_letter_max_bytes).",
+                    ),
+                    &["sink"],
+                )
+                .expect("static metric definition"),
+            ),
         }
     })
 }
@@ -72,6 +85,7 @@ pub struct SinkMetrics {
     latency: prometheus::Histogram,
     retries: IntCounter,
     dead_lettered: IntCounter,
+    dead_letter_bytes: IntGauge,
 }
 
 impl SinkMetrics {
@@ -84,6 +98,7 @@ impl SinkMetrics {
             latency: f.latency.with_label_values(&[name]),
             retries: f.retries.with_label_values(&[name]),
             dead_lettered: f.dead_lettered.with_label_values(&[name]),
+            dead_letter_bytes: f.dead_letter_bytes.with_label_values(&[name]),
         }
     }
 
@@ -111,6 +126,11 @@ impl SinkMetrics {
         self.dead_lettered.inc_by(n as u64);
     }
 
+    pub fn dead_letter_bytes(&self, bytes: u64) {
+        self.dead_letter_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     // Readers for tests and benchmarks.
     pub fn records_sent(&self) -> u64 {
         self.records.get()
@@ -120,6 +140,9 @@ impl SinkMetrics {
     }
     pub fn dead_lettered_records(&self) -> u64 {
         self.dead_lettered.get()
+    }
+    pub fn dead_letter_bytes_on_disk(&self) -> u64 {
+        u64::try_from(self.dead_letter_bytes.get()).unwrap_or(0)
     }
     pub fn failures(&self, class: &str) -> u64 {
         families()

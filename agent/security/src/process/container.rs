@@ -200,9 +200,9 @@ impl CgroupResolver {
             return container;
         }
         let now = Instant::now();
-        if !self
+        if self
             .last_walk
-            .is_none_or(|t| now.duration_since(t) >= self.min_walk_interval)
+            .is_some_and(|t| now.duration_since(t) < self.min_walk_interval)
         {
             // A walk was made moments ago (before this cgroup existed, maybe): unknown for
             // now, but not remembered as "no container", so the next walk can name it.
