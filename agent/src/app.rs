@@ -194,6 +194,16 @@ async fn lead(
     // Started before the logs so that files found at start can wait for their pods.
     let kube = &config.file.kubernetes;
     let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
+    if let Some(cache) = &cache {
+        // The backlog found at start would otherwise ship unenriched while the first list
+        // is in flight (the stage only holds files while the cache is current). Bounded:
+        // with the API server down, logs start after `hold_time` and count misses.
+        if !cache.wait_synced(kube.hold_time).await {
+            tracing::warn!(
+                "Kubernetes metadata cache not synced yet; shipping logs without pod metadata until it is"
+            );
+        }
+    }
     let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
     // Alerts are a live source beside the log sources, on the start-up sinks: a reload
     // restarts the log sources, while the capture keeps its queue.

@@ -1,5 +1,5 @@
 //! What the enrich stage costs per record: the same records through a chain without and
-//! with it (one pod per file, 110 pods × 3 containers, 20 labels and 20 annotations each,
+//! with it instead of a pass-through stage (one pod per file, 110 pods × 3 containers, 20 labels and 20 annotations each,
 //! the lookup an in-memory map as cheap as the cache's). Run:
 //! `cargo run --release -p node-agent-logs --example enrich_bench [RECORDS]`.
 
@@ -12,6 +12,18 @@ use node_agent_core::kube::{Found, Lease, PodLookup, PodMetadata, PodRef};
 use node_agent_core::record::{LogRecord, SourceKind, SourceMeta, Stream};
 use node_agent_logs::stages::Chain;
 use node_agent_logs::stages::enrich::{Enrich, EnrichSettings};
+
+/// A stage that passes records on: what any one stage costs in the chain.
+struct Noop;
+
+impl node_agent_logs::stages::Stage for Noop {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+    fn process(&mut self, record: LogRecord, out: &mut Vec<LogRecord>) {
+        out.push(record);
+    }
+}
 
 struct Map(
     HashMap<String, Arc<PodMetadata>>,
@@ -97,7 +109,7 @@ fn main() {
     };
     let per = |d: std::time::Duration| d.as_nanos() as f64 / records as f64;
     for run_len in [100, 1] {
-        let plain = run(&mut Chain::new(Vec::new()), run_len);
+        let plain = run(&mut Chain::new(vec![Box::new(Noop)]), run_len);
         let enriched = run(
             &mut Chain::new(vec![Box::new(Enrich::new(
                 Arc::clone(&lookup),
@@ -106,7 +118,7 @@ fn main() {
             run_len,
         );
         println!(
-            "{records} records over {} files, {run_len} in a row per file: without enrich {:.1} ns/record, with {:.1} ns/record (+{:.1} ns)",
+            "{records} records over {} files, {run_len} in a row per file: a pass-through stage {:.1} ns/record, enrich {:.1} ns/record (+{:.1} ns)",
             sources.len(),
             per(plain),
             per(enriched),

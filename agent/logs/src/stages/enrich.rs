@@ -46,6 +46,37 @@ const HOLD_POLL: Duration = Duration::from_millis(100);
 /// Files tracked at most; past it, files not holding anything are forgotten (they look
 /// their pod up again on their next record). The tail source keeps far fewer open.
 const MAX_FILES: usize = 16_384;
+/// Records counted locally before they are added to the shared counters.
+const COUNT_FLUSH: u64 = 1024;
+
+#[derive(Default)]
+struct Counts {
+    /// Whether this lane counts at all (see [`EnrichSettings::counted`]).
+    counted: bool,
+    enriched: u64,
+    excluded: u64,
+    misses: u64,
+}
+
+impl Counts {
+    fn flush(&mut self) {
+        if !self.counted {
+            *self = Self::default();
+            return;
+        }
+        let m = metrics();
+        for (local, counter) in [
+            (&mut self.enriched, &m.enriched),
+            (&mut self.excluded, &m.excluded),
+            (&mut self.misses, &m.misses),
+        ] {
+            if *local > 0 {
+                counter.inc_by(std::mem::take(local));
+            }
+        }
+    }
+}
+
 /// Per-record overhead counted against `hold_max_bytes` besides the message.
 const RECORD_OVERHEAD: usize = 128;
 
@@ -145,6 +176,10 @@ pub struct Enrich {
     settings: EnrichSettings,
     files: FxHashMap<u64, FileState>,
     last: Option<Last>,
+    /// Records enriched / excluded / missed not yet added to the shared counters: an
+    /// atomic add per record is measurable on the hot path, so they are added in bulk
+    /// (at least every `COUNT_FLUSH` records and on every `flush_due`).
+    counts: Counts,
     held_bytes: usize,
     held_records: usize,
 }
@@ -156,6 +191,10 @@ impl Enrich {
             settings,
             files: FxHashMap::default(),
             last: None,
+            counts: Counts {
+                counted: settings.counted,
+                ..Counts::default()
+            },
             held_bytes: 0,
             held_records: 0,
         }
@@ -231,6 +270,11 @@ impl Enrich {
         );
     }
 
+    /// Adds the local counts to the shared counters (this lane's, if it counts).
+    fn flush_counts(&mut self) {
+        self.counts.flush();
+    }
+
     /// Releases `file_id`'s held records with its current outcome.
     fn release(&mut self, file_id: u64, out: &mut Vec<LogRecord>) {
         let Some(f) = self.files.get_mut(&file_id) else {
@@ -244,39 +288,35 @@ impl Enrich {
         self.held_records -= hold.records.len();
         metrics().held.sub(hold.records.len() as i64);
         for r in hold.records {
-            apply(&outcome, r, out, self.settings.counted);
+            apply(&outcome, r, out, &mut self.counts);
         }
     }
 }
 
 impl Drop for Enrich {
     fn drop(&mut self) {
+        self.flush_counts();
         // The gauge is shared by every lane's stage: take back what this one held.
         metrics().held.sub(self.held_records as i64);
     }
 }
 
-fn apply(outcome: &Outcome, mut record: LogRecord, out: &mut Vec<LogRecord>, counted: bool) {
-    let m = metrics();
-    match outcome {
+fn apply(outcome: &Outcome, mut record: LogRecord, out: &mut Vec<LogRecord>, counts: &mut Counts) {
+    let n = match outcome {
         Outcome::Enriched(meta) => {
             record.source = Arc::clone(meta);
-            if counted {
-                m.enriched.inc();
-            }
             out.push(record);
+            &mut counts.enriched
         }
-        Outcome::Excluded => {
-            if counted {
-                m.excluded.inc();
-            }
-        }
+        Outcome::Excluded => &mut counts.excluded,
         Outcome::Missing => {
-            if counted {
-                m.misses.inc();
-            }
             out.push(record);
+            &mut counts.misses
         }
+    };
+    *n += 1;
+    if *n >= COUNT_FLUSH {
+        counts.flush();
     }
 }
 
@@ -295,7 +335,7 @@ impl Stage for Enrich {
             && Arc::ptr_eq(&last.source, &record.source)
             && last.generation == generation
         {
-            return apply(&last.outcome, record, out, self.settings.counted);
+            return apply(&last.outcome, record, out, &mut self.counts);
         }
         let source = Arc::clone(&record.source);
         let file_id = source.file_id;
@@ -305,14 +345,14 @@ impl Stage for Enrich {
             self.track(&source);
         }
         let Some(f) = self.files.get(&file_id) else {
-            return apply(&Outcome::Missing, record, out, self.settings.counted);
+            return apply(&Outcome::Missing, record, out, &mut self.counts);
         };
         if f.hold.is_some() && !matches!(f.outcome, Outcome::Missing) {
             // The pod arrived: what was held goes first, in file order.
             self.release(file_id, out);
         }
         let Some(f) = self.files.get_mut(&file_id) else {
-            return apply(&Outcome::Missing, record, out, self.settings.counted);
+            return apply(&Outcome::Missing, record, out, &mut self.counts);
         };
         if f.hold.is_none() {
             let outcome = f.outcome.clone();
@@ -321,12 +361,12 @@ impl Stage for Enrich {
                 generation: f.generation,
                 outcome: outcome.clone(),
             });
-            return apply(&outcome, record, out, self.settings.counted);
+            return apply(&outcome, record, out, &mut self.counts);
         }
         let bytes = record.message.len() + RECORD_OVERHEAD;
         if self.held_bytes + bytes > self.settings.hold_max_bytes {
             self.release(file_id, out);
-            return apply(&Outcome::Missing, record, out, self.settings.counted);
+            return apply(&Outcome::Missing, record, out, &mut self.counts);
         }
         if let Some(hold) = f.hold.as_mut() {
             hold.bytes += bytes;
@@ -338,48 +378,17 @@ impl Stage for Enrich {
     }
 
     fn flush_due(&mut self, now: Instant, out: &mut Vec<LogRecord>) {
+        self.flush_counts();
         if self.held_records == 0 {
             return;
         }
-        let holding: Vec<(u64, Arc<SourceMeta>, Instant)> = self
-            .files
-            .iter()
-            .filter_map(|(id, f)| {
-                let hold = f.hold.as_ref()?;
-                Some((*id, Arc::clone(&hold.records.first()?.source), hold.until))
-            })
-            .collect();
-        for (id, source, until) in holding {
-            self.refresh(id, &source);
-            let found = self
-                .files
-                .get(&id)
-                .is_some_and(|f| !matches!(f.outcome, Outcome::Missing));
-            if found || now >= until {
-                self.release(id, out);
-            }
-        }
+        self.release_due(now, out);
+        self.flush_counts();
     }
 
     fn flush_file(&mut self, file_id: u64, out: &mut Vec<LogRecord>) {
-        let source = self
-            .files
-            .get(&file_id)
-            .and_then(|f| f.hold.as_ref()?.records.first())
-            .map(|r| Arc::clone(&r.source));
-        if let Some(source) = source {
-            self.refresh(file_id, &source);
-        }
-        self.release(file_id, out);
-        // Drops the file's lease: a deleted pod may now leave the cache.
-        self.files.remove(&file_id);
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|l| l.source.file_id == file_id)
-        {
-            self.last = None;
-        }
+        self.finish_file(file_id, out);
+        self.flush_counts();
     }
 
     fn held_from(&self, file_id: u64) -> Option<u64> {
@@ -400,6 +409,51 @@ impl Stage for Enrich {
             .map(|h| h.until)
             .min()?;
         Some(until.min(Instant::now() + HOLD_POLL))
+    }
+}
+
+impl Enrich {
+    /// Releases held files whose pod arrived or whose hold ran out.
+    fn release_due(&mut self, now: Instant, out: &mut Vec<LogRecord>) {
+        let holding: Vec<(u64, Arc<SourceMeta>, Instant)> = self
+            .files
+            .iter()
+            .filter_map(|(id, f)| {
+                let hold = f.hold.as_ref()?;
+                Some((*id, Arc::clone(&hold.records.first()?.source), hold.until))
+            })
+            .collect();
+        for (id, source, until) in holding {
+            self.refresh(id, &source);
+            let found = self
+                .files
+                .get(&id)
+                .is_some_and(|f| !matches!(f.outcome, Outcome::Missing));
+            if found || now >= until {
+                self.release(id, out);
+            }
+        }
+    }
+
+    fn finish_file(&mut self, file_id: u64, out: &mut Vec<LogRecord>) {
+        let source = self
+            .files
+            .get(&file_id)
+            .and_then(|f| f.hold.as_ref()?.records.first())
+            .map(|r| Arc::clone(&r.source));
+        if let Some(source) = source {
+            self.refresh(file_id, &source);
+        }
+        self.release(file_id, out);
+        // Drops the file's lease: a deleted pod may now leave the cache.
+        self.files.remove(&file_id);
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.source.file_id == file_id)
+        {
+            self.last = None;
+        }
     }
 }
 
