@@ -50,7 +50,6 @@ const LAYOUT: &[(&str, &str)] = &[
     ("zfs", ""),
     ("interrupts", ""),
     ("meminfo_numa", ""),
-    ("mountstats", ""),
     ("processes", ""),
     ("sysctl", ""),
     ("tcpstat", ""),
