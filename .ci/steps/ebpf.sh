@@ -24,7 +24,7 @@ echo "--- unit tests with the eBPF feature"
 cargo test -p node-agent-syscalls --features ebpf
 
 echo "--- real eBPF tests (load + attach into this kernel)"
-cargo test -p node-agent-tests --features ebpf --test 'syscalls_*' -- --nocapture 2>&1 | tee /tmp/node-agent-ebpf-tests.log
+cargo test -p node-agent-tests --features ebpf --test 'syscalls_*' --test 'security_*' --test production_privileges -- --nocapture 2>&1 | tee /tmp/node-agent-ebpf-tests.log
 if [ "$(id -u)" = 0 ] && grep -q SKIPPED /tmp/node-agent-ebpf-tests.log; then
     echo "eBPF tests were skipped although running as root" >&2
     exit 1

@@ -8,12 +8,19 @@ command -v curl >/dev/null || need+=(curl)
 # ip and unshare run the kept-files test in its own network namespace.
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
+# nft makes conntrack entries in a test's own network namespace (tests/tests/conntrack_netns.rs).
+command -v nft >/dev/null || need+=(nftables)
 # systemd-journal-remote writes real journal files for the journal reader's tests; journalctl
 # (package systemd) reads them back as the oracle.
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
 command -v journalctl >/dev/null || need+=(systemd)
 # Headless Chromium renders the status page in tests/tests/status_page.rs.
 command -v chromium >/dev/null || need+=(chromium)
+# The real-kernel security tests drive strace (ptrace attach) and script (a tty).
+command -v strace >/dev/null || need+=(strace)
+command -v script >/dev/null || need+=(bsdutils)
+# runc runs the agent with exactly the DaemonSet's privileges (tests/tests/production_privileges.rs).
+command -v runc >/dev/null || need+=(runc)
 # arm64 cross build and its unit tests under emulation (.ci/steps/arm64.sh).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 [[ -f /usr/aarch64-linux-gnu/lib/libc.a ]] || need+=(libc6-dev-arm64-cross)

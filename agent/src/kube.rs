@@ -63,6 +63,7 @@ pub fn enrichment(cache: &MetadataCache, config: &KubeConfig) -> Enrichment {
         settings: EnrichSettings {
             hold_time: config.hold_time,
             hold_max_bytes: config.hold_max_bytes,
+            counted: true,
         },
     }
 }

@@ -22,8 +22,12 @@ struct Pod {
 
 impl Pod {
     fn create(pods_dir: &Path) -> Self {
+        Self::named(pods_dir, "shop-7d9", 1)
+    }
+
+    fn named(pods_dir: &Path, pod: &str, n: u32) -> Self {
         let dir = pods_dir
-            .join("prod_shop-7d9_0b7c6a52-0000-4000-8000-000000000001")
+            .join(format!("prod_{pod}_0b7c6a52-0000-4000-8000-{n:012}"))
             .join("app");
         std::fs::create_dir_all(&dir).unwrap();
         Self {
@@ -145,7 +149,10 @@ async fn restart_in_the_middle_of_a_stack_trace_loses_and_duplicates_nothing() {
     ]);
     // Groups never time out in the first run: the agent stops with the trace open.
     let first = "[{type: multiline, detector: java, flush_timeout: 1h}]";
-    let run = start(root, config(root, first));
+    let mut cfg = config(root, first);
+    // Lines and traces straddle read chunks.
+    cfg.read_chunk_bytes = 37;
+    let run = start(root, cfg);
     let before = wait_for_records(root, 4).await;
     // Give the pipeline the chance to (wrongly) ship more.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -282,4 +289,137 @@ async fn dropped_records_advance_positions_and_parsed_fields_reach_the_sink() {
         [r#"{"lvl":"info","msg":"after restart"}"#],
         "dropped records were not shipped after the restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_and_throttling_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut pod = Pod::create(&root.join("pods"));
+    let mut lines = vec![(
+        "stdout",
+        "F",
+        r#"{"user":"jane@example.com","msg":"paid with 4111 1111 1111 1111","auth":"Bearer s3cr3t.t0ken"}"#.to_string(),
+    )];
+    for i in 0..50 {
+        lines.push(("stdout", "F", format!("chatter {i}")));
+    }
+    let lines: Vec<(&str, &str, &str)> =
+        lines.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+    pod.write(&lines);
+    // A rate so low that only the burst passes while the test runs.
+    let processors = r#"[
+        {type: json, match: {container: app}},
+        {type: redact},
+        {type: throttle, name: e2e-throttle, records_per_second: 0.001, burst_seconds: 10000}
+    ]"#;
+    let run = start(root, config(root, processors));
+    let got = wait_for_records(root, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    let all = shipped(root);
+    assert_eq!(all.len(), got.len());
+    assert_eq!(all.len(), 10, "the burst passes, the rest is dropped");
+    let first = &all[0];
+    assert!(
+        !first["message"].as_str().unwrap().contains("jane@"),
+        "{first}"
+    );
+    assert!(
+        !first["message"].as_str().unwrap().contains("4111"),
+        "{first}"
+    );
+    assert_eq!(first["fields"]["user"], "[REDACTED]");
+    assert_eq!(first["fields"]["msg"], "paid with [REDACTED]");
+    assert_eq!(first["fields"]["auth"], "Bearer [REDACTED]");
+    assert_eq!(all[9]["message"], "chatter 8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_throttle_delays_only_the_noisy_container_and_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut noisy = Pod::named(&root.join("pods"), "noisy", 1);
+    let texts: Vec<String> = (0..300).map(|i| format!("noisy line {i:04}")).collect();
+    let lines: Vec<(&str, &str, &str)> =
+        texts.iter().map(|t| ("stdout", "F", t.as_str())).collect();
+    noisy.write(&lines);
+    let processors =
+        "[{type: throttle, records_per_second: 200, action: slow, match: {pod: noisy}}]";
+    let mut cfg = config(root, processors);
+    // Small chunks, so reading the noisy file takes many passes.
+    cfg.read_chunk_bytes = 1024;
+    let run = start(root, cfg);
+    wait_for_records(root, 1).await;
+    let mut quiet = Pod::named(&root.join("pods"), "quiet", 2);
+    quiet.write(&[("stdout", "F", "quiet line")]);
+    let all = wait_for_records(root, 301).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    assert_eq!(shipped(root).len(), all.len());
+    let msgs = messages(&all);
+    let mut noisy_got: Vec<&str> = msgs
+        .iter()
+        .copied()
+        .filter(|m| m.starts_with("noisy"))
+        .collect();
+    noisy_got.sort();
+    assert_eq!(noisy_got, texts, "nothing dropped or duplicated");
+    let quiet_at = msgs.iter().position(|m| *m == "quiet line").unwrap();
+    assert!(
+        quiet_at < 300,
+        "the quiet pod is not queued behind the noisy one's backlog (at {quiet_at})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_in_the_middle_of_a_trace_ships_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut pod = Pod::create(&root.join("pods"));
+    pod.write(&[
+        ("stdout", "F", "INFO before"),
+        ("stderr", "F", "Traceback (most recent call last):"),
+        (
+            "stderr",
+            "F",
+            "  File \"/app/main.py\", line 3, in <module>",
+        ),
+    ]);
+    let run = start(
+        root,
+        config(
+            root,
+            "[{type: multiline, detector: python, flush_timeout: 200ms}]",
+        ),
+    );
+    wait_for_records(root, 1).await;
+    // kubelet rotates: the rest of the trace goes to the new file.
+    std::fs::rename(&pod.log, pod.log.with_extension("log.20240501-120000")).unwrap();
+    pod.write(&[
+        ("stderr", "F", "    main()"),
+        ("stderr", "F", "ValueError: boom"),
+        ("stdout", "F", "INFO after"),
+    ]);
+    let all = wait_for_records(root, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.stop().await;
+    assert_eq!(shipped(root).len(), all.len());
+    // Groups never span files: the trace is cut at the rotation, but nothing is lost or
+    // shipped twice.
+    let mut lines: Vec<&str> = messages(&all).iter().flat_map(|m| m.split('\n')).collect();
+    lines.sort();
+    let mut want = vec![
+        "INFO before",
+        "Traceback (most recent call last):",
+        "  File \"/app/main.py\", line 3, in <module>",
+        "    main()",
+        "ValueError: boom",
+        "INFO after",
+    ];
+    want.sort();
+    assert_eq!(lines, want);
+    assert!(messages(&all).contains(
+        &"Traceback (most recent call last):\n  File \"/app/main.py\", line 3, in <module>"
+    ));
 }

@@ -311,3 +311,54 @@ async fn loki_streams_stay_in_order_across_retries_with_many_batches() {
             .exists()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_end_to_end_with_a_route_on_parsed_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogsConfig {
+        parse_json: true,
+        ..config(dir.path())
+    };
+    let otlp = node_agent_tests::receivers::OtlpReceiver::start()
+        .await
+        .unwrap();
+    let es = EsReceiver::start().await.unwrap();
+    let yaml = format!(
+        "- {{type: otlp, name: otlp-e2e, url: '{}', gzip: true, match: {{fields: {{level: info}}}}}}\n\
+         - {{type: elasticsearch, name: es-e2e, url: '{}'}}\n",
+        otlp.url(),
+        es.url()
+    );
+    let mix = LineMix {
+        stderr_per_mille: 0,
+        json_per_mille: 400,
+        long_per_mille: 0,
+        payload_bytes: 80,
+        split_bytes: usize::MAX,
+    };
+    let mut log = ContainerLog::create(&cfg.pods_dir, "shop", "api", "app", Format::Cri).unwrap();
+    let all: HashSet<String> = log.write_lines(500, &mix).unwrap().into_iter().collect();
+    log.flush().unwrap();
+    let json: HashSet<String> = log
+        .expected()
+        .iter()
+        .filter(|(_, e)| e.message.starts_with('{'))
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(!json.is_empty() && json.len() < all.len());
+    let run = start(cfg.clone(), sinks(&yaml, &cfg.state_dir));
+    wait_for("both sinks", Duration::from_secs(30), || {
+        otlp.logs().len() >= json.len() && es.docs().len() >= all.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    let bodies: Vec<String> = otlp.logs().into_iter().map(|l| l.body).collect();
+    assert_once(&ids(&bodies), &json, "otlp");
+    assert_once(&ids(&es.messages()), &all, "elasticsearch");
+    let first = &otlp.logs()[0];
+    assert_eq!(first.resource["k8s.namespace.name"], "shop");
+    assert_eq!(first.resource["k8s.pod.name"], "api");
+    assert_eq!(first.severity_number, 9);
+    assert_eq!(first.attributes["level"], "info");
+}

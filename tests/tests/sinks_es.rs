@@ -380,3 +380,31 @@ async fn ingest_pipeline_is_named_in_the_bulk_url() {
     assert_eq!(requests[0].query.as_deref(), Some("pipeline=parse-k8s"));
     assert_eq!(es.docs().len(), 2);
 }
+
+#[tokio::test]
+async fn data_streams_per_namespace() {
+    let es = EsReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = sink(
+        "es-ds-ns",
+        &state,
+        json!({"url": es.url(), "data_stream": "logs-kubernetes-{namespace}"}),
+    );
+    let mut records = batch(&source("team-a", "p", "c"), T0, 2, "a");
+    records.extend(batch(&source("kube-system", "q", "c"), T0, 1, "k"));
+    deliver(&sink, &records).await.unwrap();
+    let mut indices: Vec<(String, String)> = es
+        .docs()
+        .into_iter()
+        .map(|(i, _, d)| (i, d["message"].as_str().unwrap().to_string()))
+        .collect();
+    indices.sort();
+    assert_eq!(
+        indices,
+        [
+            ("logs-kubernetes-kube_system".to_string(), "k-0".to_string()),
+            ("logs-kubernetes-team_a".to_string(), "a-0".to_string()),
+            ("logs-kubernetes-team_a".to_string(), "a-1".to_string()),
+        ]
+    );
+}

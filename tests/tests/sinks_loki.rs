@@ -467,7 +467,7 @@ fn enriched(
             format!("t-{namespace}"),
         )]
         .into(),
-        owner: Some(node_agent::core::kube::Workload {
+        workload: Some(node_agent::core::kube::Workload {
             kind: "Deployment".into(),
             name: workload.into(),
         }),
@@ -566,4 +566,41 @@ async fn tenant_per_record_sends_one_request_per_tenant() {
         assert_eq!(e.tenant.as_deref(), Some(want), "{}", e.line);
     }
     assert_eq!(loki.entries().len(), 5);
+}
+
+#[tokio::test]
+async fn refused_credentials_make_the_sink_unhealthy_and_lose_nothing() {
+    use node_agent::core::health::{self, State};
+    let loki = LokiReceiver::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sink = std::sync::Arc::new(sink("loki-auth", &state, json!({"url": loki.url()})));
+    let subsystem = "sink/loki-auth";
+    assert_eq!(health::snapshot().get(subsystem), Some(&State::Up));
+    // A multi-tenant Loki without a tenant: 401 "no org id", forever.
+    loki.server().fail_next(100_000, 401);
+    let records = batch(&source("ns", "p", "c"), T0, 5, "auth");
+    let delivering = {
+        let sink = std::sync::Arc::clone(&sink);
+        let records = records.clone();
+        tokio::spawn(async move { deliver(&sink, &records).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(health::snapshot().get(subsystem), Some(State::Degraded(_))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked unhealthy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let Some(State::Degraded(why)) = health::snapshot().get(subsystem).cloned() else {
+        unreachable!()
+    };
+    assert!(why.contains("401"), "{why}");
+    assert!(loki.entries().is_empty());
+    // Credentials fixed: everything arrives, the sink is healthy again.
+    loki.server().clear_failures();
+    delivering.await.unwrap().unwrap();
+    assert_eq!(loki.lines().len(), 5);
+    assert_eq!(health::snapshot().get(subsystem), Some(&State::Up));
+    assert_eq!(sink.metrics().dead_lettered_records(), 0);
 }

@@ -270,91 +270,7 @@ fn pinned_counters_continue_across_a_reload() {
     drop(second);
 }
 
-#[test]
-fn security_event_filter_rejects_unknown_syscalls() {
-    require_ebpf!();
-    let fixture = Fixture::new("filter");
-    let config = SyscallsConfig {
-        events: vec!["no_such_syscall".into()],
-        ..fixture.config()
-    };
-    let err = LoadedProgram::load(&config)
-        .err()
-        .expect("unknown syscall name is rejected");
-    assert!(format!("{err:#}").contains("no_such_syscall"), "{err:#}");
-}
-
-#[tokio::test]
-async fn security_events_carry_process_and_container() {
-    require_ebpf!();
-    use node_agent::syscalls::cgroups::Owner;
-    use node_agent::syscalls::events;
-
-    let fixture = Fixture::new("events");
-    // getsid is not security-relevant, but it is harmless, easy to trigger exactly, and
-    // rare elsewhere (the other tests' getppid storms would fill the ring buffer).
-    let config = SyscallsConfig {
-        events: vec!["getsid".into()],
-        ..fixture.config()
-    };
-    let mut program = LoadedProgram::load(&config).expect("load + attach");
-    let map = program.take_events().expect("EVENTS ring buffer");
-    let options = SyscallsOptions {
-        config: config.clone(),
-        pods_dir: fixture.logs.path().join("pods"),
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let reader = tokio::spawn(events::run(
-        map,
-        options.attribution_sources(&HostPaths::default()),
-        std::time::Duration::ZERO,
-        stop.clone(),
-        move |event| {
-            let _ = tx.send(event);
-        },
-    ));
-
-    run_syscall_in(&fixture.container_cgroup, libc::SYS_getsid, 3);
-    let id = fixture.cgroup_id();
-    let mut ours = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ours.len() < 3 {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .expect("3 events within 10 s")
-            .expect("reader alive");
-        if event.cgroup_id == id {
-            ours.push(event);
-        }
-    }
-    stop.cancel();
-    reader.await.expect("reader task");
-    drop(program);
-
-    let event = &ours[0];
-    assert_eq!(event.syscall, "getsid");
-    assert_eq!(event.uid, unsafe { libc::getuid() });
-    assert_ne!(
-        event.pid,
-        std::process::id(),
-        "the forked child made the calls"
-    );
-    assert!(!event.comm.is_empty());
-    match &event.owner {
-        Owner::Container(labels) => {
-            assert_eq!(
-                (
-                    labels.namespace.as_str(),
-                    labels.pod.as_str(),
-                    labels.container.as_str()
-                ),
-                ("testns", "testpod", "app")
-            );
-        }
-        Owner::Host => panic!("event not attributed to the test container"),
-    }
-}
+// The security capture (process context, rules, alerts) is tested in security_ebpf.rs.
 
 #[test]
 fn gc_drops_dead_cgroups_and_keeps_host_totals() {
@@ -441,6 +357,7 @@ async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
     let leader = tokio::spawn(node_agent::syscalls::run_leader(
         config.syscalls_options(),
         config.metrics.paths.clone(),
+        None,
         stop.clone(),
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

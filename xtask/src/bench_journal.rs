@@ -3,7 +3,9 @@
 //! `systemd-journal-remote` (some messages long enough to be zstd-compressed), then reads
 //! it whole with node-agent-journal and with `journalctl -o json` (to /dev/null), each in
 //! its own process, and prints entries and MB (of `NAME=value` payload) per CPU-second side
-//! by side, with each reader's peak RSS. A second line reads with a unit filter.
+//! by side, with each reader's peak RSS. A second line reads with a unit filter; a third
+//! runs the whole journal *source* (`logs.journal`: entry → record mapping, batches,
+//! delivery into a null sink, cursor checkpoints) over the same files.
 //!
 //! Figures are only meaningful optimized: a debug build re-runs itself with `--release`.
 
@@ -270,6 +272,70 @@ fn read_child(dir: &Path, unit: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Counts records and confirms at once.
+#[derive(Default)]
+struct NullSink(std::sync::atomic::AtomicU64);
+
+impl node_agent::sinks::Sink for NullSink {
+    fn name(&self) -> &str {
+        "null"
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [node_agent::core::record::LogRecord],
+        _cancel: &'a tokio_util::sync::CancellationToken,
+    ) -> node_agent::sinks::DeliverFuture<'a> {
+        self.0
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Child process: runs the journal source over `dir` until `want` records were confirmed,
+/// prints "records".
+fn pipeline_child(dir: &Path, want: u64) -> anyhow::Result<()> {
+    use node_agent::logs::sources::journal::{JournalSourceConfig, StartAt};
+    let state = tempfile::Builder::new()
+        .prefix("bench-journal-state-")
+        .tempdir()?;
+    let config = node_agent::logs::LogsConfig {
+        pods_dir: state.path().join("no-pods"),
+        state_dir: state.path().to_path_buf(),
+        files: Some(Vec::new()),
+        journal: JournalSourceConfig {
+            enabled: Some(true),
+            directories: vec![dir.to_path_buf()],
+            start: StartAt::Head,
+            ..JournalSourceConfig::default()
+        },
+        ..node_agent::logs::LogsConfig::default()
+    };
+    let sink = std::sync::Arc::new(NullSink::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let delivered = rt.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let sinks: Vec<std::sync::Arc<dyn node_agent::sinks::Sink>> = vec![sink.clone()];
+        let run = tokio::spawn(node_agent::logs::run_with_sinks(
+            config,
+            "bench".into(),
+            sinks,
+            shutdown.clone(),
+        ));
+        while sink.0.load(std::sync::atomic::Ordering::Relaxed) < want {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        run.await??;
+        anyhow::Ok(sink.0.load(std::sync::atomic::Ordering::Relaxed))
+    })?;
+    println!("{delivered}");
+    Ok(())
+}
+
 struct Measured {
     cpu: f64,
     wall: f64,
@@ -345,6 +411,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
         ["--read", dir] => return read_child(Path::new(dir), None),
         ["--read", dir, "--unit", unit] => return read_child(Path::new(dir), Some(unit)),
+        ["--pipeline", dir, want] => return pipeline_child(Path::new(dir), want.parse()?),
         _ => {}
     }
     let o = parse_args(args)?;
@@ -472,6 +539,20 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         payload,
         &jctl_filtered,
     );
+    let pipeline = measure(
+        Command::new(&me)
+            .args(["bench", "journal", "--pipeline"])
+            .arg(&dir)
+            .arg(entries.to_string())
+            .stdout(Stdio::piped()),
+    )?;
+    let shipped: u64 = pipeline.stdout.trim().parse().unwrap_or(0);
+    ensure!(
+        shipped == entries,
+        "the journal source delivered {shipped} of {entries} records"
+    );
+    println!("the journal source through the pipeline (records, batches, null sink, checkpoints):");
+    row("logs.journal -> null sink", entries, payload, &pipeline);
     if o.keep {
         println!("kept {}", dir.display());
         // Not deleting the temporary directory is the point of --keep.

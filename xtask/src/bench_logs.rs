@@ -1,7 +1,13 @@
 //! `cargo xtask bench logs [--size 1GiB] [--dir PATH] [--keep]`: generates a backlog of CRI
 //! pod logs, runs the real pipeline (discovery, read, parse, enrich, batch, ack,
 //! checkpoint) into a null sink, and prints throughput, MB per CPU-second and peak RSS.
-//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB.
+//! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB. `--processors` adds a multiline
+//! (auto), JSON parse, filter and redaction chain (see [`PROCESSORS`]).
+//!
+//! `--one-sink-down SECS`: two null sinks, one of them down for the first SECS seconds
+//! (its own delivery lane stalls; the files are its buffer). Prints the healthy sink's
+//! throughput while the other is down, RSS over the outage (it must stay flat), and the
+//! time the recovered sink needs to catch up.
 //!
 //! `cargo xtask bench logs --idle [SECS] [--pods 100] [--containers-per-pod 5]`: the idle
 //! tax every node pays. Runs the release agent binary over that many quiet containers
@@ -32,7 +38,21 @@ struct Options {
     containers: usize,
     /// Seconds the sink is down at the start (reading must pause, memory stay flat).
     outage: Option<u64>,
+    /// Seconds a second sink is down while the first ships.
+    one_down: Option<u64>,
+    /// Run the records through [`PROCESSORS`].
+    processors: bool,
 }
+
+/// The `--processors` chain: every line passes multiline (each is held until the next),
+/// the JSON lines are parsed, one filter (that drops nothing here, so every message is
+/// still counted) and the built-in redactions.
+const PROCESSORS: &str = r#"[
+    {"type": "multiline", "detector": "auto"},
+    {"type": "json", "level": "level"},
+    {"type": "filter", "name": "bench", "message": "^DROP-ME "},
+    {"type": "redact"}
+]"#;
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -41,6 +61,8 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         keep: false,
         containers: 8,
         outage: None,
+        one_down: None,
+        processors: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -51,9 +73,17 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 o.containers = it.next().context("--containers needs a value")?.parse()?
             }
             "--keep" => o.keep = true,
+            "--processors" => o.processors = true,
             "--outage" => o.outage = Some(it.next().context("--outage needs seconds")?.parse()?),
+            "--one-sink-down" => {
+                o.one_down = Some(
+                    it.next()
+                        .context("--one-sink-down needs seconds")?
+                        .parse()?,
+                )
+            }
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS]"
+                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS] [--one-sink-down SECS] [--processors]"
             ),
         }
     }
@@ -65,15 +95,25 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
 }
 
 /// Counts records and confirms at once, or refuses everything while `down`.
-#[derive(Default)]
 struct NullSink {
+    name: &'static str,
     records: AtomicU64,
     down: AtomicBool,
 }
 
+impl NullSink {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            records: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Sink for NullSink {
     fn name(&self) -> &str {
-        "null"
+        self.name
     }
 
     fn deliver<'a>(
@@ -119,6 +159,59 @@ async fn outage_phase(sink: &NullSink, secs: u64) {
         mib(min),
         mib(max),
         mib(last_min)
+    );
+}
+
+/// Keeps `down` down for `secs` while `healthy` ships the backlog: prints the healthy
+/// sink's throughput and CPU while the other is down, RSS over the outage, then how long
+/// the recovered sink takes to catch up.
+async fn one_down_phase(healthy: &NullSink, down: &NullSink, secs: u64, lines: u64, bytes: u64) {
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut samples = Vec::new();
+    let mut healthy_done: Option<(f64, f64)> = None;
+    while start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        samples.push(status_kib("VmRSS:").unwrap_or(0));
+        if healthy_done.is_none() && healthy.records.load(Ordering::Relaxed) >= lines {
+            healthy_done = Some((start.elapsed().as_secs_f64(), cpu_seconds() - cpu0));
+        }
+    }
+    let mb = bytes as f64 / 1e6;
+    let shipped = healthy.records.load(Ordering::Relaxed);
+    println!(
+        "one sink down for {secs} s: the down sink got {} records (expected 0)",
+        down.records.load(Ordering::Relaxed)
+    );
+    match healthy_done {
+        Some((wall, cpu)) => println!(
+            "  healthy sink shipped all {shipped} messages in {wall:.2} s → {:.1} MB/s, {:.1} MB per CPU-second (whole process)",
+            mb / wall,
+            mb / cpu
+        ),
+        None => println!(
+            "  healthy sink shipped {shipped} of {lines} messages during the outage (make it longer for the full backlog)"
+        ),
+    }
+    let mib = |k: u64| k as f64 / 1024.0;
+    let tail = samples.len().div_ceil(4);
+    let first: u64 = samples.iter().take(tail).copied().max().unwrap_or(0);
+    let last: u64 = samples.iter().rev().take(tail).copied().max().unwrap_or(0);
+    println!(
+        "  RSS during the outage: max over the first quarter {:.1} MiB, over the last quarter {:.1} MiB (flat = no growth)",
+        mib(first),
+        mib(last)
+    );
+    down.down.store(false, Ordering::Relaxed);
+    let back = Instant::now();
+    while down.records.load(Ordering::Relaxed) < lines && back.elapsed() < Duration::from_secs(3600)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "  recovered sink caught up with {} messages in {:.2} s (re-read from the files)",
+        down.records.load(Ordering::Relaxed),
+        back.elapsed().as_secs_f64()
     );
 }
 
@@ -230,11 +323,24 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let sink = Arc::new(NullSink::default());
+    let sink = Arc::new(NullSink::new("null"));
     sink.down.store(o.outage.is_some(), Ordering::Relaxed);
+    let down_sink = Arc::new(NullSink::new("null-down"));
+    down_sink
+        .down
+        .store(o.one_down.is_some(), Ordering::Relaxed);
+    let mut sinks = vec![sink.clone() as Arc<dyn Sink>];
+    if o.one_down.is_some() {
+        sinks.push(down_sink.clone() as Arc<dyn Sink>);
+    }
     let config = LogsConfig {
         pods_dir,
         state_dir,
+        processors: if o.processors {
+            serde_json::from_str(PROCESSORS).context("bench processors")?
+        } else {
+            Vec::new()
+        },
         ..LogsConfig::default()
     };
     let cpu0 = cpu_seconds();
@@ -244,14 +350,19 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         let run = tokio::spawn(node_agent::logs::run_with_sinks(
             config,
             "bench-node".into(),
-            vec![sink.clone() as Arc<dyn Sink>],
+            sinks,
             shutdown.clone(),
         ));
         if let Some(secs) = o.outage {
             outage_phase(&sink, secs).await;
         }
+        if let Some(secs) = o.one_down {
+            one_down_phase(&sink, &down_sink, secs, lines, bytes).await;
+        }
         let deadline = Instant::now() + Duration::from_secs(3600);
-        while sink.records.load(Ordering::Relaxed) < lines {
+        while sink.records.load(Ordering::Relaxed) < lines
+            || (o.one_down.is_some() && down_sink.records.load(Ordering::Relaxed) < lines)
+        {
             if run.is_finished() || Instant::now() > deadline {
                 break;
             }
@@ -269,7 +380,14 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     );
     let mb = bytes as f64 / 1e6;
     let hwm = status_kib("VmHWM:").unwrap_or(0);
-    println!("logs pipeline (discover+read+parse+enrich+batch+ack+checkpoint → null sink):");
+    println!(
+        "logs pipeline (discover+read+parse+enrich{}+batch+ack+checkpoint → null sink):",
+        if o.processors {
+            "+multiline+json+filter+redact"
+        } else {
+            ""
+        }
+    );
     println!(
         "  messages        {shipped} in {} batches",
         summary.batches_delivered

@@ -28,6 +28,8 @@ const ALL: &[&str] = &[
     "loki-json-gzip",
     "elasticsearch",
     "elasticsearch-gzip",
+    "otlp",
+    "otlp-gzip",
     "file",
 ];
 
@@ -140,6 +142,8 @@ fn config_for(name: &str, url: &str, file: &Path) -> anyhow::Result<SinkConfig> 
         "loki-json-gzip" => json!({"type": "loki", "url": url, "encoding": "json", "gzip": true}),
         "elasticsearch" => json!({"type": "elasticsearch", "url": url}),
         "elasticsearch-gzip" => json!({"type": "elasticsearch", "url": url, "gzip": true}),
+        "otlp" => json!({"type": "otlp", "url": url}),
+        "otlp-gzip" => json!({"type": "otlp", "url": url, "gzip": true}),
         "file" => json!({"type": "file", "path": file}),
         other => bail!("unknown sink {other}"),
     };

@@ -4,6 +4,7 @@
 //! self-metrics registry.
 
 pub mod backoff;
+pub mod cgroup;
 pub mod config;
 pub mod duration;
 pub mod fsutil;

@@ -242,6 +242,9 @@ pub async fn run_source<S: Source>(
                             let cancel = deliver_cancel.clone();
                             inflight.spawn(async move {
                                 let ok = router.deliver(&records, &cancel).await;
+                                if ok {
+                                    crate::sources::count_delivered(&records);
+                                }
                                 (seq, records.len(), ok)
                             });
                             metrics().batches_in_flight.set(inflight.len() as i64);

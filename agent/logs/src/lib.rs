@@ -174,6 +174,7 @@ impl Validate for LogsConfig {
             &self.processors,
             &at.key("processors"),
             self.max_line_bytes,
+            false,
             problems,
         );
         self.journal.validate(&at.key("journal"), problems);
@@ -249,6 +250,10 @@ pub fn preflight(config: &LogsConfig) -> anyhow::Result<()> {
     if !config.enabled {
         return Ok(());
     }
+    // The same defaults `run` will pick, so their checkpoints are checked too.
+    let mut resolved = config.clone();
+    resolved.resolve_auto_quietly();
+    let config = &resolved;
     checkpoint::CheckpointStore::<sources::tail::file_id::FileEntry>::new(
         &config.state_dir,
         sources::pods::CHECKPOINT_FILE,
@@ -366,13 +371,22 @@ impl LogsConfig {
     /// Decides the switches left unset: the journal runs when a journal directory exists;
     /// host files default to `/var/log/*.log` where there is no `pods_dir` (standalone).
     pub fn resolve_auto(&mut self) {
-        if self.journal.resolve_enabled() {
+        let journal_unset = self.journal.enabled.is_none();
+        let files_unset = self.files.is_none();
+        self.resolve_auto_quietly();
+        if journal_unset && self.journal.is_enabled() {
             tracing::info!(directories = ?self.journal.directories, "shipping the systemd journal");
         }
+        if files_unset && self.files.as_ref().is_some_and(|f| !f.is_empty()) {
+            tracing::info!(pods_dir = %self.pods_dir.display(), "no pod logs on this host; shipping /var/log/*.log");
+        }
+    }
+
+    fn resolve_auto_quietly(&mut self) {
+        self.journal.resolve_enabled();
         if self.files.is_none() {
             let standalone = !self.pods_dir.is_dir();
             self.files = Some(if standalone {
-                tracing::info!(pods_dir = %self.pods_dir.display(), "no pod logs on this host; shipping /var/log/*.log");
                 vec![sources::files::FilesEntry {
                     paths: vec!["/var/log/*.log".into()],
                     exclude: Vec::new(),
@@ -417,7 +431,7 @@ impl LogsConfig {
             };
             let run = delivery::run_source(
                 source,
-                self.stages_with(enrichment.cloned())?,
+                self.stages_for_lane(enrichment.cloned(), i == 0)?,
                 settings,
                 std::sync::Arc::new(router),
                 stop.clone(),
@@ -451,9 +465,23 @@ impl LogsConfig {
         &self,
         enrichment: Option<Enrichment>,
     ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
+        self.stages_for_lane(enrichment, true)
+    }
+
+    /// The chain of one delivery lane; only a `counting` one counts drops, parse failures
+    /// and redactions (every lane sees the same records).
+    pub fn stages_for_lane(
+        &self,
+        enrichment: Option<Enrichment>,
+        counting: bool,
+    ) -> Result<stages::Chain, node_agent_core::config::InvalidConfig> {
         let mut leading: Vec<Box<dyn stages::Stage>> = Vec::new();
         if let Some(e) = enrichment {
-            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, e.settings)));
+            let settings = stages::enrich::EnrichSettings {
+                counted: counting,
+                ..e.settings
+            };
+            leading.push(Box::new(stages::enrich::Enrich::new(e.lookup, settings)));
         }
         if self.parse_json {
             leading.push(Box::new(stages::parse::Parser::legacy_json()));
@@ -463,6 +491,7 @@ impl LogsConfig {
             &self.processors,
             &KeyPath::root().key("logs").key("processors"),
             self.max_line_bytes,
+            counting,
         )
     }
 
@@ -529,6 +558,58 @@ mod tests {
     }
 
     #[test]
+    fn unset_sources_follow_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        std::fs::create_dir(&journal).unwrap();
+        let standalone = LogsConfig {
+            pods_dir: dir.path().join("no-pods"),
+            journal: sources::journal::JournalSourceConfig {
+                directories: vec![journal.clone()],
+                ..Default::default()
+            },
+            ..LogsConfig::default()
+        };
+        let mut laptop = standalone.clone();
+        laptop.resolve_auto();
+        assert!(laptop.journal.is_enabled());
+        let files = laptop.files.as_deref().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].paths, ["/var/log/*.log"]);
+
+        let mut node = LogsConfig {
+            pods_dir: dir.path().to_path_buf(),
+            ..standalone.clone()
+        };
+        node.journal.directories = vec![dir.path().join("none")];
+        node.resolve_auto();
+        assert!(!node.journal.is_enabled());
+        assert_eq!(node.files.as_deref(), Some(&[][..]));
+
+        // What is set stays as set.
+        let mut explicit = LogsConfig {
+            files: Some(Vec::new()),
+            ..standalone
+        };
+        explicit.journal.enabled = Some(false);
+        explicit.resolve_auto();
+        assert!(!explicit.journal.is_enabled());
+        assert_eq!(explicit.files.as_deref(), Some(&[][..]));
+
+        let yaml: LogsConfig = serde_yaml_ng::from_str(
+            "journal: {include_units: [kubelet], start: tail}\nfiles:\n  - paths: [/var/log/kubernetes/audit/*.log]\n    format: audit\n",
+        )
+        .unwrap();
+        yaml.validated().unwrap();
+        let bad: LogsConfig =
+            serde_yaml_ng::from_str("journal: {directories: [rel]}\nfiles: [{paths: [x]}]\n")
+                .unwrap();
+        let text = bad.validated().unwrap_err().to_string();
+        assert!(text.contains("journal.directories[0]"), "{text}");
+        assert!(text.contains("files[0].paths[0]"), "{text}");
+    }
+
+    #[test]
     fn processors_are_an_ordered_list_validated_with_key_paths() {
         let c: LogsConfig = serde_yaml_ng::from_str(
             "parse_json: true\nprocessors:\n  - type: multiline\n    detector: java\n    match: {namespace: prod-*}\n  - type: json\n",
@@ -568,6 +649,41 @@ mod tests {
                 serde_yaml_ng::from_str::<LogsConfig>(unknown).is_err(),
                 "{unknown}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_first_lane_counts() {
+        let c: LogsConfig =
+            serde_yaml_ng::from_str("processors: [{type: filter, name: t-lane-drop}]").unwrap();
+        let counter = metrics::metrics()
+            .dropped_records
+            .with_label_values(&["t-lane-drop"]);
+        let before = counter.get();
+        for (counting, want) in [(false, 0), (true, 1)] {
+            let mut chain = c.stages_for_lane(None, counting).unwrap();
+            let meta = std::sync::Arc::new(node_agent_core::record::SourceMeta {
+                kind: node_agent_core::record::SourceKind::Pod,
+                namespace: "ns".into(),
+                pod: "p".into(),
+                pod_uid: "u".into(),
+                container: "c".into(),
+                node: "n".into(),
+                path: PathBuf::from("/x"),
+                file_id: 1,
+                kubernetes: None,
+            });
+            let r = node_agent_core::record::LogRecord::new(
+                meta,
+                0,
+                node_agent_core::record::Stream::Stdout,
+                0,
+                "x".into(),
+            );
+            let mut shipped = 0;
+            chain.process(r, &mut |_| shipped += 1);
+            assert_eq!(shipped, 0, "dropped in every lane");
+            assert_eq!(counter.get() - before, want);
         }
     }
 }

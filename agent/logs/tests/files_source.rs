@@ -157,6 +157,22 @@ fn assert_exactly(got: &[String], want: &[String]) {
     );
 }
 
+/// A counter of the process-wide registry by its `source` label (0 when absent).
+fn by_source(name: &str, source: &str) -> u64 {
+    node_agent_core::telemetry::registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "source" && l.value() == source)
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
 fn logdir(root: &Path) -> PathBuf {
     let d = root.join("log");
     std::fs::create_dir_all(&d).unwrap();
@@ -279,6 +295,8 @@ async fn audit_log_events_map_to_fields_with_kind_audit() {
     let audit = dir.path().join("kubernetes/audit");
     std::fs::create_dir_all(&audit).unwrap();
     let events = audit_events();
+    let read_before = by_source("node_agent_logs_source_records_read_total", "audit");
+    let delivered_before = by_source("node_agent_logs_source_records_delivered_total", "audit");
     append(&audit.join("audit.log"), events.clone());
     let sink = Arc::new(TestSink::default());
     let run = start(
@@ -290,6 +308,15 @@ async fn audit_log_events_map_to_fields_with_kind_audit() {
     );
     wait_for("events", || sink.len() >= 4).await;
     run.stop().await;
+    // Per-source metrics (tests in this binary run in parallel: other kinds move too).
+    assert_eq!(
+        by_source("node_agent_logs_source_records_read_total", "audit") - read_before,
+        4
+    );
+    assert_eq!(
+        by_source("node_agent_logs_source_records_delivered_total", "audit") - delivered_before,
+        4
+    );
     let records = sink.records.lock().unwrap();
     assert_eq!(
         records

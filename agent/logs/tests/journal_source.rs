@@ -582,3 +582,35 @@ async fn corrupt_and_truncated_files_are_counted_and_do_not_stall() {
     assert_eq!(sorted.len(), got.len(), "no duplicates");
     assert!(counter("node_agent_logs_journal_issues_total", None) > before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_fields_and_the_message_cap() {
+    if !tools_present("all_fields_and_the_message_cap") {
+        return;
+    }
+    let (dir, jdir) = tempdir();
+    let mut input = entries(0, 2);
+    // Long enough for journal-remote to zstd-compress it, and over the cap below.
+    input[1].message = format!("long {}", "é".repeat(3000));
+    write_journal(&jdir.join("system.journal"), &input);
+    let mut cfg = config(dir.path(), &jdir);
+    cfg.journal.all_fields = true;
+    cfg.max_line_bytes = 1001;
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, &sink);
+    wait_for("two entries", || sink.len() >= 2).await;
+    run.stop().await;
+    let records = sink.records.lock().unwrap();
+    let f = records[0].fields.as_ref().unwrap();
+    assert_eq!(f["_COMM"], "kubelet", "every field under its journal name");
+    assert_eq!(f["unit"], "kubelet.service", "and the short names too");
+    assert!(!f.contains_key("MESSAGE"));
+    assert!(!records[0].truncated);
+    let long = &records[1];
+    assert!(long.truncated);
+    assert!(long.message.len() <= 1001);
+    assert!(
+        long.message.starts_with("long é"),
+        "cut on a character boundary"
+    );
+}

@@ -57,13 +57,18 @@ pub struct ConntrackCollector {
     count: PathBuf,
     max: PathBuf,
     stat: PathBuf,
+    /// Whether `stat` is the node's namespace seen through a host procfs mount
+    /// (`<procfs>/1/net`, see `HostPaths::proc_net_path`).
+    host_namespace: bool,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
+    let stat = ctx.paths.proc_net_path("stat/nf_conntrack");
     Ok(Box::new(ConntrackCollector {
         count: ctx.paths.proc_path("sys/net/netfilter/nf_conntrack_count"),
         max: ctx.paths.proc_path("sys/net/netfilter/nf_conntrack_max"),
-        stat: ctx.paths.proc_net_path("stat/nf_conntrack"),
+        host_namespace: stat != ctx.paths.proc_path("net/stat/nf_conntrack"),
+        stat,
     }))
 }
 
@@ -87,11 +92,25 @@ fn read_uint(path: &PathBuf) -> Result<f64, CollectorError> {
 
 impl Collector for ConntrackCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+        // nf_conntrack_count is a per-namespace sysctl, and /proc/sys always shows the
+        // reader's: in a pod without hostNetwork, the pod's table, where the mixin's
+        // conntrack alert can never fire. The stat file's `entries` column is the same
+        // count and exists per process, so the node's comes from <procfs>/1/net. The limit
+        // (nf_conntrack_max) is global.
+        let stat = read_proc(&self.stat).map_err(no_data_if_missing);
+        let host_entries = match (&stat, self.host_namespace) {
+            (Ok(text), true) => parse_entries(text),
+            _ => None,
+        };
+        let entries = match host_entries {
+            Some(n) => n as f64,
+            None => read_uint(&self.count)?,
+        };
         out.gauge(
             "node_nf_conntrack_entries",
             "Number of currently allocated flow entries for connection tracking.",
             &[],
-            read_uint(&self.count)?,
+            entries,
         );
         out.gauge(
             "node_nf_conntrack_entries_limit",
@@ -99,13 +118,25 @@ impl Collector for ConntrackCollector {
             &[],
             read_uint(&self.max)?,
         );
-        let text = read_proc(&self.stat).map_err(no_data_if_missing)?;
+        let text = stat?;
         let sums = parse_stat(&text)?;
         for ((_, name, help), v) in STATS.iter().zip(sums) {
             out.gauge(name, help, &[], v as f64);
         }
         Ok(())
     }
+}
+
+/// The `entries` column of the first row (the namespace's table size, the same on every
+/// CPU's row), if the header has one.
+pub fn parse_entries(text: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let col = lines
+        .next()?
+        .split_whitespace()
+        .position(|h| h == "entries")?;
+    let field = lines.next()?.split_whitespace().nth(col)?;
+    u64::from_str_radix(field, 16).ok()
 }
 
 /// Sums the [`STATS`] columns over all per-CPU rows of /proc/net/stat/nf_conntrack.
@@ -199,5 +230,17 @@ mod tests {
         );
         let err = parse_stat(&format!("{header}\n0 0 0 0 0 0 0 0 xyz\n")).unwrap_err();
         assert!(err.to_string().contains("nf_conntrack"), "{err}");
+    }
+
+    #[test]
+    fn entries_come_from_the_host_namespace_of_a_host_procfs_mount() {
+        // The pod's own sysctl says 3; init's (the node's) table has 0x2a entries.
+        let p = paths("conntrack_hostns");
+        let set = scrape(build, &p, &CollectorOptions::default()).unwrap();
+        assert_eq!(value(&set, "node_nf_conntrack_entries", &[]), 42.0);
+        assert_eq!(value(&set, "node_nf_conntrack_entries_limit", &[]), 65536.0);
+        assert_eq!(value(&set, "node_nf_conntrack_stat_found", &[]), 7.0);
+        assert_eq!(parse_entries("entries found\n0000000c 1\n"), Some(12));
+        assert_eq!(parse_entries("found\n1\n"), None);
     }
 }

@@ -110,6 +110,11 @@ impl Drop for KillOnDrop {
 /// installed (which fails the test under `NODE_AGENT_REQUIRE_ALL=1`, as
 /// `node_agent_tests::require::missing` does).
 pub fn node_exporter(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> Option<String> {
+    node_exporter_raw(paths, collectors, flags).map(|body| node_families(&body))
+}
+
+/// The whole exposition node_exporter serves (see [`node_exporter`]).
+pub fn node_exporter_raw(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> Option<String> {
     use std::io::{Read as _, Write as _};
     let installed = std::process::Command::new(NODE_EXPORTER)
         .arg("--version")
@@ -157,11 +162,20 @@ pub fn node_exporter(paths: &HostPaths, collectors: &[&str], flags: &[&str]) -> 
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or_else(|| panic!("no response from node_exporter: {response:?}"));
-    Some(node_families(body))
+    Some(body.to_string())
+}
+
+/// `collector → value` of the node_scrape_collector_success series of an exposition.
+pub fn successes(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("node_scrape_collector_success{collector=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(c, v)| (c.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Keeps node_* families of an exposition, without node_scrape_* and build info.
-fn node_families(text: &str) -> String {
+pub fn node_families(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let name = l
@@ -228,4 +242,34 @@ pub fn assert_same_as_node_exporter_except(
         );
     }
     assert!(!ours.is_empty(), "{collector}: nothing to compare");
+}
+
+/// `name type label,label` of every series of an exposition (values dropped): what must
+/// match between two exporters on a live host whose counters move between the scrapes.
+pub fn shape(text: &str) -> std::collections::BTreeSet<String> {
+    let mut types = std::collections::HashMap::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            types.insert(name.to_string(), kind.to_string());
+        }
+    }
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, labels) = match l.split_once('{') {
+                Some((n, rest)) => (n, rest.rsplit_once('}').map_or("", |(ls, _)| ls)),
+                None => (l.split_whitespace().next().unwrap_or(""), ""),
+            };
+            let mut names: Vec<&str> = labels
+                .split("\",")
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim_start_matches(',')))
+                .filter(|k| !k.is_empty())
+                .collect();
+            names.sort_unstable();
+            let kind = types.get(name).map_or("untyped", String::as_str);
+            format!("{name} {kind} {}", names.join(","))
+        })
+        .collect()
 }

@@ -274,4 +274,24 @@ mod tests {
                 .any(|l| l.name() == "power_supply" && l.value() == "AC")
         );
     }
+
+    #[test]
+    fn invalid_utf8_is_kept_with_replacement_characters() {
+        let mut p = paths("powersupplyclass");
+        p.sys = testdata("powersupplyclass").join("sys_utf8");
+        let set = scrape(build, &p, &CollectorOptions::default()).unwrap();
+        assert_eq!(
+            value(
+                &set,
+                "node_power_supply_info",
+                &[
+                    ("power_supply", "BAT1"),
+                    ("manufacturer", "Sony"),
+                    ("model_name", "DELL\u{fffd}\u{fffd}42"),
+                    ("type", "Battery"),
+                ]
+            ),
+            1.0
+        );
+    }
 }

@@ -231,8 +231,12 @@ fn read_all(file: &File) -> io::Result<Vec<u8>> {
     })
 }
 
-fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, CollectorError> {
-    String::from_utf8(bytes).map_err(|e| CollectorError::parse(path.display().to_string(), e))
+/// Text of a procfs/sysfs file. Bytes that are not UTF-8 (a power supply's `model_name`
+/// from firmware, a DMI string) become U+FFFD, as node_exporter's label values do, rather
+/// than losing the whole file; valid text is not copied.
+fn decode(_path: &Path, bytes: Vec<u8>) -> Result<String, CollectorError> {
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 #[cfg(test)]

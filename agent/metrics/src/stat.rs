@@ -1,5 +1,6 @@
 //! `stat`: boot time, context switches, forks, interrupts and process counts from
-//! /proc/stat (node_exporter 1.5.0 collector/stat_linux.go, softirq flag off).
+//! /proc/stat (node_exporter 1.5.0 collector/stat_linux.go); with `--collector.stat.softirq`
+//! also node_softirqs_total{vector} from the `softirq` line.
 
 use std::path::PathBuf;
 
@@ -17,11 +18,48 @@ const SYSTEM_INFO: ExplicitSystemInfo = ExplicitSystemInfo {
 
 pub struct StatCollector {
     path: PathBuf,
+    softirq: bool,
+}
+
+/// The vectors of the `softirq` line after its total, in the kernel's order.
+pub const SOFTIRQ_VECTORS: &[&str] = &[
+    "hi",
+    "timer",
+    "net_tx",
+    "net_rx",
+    "block",
+    "block_iopoll",
+    "tasklet",
+    "sched",
+    "hrtimer",
+    "rcu",
+];
+
+/// Per-vector counts of the `softirq` line; zeros when the line is absent.
+pub fn parse_softirq(text: &str, what: &str) -> Result<Vec<u64>, CollectorError> {
+    let Some(rest) = text.lines().find_map(|l| l.strip_prefix("softirq ")) else {
+        return Ok(vec![0; SOFTIRQ_VECTORS.len()]);
+    };
+    let values = rest
+        .split_ascii_whitespace()
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|e| CollectorError::parse(what, format!("softirq {v:?}: {e}")))
+        })
+        .collect::<Result<Vec<u64>, _>>()?;
+    if values.len() < SOFTIRQ_VECTORS.len() + 1 {
+        return Err(CollectorError::parse(
+            what,
+            format!("softirq line has {} values", values.len()),
+        ));
+    }
+    Ok(values[1..=SOFTIRQ_VECTORS.len()].to_vec())
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
     Ok(Box::new(StatCollector {
         path: ctx.paths.proc_path("stat"),
+        softirq: ctx.options.more.stat_softirq,
     }))
 }
 
@@ -76,6 +114,17 @@ impl Collector for StatCollector {
             &[],
             f64::from(s.procs_blocked),
         );
+        if self.softirq {
+            let values = parse_softirq(&text, &self.path.display().to_string())?;
+            for (vector, v) in SOFTIRQ_VECTORS.iter().zip(values) {
+                out.counter(
+                    "node_softirqs_total",
+                    "Number of softirq calls.",
+                    &[("vector", vector)],
+                    v as f64,
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -116,6 +165,7 @@ mod tests {
     fn emits_node_exporter_families() {
         let c = StatCollector {
             path: fixture("stat"),
+            softirq: false,
         };
         let mut set = MetricSet::new();
         c.update(&mut set).unwrap();
@@ -167,7 +217,37 @@ mod tests {
         }
         let c = StatCollector {
             path: fixture("absent"),
+            softirq: false,
         };
         assert!(c.update(&mut MetricSet::new()).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn softirq_same_as_node_exporter() {
+        use crate::fixtures::{assert_same_as_node_exporter, paths};
+        let mut options = crate::CollectorOptions::default();
+        options.more.stat_softirq = true;
+        assert_same_as_node_exporter(
+            "stat",
+            build,
+            &paths("stat-softirq"),
+            &options,
+            &["--collector.stat.softirq"],
+        );
+    }
+
+    #[test]
+    fn softirq_line() {
+        assert_eq!(
+            parse_softirq("softirq 55 1 2 3 4 5 6 7 8 9 10 11\n", "s").unwrap()[9],
+            10
+        );
+        assert_eq!(
+            parse_softirq("cpu 1\n", "s").unwrap(),
+            vec![0; 10],
+            "absent line"
+        );
+        assert!(parse_softirq("softirq 1 2 3\n", "s").is_err());
+        assert!(parse_softirq("softirq 1 2 3 4 5 6 7 8 9 10 x\n", "s").is_err());
     }
 }

@@ -395,14 +395,110 @@ fn tls_config(
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let chain = certs(base, &tls.cert_file, &tls.cert, "cert_file")?;
-    let mut config = builder
-        .with_single_cert(chain, private_key(tls, base)?)
-        .context("cert_file and key_file do not make a usable certificate")?;
+    let resolver = ReloadingCert::new(tls, base, Arc::clone(&provider))?;
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     // Go's default (and exporter-toolkit's) is the server's order.
     config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(config))
+}
+
+/// The server certificate, read again when `cert_file` or `key_file` changes (checked at
+/// each TLS handshake, two stat calls), as exporter-toolkit re-reads its files per
+/// connection: a certificate rotated by cert-manager or a renewed Secret takes effect
+/// without a restart. A pair that fails to load keeps the previous one, with a warning.
+#[derive(Debug)]
+struct ReloadingCert {
+    /// `None` for inline `cert`/`key`, which never change.
+    files: Option<(PathBuf, PathBuf)>,
+    base: PathBuf,
+    inline: (String, String),
+    provider: Arc<CryptoProvider>,
+    current: std::sync::Mutex<(Option<FileStamp>, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// What identifies a version of the two files (a Secret volume swaps a symlink: the
+/// inode changes).
+type FileStamp = [(u64, i64, i64, u64); 2];
+
+fn stamp(paths: &(PathBuf, PathBuf)) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let one = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    };
+    Some([one(&paths.0)?, one(&paths.1)?])
+}
+
+impl ReloadingCert {
+    fn new(tls: &TlsFile, base: &Path, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
+        let files = (tls.cert.is_empty() && tls.key.is_empty())
+            .then(|| (resolve(base, &tls.cert_file), resolve(base, &tls.key_file)));
+        let stamp_now = files.as_ref().and_then(stamp);
+        let inline = (tls.cert.clone(), tls.key.clone());
+        let key = load_pair(files.as_ref(), &inline, base, &provider)?;
+        Ok(Self {
+            files,
+            base: base.to_path_buf(),
+            inline,
+            provider,
+            current: std::sync::Mutex::new((stamp_now, Arc::new(key))),
+        })
+    }
+
+    fn load(&self) -> anyhow::Result<rustls::sign::CertifiedKey> {
+        load_pair(
+            self.files.as_ref(),
+            &self.inline,
+            &self.base,
+            &self.provider,
+        )
+    }
+}
+
+fn load_pair(
+    files: Option<&(PathBuf, PathBuf)>,
+    inline: &(String, String),
+    base: &Path,
+    provider: &CryptoProvider,
+) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let tls = TlsFile {
+        cert_file: files.map(|f| f.0.display().to_string()).unwrap_or_default(),
+        key_file: files.map(|f| f.1.display().to_string()).unwrap_or_default(),
+        cert: inline.0.clone(),
+        key: inline.1.clone(),
+        ..TlsFile::default()
+    };
+    let chain = certs(base, &tls.cert_file, &tls.cert, "cert_file")?;
+    rustls::sign::CertifiedKey::from_der(chain, private_key(&tls, base)?, provider)
+        .context("cert_file and key_file do not make a usable certificate")
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(files) = &self.files {
+            let now = stamp(files);
+            if now.is_some() && now != current.0 {
+                current.0 = now;
+                match self.load() {
+                    Ok(key) => {
+                        tracing::info!(cert_file = %files.0.display(), "TLS certificate reloaded");
+                        current.1 = Arc::new(key);
+                    }
+                    Err(err) => tracing::warn!(
+                        error = format!("{err:#}"),
+                        "TLS certificate changed but cannot be loaded; keeping the previous one"
+                    ),
+                }
+            }
+        }
+        Some(Arc::clone(&current.1))
+    }
 }
 
 /// `RequestClientCert` / `RequireAnyClientCert`: a client certificate is asked for (and
@@ -471,21 +567,26 @@ pub struct BasicAuth {
     users: BTreeMap<String, String>,
     hasher: std::collections::hash_map::RandomState,
     verified: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Checked for unknown users so that the answer takes as long as for a known one (no
+    /// user enumeration by timing): made on first need, at the users' lowest cost.
+    dummy: std::sync::OnceLock<String>,
+    dummy_cost: u32,
 }
 
 /// Successful credentials remembered at most; the cache is emptied when full.
 const AUTH_CACHE_MAX: usize = 256;
 
-/// A hash checked for unknown users so that the answer takes as long as for a known one
-/// (no user enumeration by timing); made once, at bcrypt's default cost.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("dummy", bcrypt::DEFAULT_COST).unwrap_or_default())
-}
-
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> Self {
+        let dummy_cost = users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .min()
+            .unwrap_or(bcrypt::DEFAULT_COST);
         Self {
+            dummy: Default::default(),
+            dummy_cost,
             users,
             hasher: Default::default(),
             verified: Default::default(),
@@ -517,7 +618,10 @@ impl BasicAuth {
             return false;
         };
         let Some(hash) = self.users.get(user) else {
-            let _ = bcrypt::verify(password, dummy_hash());
+            let dummy = self
+                .dummy
+                .get_or_init(|| bcrypt::hash("dummy", self.dummy_cost).unwrap_or_default());
+            let _ = bcrypt::verify(password, dummy);
             return false;
         };
         let key = self.hasher.hash_one((user, password, hash));
@@ -579,6 +683,12 @@ mod tests {
     fn bad_files_are_rejected_with_the_key() {
         let dir = tempfile::tempdir().unwrap();
         self_signed(dir.path());
+        let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+        std::fs::write(
+            dir.path().join("other-key.pem"),
+            other.signing_key.serialize_pem(),
+        )
+        .unwrap();
         let cases = [
             ("tls_server_config:\n  cert_file: c.pem\n", "key_file"),
             (
@@ -603,6 +713,10 @@ mod tests {
                 "not allowed",
             ),
             ("nosuch: 1\n", "nosuch"),
+            (
+                "tls_server_config:\n  cert_file: c.pem\n  key_file: other-key.pem\n",
+                "usable certificate",
+            ),
         ];
         for (yaml, needle) in cases {
             let err = parse(yaml, dir.path()).unwrap_err();
@@ -644,6 +758,6 @@ mod tests {
         assert!(!auth.check(Some(header("bob:secret").as_bytes())));
         assert!(!auth.check(Some(b"Bearer x")));
         assert!(!auth.check(None));
-        assert!(bcrypt::verify("dummy", dummy_hash()).unwrap());
+        assert_eq!(auth.dummy_cost, 4);
     }
 }

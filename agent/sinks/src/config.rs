@@ -43,6 +43,8 @@ pub enum SinkConfig {
     Loki(LokiConfig),
     /// Elasticsearch (or OpenSearch) `_bulk` API.
     Elasticsearch(ElasticsearchConfig),
+    /// OpenTelemetry logs over OTLP/HTTP (protobuf).
+    Otlp(OtlpConfig),
 }
 
 impl SinkConfig {
@@ -53,6 +55,7 @@ impl SinkConfig {
             SinkConfig::File(c) => (&c.name, "file"),
             SinkConfig::Loki(c) => (&c.http.name, "loki"),
             SinkConfig::Elasticsearch(c) => (&c.http.name, "elasticsearch"),
+            SinkConfig::Otlp(c) => (&c.http.name, "otlp"),
         };
         explicit.clone().unwrap_or_else(|| default.to_string())
     }
@@ -64,6 +67,7 @@ impl SinkConfig {
             SinkConfig::File(c) => c.route.as_ref(),
             SinkConfig::Loki(c) => c.http.route.as_ref(),
             SinkConfig::Elasticsearch(c) => c.http.route.as_ref(),
+            SinkConfig::Otlp(c) => c.http.route.as_ref(),
         }
     }
 
@@ -98,6 +102,10 @@ impl SinkConfig {
                     );
                 }
                 Ok(())
+            }
+            SinkConfig::Otlp(c) => {
+                reject_unknown("otlp", &c.unknown)?;
+                c.http.validate("otlp")
             }
             SinkConfig::Elasticsearch(c) => {
                 reject_unknown("elasticsearch", &c.unknown)?;
@@ -321,7 +329,8 @@ pub enum LokiEncoding {
 ///     container: container
 ///     stream: stream
 ///     app: label:app.kubernetes.io/name
-///   structured_metadata: { pod: pod, pod_uid: pod_uid, node: node }
+///   structured_metadata: { pod: pod, pod_uid: pod_uid, node: node,
+///                          image: metadata:container.image.name }   # any ECS name
 ///   structured_metadata_fields: true         # top-level scalar parsed fields too
 ///   tenant: platform                         # X-Scope-OrgID when `tenant_from` gives none
 ///   tenant_from: annotation:loki.grafana.com/tenant   # or namespace, label:<name>, …
@@ -373,7 +382,9 @@ pub struct ElasticsearchConfig {
     /// Index name; `%Y`, `%m`, `%d` … (chrono) are filled from each record's UTC timestamp.
     #[serde(default = "default_index")]
     pub index: String,
-    /// Write to this data stream instead of `index`.
+    /// Write to this data stream instead of `index`. `{namespace}` in it is the record's
+    /// Kubernetes namespace (`-` → `_`, empty → `default`), for the data stream naming
+    /// scheme: `logs-kubernetes-{namespace}`.
     #[serde(default)]
     pub data_stream: Option<String>,
     /// Key under which parsed JSON fields go.
@@ -407,6 +418,19 @@ fn default_structured_metadata() -> BTreeMap<String, RecordValue> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// The OTLP/HTTP logs sink (`url`: the collector's base URL, e.g. `http://otel:4318`, or
+/// the full `/v1/logs` endpoint).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OtlpConfig {
+    #[serde(flatten)]
+    pub http: HttpOptions,
+    /// Added to every resource (e.g. `k8s.cluster.name: prod`).
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
 }
 
 fn default_index() -> String {

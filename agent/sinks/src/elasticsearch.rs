@@ -21,6 +21,7 @@ use super::config::ElasticsearchConfig;
 use super::deadletter::{DeadLetter, Refusal};
 use super::http::{HttpClient, Settled};
 use super::jsonl::rfc3339_nanos;
+use super::kubernetes::{EcsContainer, Kubernetes, Style};
 use super::metrics::SinkMetrics;
 use super::{CountedFuture, DeliverFuture, Sink, SinkError};
 use node_agent_core::backoff::Backoff;
@@ -35,6 +36,8 @@ pub fn document_id(record: &LogRecord) -> String {
 #[derive(Debug, Clone)]
 enum Target {
     DataStream(String),
+    /// A data stream name with `{namespace}` in it, filled per record.
+    DataStreamPerNamespace(String),
     /// A chrono pattern; `per_day` when it only has date-level fields (cacheable per day).
     Pattern {
         items: Vec<Item<'static>>,
@@ -97,6 +100,8 @@ struct Document<'a> {
     log: Log<'a>,
     kubernetes: Kubernetes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<EcsContainer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<Event<'a>>,
 }
 
@@ -116,25 +121,6 @@ struct LogFile<'a> {
 }
 
 #[derive(Serialize)]
-struct Kubernetes<'a> {
-    namespace: &'a str,
-    pod: Pod<'a>,
-    container: Name<'a>,
-    node: Name<'a>,
-}
-
-#[derive(Serialize)]
-struct Pod<'a> {
-    name: &'a str,
-    uid: &'a str,
-}
-
-#[derive(Serialize)]
-struct Name<'a> {
-    name: &'a str,
-}
-
-#[derive(Serialize)]
 struct Event<'a> {
     original: &'a str,
 }
@@ -142,6 +128,12 @@ struct Event<'a> {
 impl EsEncoder {
     pub fn new(config: &ElasticsearchConfig) -> anyhow::Result<Self> {
         let target = match &config.data_stream {
+            Some(name) if name.contains(NAMESPACE_PLACEHOLDER) => {
+                let sample = data_stream_for(name, "kube-system");
+                check_index_name(&sample)
+                    .with_context(|| format!("data_stream {name:?} (e.g. {sample:?})"))?;
+                Target::DataStreamPerNamespace(name.clone())
+            }
             Some(name) => {
                 check_index_name(name).with_context(|| format!("data_stream {name:?}"))?;
                 Target::DataStream(name.clone())
@@ -200,10 +192,21 @@ impl EsEncoder {
         let mut out = Vec::with_capacity(records.iter().map(|r| r.message.len() + 512).sum());
         let mut spans = Vec::with_capacity(records.len());
         let mut cached_index: Option<(i64, String)> = None;
+        let mut cached_stream: Option<(*const node_agent_core::record::SourceMeta, String)> = None;
         for r in records {
             let start = out.len();
             let index = match &self.target {
                 Target::DataStream(name) => name.as_str(),
+                Target::DataStreamPerNamespace(template) => {
+                    let key = std::sync::Arc::as_ptr(&r.source);
+                    if cached_stream.as_ref().is_none_or(|(k, _)| *k != key) {
+                        cached_stream = Some((key, data_stream_for(template, &r.source.namespace)));
+                    }
+                    cached_stream
+                        .as_ref()
+                        .map(|(_, s)| s.as_str())
+                        .unwrap_or_default()
+                }
                 Target::Pattern { per_day, .. } => {
                     let day = r.timestamp_nanos.div_euclid(86_400_000_000_000);
                     let key = if *per_day { day } else { r.timestamp_nanos };
@@ -251,15 +254,14 @@ impl EsEncoder {
                 truncated: r.truncated,
                 malformed: r.malformed,
             },
-            kubernetes: Kubernetes {
-                namespace: &s.namespace,
-                pod: Pod {
-                    name: &s.pod,
-                    uid: &s.pod_uid,
+            kubernetes: Kubernetes::new(
+                s,
+                Style {
+                    dedot: true,
+                    container_details: false,
                 },
-                container: Name { name: &s.container },
-                node: Name { name: &s.node },
-            },
+            ),
+            container: EcsContainer::new(s),
             event: r.malformed.then_some(Event {
                 original: &r.message,
             }),
@@ -281,6 +283,7 @@ impl EsEncoder {
 fn index_for(target: &Target, timestamp_nanos: i64) -> anyhow::Result<String> {
     match target {
         Target::DataStream(name) => Ok(name.clone()),
+        Target::DataStreamPerNamespace(template) => Ok(data_stream_for(template, "default")),
         Target::Pattern { items, .. } => {
             let dt = DateTime::<Utc>::from_timestamp_nanos(timestamp_nanos);
             let mut s = String::new();
@@ -289,6 +292,22 @@ fn index_for(target: &Target, timestamp_nanos: i64) -> anyhow::Result<String> {
             Ok(s)
         }
     }
+}
+
+/// What `data_stream` names the record's Kubernetes namespace with.
+const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
+
+/// `logs-kubernetes-{namespace}` for namespace `team-a` → `logs-kubernetes-team_a`: the
+/// data stream naming scheme (`<type>-<dataset>-<namespace>`) splits on `-`, so the
+/// namespace part gets `_` instead; records without a namespace (host sources) go to
+/// `default`, the scheme's default namespace.
+fn data_stream_for(template: &str, namespace: &str) -> String {
+    let ns = if namespace.is_empty() {
+        "default".to_string()
+    } else {
+        namespace.to_ascii_lowercase().replace('-', "_")
+    };
+    template.replace(NAMESPACE_PLACEHOLDER, &ns)
 }
 
 /// The rules Elasticsearch enforces on index names, checked up front so a typo does not
@@ -626,6 +645,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn documents_carry_ecs_kubernetes_and_container_fields() {
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let source = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let r = LogRecord::new(
+            source,
+            0,
+            node_agent_core::record::Stream::Stdout,
+            7,
+            "hi".into(),
+        );
+        let batch = encoder.encode(std::slice::from_ref(&r)).unwrap();
+        let text = std::str::from_utf8(&batch.bytes).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        let k = &doc["kubernetes"];
+        assert_eq!(k["labels"]["app"], "web");
+        assert_eq!(k["labels"]["app_kubernetes_io/name"], "web", "de-dotted");
+        assert_eq!(k["deployment"]["name"], "web");
+        assert_eq!(k["replicaset"]["name"], "web-7d4b9c8f6");
+        assert_eq!(k["namespace_labels"]["env"], "prod");
+        assert_eq!(k["node"]["labels"]["topology_kubernetes_io/zone"], "eu-1a");
+        assert_eq!(k["pod"]["name"], "web-7d4b9c8f6-x2k4p");
+        assert_eq!(doc["container"]["image"]["name"], "nginx:1.27");
+        assert_eq!(doc["container"]["id"], "c0ffee");
+    }
+
+    #[test]
     fn reads_per_item_results() {
         let body = br#"{"took":3,"errors":true,"items":[
             {"create":{"_index":"i","_id":"a","status":201}},
@@ -652,6 +699,23 @@ mod tests {
         .unwrap();
         assert_eq!(r.done, [1]);
         assert_eq!(r.refused.len(), 1);
+    }
+
+    #[test]
+    fn data_stream_names_per_namespace() {
+        assert_eq!(
+            data_stream_for("logs-kubernetes-{namespace}", "team-a"),
+            "logs-kubernetes-team_a"
+        );
+        assert_eq!(
+            data_stream_for("logs-k8s-{namespace}", ""),
+            "logs-k8s-default"
+        );
+        let config: ElasticsearchConfig = serde_json::from_value(
+            serde_json::json!({"url": "http://e", "data_stream": "Logs-{namespace}"}),
+        )
+        .unwrap();
+        assert!(EsEncoder::new(&config).is_err());
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
 /// A configured client for one sink.
 pub struct HttpClient {
     sink: String,
+    /// Set while the receiver refuses our credentials or tenant (401/403), with when we
+    /// last warned about it.
+    refused_auth: std::sync::Mutex<Option<Instant>>,
     client: reqwest::Client,
     auth: Option<Auth>,
     headers: HeaderMap,
@@ -241,8 +244,10 @@ impl HttpClient {
                 HeaderValue::from_str(value).with_context(|| format!("header {name} value"))?;
             headers.insert(name, value);
         }
+        node_agent_core::health::set(&health_name(sink), node_agent_core::health::State::Up);
         Ok(Self {
             sink: sink.to_string(),
+            refused_auth: std::sync::Mutex::new(None),
             client,
             auth,
             headers,
@@ -323,8 +328,13 @@ impl HttpClient {
             }
         };
         self.metrics.request_took(started.elapsed());
+        self.track_auth(&outcome);
         match &outcome {
             Outcome::Accepted { .. } => {}
+            Outcome::Transient {
+                class: class @ ("http_auth" | "auth"),
+                ..
+            } => self.metrics.failure(class),
             Outcome::Transient {
                 class,
                 detail,
@@ -339,6 +349,60 @@ impl HttpClient {
             }
         }
         outcome
+    }
+}
+
+/// The `/healthz` subsystem (and `node_agent_subsystem_up` label) of a sink.
+pub fn health_name(sink: &str) -> String {
+    format!("sink/{sink}")
+}
+
+/// How often a sink still refused for its credentials says so.
+const AUTH_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+impl HttpClient {
+    /// A 401/403 (or a secret we cannot read) makes the sink unhealthy until a request
+    /// gets past authentication again; it keeps retrying (nothing is lost) and warns once
+    /// a minute instead of at every retry.
+    fn track_auth(&self, outcome: &Outcome) {
+        use node_agent_core::health::{State, set};
+        let mut refused = self
+            .refused_auth
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match outcome {
+            Outcome::Transient {
+                class: "http_auth" | "auth",
+                detail,
+                ..
+            } => {
+                let now = Instant::now();
+                let due = refused.is_none_or(|last| now.duration_since(last) >= AUTH_WARNING_EVERY);
+                if refused.is_none() {
+                    set(
+                        &health_name(&self.sink),
+                        State::Degraded(format!(
+                            "the receiver refuses our credentials or tenant: {detail}"
+                        )),
+                    );
+                }
+                if due {
+                    tracing::warn!(sink = %self.sink, %detail,
+                        "the receiver refuses our credentials or tenant (check auth/tenant); retrying, nothing is dropped");
+                    *refused = Some(now);
+                }
+            }
+            Outcome::Transient {
+                class: "network" | "timeout",
+                ..
+            } => {}
+            _ => {
+                if refused.take().is_some() {
+                    tracing::info!(sink = %self.sink, "the receiver accepts our credentials again");
+                    set(&health_name(&self.sink), State::Up);
+                }
+            }
+        }
     }
 }
 

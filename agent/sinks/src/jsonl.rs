@@ -3,7 +3,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use node_agent_core::record::LogRecord;
+use node_agent_core::record::{LogRecord, SourceKind};
+
+use crate::kubernetes::{Kubernetes, Style};
 
 /// RFC 3339 with nanoseconds in UTC (`2024-05-01T12:00:00.123456789Z`).
 pub fn rfc3339_nanos(timestamp_nanos: i64) -> String {
@@ -15,6 +17,8 @@ pub fn rfc3339_nanos(timestamp_nanos: i64) -> String {
 #[derive(Serialize)]
 pub struct JsonRecord<'a> {
     pub timestamp: String,
+    /// The source kind: `pod`, `journal`, `file`, `audit`, `security`.
+    pub source: &'static str,
     pub node: &'a str,
     pub namespace: &'a str,
     pub pod: &'a str,
@@ -30,12 +34,17 @@ pub struct JsonRecord<'a> {
     pub malformed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// Pod records: the same `kubernetes` object as the Elasticsearch documents (keys
+    /// not de-dotted; the container's image and ids under `kubernetes.container`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes<'a>>,
 }
 
 impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
     fn from(r: &'a LogRecord) -> Self {
         Self {
             timestamp: rfc3339_nanos(r.timestamp_nanos),
+            source: r.source.kind.as_str(),
             node: &r.source.node,
             namespace: &r.source.namespace,
             pod: &r.source.pod,
@@ -48,6 +57,15 @@ impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
             truncated: r.truncated,
             malformed: r.malformed,
             fields: r.fields.as_ref(),
+            kubernetes: (r.source.kind == SourceKind::Pod).then(|| {
+                Kubernetes::new(
+                    &r.source,
+                    Style {
+                        dedot: false,
+                        container_details: true,
+                    },
+                )
+            }),
         }
     }
 }
@@ -72,5 +90,28 @@ mod tests {
             "2023-11-14T22:13:20.123456789Z"
         );
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn pod_records_carry_the_nested_kubernetes_object() {
+        let source = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let r = LogRecord::new(
+            source,
+            0,
+            node_agent_core::record::Stream::Stdout,
+            7,
+            "hi".into(),
+        );
+        let mut out = Vec::new();
+        encode(std::slice::from_ref(&r), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["pod"], "web-7d4b9c8f6-x2k4p", "the flat fields stay");
+        assert_eq!(v["kubernetes"]["labels"]["app"], "web");
+        assert_eq!(v["kubernetes"]["deployment"]["name"], "web");
+        assert_eq!(v["kubernetes"]["container"]["id"], "c0ffee");
+        assert_eq!(
+            v["kubernetes"]["node"]["labels"]["topology.kubernetes.io/zone"],
+            "eu-1a"
+        );
     }
 }

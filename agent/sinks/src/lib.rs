@@ -1,10 +1,12 @@
 //! Where log records go. Each sink delivers a batch or says why not; the pipeline advances
 //! checkpoints only after every sink said yes.
 //!
-//! Layout: [`config`] (what the `sinks:` entries look like), [`stdout`] and [`file`] (JSON
-//! lines, see [`jsonl`]), [`loki`] and [`elasticsearch`] (HTTP, sharing [`http`] for the
-//! client, auth, gzip and response classes, and `node_agent_core::backoff` for retries), [`deadletter`]
-//! (records a receiver refused for good), [`metrics`] (the `node_agent_sink_*` families).
+//! Layout: [`config`] (what the `sinks:` entries look like, `match:` routes), [`stdout`]
+//! and [`file`] (JSON lines, see [`jsonl`]), [`loki`], [`elasticsearch`] and [`otlp`] (HTTP,
+//! sharing [`http`] for the client, auth, gzip, capped answers, `Retry-After`, health on
+//! 401/403 and response classes, and `node_agent_core::backoff` for retries), [`values`]
+//! (record values for labels, metadata and tenants), [`deadletter`] (records a receiver
+//! refused for good), [`metrics`] (the `node_agent_sink_*` families).
 
 pub mod config;
 pub mod deadletter;
@@ -12,8 +14,10 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod jsonl;
+pub mod kubernetes;
 pub mod loki;
 pub mod metrics;
+pub mod otlp;
 pub mod stdout;
 pub mod values;
 
@@ -127,6 +131,9 @@ pub fn build(
         )?),
         SinkConfig::Elasticsearch(c) => Arc::new(elasticsearch::ElasticsearchSink::with_state_dir(
             name, c, state_dir,
+        )?),
+        SinkConfig::Otlp(c) => Arc::new(otlp::OtlpSink::with_state_dir(
+            name, c, identity, state_dir,
         )?),
     };
     Ok(match config.route() {

@@ -29,6 +29,9 @@ pub enum RecordValue {
     NamespaceLabel(String),
     /// Dotted path, split.
     Field(Vec<String>),
+    /// Any Kubernetes metadata field by its ECS name (`PodMetadata::field`):
+    /// `metadata:container.image.name`, `metadata:kubernetes.node.labels.<key>`.
+    Metadata(String),
 }
 
 impl std::str::FromStr for RecordValue {
@@ -53,6 +56,9 @@ impl std::str::FromStr for RecordValue {
         if let Some(name) = named("namespace_label:") {
             return name.map(Self::NamespaceLabel);
         }
+        if let Some(name) = named("metadata:") {
+            return name.map(Self::Metadata);
+        }
         if let Some(path) = named("field:") {
             let path = path?;
             if path.split('.').any(str::is_empty) {
@@ -74,7 +80,7 @@ impl std::str::FromStr for RecordValue {
                 return Err(format!(
                     "unknown record value {other:?} (namespace, pod, pod_uid, container, node, \
                      stream, source, workload, workload_kind, label:<name>, annotation:<name>, \
-                     namespace_label:<name>, field:<path>)"
+                     namespace_label:<name>, metadata:<ECS name>, field:<path>)"
                 ));
             }
         })
@@ -108,8 +114,11 @@ impl RecordValue {
             Self::Node => Cow::Borrowed(s.node.as_str()),
             Self::Stream => Cow::Borrowed(r.stream.as_str()),
             Self::Source => Cow::Borrowed(s.kind.as_str()),
-            Self::Workload => Cow::Borrowed(k?.owner.as_ref()?.name.as_str()),
-            Self::WorkloadKind => Cow::Borrowed(k?.owner.as_ref()?.kind.as_str()),
+            // The resolved workload (Deployment `web`), not the direct owner (ReplicaSet
+            // `web-7d4b9c8f6`, a new value on every rollout).
+            Self::Workload => Cow::Borrowed(k?.workload.as_ref()?.name.as_str()),
+            Self::WorkloadKind => Cow::Borrowed(k?.workload.as_ref()?.kind.as_str()),
+            Self::Metadata(name) => Cow::Borrowed(k?.field(name)?),
             Self::Label(name) => Cow::Borrowed(k?.labels.get(name)?.as_str()),
             Self::Annotation(name) => Cow::Borrowed(k?.annotations.get(name)?.as_str()),
             Self::NamespaceLabel(name) => Cow::Borrowed(k?.namespace_labels.get(name)?.as_str()),
@@ -151,8 +160,16 @@ mod tests {
             kubernetes: Some(Arc::new(node_agent_core::kube::PodMetadata {
                 labels: [("app".to_string(), "web".to_string())].into(),
                 owner: Some(node_agent_core::kube::Workload {
+                    kind: "ReplicaSet".into(),
+                    name: "web-7d4b9c8f6".into(),
+                }),
+                workload: Some(node_agent_core::kube::Workload {
                     kind: "Deployment".into(),
                     name: "web".into(),
+                }),
+                container: Some(node_agent_core::kube::ContainerMetadata {
+                    image: "nginx:1.27".into(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             })),
@@ -173,6 +190,19 @@ mod tests {
         assert_eq!(get("workload_kind").as_deref(), Some("Deployment"));
         assert_eq!(get("label:app").as_deref(), Some("web"));
         assert_eq!(get("label:tier"), None);
+        assert_eq!(
+            get("metadata:container.image.name").as_deref(),
+            Some("nginx:1.27")
+        );
+        assert_eq!(
+            get("metadata:kubernetes.replicaset.name").as_deref(),
+            Some("web-7d4b9c8f6")
+        );
+        assert_eq!(
+            get("metadata:kubernetes.labels.app").as_deref(),
+            Some("web")
+        );
+        assert_eq!(get("metadata:kubernetes.labels.tier"), None);
         assert_eq!(get("annotation:x"), None);
         assert_eq!(get("field:level").as_deref(), Some("warn"));
         assert_eq!(get("field:user.id").as_deref(), Some("7"));

@@ -190,7 +190,7 @@ impl Btf {
             let bits = base_bits + m.offset;
             if m.name != 0 {
                 if self.name(m.name) == field {
-                    return (bits % 8 == 0).then_some(bits / 8);
+                    return bits.is_multiple_of(8).then_some(bits / 8);
                 }
             } else if let Some(inner) = self.resolve(m.type_id)
                 && matches!(inner.kind, KIND_STRUCT | KIND_UNION)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use node_agent_core::host::HostPaths;
-use node_agent_core::kubelet::{self, is_container_id, is_pod_uid};
+use node_agent_core::kubelet;
 
 /// Pseudo cgroup id under which the leader accumulates the counts of host cgroups that no
 /// longer exist (see `gc.rs`), so the host series stay monotonic. Real cgroup ids are
@@ -45,14 +45,7 @@ pub struct ContainerLabels {
     pub container: String,
 }
 
-/// A container recognised in a cgroup path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerRef {
-    /// Pod UID with dashes (systemd paths spell it with underscores).
-    pub pod_uid: String,
-    /// Full 64-hex container id.
-    pub container_id: String,
-}
+pub use node_agent_core::cgroup::{ContainerRef, parse_container_path};
 
 /// Finds the cgroup v2 mount below `sysfs`: `fs/cgroup` on unified hosts, `fs/cgroup/unified`
 /// on hybrid ones (cgroup v1 controllers at `fs/cgroup/<controller>`).
@@ -63,52 +56,6 @@ pub fn detect_v2_root(paths: &HostPaths) -> Option<PathBuf> {
     }
     let hybrid = paths.sys_path("fs/cgroup/unified");
     hybrid.join("cgroup.procs").is_file().then_some(hybrid)
-}
-
-/// Parses a cgroup path (relative to the v2 root, any prefix) into a container reference.
-///
-/// Recognised layouts (the pod component may be followed directly by the container one):
-/// * systemd: `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`
-///   (also `crio-<id>.scope`, `docker-<id>.scope`);
-/// * cgroupfs: `kubepods/burstable/pod<uid>/<id>` (also `crio-<id>`, `docker-<id>`).
-///
-/// CRI-O's `crio-conmon-<id>.scope` is the monitor process, not the container: host.
-pub fn parse_container_path(path: &str) -> Option<ContainerRef> {
-    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let pod_index = components.iter().rposition(|c| pod_uid_of(c).is_some())?;
-    let pod_uid = pod_uid_of(components[pod_index])?;
-    // The container cgroup must be the direct child of the pod cgroup.
-    if components.len() != pod_index + 2 {
-        return None;
-    }
-    let container_id = container_id_of(components[pod_index + 1])?;
-    Some(ContainerRef {
-        pod_uid,
-        container_id,
-    })
-}
-
-/// `pod<uid>`, `kubepods-pod<uid_>.slice`, `kubepods-besteffort-pod<uid_>.slice` → uid.
-fn pod_uid_of(component: &str) -> Option<String> {
-    let stem = component.strip_suffix(".slice").unwrap_or(component);
-    let at = stem.rfind("pod")?;
-    let prefix = &stem[..at];
-    // "kubepods-…-" and nested variants such as kind's "kubelet-kubepods-…-".
-    if !(prefix.is_empty() || (prefix.contains("kubepods") && prefix.ends_with('-'))) {
-        return None;
-    }
-    let uid = stem[at + 3..].replace('_', "-");
-    is_pod_uid(&uid).then_some(uid)
-}
-
-/// `<id>`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope` → id.
-fn container_id_of(component: &str) -> Option<String> {
-    let stem = component.strip_suffix(".scope").unwrap_or(component);
-    let id = ["cri-containerd-", "crio-", "docker-", "containerd-"]
-        .iter()
-        .find_map(|p| stem.strip_prefix(p))
-        .unwrap_or(stem);
-    is_container_id(id).then(|| id.to_ascii_lowercase())
 }
 
 /// Walks the cgroup v2 tree under `root`: inode (= cgroup id) → path relative to `root`.

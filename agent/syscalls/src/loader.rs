@@ -144,6 +144,20 @@ impl LoadedProgram {
         })
     }
 
+    /// Security records dropped so far because the ring buffer was full (`STATS[1]`).
+    pub fn events_dropped(&self) -> anyhow::Result<u64> {
+        let stats: PerCpuArray<_, u64> = self
+            .ebpf
+            .map(MAP_STATS)
+            .context("STATS map missing")?
+            .try_into()
+            .context("STATS is not a per-CPU array")?;
+        let values = stats
+            .get(&STAT_EVENTS_DROPPED, 0)
+            .context("reading the STATS map")?;
+        Ok(values.iter().sum())
+    }
+
     /// Run time and count summed over the capture programs (benchmarks).
     pub fn capture_run_stats(&self) -> anyhow::Result<(std::time::Duration, u64)> {
         let mut total = (std::time::Duration::ZERO, 0);
@@ -478,7 +492,10 @@ pub async fn run_leader(
         shutdown.cancelled().await;
         return Ok(());
     }
-    let security = security.filter(|s| s.config.enabled);
+    let security = security.filter(|s| s.config.enabled).map(|mut s| {
+        s.config = super::security::with_v2_cgroup_root(s.config, paths);
+        s
+    });
     let capture = match &security {
         Some(options) => {
             let capture = super::security::Capture::from_config(

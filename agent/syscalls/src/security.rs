@@ -90,6 +90,10 @@ impl AlertMetrics for PromMetrics {
 }
 
 /// Counters of the capture itself.
+#[cfg_attr(
+    not(feature = "ebpf"),
+    allow(dead_code, reason = "the reader needs eBPF")
+)]
 pub(crate) struct CaptureMetrics {
     pub records: IntCounter,
     pub decode_errors: IntCounter,
@@ -197,6 +201,24 @@ pub fn alert_record(alert: &Alert, meta: Arc<SourceMeta>, offset: u64) -> LogRec
     record
 }
 
+/// `security.paths.cgroup` as the engine should use it: the configured directory when it
+/// is the cgroup v2 root, else the v2 root found on this host (hybrid hosts mount v2 at
+/// `/sys/fs/cgroup/unified`, and /sys/fs/cgroup is then a tmpfs of v1 hierarchies, whose
+/// inodes are not the cgroup ids the kernel side reports).
+pub fn with_v2_cgroup_root(
+    mut config: SecurityConfig,
+    paths: &node_agent_core::host::HostPaths,
+) -> SecurityConfig {
+    if !config.paths.cgroup.join("cgroup.controllers").is_file()
+        && let Some(root) = crate::cgroups::detect_v2_root(paths)
+    {
+        tracing::debug!(configured = %config.paths.cgroup.display(), using = %root.display(),
+            "security.paths.cgroup is not the cgroup v2 root");
+        config.paths.cgroup = root;
+    }
+    config
+}
+
 /// The Falco outputs `security.outputs` enables.
 pub fn build_outputs(
     config: &SecurityConfig,
@@ -262,15 +284,20 @@ pub mod capture {
 
     use super::{AlertSender, capture_metrics};
 
+    /// Sees every alert (tests, benchmarks).
+    pub type AlertObserver = Box<dyn FnMut(&Alert) + Send>;
+    /// Sees every decoded event before the engine (tests).
+    pub type EventObserver = Box<dyn FnMut(&node_agent_security::event::Event) + Send>;
+
     /// Everything between the ring buffer and the alert consumers.
     pub struct Capture {
         pub engine: SecurityEngine,
         pub outputs: Outputs,
         pub alerts: Option<AlertSender>,
         /// Every alert also goes here (tests, benchmarks).
-        pub observer: Option<Box<dyn FnMut(&Alert) + Send>>,
+        pub observer: Option<AlertObserver>,
         /// Every decoded event goes here before the engine (tests).
-        pub event_observer: Option<Box<dyn FnMut(&node_agent_security::event::Event) + Send>>,
+        pub event_observer: Option<EventObserver>,
         clock: BootClock,
     }
 
@@ -315,6 +342,13 @@ pub mod capture {
             self.engine.handle(&mut event, alerts);
             for alert in alerts.iter() {
                 self.outputs.emit(alert);
+                // The status page lists the latest few.
+                node_agent_core::status::record_alert(node_agent_core::status::AlertSummary {
+                    time_unix_nanos: i64::try_from(alert.time_ns).unwrap_or(i64::MAX),
+                    rule: alert.rule.clone(),
+                    priority: alert.priority.as_str().to_owned(),
+                    output: alert.output.clone(),
+                });
                 if let Some(tx) = &self.alerts {
                     tx.send(alert);
                 }
@@ -415,5 +449,67 @@ mod tests {
         assert_eq!(capture_metrics().alerts_dropped.get(), before + 1);
         // Offsets are a sequence: unique ids per run.
         assert_eq!(rx.try_recv().expect("second").offset, 1);
+    }
+}
+
+/// The kernel side's records (`syscalls_common::wire`, what the eBPF program writes) and
+/// the security crate's decoder (`node_agent_security::event::wire`) must agree byte for
+/// byte: same sizes, same field offsets.
+#[cfg(test)]
+mod contract {
+    use core::mem::{offset_of, size_of};
+
+    use node_agent_security::event::wire as user;
+    use syscalls_common::wire as kernel;
+
+    macro_rules! same_layout {
+        ($t:ident: $($field:ident),+ $(,)?) => {{
+            assert_eq!(size_of::<kernel::$t>(), size_of::<user::$t>(), stringify!($t));
+            $(assert_eq!(
+                offset_of!(kernel::$t, $field),
+                offset_of!(user::$t, $field),
+                concat!(stringify!($t), ".", stringify!($field))
+            );)+
+        }};
+    }
+
+    #[test]
+    fn kernel_records_match_the_decoder() {
+        same_layout!(RecordHeader: kind, flags, size, ts_boot_ns, cgroup_id, pid, tid, ppid, uid,
+            gid, loginuid, res, comm);
+        same_layout!(ExecRecord: header, tty, argc, args_len, cap_effective, filename, exe_path,
+            args);
+        same_layout!(OpenRecord: header, dirfd, flags, mode, path);
+        same_layout!(SocketRecord: header, fd, family, protocol, local_port, remote_port,
+            local_addr, remote_addr, unix_path);
+        same_layout!(PtraceRecord: header, request, target_pid);
+        same_layout!(ModuleRecord: header, fd, flags, path, params);
+        same_layout!(MountRecord: header, flags, source, target, fstype);
+        same_layout!(SetIdRecord: header, ids);
+        same_layout!(BpfRecord: header, cmd, prog_type, prog_name);
+        same_layout!(UnshareRecord: header, flags);
+        same_layout!(SetnsRecord: header, fd, nstype);
+        same_layout!(ForkRecord: header, child_pid, child_tid, clone_flags);
+        same_layout!(ExitRecord: header, status);
+        use node_agent_security::event::EventType;
+        use syscalls_common::wire::kind;
+        for (code, t) in [
+            (kind::EXECVE, EventType::Execve),
+            (kind::OPENAT, EventType::Openat),
+            (kind::CONNECT, EventType::Connect),
+            (kind::PTRACE, EventType::Ptrace),
+            (kind::FINIT_MODULE, EventType::FinitModule),
+            (kind::MOUNT, EventType::Mount),
+            (kind::SETRESGID, EventType::Setresgid),
+            (kind::BPF, EventType::Bpf),
+            (kind::UNSHARE, EventType::Unshare),
+            (kind::SETNS, EventType::Setns),
+            (kind::CLONE, EventType::Clone),
+            (kind::PROCEXIT, EventType::Procexit),
+        ] {
+            assert_eq!(code, t as u16, "{t:?}");
+        }
+        // Every kind fits the u8 of the FILTER map.
+        assert!(EventType::ALL.iter().all(|t| (*t as u16) < 256));
     }
 }

@@ -10,10 +10,12 @@ pub mod apiserver;
 pub mod elasticsearch;
 pub mod loki;
 pub mod null;
+pub mod otlp;
 pub mod records;
 pub mod server;
 
 pub use apiserver::ApiServer;
 pub use elasticsearch::EsReceiver;
 pub use loki::LokiReceiver;
+pub use otlp::OtlpReceiver;
 pub use server::{Recorded, Server};

@@ -205,6 +205,11 @@ impl Server {
             .extend(std::iter::repeat_n((status, Some(secs)), times));
     }
 
+    /// Drops the scripted failures not answered yet.
+    pub fn clear_failures(&self) {
+        self.control.script.lock().unwrap().clear();
+    }
+
     /// While down, connections are accepted and closed at once.
     pub fn set_down(&self, down: bool) {
         self.control.down.store(down, Ordering::SeqCst);

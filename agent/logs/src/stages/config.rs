@@ -1,17 +1,21 @@
-//! `logs.processors`: the ordered list of stages, each `{type: …, match: …, …}`.
+//! `logs.processors`: the ordered list of stages, each `{type: …, name: …, match: …, …}`.
 //!
 //! ```yaml
 //! logs:
 //!   processors:
-//!     - type: multiline            # join stack traces (see stages::multiline)
-//!       detector: auto
-//!     - type: json                 # parsers: json, logfmt, regex (see stages::parse)
-//!       match: {namespace: prod-*}
+//!     - type: multiline            # join stack traces            (stages::multiline)
+//!     - type: json                 # json | logfmt | regex parsers (stages::parse)
+//!       match: {namespace: prod-*} # which records (stages::matcher); others pass unchanged
+//!     - type: filter               # keep / drop                  (stages::filter)
+//!     - type: redact               # mask secrets                 (stages::redact)
+//!     - type: throttle             # rate limit per container     (stages::throttle)
 //! ```
 //!
-//! Validation compiles every entry (regexes, globs, formats) and reports each problem at its
-//! key path, e.g. `logs.processors[2].pattern: invalid regex …`; building the chain later
-//! compiles them again from the validated config.
+//! They run after the enrich stage (pod metadata, for `labels:` matches and the multiline
+//! annotation) and after `logs.parse_json`. `name` labels the stage's metrics (`processor`,
+//! `reason`, default: the type). Validation compiles every entry (regexes, globs, formats)
+//! and reports each problem at its key path, e.g. `logs.processors[2].pattern: invalid
+//! regex …`; building the chain later compiles them again from the validated config.
 
 use serde::Deserialize;
 
@@ -30,6 +34,8 @@ pub enum ProcessorConfig {
     Logfmt(super::parse::ParserConfig),
     Regex(super::parse::ParserConfig),
     Filter(super::filter::FilterConfig),
+    Redact(super::redact::RedactConfig),
+    Throttle(super::throttle::ThrottleConfig),
 }
 
 /// What a stage is built with besides its own settings.
@@ -38,12 +44,24 @@ pub struct BuildContext<'a> {
     pub problems: &'a mut Problems,
     /// `logs.max_line_bytes`: the default size cap of joined messages.
     pub max_line_bytes: usize,
+    /// Whether the stage counts into the process's metrics. With several sinks every sink's
+    /// lane runs its own chain over the same records; only the first lane counts.
+    pub counting: bool,
 }
 
 impl BuildContext<'_> {
     /// The compiled `match:` of an entry.
     pub fn matcher(&mut self, config: &MatchConfig) -> Matcher {
         Matcher::compile(config, &self.at.key("match"), self.problems)
+    }
+
+    /// `vec{labels}`, or a counter nobody exports when this chain does not count.
+    pub fn counter(
+        &self,
+        vec: &prometheus::IntCounterVec,
+        labels: &[&str],
+    ) -> prometheus::IntCounter {
+        counter(self.counting, vec, labels)
     }
 
     /// The metric label of an entry.
@@ -60,6 +78,8 @@ impl ProcessorConfig {
             ProcessorConfig::Logfmt(_) => "logfmt",
             ProcessorConfig::Regex(_) => "regex",
             ProcessorConfig::Filter(_) => "filter",
+            ProcessorConfig::Redact(_) => "redact",
+            ProcessorConfig::Throttle(_) => "throttle",
         }
     }
 
@@ -71,7 +91,23 @@ impl ProcessorConfig {
             ProcessorConfig::Logfmt(c) => boxed(c.build(ParserKind::Logfmt, cx)),
             ProcessorConfig::Regex(c) => boxed(c.build(ParserKind::Regex, cx)),
             ProcessorConfig::Filter(c) => boxed(c.build(cx)),
+            ProcessorConfig::Redact(c) => boxed(c.build(cx)),
+            ProcessorConfig::Throttle(c) => boxed(c.build(cx)),
         }
+    }
+}
+
+/// `vec{labels}` when `counting`, else a counter nobody exports.
+pub fn counter(
+    counting: bool,
+    vec: &prometheus::IntCounterVec,
+    labels: &[&str],
+) -> prometheus::IntCounter {
+    if counting {
+        vec.with_label_values(labels)
+    } else {
+        prometheus::IntCounter::new("uncounted", "a lane that does not count")
+            .expect("static metric definition")
     }
 }
 
@@ -84,6 +120,7 @@ pub fn build_all(
     processors: &[ProcessorConfig],
     at: &KeyPath,
     max_line_bytes: usize,
+    counting: bool,
     problems: &mut Problems,
 ) -> Vec<Box<dyn Stage>> {
     let mut stages = Vec::new();
@@ -93,6 +130,7 @@ pub fn build_all(
             at: &at,
             problems: &mut *problems,
             max_line_bytes,
+            counting,
         };
         if let Some(stage) = p.build(&mut cx) {
             stages.push(stage);
@@ -107,10 +145,17 @@ pub fn chain(
     processors: &[ProcessorConfig],
     at: &KeyPath,
     max_line_bytes: usize,
+    counting: bool,
 ) -> Result<Chain, InvalidConfig> {
     let mut problems = Problems::new();
     let mut stages = leading;
-    stages.extend(build_all(processors, at, max_line_bytes, &mut problems));
+    stages.extend(build_all(
+        processors,
+        at,
+        max_line_bytes,
+        counting,
+        &mut problems,
+    ));
     problems.into_result()?;
     Ok(Chain::new(stages))
 }

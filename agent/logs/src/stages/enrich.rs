@@ -29,7 +29,7 @@
 //! `node-agent.io/exclude-containers`, drops the records (counted in
 //! `node_agent_k8s_excluded_records_total`); a dropped record counts as delivered.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,10 @@ pub struct EnrichSettings {
     pub hold_time: Duration,
     /// Bytes of held records across all files.
     pub hold_max_bytes: usize,
+    /// Whether this stage counts records in the `node_agent_k8s_*_records_total`
+    /// counters: a source runs one lane (and enrich stage) per sink, and only its first
+    /// lane counts, so a record counts once however many sinks it goes to.
+    pub counted: bool,
 }
 
 impl Default for EnrichSettings {
@@ -63,6 +67,7 @@ impl Default for EnrichSettings {
         Self {
             hold_time: Duration::from_secs(2),
             hold_max_bytes: 8 * 1024 * 1024,
+            counted: true,
         }
     }
 }
@@ -125,11 +130,21 @@ struct FileState {
     _lease: Lease,
 }
 
+/// The last file's outcome, for the next record of the same file (sources read a chunk
+/// of one file at a time): no hashing at all then.
+struct Last {
+    /// Held, so that the pointer comparison cannot match a new allocation.
+    source: Arc<SourceMeta>,
+    generation: u64,
+    outcome: Outcome,
+}
+
 /// The enrich stage (see the module docs).
 pub struct Enrich {
     lookup: Arc<dyn PodLookup>,
     settings: EnrichSettings,
-    files: HashMap<u64, FileState>,
+    files: FxHashMap<u64, FileState>,
+    last: Option<Last>,
     held_bytes: usize,
     held_records: usize,
 }
@@ -139,7 +154,8 @@ impl Enrich {
         Self {
             lookup,
             settings,
-            files: HashMap::new(),
+            files: FxHashMap::default(),
+            last: None,
             held_bytes: 0,
             held_records: 0,
         }
@@ -185,6 +201,7 @@ impl Enrich {
     fn track(&mut self, source: &Arc<SourceMeta>) {
         if self.files.len() >= MAX_FILES {
             self.files.retain(|_, f| f.hold.is_some());
+            self.last = None;
         }
         // Read before the lookup, so a change in between is seen on the next record.
         let generation = self.lookup.generation();
@@ -225,23 +242,39 @@ impl Enrich {
         let outcome = f.outcome.clone();
         self.held_bytes -= hold.bytes;
         self.held_records -= hold.records.len();
-        metrics().held.set(self.held_records as i64);
+        metrics().held.sub(hold.records.len() as i64);
         for r in hold.records {
-            apply(&outcome, r, out);
+            apply(&outcome, r, out, self.settings.counted);
         }
     }
 }
 
-fn apply(outcome: &Outcome, mut record: LogRecord, out: &mut Vec<LogRecord>) {
+impl Drop for Enrich {
+    fn drop(&mut self) {
+        // The gauge is shared by every lane's stage: take back what this one held.
+        metrics().held.sub(self.held_records as i64);
+    }
+}
+
+fn apply(outcome: &Outcome, mut record: LogRecord, out: &mut Vec<LogRecord>, counted: bool) {
+    let m = metrics();
     match outcome {
         Outcome::Enriched(meta) => {
             record.source = Arc::clone(meta);
-            metrics().enriched.inc();
+            if counted {
+                m.enriched.inc();
+            }
             out.push(record);
         }
-        Outcome::Excluded => metrics().excluded.inc(),
+        Outcome::Excluded => {
+            if counted {
+                m.excluded.inc();
+            }
+        }
         Outcome::Missing => {
-            metrics().misses.inc();
+            if counted {
+                m.misses.inc();
+            }
             out.push(record);
         }
     }
@@ -257,6 +290,13 @@ impl Stage for Enrich {
             out.push(record);
             return;
         }
+        let generation = self.lookup.generation();
+        if let Some(last) = &self.last
+            && Arc::ptr_eq(&last.source, &record.source)
+            && last.generation == generation
+        {
+            return apply(&last.outcome, record, out, self.settings.counted);
+        }
         let source = Arc::clone(&record.source);
         let file_id = source.file_id;
         if self.files.contains_key(&file_id) {
@@ -265,30 +305,35 @@ impl Stage for Enrich {
             self.track(&source);
         }
         let Some(f) = self.files.get(&file_id) else {
-            return apply(&Outcome::Missing, record, out);
+            return apply(&Outcome::Missing, record, out, self.settings.counted);
         };
         if f.hold.is_some() && !matches!(f.outcome, Outcome::Missing) {
             // The pod arrived: what was held goes first, in file order.
             self.release(file_id, out);
         }
         let Some(f) = self.files.get_mut(&file_id) else {
-            return apply(&Outcome::Missing, record, out);
+            return apply(&Outcome::Missing, record, out, self.settings.counted);
         };
         if f.hold.is_none() {
             let outcome = f.outcome.clone();
-            return apply(&outcome, record, out);
+            self.last = Some(Last {
+                source,
+                generation: f.generation,
+                outcome: outcome.clone(),
+            });
+            return apply(&outcome, record, out, self.settings.counted);
         }
         let bytes = record.message.len() + RECORD_OVERHEAD;
         if self.held_bytes + bytes > self.settings.hold_max_bytes {
             self.release(file_id, out);
-            return apply(&Outcome::Missing, record, out);
+            return apply(&Outcome::Missing, record, out, self.settings.counted);
         }
         if let Some(hold) = f.hold.as_mut() {
             hold.bytes += bytes;
             hold.records.push(record);
             self.held_bytes += bytes;
             self.held_records += 1;
-            metrics().held.set(self.held_records as i64);
+            metrics().held.inc();
         }
     }
 
@@ -328,6 +373,13 @@ impl Stage for Enrich {
         self.release(file_id, out);
         // Drops the file's lease: a deleted pod may now leave the cache.
         self.files.remove(&file_id);
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.source.file_id == file_id)
+        {
+            self.last = None;
+        }
     }
 
     fn held_from(&self, file_id: u64) -> Option<u64> {
@@ -364,7 +416,7 @@ mod tests {
     /// An in-memory cache: pods by uid, a generation, leases counted.
     #[derive(Default)]
     struct FakeLookup {
-        pods: Mutex<HashMap<String, Found>>,
+        pods: Mutex<std::collections::HashMap<String, Found>>,
         generation: AtomicU64,
         current: AtomicBool,
         finds: AtomicUsize,
@@ -546,6 +598,7 @@ mod tests {
             EnrichSettings {
                 hold_time: Duration::from_secs(60),
                 hold_max_bytes: 3 * (RECORD_OVERHEAD + 2),
+                counted: true,
             },
         );
         let s = source(1, "late");

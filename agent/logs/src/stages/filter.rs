@@ -99,7 +99,7 @@ impl FilterConfig {
             message,
             fields,
             levels: self.level.clone(),
-            dropped: metrics().dropped_records.with_label_values(&[&reason]),
+            dropped: cx.counter(&metrics().dropped_records, &[&reason]),
         })
     }
 }
@@ -188,6 +188,7 @@ mod tests {
             at: &at,
             problems: &mut problems,
             max_line_bytes: 1024,
+            counting: true,
         };
         let f = config.build(&mut cx);
         problems.into_result().map_err(|e| e.to_string())?;

@@ -14,6 +14,8 @@ pub mod filter;
 pub mod matcher;
 pub mod multiline;
 pub mod parse;
+pub mod redact;
+pub mod throttle;
 
 use std::time::Instant;
 
@@ -38,8 +40,14 @@ pub trait Stage: Send {
         None
     }
 
-    /// When [`Self::flush_due`] next has something to release.
+    /// When [`Self::flush_due`] next has something to release (or a pause ends).
     fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Until when the source should not read `file_id` any further (a throttle slowing
+    /// that container down instead of dropping).
+    fn paused_until(&self, _file_id: u64) -> Option<Instant> {
         None
     }
 }
@@ -104,6 +112,14 @@ impl Chain {
             .iter()
             .filter_map(|s| s.held_from(file_id))
             .min()
+    }
+
+    /// Until when `file_id` is not to be read (the latest pause any stage asks for).
+    pub fn paused_until(&self, file_id: u64) -> Option<Instant> {
+        self.stages
+            .iter()
+            .filter_map(|s| s.paused_until(file_id))
+            .max()
     }
 
     /// Earliest deadline of any stage.

@@ -76,7 +76,8 @@ pub struct MultilineConfig {
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub flush_timeout: Duration,
     /// Pod annotation whose value names the detector for that pod's containers (`none`
-    /// turns joining off); needs the annotation kept by the Kubernetes metadata config.
+    /// turns joining off). `node-agent.io/*` ones always reach the stage (as hints); others
+    /// only if the Kubernetes metadata config keeps them.
     pub annotation: String,
 }
 
@@ -547,20 +548,18 @@ impl Multiline {
         if !self.matcher.matches(source) {
             return None;
         }
-        let chosen = source
-            .kubernetes
-            .as_ref()
-            .and_then(|k| k.annotations.get(&self.annotation));
+        // `node-agent.io/*` annotations arrive as hints, unaffected by the annotation filter.
+        let chosen = source.kubernetes.as_ref().and_then(|k| {
+            self.annotation
+                .strip_prefix("node-agent.io/")
+                .and_then(|hint| k.hints.get(hint))
+                .or_else(|| k.annotations.get(&self.annotation))
+        });
         match chosen.map(|v| v.trim()) {
             None => Some(0),
             Some("none" | "off" | "false") => None,
             Some(name) => Some(self.by_name.get(name).copied().unwrap_or(0)),
         }
-    }
-
-    fn overfull(&self, file: &FileState) -> bool {
-        file.waiting.len() > MAX_WAITING_RECORDS
-            || file.waiting_bytes > self.max_bytes.saturating_mul(4)
     }
 }
 
@@ -581,7 +580,9 @@ impl Stage for Multiline {
         let (max_lines, max_bytes) = (self.max_lines, self.max_bytes);
         let file = self.files.entry(file_id).or_default();
         if let Some(g) = &mut file.open[slot] {
-            let fits = g.lines < max_lines
+            // A record no longer joined (its pod's annotation changed) only closes the group.
+            let fits = detector.is_some()
+                && g.lines < max_lines
                 && g.record.message.len() + 1 + record.message.len() <= max_bytes;
             if fits && let Some(next) = self.detectors[g.detector].next(g.state, &record.message) {
                 g.record.message.push('\n');
@@ -618,7 +619,6 @@ impl Stage for Multiline {
         if file.is_empty() {
             self.files.remove(&file_id);
         }
-        debug_assert!(self.files.get(&file_id).is_none_or(|f| !self.overfull(f)));
     }
 
     fn flush_due(&mut self, now: Instant, out: &mut Vec<LogRecord>) {
@@ -665,6 +665,7 @@ mod tests {
             at: &at,
             problems: &mut problems,
             max_line_bytes: 256 * 1024,
+            counting: true,
         };
         let built = config.build(&mut cx);
         problems.into_result().map_err(|e| e.to_string())?;
@@ -823,6 +824,29 @@ mod tests {
         let out = run(&mut s, text);
         let msgs: Vec<&str> = out.iter().map(|r| r.message.as_str()).collect();
         assert_eq!(msgs, ["E\n\tat 1", "\tat 2", "\tat 3", "\tat 4"]);
+    }
+
+    #[test]
+    fn what_waits_behind_an_open_group_is_bounded() {
+        let mut s = stage("detector: java\nflush_timeout: 1h").unwrap();
+        let source = meta("ns", "pod", "c");
+        let mut out = Vec::new();
+        let rec = |stream, offset: u64, line: &str| {
+            LogRecord::new(Arc::clone(&source), 0, stream, offset, line.into())
+        };
+        s.process(rec(Stream::Stderr, 0, "ERROR open"), &mut out);
+        for i in 1..=MAX_WAITING_RECORDS as u64 {
+            s.process(rec(Stream::Stdout, i, ""), &mut out);
+        }
+        assert!(out.is_empty(), "all wait behind the group");
+        s.process(rec(Stream::Stdout, 1_000_000, ""), &mut out);
+        assert_eq!(
+            out.len(),
+            MAX_WAITING_RECORDS + 2,
+            "the group was closed early"
+        );
+        assert_eq!(out[0].message, "ERROR open");
+        assert!(s.files.is_empty() && s.held_from(1).is_none());
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl ParserConfig {
             timestamp,
             level: self.level.clone(),
             lenient: false,
-            failures: metrics().parse_failures.with_label_values(&[&label]),
+            failures: cx.counter(&metrics().parse_failures, &[&label]),
         })
     }
 }
@@ -489,6 +489,7 @@ mod tests {
             at: &at,
             problems: &mut problems,
             max_line_bytes: 1024,
+            counting: true,
         };
         let p = config.build(kind, &mut cx);
         problems.into_result().map_err(|e| e.to_string())?;

@@ -16,27 +16,11 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-/// The full (64 hex) container id in a cgroup path, if any.
+/// The full (64 hex) container id in a cgroup path, if any (the deepest component that
+/// names one; the layouts are in `node_agent_core::cgroup`, shared with the syscall
+/// counters).
 pub fn container_id_from_cgroup_path(path: &str) -> Option<String> {
-    path.split('/').rev().find_map(container_id_of)
-}
-
-fn container_id_of(component: &str) -> Option<String> {
-    let stem = component.strip_suffix(".scope").unwrap_or(component);
-    if stem.starts_with("crio-conmon-") {
-        return None;
-    }
-    let id = [
-        "cri-containerd-",
-        "crio-",
-        "docker-",
-        "libpod-",
-        "containerd-",
-    ]
-    .iter()
-    .find_map(|p| stem.strip_prefix(p))
-    .unwrap_or(stem);
-    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+    node_agent_core::cgroup::container_id_from_path(path)
 }
 
 /// What the node knows about a container, from the Kubernetes metadata cache or the
@@ -200,9 +184,9 @@ impl CgroupResolver {
             return container;
         }
         let now = Instant::now();
-        if !self
+        if self
             .last_walk
-            .is_none_or(|t| now.duration_since(t) >= self.min_walk_interval)
+            .is_some_and(|t| now.duration_since(t) < self.min_walk_interval)
         {
             // A walk was made moments ago (before this cgroup existed, maybe): unknown for
             // now, but not remembered as "no container", so the next walk can name it.
@@ -312,7 +296,16 @@ mod tests {
 
     #[test]
     fn cgroup_paths_by_id_when_the_kernel_allows_it() {
-        let root = Path::new("/sys/fs/cgroup");
+        // The v2 root: /sys/fs/cgroup, or its `unified` on hybrid hosts.
+        let Some(root) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .map(Path::new)
+            .into_iter()
+            .find(|r| {
+                r.join("cgroup.procs").is_file() && r.join("cgroup.subtree_control").is_file()
+            })
+        else {
+            return;
+        };
         let Ok(meta) = std::fs::metadata(root) else {
             return;
         };

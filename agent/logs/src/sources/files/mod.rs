@@ -279,6 +279,7 @@ impl Layout for FilesLayout {
     }
 
     fn decorate(&self, format: &FileFormat, record: &mut LogRecord) {
+        crate::sources::source_metrics().read(self.kind()).inc();
         match format {
             FileFormat::Plain => {}
             FileFormat::Json => {

@@ -374,6 +374,9 @@ impl Reader {
             });
         }
         let record = map::record(entry, meta, self.config.all_fields, self.max_line_bytes);
+        crate::sources::source_metrics()
+            .read(SourceKind::Journal)
+            .inc();
         let builder = &mut self.builder;
         self.ctx.stages.process(record, &mut |r| builder.push(r));
     }

@@ -64,6 +64,12 @@ impl Layout for PodsLayout {
         }
     }
 
+    fn decorate(&self, _info: &PodLogPath, _record: &mut node_agent_core::record::LogRecord) {
+        crate::sources::source_metrics()
+            .read(node_agent_core::record::SourceKind::Pod)
+            .inc();
+    }
+
     fn lag_labels(&self, info: &PodLogPath) -> [String; 3] {
         [
             info.namespace.clone(),

@@ -183,6 +183,8 @@ pub struct TailSource<L: Layout> {
     waiting: HashSet<FileKey>,
     /// Paths refused as symlinks or special files (counted once each).
     refused: HashSet<PathBuf>,
+    /// Since the last seal, stages dropped or held records (see `positions_pending`).
+    stages_consumed: bool,
 }
 
 impl<L: Layout> TailSource<L> {
@@ -207,6 +209,7 @@ impl<L: Layout> TailSource<L> {
             warned_open_limit: None,
             waiting: HashSet::new(),
             refused: HashSet::new(),
+            stages_consumed: false,
         }
     }
 
@@ -321,9 +324,10 @@ impl<L: Layout> TailSource<L> {
         Exit::Shutdown
     }
 
-    /// Position updates not yet sealed into a batch: forgotten files, or files read since.
+    /// Position updates not yet sealed into a batch: forgotten files, or files whose records
+    /// stages dropped or hold (no batch with records would carry their positions).
     fn positions_pending(&self) -> bool {
-        !self.updates.is_empty() || self.files.values().any(|t| t.dirty)
+        !self.updates.is_empty() || (self.stages_consumed && self.files.values().any(|t| t.dirty))
     }
 
     /// Marks the files this pass reads: all (full pass) or those the kernel said changed.
@@ -652,10 +656,19 @@ impl<L: Layout> TailSource<L> {
     /// bytes were read.
     fn read_pass(&mut self, run: &mut Run) -> bool {
         let mut read_any = false;
+        let now = Instant::now();
+        let stages = &run.ctx.stages;
         let keys: Vec<FileKey> = self
             .files
             .values()
             .filter(|t| t.woken || !t.at_eof || t.detached_since.is_some())
+            // A throttle slowing this file's container down: it waits, the others are read.
+            .filter(|t| {
+                t.meta
+                    .as_ref()
+                    .and_then(|m| stages.paused_until(m.file_id))
+                    .is_none_or(|until| until <= now)
+            })
             .map(|t| t.key)
             .collect();
         for key in keys {
@@ -738,6 +751,8 @@ impl<L: Layout> TailSource<L> {
         };
         t.dirty = true;
         let Run { builder, ctx } = run;
+        let before = builder.len();
+        let mut fed = 0;
         for p in self.scratch.drain(..) {
             let mut r = LogRecord::new(
                 Arc::clone(&meta),
@@ -750,6 +765,10 @@ impl<L: Layout> TailSource<L> {
             r.malformed = p.malformed;
             self.layout.decorate(&t.info, &mut r);
             ctx.stages.process(r, &mut |r| builder.push(r));
+            fed += 1;
+        }
+        if builder.len() < before + fed {
+            self.stages_consumed = true;
         }
     }
 
@@ -826,6 +845,7 @@ impl<L: Layout> TailSource<L> {
                 }
             }
         }
+        self.stages_consumed = false;
         // Forgets go last: a file's final records are in this very batch.
         updates.append(&mut self.updates);
         let batch = run.builder.take(updates);
