@@ -337,7 +337,7 @@ async fn a_line_the_server_chokes_on_is_dead_lettered_alone_and_the_rest_deliver
     assert_eq!(sink.metrics().dead_lettered_records(), 1);
     let dead = std::fs::read_to_string(sink.dead_letter_path()).unwrap();
     let letter: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
-    assert_eq!(letter["record"]["offset"], 100);
+    assert_eq!(letter["records"][0]["offset"], 100);
     assert!(letter["reason"].as_str().unwrap().contains("empty body"));
     // Bounded: the whole request twice, then [a] once, [b, c] twice, [b] alone three
     // times (then dead-lettered), [c] once.
@@ -360,7 +360,7 @@ async fn http_413_splits_the_request_and_a_single_record_is_dead_lettered() {
     let dead = std::fs::read_to_string(sink.dead_letter_path()).unwrap();
     let letter: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
     assert_eq!(letter["status"], 413);
-    assert_eq!(letter["record"]["message"], "big-0");
+    assert_eq!(letter["records"][0]["message"], "big-0");
 }
 
 #[tokio::test]

@@ -395,7 +395,7 @@ async fn out_of_order_entries_are_dead_lettered_one_by_one() {
     assert_eq!(lines, ["a-10", "a-11", "b-1", "b-2"]);
     let letters = dead_letters(&sink);
     assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0]["record"]["message"], "a-5");
+    assert_eq!(letters[0]["records"][0]["message"], "a-5");
     assert_eq!(letters[0]["status"], 400);
     assert_eq!(letters[0]["reason"], "entry out of order");
     assert_eq!(sink.metrics().records_sent(), 4);
@@ -417,7 +417,9 @@ async fn too_old_entries_are_dead_lettered_one_by_one() {
     deliver(&sink, &records).await.unwrap();
     let mut refused: Vec<String> = dead_letters(&sink)
         .iter()
-        .map(|l| l["record"]["message"].as_str().unwrap().to_string())
+        // One line per reason, its records inside.
+        .flat_map(|l| l["records"].as_array().unwrap().clone())
+        .map(|r| r["message"].as_str().unwrap().to_string())
         .collect();
     refused.sort();
     assert_eq!(refused, ["a-0", "b-0"]);
@@ -441,7 +443,9 @@ async fn a_cut_list_of_refusals_dead_letters_that_whole_stream_only() {
     deliver(&sink, &second).await.unwrap();
     let refused: Vec<String> = dead_letters(&sink)
         .iter()
-        .map(|l| l["record"]["message"].as_str().unwrap().to_string())
+        // One line per reason, its records inside.
+        .flat_map(|l| l["records"].as_array().unwrap().clone())
+        .map(|r| r["message"].as_str().unwrap().to_string())
         .collect();
     // Every entry of stream a in that request (a-new too: it may or may not be stored),
     // nothing of stream b.

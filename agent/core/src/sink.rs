@@ -27,6 +27,9 @@ impl From<crate::backoff::Cancelled> for SinkError {
 
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
+/// [`Sink::deliver_counted`]'s future: how many records were dead-lettered.
+pub type CountedFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, SinkError>> + Send + 'a>>;
+
 /// A destination for log records.
 pub trait Sink: Send + Sync {
     fn name(&self) -> &str;
@@ -39,6 +42,18 @@ pub trait Sink: Send + Sync {
         records: &'a [LogRecord],
         cancel: &'a CancellationToken,
     ) -> DeliverFuture<'a>;
+
+    /// [`Self::deliver`], also saying how many of `records` the receiver refused for good
+    /// and the sink dead-lettered: they may be acknowledged, but were not shipped
+    /// (`node_agent_logs_records_shipped_total` leaves them out). Sinks that dead-letter
+    /// override it.
+    fn deliver_counted<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> CountedFuture<'a> {
+        Box::pin(async move { self.deliver(records, cancel).await.map(|()| 0) })
+    }
 
     /// Which records the sink takes (`match:`); `None`: all of them.
     fn route(&self) -> Option<&crate::route::Matcher> {
@@ -70,6 +85,14 @@ impl Sink for Routed {
         cancel: &'a CancellationToken,
     ) -> DeliverFuture<'a> {
         self.inner.deliver(records, cancel)
+    }
+
+    fn deliver_counted<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> CountedFuture<'a> {
+        self.inner.deliver_counted(records, cancel)
     }
 
     fn route(&self) -> Option<&crate::route::Matcher> {

@@ -52,7 +52,7 @@ pub fn metrics() -> &'static LogsMetrics {
         ),
         records_shipped: counter(
             "node_agent_logs_records_shipped_total",
-            "Log records confirmed by the sinks they were routed to (counted once per delivery lane).",
+            "Log records confirmed by the sinks they were routed to (counted once per delivery lane), dead-lettered ones left out.",
         ),
         records_delivered: telemetry::register(
             IntCounterVec::new(

@@ -90,6 +90,9 @@ impl Router {
     pub async fn deliver(&self, records: &[LogRecord], cancel: &CancellationToken) -> bool {
         let started = Instant::now();
         let mut confirmed = vec![false; self.sinks.len()];
+        // Records a sink dead-lettered are acknowledged but were not shipped; with several
+        // sinks only counts are known, so the largest one is taken (a lower bound of loss).
+        let mut dead_lettered = 0usize;
         let mut backoff = Backoff::new(RETRY_BACKOFF, RETRY_BACKOFF_MAX);
         loop {
             for (sink, done) in self.sinks.iter().zip(confirmed.iter_mut()) {
@@ -106,9 +109,10 @@ impl Router {
                     *done = true;
                     continue;
                 }
-                match sink.deliver(part, cancel).await {
-                    Ok(()) => {
+                match sink.deliver_counted(part, cancel).await {
+                    Ok(dead) => {
                         *done = true;
+                        dead_lettered = dead_lettered.max(dead);
                         metrics()
                             .records_delivered
                             .with_label_values(&[sink.name()])
@@ -128,7 +132,9 @@ impl Router {
                 metrics()
                     .delivery_seconds
                     .observe(started.elapsed().as_secs_f64());
-                metrics().records_shipped.inc_by(records.len() as u64);
+                metrics()
+                    .records_shipped
+                    .inc_by(records.len().saturating_sub(dead_lettered) as u64);
                 return true;
             }
             if backoff.wait(cancel).await.is_err() {
@@ -140,4 +146,67 @@ impl Router {
 
 fn takes(sink: &dyn Sink, record: &LogRecord) -> bool {
     sink.route().is_none_or(|m| m.matches(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node_agent_core::record::{SourceKind, SourceMeta, Stream};
+    use node_agent_core::sink::{CountedFuture, DeliverFuture};
+
+    /// Accepts every batch but says its receiver refused `dead` records for good.
+    struct DeadLettering {
+        dead: usize,
+    }
+
+    impl Sink for DeadLettering {
+        fn name(&self) -> &str {
+            "router-test-dead-lettering"
+        }
+
+        fn deliver<'a>(
+            &'a self,
+            _records: &'a [LogRecord],
+            _cancel: &'a CancellationToken,
+        ) -> DeliverFuture<'a> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn deliver_counted<'a>(
+            &'a self,
+            _records: &'a [LogRecord],
+            _cancel: &'a CancellationToken,
+        ) -> CountedFuture<'a> {
+            let dead = self.dead;
+            Box::pin(async move { Ok(dead) })
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_lettered_records_are_not_counted_as_shipped() {
+        let source = Arc::new(SourceMeta {
+            kind: SourceKind::Pod,
+            namespace: "ns".into(),
+            pod: "p".into(),
+            pod_uid: "u".into(),
+            container: "c".into(),
+            node: String::new(),
+            path: "/p".into(),
+            file_id: 1,
+            kubernetes: None,
+        });
+        let records: Vec<LogRecord> = (0..5)
+            .map(|i| LogRecord::new(Arc::clone(&source), 1, Stream::Stdout, i, format!("m{i}")))
+            .collect();
+        let router = Router::new(vec![Arc::new(DeadLettering { dead: 3 })]).unwrap();
+        let shipped = metrics().records_shipped.get();
+        let delivered = metrics()
+            .records_delivered
+            .with_label_values(&["router-test-dead-lettering"]);
+        let before = delivered.get();
+        assert!(router.deliver(&records, &CancellationToken::new()).await);
+        assert_eq!(metrics().records_shipped.get() - shipped, 2);
+        // "Delivered" counts what the sink confirmed, dead letters included.
+        assert_eq!(delivered.get() - before, 5);
+    }
 }

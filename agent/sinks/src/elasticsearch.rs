@@ -23,7 +23,7 @@ use super::http::{HttpClient, Settled};
 use super::jsonl::rfc3339_nanos;
 use super::kubernetes::{EcsContainer, Kubernetes, Style};
 use super::metrics::SinkMetrics;
-use super::{DeliverFuture, Sink, SinkError};
+use super::{CountedFuture, DeliverFuture, Sink, SinkError};
 use node_agent_core::backoff::Backoff;
 use node_agent_core::record::LogRecord;
 
@@ -470,8 +470,9 @@ impl ElasticsearchSink {
         &self,
         records: &[LogRecord],
         cancel: &CancellationToken,
-    ) -> Result<(), SinkError> {
+    ) -> Result<usize, SinkError> {
         let batch = self.encoder.encode(records)?;
+        let mut dead_lettered = 0;
         let mut backoff = self.retry.backoff();
         // Requests still to send, in order; a request split after a 413 or repeated bad
         // answers puts its halves at the front.
@@ -491,14 +492,21 @@ impl ElasticsearchSink {
         }
         while let Some(chunk) = queue.pop_front() {
             if let Some((first, second)) = self
-                .deliver_chunk(records, &batch, chunk, &mut backoff, cancel)
+                .deliver_chunk(
+                    records,
+                    &batch,
+                    chunk,
+                    &mut backoff,
+                    &mut dead_lettered,
+                    cancel,
+                )
                 .await?
             {
                 queue.push_front(second);
                 queue.push_front(first);
             }
         }
-        Ok(())
+        Ok(dead_lettered)
     }
 
     /// Sends `pending` until every item is indexed, already present, or dead-lettered, or
@@ -509,6 +517,7 @@ impl ElasticsearchSink {
         batch: &EncodedBatch,
         mut pending: Vec<usize>,
         backoff: &mut Backoff,
+        dead_lettered: &mut usize,
         cancel: &CancellationToken,
     ) -> Result<Option<(Vec<usize>, Vec<usize>)>, SinkError> {
         let mut bad_answers = 0u32;
@@ -590,6 +599,7 @@ impl ElasticsearchSink {
                 self.dead_letter
                     .write_retrying(&refusals, backoff, cancel)
                     .await?;
+                *dead_lettered += refusals.len();
             }
             pending = results.retry;
             if !pending.is_empty() {
@@ -618,6 +628,14 @@ impl Sink for ElasticsearchSink {
         records: &'a [LogRecord],
         cancel: &'a CancellationToken,
     ) -> DeliverFuture<'a> {
+        Box::pin(async move { self.deliver_all(records, cancel).await.map(|_| ()) })
+    }
+
+    fn deliver_counted<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> CountedFuture<'a> {
         Box::pin(self.deliver_all(records, cancel))
     }
 }

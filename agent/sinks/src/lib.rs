@@ -50,7 +50,7 @@ use node_agent_core::node::NodeIdentity;
 
 pub use config::SinkConfig;
 
-pub use node_agent_core::sink::{DeliverFuture, Sink, SinkError};
+pub use node_agent_core::sink::{CountedFuture, DeliverFuture, Sink, SinkError};
 
 /// The `sinks:` section of the config file.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

@@ -24,7 +24,7 @@ use super::deadletter::{DeadLetter, Refusal};
 use super::http::{HttpClient, Settled};
 use super::metrics::SinkMetrics;
 use super::values::RecordValue;
-use super::{DeliverFuture, Sink, SinkError};
+use super::{CountedFuture, DeliverFuture, Sink, SinkError};
 use node_agent_core::node::NodeIdentity;
 use node_agent_core::record::{LogRecord, SourceMeta, Stream};
 
@@ -617,9 +617,10 @@ impl LokiSink {
         &self,
         records: &[LogRecord],
         cancel: &CancellationToken,
-    ) -> Result<(), SinkError> {
+    ) -> Result<usize, SinkError> {
         let requests = self.encoder.encode(records, self.client.gzip());
         let mut backoff = self.retry.backoff();
+        let mut dead_lettered = 0;
         for request in requests {
             let tenant: Vec<(&'static str, &str)> = request
                 .tenant
@@ -681,10 +682,11 @@ impl LokiSink {
                     self.dead_letter
                         .write_retrying(&refused, &mut backoff, cancel)
                         .await?;
+                    dead_lettered += refused.len();
                 }
             }
         }
-        Ok(())
+        Ok(dead_lettered)
     }
 }
 
@@ -719,6 +721,14 @@ impl Sink for LokiSink {
         records: &'a [LogRecord],
         cancel: &'a CancellationToken,
     ) -> DeliverFuture<'a> {
+        Box::pin(async move { self.deliver_all(records, cancel).await.map(|_| ()) })
+    }
+
+    fn deliver_counted<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> CountedFuture<'a> {
         Box::pin(self.deliver_all(records, cancel))
     }
 }

@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     asm.flush(&mut stats, &mut out);
     for p in &out {
         // A message is cut at the cap (invalid UTF-8 may grow by U+FFFD replacement).
-        assert!(p.message.len() <= 3 * max_bytes, "{} > cap {max_bytes}", p.message.len());
+        assert!(
+            p.message.len() <= 3 * max_bytes,
+            "{} > cap {max_bytes}",
+            p.message.len()
+        );
         assert!(p.offset < offset.max(1));
     }
     assert!(asm.pending_start().is_none());
