@@ -70,6 +70,21 @@ impl DeadLetter {
         Self::with_max_bytes(sink, path, DEFAULT_MAX_BYTES, metrics)
     }
 
+    /// The dead letters of the HTTP sink `sink`: `http.dead_letter_path`, or
+    /// `<state dir>/deadletter/<sink>.ndjson`, capped at `http.dead_letter_max_bytes`.
+    pub fn for_http_sink(
+        sink: &str,
+        http: &super::config::HttpOptions,
+        state_dir: &Path,
+        metrics: SinkMetrics,
+    ) -> Self {
+        let path = http
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{sink}.ndjson")));
+        Self::with_max_bytes(sink, path, http.dead_letter_max_bytes, metrics)
+    }
+
     /// As [`Self::new`], with the file capped at `max_bytes` before it rotates.
     pub fn with_max_bytes(sink: &str, path: PathBuf, max_bytes: u64, metrics: SinkMetrics) -> Self {
         // What an earlier run left counts from the start.

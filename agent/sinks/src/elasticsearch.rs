@@ -437,18 +437,8 @@ impl ElasticsearchSink {
         }
         let metrics = SinkMetrics::new(&name);
         let client = HttpClient::new(&name, &config.http, metrics.clone())?;
-        let dead_letter_path = config
-            .http
-            .dead_letter_path
-            .clone()
-            .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
         Ok(Self {
-            dead_letter: DeadLetter::with_max_bytes(
-                &name,
-                dead_letter_path,
-                config.http.dead_letter_max_bytes,
-                metrics,
-            ),
+            dead_letter: DeadLetter::for_http_sink(&name, &config.http, state_dir, metrics),
             encoder: EsEncoder::new(config)?,
             retry: config.http.retry,
             max_request_bytes: config.http.max_request_bytes,

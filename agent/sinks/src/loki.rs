@@ -585,18 +585,8 @@ impl LokiSink {
         let url = push_url(&config.http.url)?;
         let metrics = SinkMetrics::new(&name);
         let client = HttpClient::new(&name, &config.http, metrics.clone())?;
-        let dead_letter_path = config
-            .http
-            .dead_letter_path
-            .clone()
-            .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
         Ok(Self {
-            dead_letter: DeadLetter::with_max_bytes(
-                &name,
-                dead_letter_path,
-                config.http.dead_letter_max_bytes,
-                metrics,
-            ),
+            dead_letter: DeadLetter::for_http_sink(&name, &config.http, state_dir, metrics),
             encoder: LokiEncoder::new(config, identity),
             retry: config.http.retry,
             name,

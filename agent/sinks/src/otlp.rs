@@ -386,13 +386,8 @@ impl OtlpSink {
         let url = logs_url(&config.http.url)?;
         let metrics = SinkMetrics::new(&name);
         let client = HttpClient::new(&name, &config.http, metrics.clone())?;
-        let dead_letter_path = config
-            .http
-            .dead_letter_path
-            .clone()
-            .unwrap_or_else(|| state_dir.join("deadletter").join(format!("{name}.ndjson")));
         Ok(Self {
-            dead_letter: DeadLetter::new(&name, dead_letter_path, metrics),
+            dead_letter: DeadLetter::for_http_sink(&name, &config.http, state_dir, metrics),
             encoder: OtlpEncoder::new(config, identity),
             retry: config.http.retry,
             name,
