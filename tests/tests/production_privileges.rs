@@ -556,3 +556,57 @@ fn seccomp_components_use_the_shipped_profiles() {
         assert!(rendered.contains(&format!("localhostProfile: node-agent/{file}")));
     }
 }
+
+/// The audit component mounts the audit log directory read-only into the DaemonSet.
+#[test]
+fn audit_component_mounts_the_audit_log_read_only() {
+    let Some(kubectl) = node_agent_tests::manifests::kubectl() else {
+        require::missing("kubectl is needed to render the kustomize component");
+        return;
+    };
+    let root = workspace();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        root.join("deploy/base").canonicalize().unwrap(),
+        dir.path().join("base"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        root.join("deploy/components/audit").canonicalize().unwrap(),
+        dir.path().join("component"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [base]\ncomponents: [component]\n",
+    )
+    .unwrap();
+    let out = Command::new(kubectl)
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_yaml_ng::Value> = rendered
+        .split("\n---\n")
+        .filter_map(|d| serde_yaml_ng::from_str(d).ok())
+        .collect();
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("DaemonSet rendered");
+    let mounts = ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap();
+    let audit = mounts
+        .iter()
+        .find(|m| m["name"] == "audit-log")
+        .expect("audit-log mount");
+    assert_eq!(audit["mountPath"], "/var/log/kubernetes/audit");
+    assert_eq!(audit["readOnly"], true);
+}
