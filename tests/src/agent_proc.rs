@@ -26,6 +26,11 @@ pub fn agent_binary() -> anyhow::Result<&'static Path> {
             .package("node-agent")
             .bin("node-agent")
             .manifest_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"));
+        // The eBPF test run (.ci/steps/ebpf.sh) drives the agent as the image ships it.
+        #[cfg(feature = "ebpf")]
+        {
+            build = build.features("ebpf");
+        }
         // cargo sets these for the running test; build scripts that track them (ring
         // tracks CARGO_MANIFEST_DIR) would otherwise see a change and rebuild every time.
         for (key, _) in std::env::vars_os() {

@@ -345,7 +345,7 @@ pub mod capture {
                 // The status page lists the latest few.
                 node_agent_core::status::record_alert(node_agent_core::status::AlertSummary {
                     time_unix_nanos: i64::try_from(alert.time_ns).unwrap_or(i64::MAX),
-                    rule: alert.rule.clone(),
+                    rule: alert.rule.to_string(),
                     priority: alert.priority.as_str().to_owned(),
                     output: alert.output.clone(),
                 });
