@@ -68,7 +68,8 @@ LABEL org.opencontainers.image.title="node-agent" \
 # CA bundle for the HTTPS sinks (Loki, Elasticsearch) in case system roots are used.
 COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=builder /out/node-agent /usr/bin/node-agent
-# Non-root by default (standalone, metrics only). The DaemonSet runs it as UID 0 with
+# Non-root by default (standalone: give it writable /var/lib/node-agent and
+# /var/run/node-agent, or a config with logs.enabled: false). The DaemonSet runs it as UID 0 with
 # every capability but DAC_READ_SEARCH dropped, to read root-owned pod logs (deploy/README.md).
 USER 65532:65532
 EXPOSE 9100

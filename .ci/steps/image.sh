@@ -104,10 +104,16 @@ http_get() { # PORT PATH -> response on stdout (bash /dev/tcp: no curl needed)
     timeout 10 cat <&3
     exec 3<&-
 }
+# The state and lock directories are hostPaths in the DaemonSet; here, directories the
+# image's user owns (the agent refuses to start without a usable state dir).
+mkdir -p "$WORK/state" "$WORK/lock"
+chown 65532:65532 "$WORK/state" "$WORK/lock"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # exec: $! must be buildah itself (it forwards SIGTERM to the agent), not a subshell.
 (exec buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs \
-    run --isolation chroot --runtime runc "$ctr" -- /usr/bin/node-agent \
+    run --isolation chroot --runtime runc \
+    --volume "$WORK/state:/var/lib/node-agent" --volume "$WORK/lock:/var/run/node-agent" \
+    "$ctr" -- /usr/bin/node-agent \
     --web.listen-address="127.0.0.1:$PORT" --collector.disable-defaults --collector.loadavg \
     >"$WORK/agent.log" 2>&1) &
 agent_pid=$!
