@@ -255,26 +255,19 @@ async fn ship_logs(
         );
         tokio::pin!(run);
         let next = loop {
+            // The next accepted configuration; never, without a watcher or once it stopped
+            // (shutdown): then only the pipeline is left.
             let changed = async {
-                match reloads.as_mut() {
-                    Some(rx) => rx.changed().await.is_ok(),
-                    None => std::future::pending().await,
+                if let Some(rx) = reloads.as_mut()
+                    && rx.changed().await.is_ok()
+                {
+                    return Arc::clone(&rx.borrow_and_update());
                 }
+                std::future::pending().await
             };
-            tokio::select! {
+            let new = tokio::select! {
                 result = &mut run => return result,
-                true = changed => {}
-                else => {
-                    // The reload watcher is gone (shutdown): only the pipeline is left.
-                    reloads = None;
-                    continue;
-                }
-            }
-            let Some(new) = reloads
-                .as_mut()
-                .map(|rx| Arc::clone(&rx.borrow_and_update()))
-            else {
-                continue;
+                new = changed => new,
             };
             let built = node_agent_logs::preflight(&new.logs).and_then(|()| {
                 node_agent_sinks::build_all_in(&new.sinks.0, &config.identity, &new.logs.state_dir)
