@@ -6,5 +6,6 @@ pub mod http;
 pub mod kube_bench;
 pub mod loggen;
 pub mod manifests;
+pub mod pipeline;
 pub mod receivers;
 pub mod require;

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use node_agent::core::record::{LogRecord, Stream};
-use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
+use node_agent::logs::LogsConfig;
 use node_agent::sinks::{DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{
     ContainerLog, Expected, Format, LineMix, LoadWriter, LogTree, message_id,
 };
-use tokio::task::JoinHandle;
+use node_agent_tests::pipeline::{Running, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const BATCH_RECORDS: usize = 50;
@@ -103,39 +103,8 @@ impl Sink for TestSink {
     }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<RunSummary>>,
-}
-
 fn start(config: LogsConfig, sinks: Vec<Arc<dyn Sink>>) -> Running {
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(run_with_sinks(
-        config,
-        "node-1".into(),
-        sinks,
-        shutdown.clone(),
-    ));
-    Running { shutdown, handle }
-}
-
-impl Running {
-    async fn stop(self) -> RunSummary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("pipeline stops in time")
-            .expect("pipeline task")
-            .expect("pipeline result")
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Running::start(config, sinks)
 }
 
 /// Every expected id arrived exactly once with the exact message (P/F joined) and stream.

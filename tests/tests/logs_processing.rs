@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use node_agent::identity::NodeIdentity;
-use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
+use node_agent::logs::LogsConfig;
 use node_agent::sinks::{SinkConfig, build_all_in};
+use node_agent_tests::pipeline::Running;
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_000_000_000_000;
 
@@ -65,36 +64,13 @@ fn config(root: &Path, processors: &str) -> LogsConfig {
     }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<RunSummary>>,
-}
-
 fn start(root: &Path, config: LogsConfig) -> Running {
     let sinks: Vec<SinkConfig> = serde_json::from_value(serde_json::json!([
         {"type": "file", "path": root.join("out.ndjson")}
     ]))
     .unwrap();
     let sinks = build_all_in(&sinks, &NodeIdentity::default(), root).unwrap();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(run_with_sinks(
-        config,
-        "node-1".into(),
-        sinks,
-        shutdown.clone(),
-    ));
-    Running { shutdown, handle }
-}
-
-impl Running {
-    async fn stop(self) -> RunSummary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("pipeline stops in time")
-            .expect("pipeline task")
-            .expect("pipeline result")
-    }
+    Running::start(config, sinks)
 }
 
 fn shipped(root: &Path) -> Vec<Value> {

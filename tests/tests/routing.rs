@@ -4,16 +4,15 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use node_agent::identity::NodeIdentity;
-use node_agent::logs::{LogsConfig, RunSummary, run_with_sinks};
+use node_agent::logs::LogsConfig;
 use node_agent::sinks::metrics::SinkMetrics;
 use node_agent::sinks::{Sink, SinkConfig};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix, message_id};
+use node_agent_tests::pipeline::{Running, wait_for};
 use node_agent_tests::receivers::{EsReceiver, LokiReceiver};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 fn config(root: &Path) -> LogsConfig {
     LogsConfig {
@@ -35,39 +34,8 @@ fn sinks(yaml: &str, state: &Path) -> Vec<Arc<dyn Sink>> {
     node_agent::sinks::build_all_in(&configs, &NodeIdentity::default(), state).unwrap()
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<RunSummary>>,
-}
-
 fn start(config: LogsConfig, sinks: Vec<Arc<dyn Sink>>) -> Running {
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(run_with_sinks(
-        config,
-        "node-1".into(),
-        sinks,
-        shutdown.clone(),
-    ));
-    Running { shutdown, handle }
-}
-
-impl Running {
-    async fn stop(self) -> RunSummary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("pipeline stops in time")
-            .expect("pipeline task")
-            .expect("pipeline result")
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Running::start(config, sinks)
 }
 
 fn ids<'a>(messages: impl IntoIterator<Item = &'a String>) -> Vec<String> {

@@ -5,17 +5,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use node_agent_core::record::{LogRecord, SourceKind};
-use node_agent_core::sink::{DeliverFuture, Sink, SinkError};
+use node_agent::core::record::SourceKind;
+use node_agent::core::sink::Sink;
+use node_agent::logs::LogsConfig;
+use node_agent::logs::sources::journal::{JournalSourceConfig, StartAt};
 use node_agent_journal::export;
-use node_agent_logs::sources::journal::{JournalSourceConfig, StartAt};
-use node_agent_logs::{LogsConfig, RunSummary, run_with_sinks};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use node_agent_tests::pipeline::{self, CollectingSink, Running};
 
 const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 const BOOT: &str = "0123456789abcdef0123456789abcdef";
@@ -149,48 +148,6 @@ fn set_archived(path: &Path) {
     std::fs::write(path, &b).unwrap();
 }
 
-#[derive(Default)]
-struct TestSink {
-    records: Mutex<Vec<LogRecord>>,
-    failing: AtomicBool,
-}
-
-impl TestSink {
-    fn messages(&self) -> Vec<String> {
-        self.records
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.message.clone())
-            .collect()
-    }
-
-    fn len(&self) -> usize {
-        self.records.lock().unwrap().len()
-    }
-}
-
-impl Sink for TestSink {
-    fn name(&self) -> &str {
-        "test"
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        records: &'a [LogRecord],
-        _cancel: &'a CancellationToken,
-    ) -> DeliverFuture<'a> {
-        Box::pin(async move {
-            tokio::task::yield_now().await;
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(SinkError::Failed("receiver down".into()));
-            }
-            self.records.lock().unwrap().extend_from_slice(records);
-            Ok(())
-        })
-    }
-}
-
 fn config(root: &Path, journal_dir: &Path) -> LogsConfig {
     LogsConfig {
         // No pods here: only the journal ships.
@@ -214,40 +171,12 @@ fn config(root: &Path, journal_dir: &Path) -> LogsConfig {
     }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<RunSummary>>,
+fn start(config: LogsConfig, sink: &Arc<CollectingSink>) -> Running {
+    Running::start(config, vec![sink.clone()])
 }
 
-fn start(config: LogsConfig, sink: &Arc<TestSink>) -> Running {
-    let shutdown = CancellationToken::new();
-    let sinks: Vec<Arc<dyn Sink>> = vec![sink.clone()];
-    let handle = tokio::spawn(run_with_sinks(
-        config,
-        "node-1".into(),
-        sinks,
-        shutdown.clone(),
-    ));
-    Running { shutdown, handle }
-}
-
-impl Running {
-    async fn stop(self) -> RunSummary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("pipeline stops in time")
-            .expect("pipeline task")
-            .expect("pipeline result")
-    }
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    pipeline::wait_for(what, Duration::from_secs(30), cond).await
 }
 
 /// `got` equals `want`, or a short account of how not (counts, duplicates, first difference).
@@ -292,7 +221,7 @@ fn tempdir() -> (tempfile::TempDir, PathBuf) {
 
 /// A counter of the process-wide registry (0 when not registered yet).
 fn counter(name: &str, label: Option<(&str, &str)>) -> u64 {
-    node_agent_core::telemetry::registry()
+    node_agent::core::telemetry::registry()
         .gather()
         .iter()
         .filter(|f| f.name() == name)
@@ -319,7 +248,7 @@ async fn ships_filtered_entries_with_mapped_fields_like_journalctl() {
     let mut cfg = config(dir.path(), &jdir);
     cfg.journal.include_units = vec!["kubelet".into(), "containerd.service".into()];
     cfg.journal.include_kernel = true;
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(cfg, &sink);
     let want: Vec<In> = input
         .iter()
@@ -393,7 +322,7 @@ async fn restart_resumes_after_the_confirmed_cursor_exactly_once() {
     let mut w = Writer::spawn(&jdir.join("system.journal"));
     w.feed(&entries(0, 300));
     let cfg = config(dir.path(), &jdir);
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
 
     let run = start(cfg.clone(), &sink);
     wait_for("first 300", || sink.len() >= 300).await;
@@ -433,7 +362,7 @@ async fn follows_rotation_and_vacuum_while_running_and_while_stopped() {
     let (dir, jdir) = tempdir();
     let current = jdir.join("system.journal");
     let cfg = config(dir.path(), &jdir);
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
 
     let mut w = Writer::spawn(&current);
     w.feed(&entries(0, 200));
@@ -497,7 +426,7 @@ async fn first_run_from_tail_or_a_time_then_checkpoints_at_once() {
     let mut cfg = config(dir.path(), &jdir);
     cfg.journal.start = StartAt::Tail;
     let checkpoint = cfg.state_dir.join("journal-checkpoint.json");
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(cfg.clone(), &sink);
     // The tail position is checkpointed before any entry: a restart does not seek the
     // tail again and skip what came in between.
@@ -517,7 +446,7 @@ async fn first_run_from_tail_or_a_time_then_checkpoints_at_once() {
     let mut cfg = config(dir.path(), &jdir);
     let from = std::time::SystemTime::UNIX_EPOCH + Duration::from_micros(T0 + 60 * 1000);
     cfg.journal.start = StartAt::Since(from);
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(cfg, &sink);
     wait_for("entries since", || sink.len() >= 40).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -555,7 +484,7 @@ async fn corrupt_and_truncated_files_are_counted_and_do_not_stall() {
         .set_len(tail / 2)
         .unwrap();
     let before: u64 = counter("node_agent_logs_journal_issues_total", None);
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(config(dir.path(), &jdir), &sink);
     wait_for("the sound file", || {
         let m = sink.messages();
@@ -596,7 +525,7 @@ async fn all_fields_and_the_message_cap() {
     let mut cfg = config(dir.path(), &jdir);
     cfg.journal.all_fields = true;
     cfg.max_line_bytes = 1001;
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(cfg, &sink);
     wait_for("two entries", || sink.len() >= 2).await;
     run.stop().await;

@@ -3,54 +3,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use node_agent_core::record::{LogRecord, SourceKind};
-use node_agent_core::sink::{DeliverFuture, Sink};
-use node_agent_logs::sources::files::{FileFormat, FilesEntry};
-use node_agent_logs::sources::journal::JournalSourceConfig;
-use node_agent_logs::{LogsConfig, RunSummary, run_with_sinks};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-#[derive(Default)]
-struct TestSink {
-    records: Mutex<Vec<LogRecord>>,
-}
-
-impl TestSink {
-    fn messages(&self) -> Vec<String> {
-        self.records
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.message.clone())
-            .collect()
-    }
-
-    fn len(&self) -> usize {
-        self.records.lock().unwrap().len()
-    }
-}
-
-impl Sink for TestSink {
-    fn name(&self) -> &str {
-        "test"
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        records: &'a [LogRecord],
-        _cancel: &'a CancellationToken,
-    ) -> DeliverFuture<'a> {
-        Box::pin(async move {
-            tokio::task::yield_now().await;
-            self.records.lock().unwrap().extend_from_slice(records);
-            Ok(())
-        })
-    }
-}
+use node_agent::core::record::SourceKind;
+use node_agent::core::sink::Sink;
+use node_agent::logs::LogsConfig;
+use node_agent::logs::sources::files::{FileFormat, FilesEntry};
+use node_agent::logs::sources::journal::JournalSourceConfig;
+use node_agent_tests::pipeline::{self, CollectingSink, Running};
 
 fn config(root: &Path, files: Vec<FilesEntry>) -> LogsConfig {
     LogsConfig {
@@ -82,40 +43,12 @@ fn entry(dir: &Path, globs: &[&str], format: FileFormat) -> FilesEntry {
     }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<RunSummary>>,
+fn start(config: LogsConfig, sink: &Arc<CollectingSink>) -> Running {
+    Running::start(config, vec![sink.clone()])
 }
 
-fn start(config: LogsConfig, sink: &Arc<TestSink>) -> Running {
-    let shutdown = CancellationToken::new();
-    let sinks: Vec<Arc<dyn Sink>> = vec![sink.clone()];
-    let handle = tokio::spawn(run_with_sinks(
-        config,
-        "node-1".into(),
-        sinks,
-        shutdown.clone(),
-    ));
-    Running { shutdown, handle }
-}
-
-impl Running {
-    async fn stop(self) -> RunSummary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("pipeline stops in time")
-            .expect("pipeline task")
-            .expect("pipeline result")
-    }
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    pipeline::wait_for(what, Duration::from_secs(30), cond).await
 }
 
 fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
@@ -159,7 +92,7 @@ fn assert_exactly(got: &[String], want: &[String]) {
 
 /// A counter of the process-wide registry by its `source` label (0 when absent).
 fn by_source(name: &str, source: &str) -> u64 {
-    node_agent_core::telemetry::registry()
+    node_agent::core::telemetry::registry()
         .gather()
         .iter()
         .filter(|f| f.name() == name)
@@ -200,7 +133,7 @@ async fn globs_rotation_and_restart_ship_every_line_once() {
     let mut e = entry(&log, &["*.log"], FileFormat::Plain);
     e.exclude = vec![format!("{}/secret.log", log.display())];
     let cfg = config(dir.path(), vec![e]);
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(cfg.clone(), &sink);
     wait_for("initial lines", || sink.len() >= 120).await;
 
@@ -260,7 +193,7 @@ async fn json_lines_become_fields() {
             "not json at all".to_string(),
         ],
     );
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(
         config(dir.path(), vec![entry(&log, &["*.json"], FileFormat::Json)]),
         &sink,
@@ -298,7 +231,7 @@ async fn audit_log_events_map_to_fields_with_kind_audit() {
     let read_before = by_source("node_agent_logs_source_records_read_total", "audit");
     let delivered_before = by_source("node_agent_logs_source_records_delivered_total", "audit");
     append(&audit.join("audit.log"), events.clone());
-    let sink = Arc::new(TestSink::default());
+    let sink = Arc::new(CollectingSink::default());
     let run = start(
         config(
             dir.path(),
