@@ -38,7 +38,8 @@ const TAKEOVER: Duration = Duration::from_secs(15);
 /// Once faults stop, everything must be delivered within this.
 const SETTLE: Duration = Duration::from_secs(90);
 const PODS: usize = 4;
-const LINES_PER_SEC: u64 = 400;
+/// Modest: the debug build on a loaded 2-core CI machine must keep up.
+const LINES_PER_SEC: u64 = 200;
 const ROTATE_EVERY: u64 = 500;
 /// Size of the state dir's tmpfs.
 const STATE_FS: &str = "size=8m";
@@ -539,12 +540,14 @@ async fn soak(o: Options) -> anyhow::Result<()> {
     let config = root.path().join("config.yaml");
     std::fs::write(&config, yaml)?;
 
-    let writer = LoadWriter::spawn(logs, LINES_PER_SEC, Some(ROTATE_EVERY), LineMix::default());
-    let generated = writer.lines_counter();
     let first = AgentProc::start("agent-0", &config).await?;
     first.wait_for_event(ACQUIRED, TAKEOVER).await?;
     let second = AgentProc::start("agent-1", &config).await?;
     second.wait_for_event(STANDBY, TAKEOVER).await?;
+    // Lines start once a leader runs: a fresh agent (no checkpoint) does not read files
+    // rotated before it started, which would count as lost here but is by design.
+    let writer = LoadWriter::spawn(logs, LINES_PER_SEC, Some(ROTATE_EVERY), LineMix::default());
+    let generated = writer.lines_counter();
     let mut w = World {
         config,
         loki,
@@ -605,6 +608,13 @@ async fn soak(o: Options) -> anyhow::Result<()> {
                 .iter()
                 .all(|id| loki.contains_key(id) && es.contains_key(id));
             if done || Instant::now() > deadline {
+                println!(
+                    "settled after {:.0?}: loki {} / es {} of {} ids",
+                    SETTLE - deadline.saturating_duration_since(Instant::now()),
+                    loki.len(),
+                    es.len(),
+                    expected.len()
+                );
                 break;
             }
             if let Err(e) = w.hold(Duration::from_millis(500)).await {
