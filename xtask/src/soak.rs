@@ -603,14 +603,19 @@ async fn soak(o: Options) -> anyhow::Result<()> {
     if outcome.is_ok() {
         loop {
             let loki = tally(loki_ids(&w.loki));
-            let es = w.es.writes();
+            // Elasticsearch `_id`s are the agent's, the line id is in `message`.
+            let es: std::collections::HashSet<String> =
+                w.es.messages()
+                    .iter()
+                    .filter_map(|m| message_id(m).map(str::to_string))
+                    .collect();
             let done = expected
                 .iter()
-                .all(|id| loki.contains_key(id) && es.contains_key(id));
+                .all(|id| loki.contains_key(id) && es.contains(id));
             if done || Instant::now() > deadline {
                 println!(
-                    "settled after {:.0?}: loki {} / es {} of {} ids",
-                    SETTLE - deadline.saturating_duration_since(Instant::now()),
+                    "settled after {:.1?}: loki {} / es {} of {} ids",
+                    SETTLE.saturating_sub(deadline.saturating_duration_since(Instant::now())),
                     loki.len(),
                     es.len(),
                     expected.len()
