@@ -385,6 +385,7 @@ impl LogTree {
 /// or a leader handover), with optional kubelet-style rotation.
 pub struct LoadWriter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<AtomicU64>,
     thread: std::thread::JoinHandle<std::io::Result<Vec<ContainerLog>>>,
 }
 
@@ -400,6 +401,8 @@ impl LoadWriter {
     ) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
+        let written = std::sync::Arc::new(AtomicU64::new(0));
+        let count = std::sync::Arc::clone(&written);
         let thread = std::thread::spawn(move || {
             let round = std::time::Duration::from_secs_f64(
                 logs.len().max(1) as f64 / lines_per_sec.max(1) as f64,
@@ -417,6 +420,7 @@ impl LoadWriter {
                         log.rotate(gzip)?;
                     }
                     log.flush()?;
+                    count.fetch_add(1, Ordering::SeqCst);
                 }
                 rounds += 1;
                 let due = started + round * rounds;
@@ -426,7 +430,16 @@ impl LoadWriter {
             }
             Ok(logs)
         });
-        Self { stop, thread }
+        Self {
+            stop,
+            written,
+            thread,
+        }
+    }
+
+    /// Lines written (and flushed) so far, live.
+    pub fn lines_counter(&self) -> std::sync::Arc<AtomicU64> {
+        std::sync::Arc::clone(&self.written)
     }
 
     /// Stops writing; returns the logs (with everything they expect) once flushed.

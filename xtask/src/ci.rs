@@ -8,7 +8,13 @@ use std::time::Instant;
 use anyhow::bail;
 
 /// Area steps run after the workspace tests, when present (each installs what it needs).
-const AREA_STEPS: &[&str] = &["ebpf.sh", "deploy.sh", "es-emulator.sh", "image.sh"];
+const AREA_STEPS: &[&str] = &[
+    "ebpf.sh",
+    "deploy.sh",
+    "es-emulator.sh",
+    "image.sh",
+    "soak.sh",
+];
 
 pub fn main(root: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

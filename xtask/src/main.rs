@@ -14,8 +14,9 @@ mod cross;
 mod fuzz;
 mod selfstat;
 mod size;
+mod soak;
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]...";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]... | cargo xtask soak [--minutes N | --seconds N] [--seed S]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
             rest,
         ),
+        ["soak", rest @ ..] => soak::run(rest),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
     }

@@ -86,6 +86,8 @@ struct Control {
     /// sees them.
     script: Mutex<VecDeque<(StatusCode, Option<u64>)>>,
     down: AtomicBool,
+    /// Milliseconds every request waits before it is answered ("slow").
+    delay_ms: std::sync::atomic::AtomicU64,
     log: Mutex<Vec<Recorded>>,
 }
 
@@ -215,6 +217,13 @@ impl Server {
         self.control.down.store(down, Ordering::SeqCst);
     }
 
+    /// Every request waits `delay` before it is answered (zero: none), as a slow or
+    /// overloaded service does.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.control.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Heads of every request served so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.control.log.lock().unwrap().clone()
@@ -240,6 +249,10 @@ async fn serve(
         .headers
         .get(hyper::header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let delay = control.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let scripted = control.script.lock().unwrap().pop_front();
     let mut retry_after = None;
     let reply = if let Some((status, after)) = scripted {
