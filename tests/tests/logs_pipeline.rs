@@ -748,3 +748,65 @@ async fn symlinks_and_special_files_in_log_dirs_are_never_read() {
     );
     assert!(skipped() - before >= 2.0, "symlink and FIFO are counted");
 }
+
+fn counter_value(name: &str, label: &str) -> f64 {
+    node_agent::core::telemetry::registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().to_vec())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == label))
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_rotated_file_after_the_rotate_wait_are_counted_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // A write to a file nobody tracks is seen by a rescan, not by the watch.
+    let cfg = LogsConfig {
+        watched_rescan_interval: Duration::from_millis(200),
+        ..config(dir.path())
+    };
+    let mut log = ContainerLog::create(&cfg.pods_dir, "prod", "late", "app", Format::Cri).unwrap();
+    let mix = LineMix::default();
+    log.write_lines(10, &mix).unwrap();
+    log.flush().unwrap();
+    let lost = || {
+        counter_value(
+            "node_agent_logs_lost_bytes_total",
+            "written_after_rotate_wait",
+        )
+    };
+    let before = lost();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("the first lines", Duration::from_secs(10), || {
+        sink.records.lock().unwrap().len() >= 10
+    })
+    .await;
+    let rotated = log.rotate(false).unwrap();
+    // Past the rotate wait and a few rescans: the agent has let the rotated file go.
+    tokio::time::sleep(node_agent::logs::sources::tail::ROTATE_WAIT + Duration::from_millis(1500))
+        .await;
+    let late = b"2024-01-01T00:00:00.000000000Z stdout F written too late\n";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&rotated)
+        .unwrap();
+    std::io::Write::write_all(&mut f, late).unwrap();
+    drop(f);
+    wait_for("the late bytes counted", Duration::from_secs(5), || {
+        lost() - before >= late.len() as f64
+    })
+    .await;
+    run.stop().await;
+    assert_eq!(lost() - before, late.len() as f64, "counted once");
+    assert!(
+        sink.records
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| !r.message.contains("too late"))
+    );
+}

@@ -29,6 +29,7 @@ pub struct LogsMetrics {
     pub checkpoint_errors: IntCounter,
     pub read_errors: IntCounter,
     pub files_skipped: IntCounterVec,
+    pub lost_bytes: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -172,7 +173,17 @@ pub fn metrics() -> &'static LogsMetrics {
             IntCounterVec::new(
                 Opts::new(
                     "node_agent_logs_files_skipped_total",
-                    "Log paths not read, by reason (symlink, not_regular, open_limit).",
+                    "Log paths not read, by reason (symlink, not_regular, open_limit, rotated_unreadable).",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
+        ),
+        lost_bytes: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_lost_bytes_total",
+                    "Log bytes nothing will ship, by reason (written_after_rotate_wait: appended to a rotated file after the agent let it go).",
                 ),
                 &["reason"],
             )

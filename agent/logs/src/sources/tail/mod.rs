@@ -162,8 +162,10 @@ pub struct TailSource<L: Layout> {
     by_path: HashMap<PathBuf, FileKey>,
     /// Positions from the checkpoint not yet matched to a file (consumed by the scans).
     loaded: HashMap<FileKey, FileEntry>,
-    /// Files read to the end and dropped; a rotated name of theirs must not be re-read.
-    finished: HashSet<FileKey>,
+    /// Files read to the end and dropped, with the size we read them to: a rotated name of
+    /// theirs must not be re-read, and bytes it gains later were written after
+    /// [`ROTATE_WAIT`] and are lost (counted, see [`TailSource::consider`]).
+    finished: HashMap<FileKey, u64>,
     /// First-line hashes of files we read: a rotated file starting with one of them is a
     /// copy (copytruncate) of what we already shipped.
     seen_heads: HashSet<u64>,
@@ -196,7 +198,7 @@ impl<L: Layout> TailSource<L> {
             files: HashMap::new(),
             by_path: HashMap::new(),
             loaded: HashMap::new(),
-            finished: HashSet::new(),
+            finished: HashMap::new(),
             seen_heads: HashSet::new(),
             updates: Vec::new(),
             changes: Arc::new(watch::Changes::default()),
@@ -403,7 +405,7 @@ impl<L: Layout> TailSource<L> {
                 }
             }
         }
-        self.finished.retain(|k| seen.contains(k));
+        self.finished.retain(|k, _| seen.contains(k));
         for t in self.files.values_mut() {
             if t.detached_since.is_some() {
                 continue;
@@ -435,6 +437,7 @@ impl<L: Layout> TailSource<L> {
             return;
         };
         let dir = entry.path.parent();
+        let mut unreadable = false;
         for c in compressed.iter().filter(|c| c.path.parent() == dir) {
             let file = match gzip::decompress_to_unlinked(
                 self.layout.root(),
@@ -447,6 +450,7 @@ impl<L: Layout> TailSource<L> {
                 Err(e) => {
                     metrics().read_errors.inc();
                     tracing::warn!(path = %c.path.display(), error = %e, "decompressing rotated log file");
+                    unreadable = true;
                     continue;
                 }
             };
@@ -485,6 +489,14 @@ impl<L: Layout> TailSource<L> {
                 },
             );
             return;
+        }
+        if unreadable {
+            // The checkpoint's file is gone and a compressed candidate could not be read:
+            // the rest of that file is lost (the caller forgets its position).
+            metrics()
+                .files_skipped
+                .with_label_values(&["rotated_unreadable"])
+                .inc();
         }
     }
 
@@ -549,7 +561,25 @@ impl<L: Layout> TailSource<L> {
                 (false, None) => Some(just_started),
             };
             let recent = since.is_some_and(|t| meta.modified().is_ok_and(|m| m > t));
-            if !recent || self.finished.contains(&key) {
+            if let Some(done) = self.finished.get_mut(&key) {
+                if meta.len() > *done {
+                    // Written to after we let the file go: nothing will read these bytes.
+                    let lost = meta.len() - *done;
+                    metrics()
+                        .lost_bytes
+                        .with_label_values(&["written_after_rotate_wait"])
+                        .inc_by(lost);
+                    tracing::warn!(
+                        path = %path.display(),
+                        bytes = lost,
+                        wait = ?ROTATE_WAIT,
+                        "a rotated log file was written to after the rotate wait; those bytes are not shipped"
+                    );
+                    *done = meta.len();
+                }
+                return;
+            }
+            if !recent {
                 return;
             }
         }
@@ -604,7 +634,7 @@ impl<L: Layout> TailSource<L> {
                 Ok((h, true)) if self.seen_heads.contains(&h) => {
                     // A copy of a file we read (copytruncate), not a file we missed.
                     tracing::debug!(path = %path.display(), "ignoring copy of an already shipped log file");
-                    self.finished.insert(key);
+                    self.finished.insert(key, meta.len());
                     return;
                 }
                 Ok(_) => {}
@@ -802,7 +832,9 @@ impl<L: Layout> TailSource<L> {
         for key in finished {
             let mut stats = ParseStats::default();
             let mut file_id = None;
+            let mut size = 0;
             if let Some(t) = self.files.get_mut(&key) {
+                size = t.tailer.read_offset();
                 // The final part never came: ship what there is rather than lose it.
                 t.decoder.flush(&mut stats, &mut self.scratch);
                 file_id = t.meta.as_ref().map(|m| m.file_id);
@@ -818,7 +850,7 @@ impl<L: Layout> TailSource<L> {
             {
                 self.by_path.remove(&t.path);
             }
-            self.finished.insert(key);
+            self.finished.insert(key, size);
             self.updates.push(Update::Forget(key));
         }
         metrics().open_files.set(self.files.len() as i64);
