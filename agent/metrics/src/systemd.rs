@@ -69,9 +69,6 @@ pub struct SystemdCollector {
     tasks: bool,
     restarts: bool,
     start_time: bool,
-    /// A private runtime: scrapes run on the server's blocking threads, where the
-    /// server's own runtime cannot be blocked on.
-    runtime: tokio::runtime::Runtime,
 }
 
 pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
@@ -85,10 +82,6 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
         ),
     };
     let more = &ctx.options.more;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CollectorError::Other(format!("systemd: starting a runtime: {e}")))?;
     Ok(Box::new(SystemdCollector {
         address,
         include: more.systemd_unit_include.clone(),
@@ -96,7 +89,6 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorErro
         tasks: more.systemd_task_metrics,
         restarts: more.systemd_restarts_metrics,
         start_time: more.systemd_start_time_metrics,
-        runtime,
     }))
 }
 
@@ -141,7 +133,12 @@ impl Bus {
             .map_err(|e| dbus_err(&format!("decoding {iface}.{prop} of {path}"), e))
     }
 
-    async fn get_string(&self, path: &str, iface: &str, prop: &str) -> Result<String, CollectorError> {
+    async fn get_string(
+        &self,
+        path: &str,
+        iface: &str,
+        prop: &str,
+    ) -> Result<String, CollectorError> {
         let v = self.get(path, iface, prop).await?;
         String::try_from(v).map_err(|e| dbus_err(&format!("{iface}.{prop} is not a string"), e))
     }
@@ -207,8 +204,12 @@ impl SystemdCollector {
             }
             if self.start_time {
                 unit.start_time = Some(if active == "active" {
-                    bus.get_number(path, "org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp")
-                        .await?
+                    bus.get_number(
+                        path,
+                        "org.freedesktop.systemd1.Unit",
+                        "ActiveEnterTimestamp",
+                    )
+                    .await?
                         / 1e6
                 } else {
                     0.0
@@ -275,7 +276,11 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
             out.gauge(
                 "node_systemd_unit_state",
                 "Systemd unit",
-                &[("name", &u.name), ("state", state), ("type", &u.service_type)],
+                &[
+                    ("name", &u.name),
+                    ("state", state),
+                    ("type", &u.service_type),
+                ],
                 v,
             );
         }
@@ -349,7 +354,11 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
         "node_systemd_system_running",
         "Whether the system is operational (see 'systemctl is-system-running')",
         &[],
-        if s.system_state == "running" { 1.0 } else { 0.0 },
+        if s.system_state == "running" {
+            1.0
+        } else {
+            0.0
+        },
     );
     for (state, n) in &s.summary {
         out.gauge(
@@ -369,11 +378,16 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
 
 impl Collector for SystemdCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        // A fresh thread has no runtime context, so blocking on the private runtime is
-        // allowed there even when update runs on a blocking thread of the server's.
+        // Scrapes run on the server's blocking threads, where its runtime cannot be
+        // blocked on; a fresh thread has no runtime context, so a per-scrape
+        // current-thread runtime can run there (and is dropped outside any async context).
         let snapshot = std::thread::scope(|s| {
             s.spawn(|| {
-                self.runtime.block_on(async {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| dbus_err("starting a runtime", e))?;
+                rt.block_on(async {
                     tokio::time::timeout(TIMEOUT, self.snapshot())
                         .await
                         .map_err(|_| dbus_err("talking to systemd", "timed out"))?
@@ -414,7 +428,10 @@ mod tests {
         let mut out = MetricSet::new();
         emit(&s, &mut out);
         let fam = |n: &str| out.families().iter().find(|f| f.name() == n).cloned();
-        assert_eq!(fam("node_systemd_unit_state").unwrap().get_metric().len(), 5);
+        assert_eq!(
+            fam("node_systemd_unit_state").unwrap().get_metric().len(),
+            5
+        );
         assert_eq!(fam("node_systemd_units").unwrap().get_metric().len(), 5);
         assert!(fam("node_systemd_socket_refused_connections_total").is_none());
         assert_eq!(
