@@ -10,6 +10,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
 # nft makes conntrack entries in a test's own network namespace (tests/tests/conntrack_netns.rs).
 command -v nft >/dev/null || need+=(nftables)
+# dbus-daemon carries the fake systemd of tests/tests/systemd_dbus.rs.
+command -v dbus-daemon >/dev/null || need+=(dbus)
 # systemd-journal-remote writes real journal files for the journal reader's tests; journalctl
 # (package systemd) reads them back as the oracle.
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)

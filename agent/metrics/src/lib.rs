@@ -54,6 +54,7 @@ pub mod softnet;
 pub mod stat;
 pub(crate) mod sysattr;
 pub mod sysctl;
+pub mod systemd;
 pub mod tapestats;
 pub mod tcpstat;
 pub mod textfile;
@@ -466,6 +467,11 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         name: "sysctl",
         default_enabled: false,
         build: sysctl::build,
+    },
+    CollectorSpec {
+        name: "systemd",
+        default_enabled: false,
+        build: systemd::build,
     },
     CollectorSpec {
         name: "watchdog",

@@ -1,0 +1,444 @@
+//! `systemd` (off by default, as in upstream node_exporter 1.5.0): unit states, start
+//! times, tasks, restarts, socket and timer figures and the manager's version/state,
+//! read from `org.freedesktop.systemd1` over the system bus with zbus (node_exporter
+//! collector/systemd_linux.go over go-systemd's dbus package).
+//!
+//! The bus is `$DBUS_SYSTEM_BUS_ADDRESS` when set (what go-dbus honours, so both
+//! exporters can be pointed at one private bus), else the host's
+//! `<rootfs>/run/dbus/system_bus_socket`. Each scrape opens its own connection, as
+//! node_exporter does, so a restarted dbus-daemon needs no reconnect logic; the whole
+//! exchange is bounded by [`TIMEOUT`] so a wedged bus fails the collector instead of the
+//! scrape.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+
+use super::{BuildContext, Collector, CollectorError, MetricSet};
+
+const DEST: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// The states node_exporter emits one `unit_state` series for, in its order.
+const UNIT_STATES: [&str; 5] = ["active", "activating", "deactivating", "inactive", "failed"];
+
+/// ListUnits' row: name, description, load, active, sub, followed, path, job id/type/path.
+type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Unit {
+    pub name: String,
+    pub active_state: String,
+    /// The service's `Type` (simple, forking, …); empty for other unit kinds.
+    pub service_type: String,
+    pub start_time: Option<f64>,
+    pub tasks_current: Option<f64>,
+    pub tasks_max: Option<f64>,
+    pub restarts: Option<f64>,
+    /// accepted, current, refused (refused is absent before systemd 239).
+    pub socket: Option<(f64, f64, Option<f64>)>,
+    pub timer_last_trigger: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: String,
+    pub system_state: String,
+    /// Counts of every loaded unit by active state (before the include/exclude filter).
+    pub summary: BTreeMap<String, u64>,
+    pub units: Vec<Unit>,
+}
+
+pub struct SystemdCollector {
+    address: String,
+    include: regex::Regex,
+    exclude: regex::Regex,
+    tasks: bool,
+    restarts: bool,
+    start_time: bool,
+}
+
+pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, CollectorError> {
+    let address = match std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
+        Ok(a) if !a.is_empty() => a,
+        _ => format!(
+            "unix:path={}",
+            ctx.paths
+                .rootfs_path("/run/dbus/system_bus_socket")
+                .display()
+        ),
+    };
+    let more = &ctx.options.more;
+    Ok(Box::new(SystemdCollector {
+        address,
+        include: more.systemd_unit_include.clone(),
+        exclude: more.systemd_unit_exclude.clone(),
+        tasks: more.systemd_task_metrics,
+        restarts: more.systemd_restarts_metrics,
+        start_time: more.systemd_start_time_metrics,
+    }))
+}
+
+fn dbus_err(what: &str, e: impl std::fmt::Display) -> CollectorError {
+    CollectorError::Other(format!("systemd: {what}: {e}"))
+}
+
+/// A D-Bus property as f64, from whichever unsigned/signed integer type systemd uses.
+fn number(v: &OwnedValue) -> Option<f64> {
+    if let Ok(n) = u64::try_from(v) {
+        return Some(n as f64);
+    }
+    if let Ok(n) = u32::try_from(v) {
+        return Some(f64::from(n));
+    }
+    if let Ok(n) = i64::try_from(v) {
+        return Some(n as f64);
+    }
+    i32::try_from(v).ok().map(f64::from)
+}
+
+struct Bus {
+    conn: zbus::Connection,
+}
+
+impl Bus {
+    async fn get(&self, path: &str, iface: &str, prop: &str) -> Result<OwnedValue, CollectorError> {
+        let reply = self
+            .conn
+            .call_method(
+                Some(DEST),
+                path,
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &(iface, prop),
+            )
+            .await
+            .map_err(|e| dbus_err(&format!("{iface}.{prop} of {path}"), e))?;
+        reply
+            .body()
+            .deserialize::<OwnedValue>()
+            .map_err(|e| dbus_err(&format!("decoding {iface}.{prop} of {path}"), e))
+    }
+
+    async fn get_string(
+        &self,
+        path: &str,
+        iface: &str,
+        prop: &str,
+    ) -> Result<String, CollectorError> {
+        let v = self.get(path, iface, prop).await?;
+        String::try_from(v).map_err(|e| dbus_err(&format!("{iface}.{prop} is not a string"), e))
+    }
+
+    async fn get_number(&self, path: &str, iface: &str, prop: &str) -> Result<f64, CollectorError> {
+        let v = self.get(path, iface, prop).await?;
+        number(&v).ok_or_else(|| dbus_err(&format!("{iface}.{prop} of {path}"), "not a number"))
+    }
+}
+
+impl SystemdCollector {
+    fn wanted(&self, name: &str) -> bool {
+        self.include.is_match(name) && !self.exclude.is_match(name)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, CollectorError> {
+        let conn = zbus::connection::Builder::address(self.address.as_str())
+            .map_err(|e| dbus_err(&format!("bus address {:?}", self.address), e))?
+            .build()
+            .await
+            .map_err(|e| dbus_err(&format!("connecting to {}", self.address), e))?;
+        let bus = Bus { conn };
+        let version = bus.get_string(MANAGER_PATH, MANAGER, "Version").await?;
+        let system_state = bus.get_string(MANAGER_PATH, MANAGER, "SystemState").await?;
+        let reply = bus
+            .conn
+            .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), "ListUnits", &())
+            .await
+            .map_err(|e| dbus_err("ListUnits", e))?;
+        let rows: Vec<UnitRow> = reply
+            .body()
+            .deserialize()
+            .map_err(|e| dbus_err("decoding ListUnits", e))?;
+
+        let mut summary: BTreeMap<String, u64> =
+            UNIT_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut units = Vec::new();
+        for (name, _, load, active, _, _, path, ..) in rows {
+            if let Some(n) = summary.get_mut(&active) {
+                *n += 1;
+            }
+            if load != "loaded" || !self.wanted(&name) {
+                continue;
+            }
+            let path = path.as_str();
+            let mut unit = Unit {
+                name: name.clone(),
+                active_state: active.clone(),
+                ..Unit::default()
+            };
+            const SVC: &str = "org.freedesktop.systemd1.Service";
+            if name.ends_with(".service") {
+                unit.service_type = bus.get_string(path, SVC, "Type").await?;
+                if self.restarts {
+                    unit.restarts = Some(bus.get_number(path, SVC, "NRestarts").await?);
+                }
+                if self.tasks {
+                    // u64::MAX is systemd's "unset"/"infinity": node_exporter skips it.
+                    let valid = |v: f64| (v < u64::MAX as f64).then_some(v);
+                    unit.tasks_current = valid(bus.get_number(path, SVC, "TasksCurrent").await?);
+                    unit.tasks_max = valid(bus.get_number(path, SVC, "TasksMax").await?);
+                }
+            }
+            if self.start_time {
+                unit.start_time = Some(if active == "active" {
+                    bus.get_number(
+                        path,
+                        "org.freedesktop.systemd1.Unit",
+                        "ActiveEnterTimestamp",
+                    )
+                    .await?
+                        / 1e6
+                } else {
+                    0.0
+                });
+            }
+            if name.ends_with(".socket") {
+                const SOCK: &str = "org.freedesktop.systemd1.Socket";
+                let accepted = bus.get_number(path, SOCK, "NAccepted").await?;
+                let current = bus.get_number(path, SOCK, "NConnections").await?;
+                // Older systemd has no NRefused: leave the series out, as node_exporter does.
+                let refused = bus.get_number(path, SOCK, "NRefused").await.ok();
+                unit.socket = Some((accepted, current, refused));
+            }
+            if name.ends_with(".timer") {
+                let v = bus
+                    .get_number(path, "org.freedesktop.systemd1.Timer", "LastTriggerUSec")
+                    .await?;
+                unit.timer_last_trigger = Some(v / 1e6);
+            }
+            units.push(unit);
+        }
+        Ok(Snapshot {
+            version,
+            system_state,
+            summary,
+            units,
+        })
+    }
+}
+
+/// node_exporter's version parse: the first run of three or more digits, with an optional
+/// fraction ("252.22-1~deb12u1" → 252.22).
+pub fn parse_version(v: &str) -> f64 {
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i - start >= 3 {
+                let mut end = i;
+                if end + 1 < b.len() && b[end] == b'.' && b[end + 1].is_ascii_digit() {
+                    end += 1;
+                    while end < b.len() && b[end].is_ascii_digit() {
+                        end += 1;
+                    }
+                }
+                return v[start..end].parse().unwrap_or(0.0);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    0.0
+}
+
+/// Appends a snapshot's families with node_exporter 1.5.0's names, HELP and types.
+pub fn emit(s: &Snapshot, out: &mut MetricSet) {
+    for u in &s.units {
+        for state in UNIT_STATES {
+            let v = if u.active_state == state { 1.0 } else { 0.0 };
+            out.gauge(
+                "node_systemd_unit_state",
+                "Systemd unit",
+                &[
+                    ("name", &u.name),
+                    ("state", state),
+                    ("type", &u.service_type),
+                ],
+                v,
+            );
+        }
+    }
+    for u in &s.units {
+        let name = [("name", u.name.as_str())];
+        if let Some(v) = u.start_time {
+            out.gauge(
+                "node_systemd_unit_start_time_seconds",
+                "Start time of the unit since unix epoch in seconds.",
+                &name,
+                v,
+            );
+        }
+        if let Some(v) = u.tasks_current {
+            out.gauge(
+                "node_systemd_unit_tasks_current",
+                "Current number of tasks per Systemd unit",
+                &name,
+                v,
+            );
+        }
+        if let Some(v) = u.tasks_max {
+            out.gauge(
+                "node_systemd_unit_tasks_max",
+                "Maximum number of tasks per Systemd unit",
+                &name,
+                v,
+            );
+        }
+        if let Some(v) = u.restarts {
+            out.counter(
+                "node_systemd_service_restart_total",
+                "Service unit count of Restart triggers",
+                &name,
+                v,
+            );
+        }
+        if let Some((accepted, current, refused)) = u.socket {
+            out.counter(
+                "node_systemd_socket_accepted_connections_total",
+                "Total number of accepted socket connections",
+                &name,
+                accepted,
+            );
+            out.gauge(
+                "node_systemd_socket_current_connections",
+                "Current number of socket connections",
+                &name,
+                current,
+            );
+            if let Some(r) = refused {
+                out.gauge(
+                    "node_systemd_socket_refused_connections_total",
+                    "Total number of refused socket connections",
+                    &name,
+                    r,
+                );
+            }
+        }
+        if let Some(v) = u.timer_last_trigger {
+            out.gauge(
+                "node_systemd_timer_last_trigger_seconds",
+                "Seconds since epoch of last trigger.",
+                &name,
+                v,
+            );
+        }
+    }
+    out.gauge(
+        "node_systemd_system_running",
+        "Whether the system is operational (see 'systemctl is-system-running')",
+        &[],
+        if s.system_state == "running" {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    for (state, n) in &s.summary {
+        out.gauge(
+            "node_systemd_units",
+            "Summary of systemd unit states",
+            &[("state", state)],
+            *n as f64,
+        );
+    }
+    out.gauge(
+        "node_systemd_version",
+        "Detected systemd version",
+        &[("version", &s.version)],
+        parse_version(&s.version),
+    );
+}
+
+impl Collector for SystemdCollector {
+    fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
+        // Scrapes run on the server's blocking threads, where its runtime cannot be
+        // blocked on; a fresh thread has no runtime context, so a per-scrape
+        // current-thread runtime can run there (and is dropped outside any async context).
+        let snapshot = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| dbus_err("starting a runtime", e))?;
+                rt.block_on(async {
+                    tokio::time::timeout(TIMEOUT, self.snapshot())
+                        .await
+                        .map_err(|_| dbus_err("talking to systemd", "timed out"))?
+                })
+            })
+            .join()
+        })
+        .map_err(|_| CollectorError::Other("systemd: D-Bus thread panicked".into()))??;
+        emit(&snapshot, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parse_as_node_exporter() {
+        assert_eq!(parse_version("252.22-1~deb12u1"), 252.22);
+        assert_eq!(parse_version("systemd 245 (245.4-4ubuntu3)"), 245.0);
+        assert_eq!(parse_version("v24"), 0.0);
+    }
+
+    #[test]
+    fn emits_one_series_per_state_and_summary() {
+        let s = Snapshot {
+            version: "252.22-1~deb12u1".into(),
+            system_state: "degraded".into(),
+            summary: UNIT_STATES.iter().map(|s| (s.to_string(), 1)).collect(),
+            units: vec![Unit {
+                name: "a.socket".into(),
+                active_state: "failed".into(),
+                socket: Some((3.0, 1.0, None)),
+                ..Unit::default()
+            }],
+        };
+        let mut out = MetricSet::new();
+        emit(&s, &mut out);
+        let fam = |n: &str| out.families().iter().find(|f| f.name() == n).cloned();
+        assert_eq!(
+            fam("node_systemd_unit_state").unwrap().get_metric().len(),
+            5
+        );
+        assert_eq!(fam("node_systemd_units").unwrap().get_metric().len(), 5);
+        assert!(fam("node_systemd_socket_refused_connections_total").is_none());
+        assert_eq!(
+            fam("node_systemd_system_running").unwrap().get_metric()[0]
+                .get_gauge()
+                .get_value(),
+            0.0
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! The systemd collector end to end: a private dbus-daemon listening where the host's
+//! system bus would be (`<rootfs>/run/dbus/system_bus_socket`), a fake
+//! `org.freedesktop.systemd1` served on it with zbus, and the agent (in this process,
+//! through its real flags and HTTP endpoint) scraped; the systemd families must match
+//! node_exporter 1.5.0's names, labels, HELP and TYPE exactly. A bus that is absent
+//! must fail only the collector.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use node_agent_tests::{http, require};
+use zbus::zvariant::OwnedObjectPath;
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
+struct Manager;
+#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+impl Manager {
+    fn list_units(&self) -> Vec<Row> {
+        let row = |name: &str, load: &str, active: &str, path: &str| {
+            (
+                name.to_string(),
+                String::new(),
+                load.to_string(),
+                active.to_string(),
+                "x".to_string(),
+                String::new(),
+                OwnedObjectPath::try_from(path).unwrap(),
+                0,
+                String::new(),
+                OwnedObjectPath::try_from("/").unwrap(),
+            )
+        };
+        vec![
+            row("ssh.service", "loaded", "active", "/u/ssh"),
+            row("cron.service", "loaded", "failed", "/u/cron"),
+            row("dbus.socket", "loaded", "active", "/u/sock"),
+            row("apt.timer", "loaded", "inactive", "/u/timer"),
+            // Filtered out by the default exclude, but counted in node_systemd_units.
+            row("-.mount", "loaded", "active", "/u/mnt"),
+            // Not loaded: neither reported nor queried.
+            row("gone.service", "not-found", "inactive", "/u/gone"),
+        ]
+    }
+    #[zbus(property)]
+    fn version(&self) -> String {
+        "252.22-1~deb12u1".into()
+    }
+    #[zbus(property)]
+    fn system_state(&self) -> String {
+        "degraded".into()
+    }
+}
+
+struct UnitObj(u64);
+#[zbus::interface(name = "org.freedesktop.systemd1.Unit")]
+impl UnitObj {
+    #[zbus(property)]
+    fn active_enter_timestamp(&self) -> u64 {
+        self.0
+    }
+}
+
+struct Service(&'static str, u32, u64);
+#[zbus::interface(name = "org.freedesktop.systemd1.Service")]
+impl Service {
+    #[zbus(property, name = "Type")]
+    fn type_(&self) -> String {
+        self.0.into()
+    }
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> u32 {
+        self.1
+    }
+    #[zbus(property)]
+    fn tasks_current(&self) -> u64 {
+        self.2
+    }
+    #[zbus(property)]
+    fn tasks_max(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+struct Socket;
+#[zbus::interface(name = "org.freedesktop.systemd1.Socket")]
+impl Socket {
+    #[zbus(property, name = "NAccepted")]
+    fn n_accepted(&self) -> u32 {
+        42
+    }
+    #[zbus(property, name = "NConnections")]
+    fn n_connections(&self) -> u32 {
+        2
+    }
+    #[zbus(property, name = "NRefused")]
+    fn n_refused(&self) -> u32 {
+        1
+    }
+}
+
+struct Timer;
+#[zbus::interface(name = "org.freedesktop.systemd1.Timer")]
+impl Timer {
+    #[zbus(property, name = "LastTriggerUSec")]
+    fn last_trigger_usec(&self) -> u64 {
+        1_700_000_000_500_000
+    }
+}
+
+async fn serve(address: &str) -> zbus::Result<zbus::Connection> {
+    zbus::connection::Builder::address(address)?
+        .name("org.freedesktop.systemd1")?
+        .serve_at("/org/freedesktop/systemd1", Manager)?
+        .serve_at("/u/ssh", UnitObj(1_600_000_000_250_000))?
+        .serve_at("/u/ssh", Service("notify", 3, 7))?
+        .serve_at("/u/cron", UnitObj(0))?
+        .serve_at("/u/cron", Service("simple", 0, 0))?
+        .serve_at("/u/sock", UnitObj(1_600_000_001_000_000))?
+        .serve_at("/u/sock", Socket)?
+        .serve_at("/u/timer", UnitObj(0))?
+        .serve_at("/u/timer", Timer)?
+        .build()
+        .await
+}
+
+/// The agent's exposition with systemd on (and everything else off) over `rootfs`.
+fn scrape(dir: &Path, rootfs: &Path) -> String {
+    let config_file = dir.join("agent.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "logs:\n  enabled: false\nhandover:\n  lock_file: {}\n",
+            dir.join("leader.lock").display()
+        ),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let args = vec![
+        "node-agent".to_string(),
+        format!("--web.listen-address={addr}"),
+        format!("--config.file={}", config_file.display()),
+        format!("--path.rootfs={}", rootfs.display()),
+        "--web.disable-exporter-metrics".into(),
+        "--collector.disable-defaults".into(),
+        "--collector.systemd".into(),
+        "--collector.systemd.enable-task-metrics".into(),
+        "--collector.systemd.enable-restarts-metrics".into(),
+        "--collector.systemd.enable-start-time-metrics".into(),
+    ];
+    let config = node_agent::config::Config::from_args(args).expect("agent config");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let agent_stop = stop.clone();
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(node_agent::app::run_until(config, agent_stop))
+    });
+    assert!(http::wait_ready(addr, "/readyz", Duration::from_secs(10)));
+    let body = http::get(addr, "/metrics", &[]).unwrap().text();
+    stop.cancel();
+    thread.join().unwrap().unwrap();
+    body
+}
+
+fn systemd_lines(body: &str) -> String {
+    body.lines()
+        .filter(|l| l.contains("node_systemd_") || l.contains("collector=\"systemd\""))
+        .filter(|l| !l.contains("node_scrape_collector_duration_seconds{"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn systemd_families_over_a_private_bus() {
+    let Ok(daemon) = which("dbus-daemon") else {
+        return require::missing("dbus-daemon not installed (Debian package dbus)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("run/dbus")).unwrap();
+    let socket = rootfs.join("run/dbus/system_bus_socket");
+    let address = format!("unix:path={}", socket.display());
+    // The session policy lets a client own org.freedesktop.systemd1.
+    let _bus = Daemon(
+        Command::new(daemon)
+            .args(["--config-file=/usr/share/dbus-1/session.conf", "--nofork"])
+            .arg(format!("--address={address}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon"),
+    );
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _server = rt
+        .block_on(serve(&address))
+        .expect("serve the fake systemd");
+
+    let body = scrape(dir.path(), &rootfs);
+    let got = systemd_lines(&body);
+    let want_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/systemd.prom");
+    let want = std::fs::read_to_string(&want_path).unwrap();
+    assert_eq!(
+        got,
+        want,
+        "systemd families differ from {}",
+        want_path.display()
+    );
+
+    // No bus under the rootfs: the collector fails cleanly, the scrape goes on.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let body = scrape(dir.path(), &empty);
+    assert_eq!(
+        systemd_lines(&body),
+        "node_scrape_collector_success{collector=\"systemd\"} 0\n"
+    );
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
