@@ -120,6 +120,11 @@ fn normalize(text: &str, root: &str) -> String {
         }
         let name = line.split(['{', ' ']).next().unwrap_or("");
         let live = LIVE.contains(&name) || LIVE_PREFIXES.iter().any(|p| name.starts_with(p));
+        // uname's labels are the running kernel's and host's own (they change with the VM).
+        if name == "node_uname_info" {
+            out.push_str("node_uname_info{<live>} <live>\n");
+            continue;
+        }
         match (live, line.rsplit_once(' ')) {
             (true, Some((series, _))) => {
                 out.push_str(series);
