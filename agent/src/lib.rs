@@ -11,6 +11,7 @@
 //! The subsystem crates are re-exported under their short names for tests and tools.
 
 pub mod app;
+pub mod check_config;
 pub mod config;
 pub mod kube;
 pub mod logging;

@@ -5,7 +5,17 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     raise_open_files_limit();
-    let config = match node_agent::config::Config::from_args(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // check-config reads only the file: nothing else (logging, lock, sockets) is set up.
+    match node_agent::check_config::requested(&args) {
+        Some(Ok(path)) => return node_agent::check_config::run(&path),
+        Some(Err(msg)) => {
+            eprintln!("node-agent: {msg}");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    let config = match node_agent::config::Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
             // clap renders --help/--version and usage errors itself.
