@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use node_agent::core::record::SourceKind;
-use node_agent::core::sink::Sink;
 use node_agent::logs::LogsConfig;
 use node_agent::logs::sources::files::{FileFormat, FilesEntry};
 use node_agent::logs::sources::journal::JournalSourceConfig;

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use node_agent::core::record::SourceKind;
-use node_agent::core::sink::Sink;
 use node_agent::logs::LogsConfig;
 use node_agent::logs::sources::journal::{JournalSourceConfig, StartAt};
 use node_agent_journal::export;
