@@ -505,6 +505,33 @@ fn exec_records_carry_process_context() {
     assert_eq!(field(&alert, "user.name"), "root");
 }
 
+/// proc.exepath is the executable the kernel ran, not the name the caller gave: a program
+/// started through a symlink by a relative path shows the symlink's target, absolute.
+#[test]
+fn exec_through_a_relative_symlink_shows_the_real_path() {
+    let _shared = require_capture!();
+    let c = Container::new("exepath");
+    let tee = std::fs::canonicalize(which("tee").expect("tee on PATH")).expect("tee's real path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(&tee, dir.path().join("linked-tee")).expect("symlink");
+    let mut cmd = c.command("unshare");
+    cmd.current_dir(dir.path()).args([
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs tmpfs /etc && ./linked-tee /etc/exepath-check </dev/null",
+    ]);
+    c.run(cmd);
+    let alert = c.wait_for("Write below etc", |a| {
+        field(a, "fd.name") == "/etc/exepath-check"
+    });
+    assert_eq!(field(&alert, "proc.exepath"), tee.to_string_lossy());
+    assert_eq!(
+        field(&alert, "proc.cmdline"),
+        "linked-tee /etc/exepath-check"
+    );
+}
+
 /// The leader's path: `run_leader` with `security.enabled` attaches the capture, and an
 /// alert reaches both the log pipeline (a `security` record with rule and priority fields)
 /// and the Falco JSON file output.

@@ -219,6 +219,17 @@ impl SecurityEngine {
         {
             open.path = format!("{}/{}", base.trim_end_matches('/'), open.path);
         }
+        // proc.exe is the resolved executable (symlinks and relative names followed). The
+        // kernel record leaves it empty: bpf_d_path is not allowed on tracepoints and a
+        // dentry walk in eBPF costs more than one readlink here. The record arrives within
+        // milliseconds of the exec, so /proc/PID/exe is that image unless the process
+        // already exited or exec'd again; then the process table falls back to the filename.
+        if let (Some(root), EventArgs::Exec(exec)) = (&self.proc_root, &mut event.args)
+            && exec.exe_path.is_empty()
+            && let Some(exe) = resolved_exe(root, event.pid)
+        {
+            exec.exe_path = exe;
+        }
         self.table.observe(event);
         let ctx = EvalCtx::new(
             event,
@@ -330,6 +341,14 @@ fn relative_base(proc_root: &Path, pid: u32, dirfd: i32) -> Option<String> {
         dir.join("fd").join(dirfd.to_string())
     };
     std::fs::read_link(link)
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.starts_with('/'))
+}
+
+/// `/proc/PID/exe` of `pid`, when it is still there and a path.
+fn resolved_exe(proc_root: &Path, pid: u32) -> Option<String> {
+    std::fs::read_link(proc_root.join(pid.to_string()).join("exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|p| p.starts_with('/'))
