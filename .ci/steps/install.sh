@@ -45,4 +45,6 @@ if rustup toolchain list | grep -q '^nightly' &&
   ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
   rustup component add rust-src --toolchain nightly
 fi
+# kubectl and helm for the manifest tests in `cargo test --workspace` (cached by deploy.sh).
+DEPLOY_INSTALL_ONLY=1 bash "$(dirname "${BASH_SOURCE[0]}")/deploy.sh"
 echo "install.sh: prerequisites present"

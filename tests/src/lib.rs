@@ -3,6 +3,7 @@
 pub mod agent_proc;
 pub mod expfmt;
 pub mod http;
+pub mod in_process;
 pub mod kube_bench;
 pub mod loggen;
 pub mod manifests;

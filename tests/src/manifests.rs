@@ -38,18 +38,26 @@ fn from_env_or_path(var: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// `$KUBECTL` or `kubectl` from PATH, if it runs.
+/// Where `.ci/steps/deploy.sh` caches its tools (`$NODE_AGENT_TOOLS`, else
+/// `~/.cache/node-agent`).
+fn tools_dir() -> Option<PathBuf> {
+    std::env::var_os("NODE_AGENT_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/node-agent")))
+}
+
+/// `$KUBECTL`, `kubectl` from PATH, or the copy `.ci/steps/deploy.sh` installs, if it runs.
 pub fn kubectl() -> Option<PathBuf> {
-    let bin = from_env_or_path("KUBECTL", "kubectl");
-    runs(&bin, &["version", "--client"]).then_some(bin)
+    let cached = tools_dir().map(|tools| tools.join("deploy-venv/bin/kubectl"));
+    [Some(from_env_or_path("KUBECTL", "kubectl")), cached]
+        .into_iter()
+        .flatten()
+        .find(|bin| runs(bin, &["version", "--client"]))
 }
 
 /// `$HELM`, `helm` from PATH, or the copy `.ci/steps/deploy.sh` caches, if it runs.
 pub fn helm() -> Option<PathBuf> {
-    let cached = std::env::var_os("NODE_AGENT_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/node-agent")))
-        .map(|tools| tools.join("helm").join(HELM_VERSION).join("helm"));
+    let cached = tools_dir().map(|tools| tools.join("helm").join(HELM_VERSION).join("helm"));
     [Some(from_env_or_path("HELM", "helm")), cached]
         .into_iter()
         .flatten()

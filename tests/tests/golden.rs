@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use node_agent::metrics::config::NODE_EXPORTER_COLLECTORS;
+use node_agent_tests::in_process::InProcessAgent;
 use node_agent_tests::{http, require};
 
 /// (fixture path under testdata, destination under the merged root).
@@ -184,21 +185,10 @@ fn exposition_over_every_fixture_matches_the_golden_file() {
             .filter(|(n, _)| *n != "systemd")
             .map(|(n, _)| format!("--collector.{n}")),
     );
-    let config = node_agent::config::Config::from_args(args).expect("agent config");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let agent_stop = stop.clone();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(node_agent::app::run_until(config, agent_stop))
-    });
+    let agent = InProcessAgent::start(args);
     assert!(http::wait_ready(addr, "/readyz", Duration::from_secs(10)));
     let body = http::get(addr, "/metrics", &[]).unwrap().text();
-    stop.cancel();
-    thread.join().unwrap().unwrap();
+    agent.stop().expect("agent run");
 
     // Only the agent's own families may remain besides node_*: none, with the exporter
     // metrics off.

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use node_agent_tests::in_process::InProcessAgent;
 use node_agent_tests::{http, require};
 use zbus::zvariant::OwnedObjectPath;
 
@@ -169,21 +170,10 @@ fn scrape(dir: &Path, rootfs: &Path) -> String {
         "--collector.systemd.enable-restarts-metrics".into(),
         "--collector.systemd.enable-start-time-metrics".into(),
     ];
-    let config = node_agent::config::Config::from_args(args).expect("agent config");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let agent_stop = stop.clone();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(node_agent::app::run_until(config, agent_stop))
-    });
+    let agent = InProcessAgent::start(args);
     assert!(http::wait_ready(addr, "/readyz", Duration::from_secs(10)));
     let body = http::get(addr, "/metrics", &[]).unwrap().text();
-    stop.cancel();
-    thread.join().unwrap().unwrap();
+    agent.stop().expect("agent run");
     body
 }
 

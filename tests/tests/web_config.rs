@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use node_agent_tests::http;
+use node_agent_tests::in_process::InProcessAgent;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate.
@@ -45,8 +46,7 @@ fn write_pki(dir: &Path) -> Pki {
 /// Runs an agent in this process with `args`; stops it on drop.
 struct Agent {
     addr: SocketAddr,
-    stop: tokio_util::sync::CancellationToken,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    _agent: InProcessAgent,
     _dir: tempfile::TempDir,
 }
 
@@ -70,17 +70,7 @@ impl Agent {
             "--collector.loadavg".into(),
         ];
         all.extend(args.iter().cloned());
-        let config = node_agent::config::Config::from_args(all).expect("agent config");
-        let stop = tokio_util::sync::CancellationToken::new();
-        let agent_stop = stop.clone();
-        let thread = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(node_agent::app::run_until(config, agent_stop))
-        });
+        let agent = InProcessAgent::start(all);
         // Listening once a TCP connect succeeds (TLS or not).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
@@ -89,18 +79,8 @@ impl Agent {
         }
         Self {
             addr,
-            stop,
-            thread: Some(thread),
+            _agent: agent,
             _dir: dir,
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
