@@ -211,25 +211,16 @@ fn patterns(p: &Patterns) -> String {
 }
 
 fn describe_match(m: &MatchConfig) -> String {
-    let mut parts = Vec::new();
-    for (key, value) in [
+    let fixed = [
         ("source", &m.source),
         ("namespace", &m.namespace),
         ("pod", &m.pod),
         ("container", &m.container),
-    ] {
-        if let Some(v) = value {
-            parts.push(format!("{key}={}", patterns(v)));
-        }
-    }
-    for (k, v) in &m.labels {
-        parts.push(format!("labels.{k}={}", patterns(v)));
-    }
-    if parts.is_empty() {
-        "all".into()
-    } else {
-        parts.join(" and ")
-    }
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)));
+    let labels = m.labels.iter().map(|(k, v)| (format!("labels.{k}"), v));
+    conjunction(fixed.chain(labels), patterns, "all")
 }
 
 fn describe_route(m: &RouteMatch) -> String {
@@ -237,25 +228,30 @@ fn describe_route(m: &RouteMatch) -> String {
         [one] => one.clone(),
         many => format!("[{}]", many.join(", ")),
     };
-    let mut parts = Vec::new();
-    for (key, value) in [
+    let fixed = [
         ("source", &m.source),
         ("namespace", &m.namespace),
         ("pod", &m.pod),
         ("container", &m.container),
-    ] {
-        if let Some(v) = value {
-            parts.push(format!("{key}={}", globs(v)));
-        }
-    }
-    for (k, v) in &m.labels {
-        parts.push(format!("labels.{k}={}", globs(v)));
-    }
-    for (k, v) in &m.fields {
-        parts.push(format!("fields.{k}={}", globs(v)));
-    }
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)));
+    let labels = m.labels.iter().map(|(k, v)| (format!("labels.{k}"), v));
+    let fields = m.fields.iter().map(|(k, v)| (format!("fields.{k}"), v));
+    conjunction(fixed.chain(labels).chain(fields), globs, "all records")
+}
+
+/// `key=value and …` over every condition, or `all` when there is none.
+fn conjunction<'a, T: 'a>(
+    conditions: impl Iterator<Item = (String, &'a T)>,
+    render: impl Fn(&T) -> String,
+    all: &str,
+) -> String {
+    let parts: Vec<String> = conditions
+        .map(|(k, v)| format!("{k}={}", render(v)))
+        .collect();
     if parts.is_empty() {
-        "all records".into()
+        all.into()
     } else {
         parts.join(" and ")
     }
