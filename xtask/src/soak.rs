@@ -328,8 +328,13 @@ impl World {
                 }
             }
             if Instant::now() > deadline {
-                self.violations
-                    .push("stuck leader: neither agent leads after a restart".into());
+                self.violations.push(format!(
+                    "stuck leader: neither agent leads after a restart\n--- {}:\n{}\n--- {}:\n{}",
+                    self.leader.proc.name,
+                    tail(&self.leader.proc.log_text()),
+                    self.standby.proc.name,
+                    tail(&self.standby.proc.log_text()),
+                ));
                 bail!("no leader");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -418,25 +423,50 @@ impl World {
             Ok(_) => {}
             Err(e) => self.violations.push(format!("{what}: {e:#}")),
         }
-        if let Err(e) = self.leader.proc.wait_for_event(ACQUIRED, TAKEOVER).await {
-            // It may have exited itself (a failing subsystem); or it is stuck.
+        // Whichever waiting agent the kernel lets lock first leads: usually the standby
+        // that was blocked in flock, but the agent started just now may win the race (a
+        // woken flock waiter retries; it is not handed the lock), which is as good.
+        let deadline = Instant::now() + TAKEOVER;
+        loop {
+            let acquired = |a: &Agent| a.proc.events().iter().any(|e| e.message == ACQUIRED);
+            if acquired(&self.leader) {
+                return Ok(());
+            }
+            if acquired(&self.standby) {
+                println!(
+                    "  {} (just started) took the lock before the waiting {}",
+                    self.standby.proc.name, self.leader.proc.name
+                );
+                std::mem::swap(&mut self.leader, &mut self.standby);
+                return Ok(());
+            }
+            // It may have exited itself (a failing subsystem): `hold` restarts it.
             if self
                 .leader
                 .proc
                 .wait(Duration::from_millis(1))
                 .await
-                .is_err()
+                .is_ok()
             {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
                 self.violations.push(format!(
-                    "stuck leader: {} did not take over after {what} of {}: {}",
+                    "stuck leader: neither {} nor {} took over within {TAKEOVER:?} after {what} of {}\n--- {}:\n{}\n--- {}:\n{}\n--- {}:\n{}",
                     self.leader.proc.name,
+                    self.standby.proc.name,
                     old.proc.name,
-                    tail(&format!("{e:#}"))
+                    self.leader.proc.name,
+                    tail(&self.leader.proc.log_text()),
+                    self.standby.proc.name,
+                    tail(&self.standby.proc.log_text()),
+                    old.proc.name,
+                    tail(&old.proc.log_text()),
                 ));
                 bail!("no leader");
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 
     /// Waits `d`, sampling memory and replacing agents that exited.
@@ -736,11 +766,12 @@ async fn soak(o: Options) -> anyhow::Result<()> {
             println!("last leader {m} {v}");
         }
     }
+    // Violations first: a run that stopped early (no leader) says why before it fails.
+    for v in &w.violations {
+        println!("VIOLATION: {v}");
+    }
     outcome?;
     if !w.violations.is_empty() {
-        for v in &w.violations {
-            println!("VIOLATION: {v}");
-        }
         bail!(
             "soak found {} violation(s); seed {}",
             w.violations.len(),
