@@ -18,7 +18,7 @@ const EXIT: Duration = Duration::from_secs(15);
 /// Long enough that the open trace never times out while the test drives the stop (a
 /// timeout would ship it cut in two), short enough that the last line's group (a plain
 /// line is a group head too) closes quickly at the end.
-const FLUSH_TIMEOUT: &str = "4s";
+const FLUSH_TIMEOUT: &str = "8s";
 const T0: i64 = 1_700_000_000_000_000_000;
 
 /// One CRI container log, written the way the runtime does.
