@@ -220,7 +220,7 @@ impl FileConfig {
     }
 
     /// Parses YAML text and validates every section; an empty document means all defaults.
-    /// A type error names its key path; validation reports every problem at once.
+    /// Every type error and validation problem is reported at once, each at its key path.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         if text.trim().is_empty() {
             return Ok(Self::default());
