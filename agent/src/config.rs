@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{ArgAction, CommandFactory, Parser};
 use serde::Deserialize;
 
-use node_agent_core::config::{KeyPath, Problems, Validate};
+use node_agent_core::config::{InvalidConfig, KeyPath, Problems, Validate};
 use node_agent_core::node::NodeIdentity;
 use node_agent_handover::HandoverConfig;
 use node_agent_kube::KubeConfig;
@@ -20,6 +20,8 @@ use node_agent_logs::LogsConfig;
 use node_agent_metrics::config::{ExtraCollector, MetricsArgs, MetricsConfig, preprocess_args};
 use node_agent_sinks::SinksConfig;
 use node_agent_syscalls::{SyscallsConfig, SyscallsOptions};
+
+mod type_errors;
 
 /// Collectors that other subsystems register with the metrics endpoint.
 const EXTRA_COLLECTORS: &[ExtraCollector] = &[ExtraCollector {
@@ -218,21 +220,31 @@ impl FileConfig {
     }
 
     /// Parses YAML text and validates every section; an empty document means all defaults.
-    /// A type error names its key path; validation reports every problem at once.
+    /// Every type error and validation problem is reported at once, each at its key path.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." {
-                anyhow::anyhow!("invalid YAML: {inner}")
-            } else {
-                anyhow::anyhow!("invalid YAML at {path}: {inner}")
+        let config: Self = match serde_path_to_error::deserialize(de) {
+            Ok(config) => config,
+            Err(e) => {
+                // serde stops at the first bad value; list all of them (and what
+                // validation finds in the rest), so one run shows every mistake.
+                if let Some(problems) = type_errors::collect(text)
+                    && !problems.is_empty()
+                {
+                    return Err(InvalidConfig(problems).into());
+                }
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                return Err(if path == "." {
+                    anyhow::anyhow!("invalid YAML: {inner}")
+                } else {
+                    anyhow::anyhow!("invalid YAML at {path}: {inner}")
+                });
             }
-        })?;
+        };
         config.validated()?;
         Ok(config)
     }

@@ -210,6 +210,22 @@ impl ContainerLog {
         Ok(id)
     }
 
+    /// Writes `lines` as consecutive messages of one stream, one message each, as a
+    /// runtime records a multi-line message (a stack trace); each counts as a line written.
+    /// No ids: consumers cannot track them (benchmarks).
+    pub fn write_messages(
+        &mut self,
+        stderr: bool,
+        lines: &[&str],
+        split_bytes: usize,
+    ) -> std::io::Result<()> {
+        for line in lines {
+            self.write_message(stderr, line, split_bytes)?;
+            self.lines += 1;
+        }
+        Ok(())
+    }
+
     /// Writes `n` lines; returns their ids.
     pub fn write_lines(&mut self, n: usize, mix: &LineMix) -> std::io::Result<Vec<String>> {
         (0..n).map(|_| self.write_line(mix)).collect()

@@ -140,3 +140,44 @@ fn a_missing_file_argument_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a FILE"));
 }
+
+#[test]
+fn every_type_error_is_listed_not_only_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // Independent mistakes in three sections, two in one processor entry, and a bad
+    // regex (a validation problem) beside them.
+    let config = write(
+        dir.path(),
+        "logs:
+  batch_max_records: plenty
+  processors:
+    - type: multiline
+      max_lines: many
+      flush_timeout: [1s]
+    - type: filter
+      match: {pod: \"/api-[/\"}
+    - type: sed
+sinks:
+  - type: stdout
+    nmae: typo
+handover:
+  lock_file: {path: /run/x}
+",
+    );
+    let out = check(&["check-config", &config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing printed as valid: {stderr}");
+    for want in [
+        "logs.batch_max_records: invalid type: string \"plenty\"",
+        "logs.processors[0].max_lines: invalid type: string \"many\"",
+        "logs.processors[0].flush_timeout: ",
+        "logs.processors[1].match.pod: invalid regex \"api-[\"",
+        "logs.processors[2].type: unknown variant `sed`",
+        "sinks[0].nmae: unknown field `nmae`",
+        "handover.lock_file: invalid type: map",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing in:\n{stderr}");
+    }
+    assert!(stderr.contains("problems in the configuration"), "{stderr}");
+}

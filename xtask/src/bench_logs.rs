@@ -4,6 +4,15 @@
 //! Targets: ≥ 100 MB per CPU-second, peak RSS ≤ 64 MiB. `--processors` adds a multiline
 //! (auto), JSON parse, filter and redaction chain (see [`PROCESSORS`]).
 //!
+//! `--traces PER_MILLE` makes that share of the records multi-line Java stack traces
+//! (written one line per message, as a runtime does; joined again by `--processors`).
+//! `--sink es` ships through the real Elasticsearch sink to a null `_bulk` receiver in a
+//! child process (its CPU is not counted) instead of the in-process null sink.
+//! `--compare` runs the pipeline twice over the same backlog, processing off then on, each
+//! in a fresh process (peak RSS is per process), and prints both. The processing target:
+//! `--size 1GiB --traces 200 --sink es --compare`: ≥ 100 MB per CPU-second and peak RSS
+//! ≤ 48 MiB with processing on.
+//!
 //! `--one-sink-down SECS`: two null sinks, one of them down for the first SECS seconds
 //! (its own delivery lane stalls; the files are its buffer). Prints the healthy sink's
 //! throughput while the other is down, RSS over the outage (it must stay flat), and the
@@ -24,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use node_agent::core::record::LogRecord;
 use node_agent::logs::LogsConfig;
-use node_agent::sinks::{DeliverFuture, Sink, SinkError};
+use node_agent::sinks::{CountedFuture, DeliverFuture, Sink, SinkError};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +51,22 @@ struct Options {
     one_down: Option<u64>,
     /// Run the records through [`PROCESSORS`].
     processors: bool,
+    /// Per mille of records that are multi-line Java stack traces.
+    traces_per_mille: u32,
+    /// Deliver through the Elasticsearch sink (to a null receiver) instead of a null sink.
+    es: bool,
+    /// Processing off, then on, in separate processes over one backlog.
+    compare: bool,
+}
+
+/// What the generator wrote.
+#[derive(Debug, Clone, Copy)]
+struct Backlog {
+    bytes: u64,
+    /// Messages on disk: the records without multiline joining.
+    lines: u64,
+    /// Records once every stack trace is joined into one.
+    joined: u64,
 }
 
 /// The `--processors` chain: every line passes multiline (each is held until the next),
@@ -63,6 +88,9 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         outage: None,
         one_down: None,
         processors: false,
+        traces_per_mille: 0,
+        es: false,
+        compare: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -74,6 +102,15 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
             }
             "--keep" => o.keep = true,
             "--processors" => o.processors = true,
+            "--compare" => o.compare = true,
+            "--traces" => {
+                o.traces_per_mille = it.next().context("--traces needs a per mille")?.parse()?
+            }
+            "--sink" => match it.next().copied() {
+                Some("es") => o.es = true,
+                Some("null") => o.es = false,
+                other => bail!("--sink is es or null, not {other:?}"),
+            },
             "--outage" => o.outage = Some(it.next().context("--outage needs seconds")?.parse()?),
             "--one-sink-down" => {
                 o.one_down = Some(
@@ -83,13 +120,18 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 )
             }
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS] [--one-sink-down SECS] [--processors]"
+                "unknown argument {other:?}; usage: cargo xtask bench logs [--size 1GiB] [--containers 8] [--dir PATH] [--keep] [--outage SECS] [--one-sink-down SECS] [--processors] [--traces PER_MILLE] [--sink null|es] [--compare]"
             ),
         }
     }
     anyhow::ensure!(
         o.size > 0 && o.containers > 0,
         "size and containers must be > 0"
+    );
+    anyhow::ensure!(o.traces_per_mille <= 1000, "--traces is at most 1000");
+    anyhow::ensure!(
+        !(o.es && (o.outage.is_some() || o.one_down.is_some())),
+        "--sink es does not combine with --outage or --one-sink-down (null sinks)"
     );
     Ok(o)
 }
@@ -128,6 +170,80 @@ impl Sink for NullSink {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }
+}
+
+/// A real sink, counting what it confirmed (the pipeline's end condition).
+struct Counting {
+    inner: Arc<dyn Sink>,
+    records: AtomicU64,
+}
+
+impl Sink for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> DeliverFuture<'a> {
+        Box::pin(async move { self.deliver_counted(records, cancel).await.map(|_| ()) })
+    }
+
+    fn deliver_counted<'a>(
+        &'a self,
+        records: &'a [LogRecord],
+        cancel: &'a CancellationToken,
+    ) -> CountedFuture<'a> {
+        Box::pin(async move {
+            let refused = self.inner.deliver_counted(records, cancel).await?;
+            self.records
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            Ok(refused)
+        })
+    }
+
+    fn max_in_flight(&self) -> Option<usize> {
+        self.inner.max_in_flight()
+    }
+}
+
+/// Lines of one generated Java stack trace (5–24 frames, half with a cause), varied by
+/// `r`: what a failing Spring service writes to stderr.
+fn java_trace(r: u64) -> Vec<String> {
+    const FRAMES: [&str; 8] = [
+        "org.springframework.web.servlet.FrameworkServlet.processRequest(FrameworkServlet.java:1014)",
+        "org.apache.catalina.core.ApplicationFilterChain.doFilter(ApplicationFilterChain.java:166)",
+        "com.acme.shop.checkout.PaymentService.charge(PaymentService.java:88)",
+        "com.acme.shop.checkout.CheckoutController.submit(CheckoutController.java:41)",
+        "java.base/jdk.internal.reflect.DirectMethodHandleAccessor.invoke(DirectMethodHandleAccessor.java:103)",
+        "org.apache.tomcat.util.net.NioEndpoint$SocketProcessor.doRun(NioEndpoint.java:1744)",
+        "java.base/java.util.concurrent.ThreadPoolExecutor.runWorker(ThreadPoolExecutor.java:1144)",
+        "java.base/java.lang.Thread.run(Thread.java:1583)",
+    ];
+    let frames = 5 + (r % 20) as usize;
+    let mut lines = vec![
+        format!(
+            "2024-05-01 12:00:00.{:03} ERROR [http-nio-8080-exec-{}] c.a.s.CheckoutController : payment for order {} failed",
+            r % 1000,
+            (r >> 10) % 200,
+            r >> 20
+        ),
+        "java.lang.IllegalStateException: card declined by issuer".to_string(),
+    ];
+    for i in 0..frames {
+        lines.push(format!(
+            "\tat {}",
+            FRAMES[(i + (r >> 5) as usize) % FRAMES.len()]
+        ));
+    }
+    if (r >> 40).is_multiple_of(2) {
+        lines.push("Caused by: java.net.SocketTimeoutException: Read timed out".to_string());
+        lines.push(format!("\tat {}", FRAMES[2]));
+        lines.push(format!("\t... {} more", frames - 1));
+    }
+    lines
 }
 
 /// Keeps the sink down for `secs` while sampling RSS: with the files as the buffer,
@@ -215,8 +331,8 @@ async fn one_down_phase(healthy: &NullSink, down: &NullSink, secs: u64, lines: u
     );
 }
 
-/// Writes the backlog; returns (bytes on disk, logical lines).
-fn generate(pods_dir: &Path, o: &Options) -> anyhow::Result<(u64, u64)> {
+/// Writes the backlog.
+fn generate(pods_dir: &Path, o: &Options) -> anyhow::Result<Backlog> {
     let mix = LineMix {
         stderr_per_mille: 100,
         json_per_mille: 200,
@@ -233,9 +349,24 @@ fn generate(pods_dir: &Path, o: &Options) -> anyhow::Result<(u64, u64)> {
         })
         .collect::<std::io::Result<Vec<_>>>()?;
     let per_file = o.size / o.containers as u64;
+    // Lines a joined trace no longer counts as records.
+    let mut folded = 0u64;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for l in &mut logs {
         loop {
-            l.write_lines(1000, &mix)?;
+            for _ in 0..1000 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if (rng % 1000) < u64::from(o.traces_per_mille) {
+                    let trace = java_trace(rng >> 10);
+                    let lines: Vec<&str> = trace.iter().map(String::as_str).collect();
+                    l.write_messages(true, &lines, mix.split_bytes)?;
+                    folded += lines.len() as u64 - 1;
+                } else {
+                    l.write_line(&mix)?;
+                }
+            }
             l.flush()?;
             if std::fs::metadata(l.path())?.len() >= per_file {
                 break;
@@ -246,7 +377,12 @@ fn generate(pods_dir: &Path, o: &Options) -> anyhow::Result<(u64, u64)> {
     for l in &logs {
         bytes += std::fs::metadata(l.path())?.len();
     }
-    Ok((bytes, logs.iter().map(|l| l.lines_written()).sum()))
+    let lines: u64 = logs.iter().map(|l| l.lines_written()).sum();
+    Ok(Backlog {
+        bytes,
+        lines,
+        joined: lines - folded,
+    })
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -275,9 +411,14 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     if let ["--generate-into", dir, rest @ ..] = args {
         // Child process: generation must not count towards the pipeline's peak RSS.
         let o = parse_args(rest)?;
-        let (bytes, lines) = generate(Path::new(dir), &o)?;
-        println!("{bytes} {lines}");
+        let b = generate(Path::new(dir), &o)?;
+        println!("{} {} {}", b.bytes, b.lines, b.joined);
         return Ok(());
+    }
+    if let ["--pipeline-only", root, backlog, rest @ ..] = args {
+        // Child process of `--compare`: one pipeline run, its own peak RSS.
+        let o = parse_args(rest)?;
+        return pipeline(&o, Path::new(root), parse_backlog(backlog)?).map(|_| ());
     }
     let o = parse_args(args)?;
     let tmp;
@@ -289,12 +430,12 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         }
     };
     let pods_dir = root.join("pods");
-    let state_dir = root.join("state");
     println!(
-        "generating {} MiB of CRI logs in {} containers under {}",
+        "generating {} MiB of CRI logs in {} containers under {} ({}‰ of records Java stack traces)",
         o.size / MIB,
         o.containers,
-        pods_dir.display()
+        pods_dir.display(),
+        o.traces_per_mille
     );
     let t = Instant::now();
     let out = std::process::Command::new(std::env::current_exe()?)
@@ -306,17 +447,113 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         .context("running the generator")?;
     anyhow::ensure!(out.status.success(), "generator failed");
     let text = String::from_utf8_lossy(&out.stdout);
-    let (bytes, lines) = text
-        .trim()
-        .split_once(' ')
-        .and_then(|(b, l)| Some((b.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
-        .with_context(|| format!("generator output {text:?}"))?;
+    let backlog = parse_backlog(text.trim())?;
     println!(
-        "  {:.0} MiB, {lines} messages in {:.1}s",
-        bytes as f64 / MIB as f64,
+        "  {:.0} MiB, {} messages ({} records with traces joined) in {:.1}s",
+        backlog.bytes as f64 / MIB as f64,
+        backlog.lines,
+        backlog.joined,
         t.elapsed().as_secs_f64()
     );
 
+    if o.compare {
+        let passed: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| !matches!(*a, "--compare" | "--processors"))
+            .collect();
+        let encoded = format!("{} {} {}", backlog.bytes, backlog.lines, backlog.joined);
+        let mut results = Vec::new();
+        for on in [false, true] {
+            // Each run starts without positions: the whole backlog again.
+            std::fs::remove_dir_all(root.join("state")).ok();
+            let mut child = std::process::Command::new(std::env::current_exe()?);
+            child
+                .args(["bench", "logs", "--pipeline-only"])
+                .arg(&root)
+                .arg(&encoded)
+                .args(&passed);
+            if on {
+                child.arg("--processors");
+            }
+            let out = child
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .context("running the pipeline")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            print!("{text}");
+            anyhow::ensure!(out.status.success(), "pipeline run failed");
+            let figures = text
+                .lines()
+                .find_map(|l| l.strip_prefix("RESULT "))
+                .and_then(|r| {
+                    let v: Vec<f64> = r.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    (v.len() == 3).then(|| (v[0], v[1], v[2]))
+                })
+                .context("pipeline run printed no RESULT line")?;
+            results.push((on, figures));
+        }
+        println!(
+            "\nprocessing (multiline+json+filter+redact) off vs on, {:.0} MiB, {}‰ traces, → {}:",
+            backlog.bytes as f64 / MIB as f64,
+            o.traces_per_mille,
+            if o.es {
+                "Elasticsearch sink"
+            } else {
+                "null sink"
+            }
+        );
+        println!(
+            "  {:<16} {:>10} {:>12} {:>14}",
+            "processing", "MB/s", "MB/CPU-s", "peak RSS MiB"
+        );
+        for (on, (mb_s, mb_cpu, rss)) in results {
+            println!(
+                "  {:<16} {mb_s:>10.1} {mb_cpu:>12.1} {rss:>14.1}",
+                if on { "on" } else { "off" }
+            );
+        }
+        println!("  (targets with processing on: ≥ 100 MB/CPU-s, peak RSS ≤ 48 MiB)");
+    } else {
+        pipeline(&o, &root, backlog)?;
+    }
+    if o.keep {
+        if let Some(d) = &o.dir {
+            println!("kept {}", d.display());
+        }
+    } else if o.dir.is_some() {
+        std::fs::remove_dir_all(root.join("pods")).ok();
+        std::fs::remove_dir_all(root.join("state")).ok();
+    }
+    Ok(())
+}
+
+fn parse_backlog(text: &str) -> anyhow::Result<Backlog> {
+    let v: Vec<u64> = text
+        .split(' ')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("generator output {text:?}"))?;
+    match v[..] {
+        [bytes, lines, joined] => Ok(Backlog {
+            bytes,
+            lines,
+            joined,
+        }),
+        _ => bail!("generator output {text:?}"),
+    }
+}
+
+/// Runs the pipeline over the backlog in `root/pods` until every record was delivered;
+/// prints the figures and a `RESULT MB/s MB/CPU-s peak-RSS-MiB` line.
+fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
+    let Backlog { bytes, lines, .. } = backlog;
+    // Joined traces are fewer records; without multiline each line is one.
+    let records = if o.processors {
+        backlog.joined
+    } else {
+        backlog.lines
+    };
     let rss_before = status_kib("VmRSS:").unwrap_or(0);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -329,13 +566,49 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     down_sink
         .down
         .store(o.one_down.is_some(), Ordering::Relaxed);
-    let mut sinks = vec![sink.clone() as Arc<dyn Sink>];
+    // Kept alive for the run; its CPU is the child's, not counted here.
+    let receiver = if o.es {
+        Some(crate::bench_sinks::NullReceiver::spawn()?)
+    } else {
+        None
+    };
+    let es = match &receiver {
+        Some(receiver) => {
+            let configs: Vec<node_agent::sinks::SinkConfig> =
+                serde_json::from_value(serde_json::json!([
+                    {"type": "elasticsearch", "name": "es", "url": receiver.url}
+                ]))
+                .context("elasticsearch sink config")?;
+            let built = node_agent::sinks::build_all_in(
+                &configs,
+                &node_agent::identity::NodeIdentity::default(),
+                &root.join("state"),
+            )?;
+            let inner = built
+                .into_iter()
+                .next()
+                .context("elasticsearch sink not built")?;
+            Some(Arc::new(Counting {
+                inner,
+                records: AtomicU64::new(0),
+            }))
+        }
+        None => None,
+    };
+    let delivered = || match &es {
+        Some(es) => es.records.load(Ordering::Relaxed),
+        None => sink.records.load(Ordering::Relaxed),
+    };
+    let mut sinks = match &es {
+        Some(es) => vec![es.clone() as Arc<dyn Sink>],
+        None => vec![sink.clone() as Arc<dyn Sink>],
+    };
     if o.one_down.is_some() {
         sinks.push(down_sink.clone() as Arc<dyn Sink>);
     }
     let config = LogsConfig {
-        pods_dir,
-        state_dir,
+        pods_dir: root.join("pods"),
+        state_dir: root.join("state"),
         processors: if o.processors {
             serde_json::from_str(PROCESSORS).context("bench processors")?
         } else {
@@ -360,7 +633,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             one_down_phase(&sink, &down_sink, secs, lines, bytes).await;
         }
         let deadline = Instant::now() + Duration::from_secs(3600);
-        while sink.records.load(Ordering::Relaxed) < lines
+        while delivered() < records
             || (o.one_down.is_some() && down_sink.records.load(Ordering::Relaxed) < lines)
         {
             if run.is_finished() || Instant::now() > deadline {
@@ -373,23 +646,28 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     })??;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    let shipped = sink.records.load(Ordering::Relaxed);
+    let shipped = delivered();
     anyhow::ensure!(
-        shipped == lines,
-        "pipeline shipped {shipped} of {lines} messages"
+        shipped == records,
+        "pipeline shipped {shipped} of {records} records"
     );
     let mb = bytes as f64 / 1e6;
     let hwm = status_kib("VmHWM:").unwrap_or(0);
     println!(
-        "logs pipeline (discover+read+parse+enrich{}+batch+ack+checkpoint → null sink):",
+        "logs pipeline (discover+read+parse+enrich{}+batch+ack+checkpoint → {}):",
         if o.processors {
             "+multiline+json+filter+redact"
         } else {
             ""
+        },
+        if o.es {
+            "Elasticsearch sink → null _bulk receiver in a child process"
+        } else {
+            "null sink"
         }
     );
     println!(
-        "  messages        {shipped} in {} batches",
+        "  records         {shipped} in {} batches ({lines} messages on disk)",
         summary.batches_delivered
     );
     println!("  wall            {wall:.2} s   → {:.1} MB/s", mb / wall);
@@ -398,18 +676,18 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         mb / cpu
     );
     println!(
-        "  peak RSS        {:.1} MiB (VmHWM; {:.1} MiB before start; target ≤ 64)",
+        "  peak RSS        {:.1} MiB (VmHWM; {:.1} MiB before start; target ≤ {})",
         hwm as f64 / 1024.0,
-        rss_before as f64 / 1024.0
+        rss_before as f64 / 1024.0,
+        if o.processors { 48 } else { 64 }
     );
-    if o.keep {
-        if let Some(d) = &o.dir {
-            println!("kept {}", d.display());
-        }
-    } else if o.dir.is_some() {
-        std::fs::remove_dir_all(root.join("pods")).ok();
-        std::fs::remove_dir_all(root.join("state")).ok();
-    }
+    println!(
+        "RESULT {:.1} {:.1} {:.1}",
+        mb / wall,
+        mb / cpu,
+        hwm as f64 / 1024.0
+    );
+    drop(receiver);
     Ok(())
 }
 

@@ -271,13 +271,13 @@ fn sent_bytes(sink: &str) -> u64 {
 }
 
 /// The null receiver, in a child process so its CPU does not count as the sink's.
-struct NullReceiver {
+pub(crate) struct NullReceiver {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl NullReceiver {
-    fn spawn() -> anyhow::Result<Self> {
+    pub(crate) fn spawn() -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["bench", "sinks", "--serve-null"])
             .stdin(Stdio::piped())
