@@ -563,6 +563,7 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
             ..SyscallsConfig::default()
         },
         pods_dir: dir.path().join("pods"),
+        ..Default::default()
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let leader = tokio::spawn(node_agent::syscalls::run_leader(

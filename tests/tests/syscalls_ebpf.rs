@@ -197,6 +197,7 @@ fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
     let options = SyscallsOptions {
         config: fixture.config(),
         pods_dir: fixture.logs.path().join("pods"),
+        ..Default::default()
     };
     let collector = build_collector(&options, &paths).expect("collector builds");
     let mut set = MetricSet::new();
@@ -288,6 +289,7 @@ fn gc_drops_dead_cgroups_and_keeps_host_totals() {
     let options = SyscallsOptions {
         config: fixture.config(),
         pods_dir: fixture.logs.path().join("pods"),
+        ..Default::default()
     };
     let mut attribution = Attribution::new(
         options.attribution_sources(&HostPaths::default()),
@@ -409,6 +411,7 @@ fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
             ..SyscallsConfig::default()
         },
         pods_dir: "/nonexistent".into(),
+        ..Default::default()
     };
     let collector =
         build_collector(&options, &paths).expect("collector builds on a supported kernel");
