@@ -318,10 +318,7 @@ impl ContainerLookupSlot {
     }
 
     fn current(&self) -> Option<SharedContainerLookup> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -497,7 +494,12 @@ mod tests {
     #[test]
     fn metadata_values_parse_and_read() {
         let m = metadata();
-        let get = |s: &str| s.parse::<MetadataValue>().unwrap().get(&m).map(str::to_string);
+        let get = |s: &str| {
+            s.parse::<MetadataValue>()
+                .unwrap()
+                .get(&m)
+                .map(str::to_string)
+        };
         assert_eq!(get("workload").as_deref(), Some("web"));
         assert_eq!(get("workload_kind").as_deref(), Some("Deployment"));
         assert_eq!(get("label:app").as_deref(), Some("web"));

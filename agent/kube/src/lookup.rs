@@ -196,7 +196,10 @@ mod tests {
             ),
             ("shop", "web-7d4b9c8f6-x2k4p", "uid-1", "app")
         );
-        assert_eq!(found.metadata.field("container.image.name"), Some("nginx:1.27"));
+        assert_eq!(
+            found.metadata.field("container.image.name"),
+            Some("nginx:1.27")
+        );
         assert_eq!(found.metadata.field("kubernetes.labels.app"), Some("web"));
         assert!(container_found(&view, "c2").is_none());
     }

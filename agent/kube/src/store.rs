@@ -723,7 +723,11 @@ mod tests {
     fn containers_are_found_by_their_current_runtime_id() {
         let s = Store::new(RETAIN, 10, 10);
         let t0 = Instant::now();
-        s.apply_pod(with_container(pod("u1", "a", "p1", "web"), "app", None), false, t0);
+        s.apply_pod(
+            with_container(pod("u1", "a", "p1", "web"), "app", None),
+            false,
+            t0,
+        );
         assert!(s.pod_by_container("c1").is_none(), "not started yet");
         s.apply_pod(
             with_container(pod("u1", "a", "p1", "web"), "app", Some("containerd://c1")),

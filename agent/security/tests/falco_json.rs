@@ -347,7 +347,11 @@ fn alerts_of_known_containers_carry_their_kubernetes_metadata() {
         assert_eq!(f["k8s.workload.kind"], "Deployment");
         assert_eq!(f["k8s.workload.name"], "web");
     }
-    assert!(alerts[0].output.ends_with("shell (pod=web-1)"), "{}", alerts[0].output);
+    assert!(
+        alerts[0].output.ends_with("shell (pod=web-1)"),
+        "{}",
+        alerts[0].output
+    );
 
     // A container the cache does not know (yet): the rule on its label cannot match,
     // the other fires, without metadata fields; nothing waits.
@@ -356,5 +360,8 @@ fn alerts_of_known_containers_carry_their_kubernetes_metadata() {
     assert_eq!(names(&alerts), ["Any shell"]);
     let line: Value = serde_json::from_str(&alerts[0].to_json_line()).unwrap();
     let f = line["output_fields"].as_object().unwrap();
-    assert!(!f.contains_key("k8s.ns.name") && !f.contains_key("container.image"), "{f:?}");
+    assert!(
+        !f.contains_key("k8s.ns.name") && !f.contains_key("container.image"),
+        "{f:?}"
+    );
 }

@@ -121,7 +121,10 @@ impl Validate for SyscallsConfig {
             problems.check(
                 !RESERVED_LABELS.contains(&name.as_str()),
                 &at.key("kube_labels").key(name),
-                format!("is a label of every series already ({})", RESERVED_LABELS.join(", ")),
+                format!(
+                    "is a label of every series already ({})",
+                    RESERVED_LABELS.join(", ")
+                ),
             );
         }
         problems.check(
@@ -276,10 +279,9 @@ mod tests {
             ..Default::default()
         };
         assert!(relative.validated().is_err());
-        let labels: SyscallsConfig = serde_yaml_ng::from_str(
-            "kube_labels: {app: \"label:app\", workload: workload}\n",
-        )
-        .expect("valid yaml");
+        let labels: SyscallsConfig =
+            serde_yaml_ng::from_str("kube_labels: {app: \"label:app\", workload: workload}\n")
+                .expect("valid yaml");
         assert_eq!(
             labels.kube_labels.get("app"),
             Some(&MetadataValue::Label("app".into()))

@@ -414,7 +414,8 @@ mod tests {
         }
 
         fn container(&self, id: &str) -> Option<node_agent_core::kube::ContainerFound> {
-            self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.pods.lock().unwrap().get(id).cloned()
         }
     }
@@ -529,10 +530,7 @@ mod tests {
         // Looked up once per container per metadata generation, not per row or scrape.
         let asked = fake.asked.load(std::sync::atomic::Ordering::Relaxed);
         scrape(&mut kube, &mut admission, 7);
-        assert_eq!(
-            fake.asked.load(std::sync::atomic::Ordering::Relaxed),
-            asked
-        );
+        assert_eq!(fake.asked.load(std::sync::atomic::Ordering::Relaxed), asked);
 
         // The pod went: the container keeps its last values rather than hop series.
         fake.remove(ID);

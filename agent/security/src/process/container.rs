@@ -159,7 +159,10 @@ impl ContainerMetadata for KubeMetadata {
         }
         // Unknown containers are not memoized: a pod's watch event may be about to
         // arrive, and a miss costs no more than a hit in the cache.
-        let info = Arc::new(container_info(container_id, &self.lookup.container(container_id)?));
+        let info = Arc::new(container_info(
+            container_id,
+            &self.lookup.container(container_id)?,
+        ));
         if memo.found.len() >= MEMO_MAX {
             memo.found.clear();
         }
@@ -191,7 +194,10 @@ pub fn container_info(id: &str, found: &ContainerFound) -> ContainerInfo {
             name: found.pod.clone(),
             uid: found.pod_uid.clone(),
             labels: m.labels.clone(),
-            workload: m.workload.as_ref().map(|w| (w.kind.clone(), w.name.clone())),
+            workload: m
+                .workload
+                .as_ref()
+                .map(|w| (w.kind.clone(), w.name.clone())),
         }),
         ..Default::default()
     }
@@ -449,7 +455,8 @@ mod tests {
         }
 
         fn container(&self, id: &str) -> Option<ContainerFound> {
-            self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (id == ID).then(|| ContainerFound {
                 namespace: "shop".into(),
                 pod: "web-1".into(),
@@ -484,20 +491,31 @@ mod tests {
         assert_eq!(info.image_tag.as_deref(), Some("1.27"));
         assert_eq!(info.image_digest.as_deref(), Some("sha256:ab12"));
         let pod = info.k8s.as_ref().unwrap();
-        assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("shop", "web-1"));
+        assert_eq!(
+            (pod.namespace.as_str(), pod.name.as_str()),
+            ("shop", "web-1")
+        );
         assert_eq!(pod.labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(
             pod.workload,
             Some(("Deployment".to_string(), "web".to_string()))
         );
-        assert!(Arc::ptr_eq(&info, &metadata.lookup(ID).unwrap()), "memoized");
+        assert!(
+            Arc::ptr_eq(&info, &metadata.lookup(ID).unwrap()),
+            "memoized"
+        );
         assert_eq!(fake.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
         *fake.app.lock().unwrap() = "api".into();
         fake.generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let info = metadata.lookup(ID).unwrap();
         assert_eq!(
-            info.k8s.as_ref().unwrap().labels.get("app").map(String::as_str),
+            info.k8s
+                .as_ref()
+                .unwrap()
+                .labels
+                .get("app")
+                .map(String::as_str),
             Some("api"),
             "the cache changed: converted again"
         );

@@ -165,15 +165,9 @@ impl World {
             "root:x:0:0::/root:/bin/bash\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/bash\n",
             "root:x:0:\n",
         );
-        let engine = SecurityEngine::new(
-            rules,
-            table,
-            users,
-            metadata,
-            Arc::new(NoMetrics),
-        )
-        .with_matching(RuleMatching::All)
-        .with_hostname("node-1");
+        let engine = SecurityEngine::new(rules, table, users, metadata, Arc::new(NoMetrics))
+            .with_matching(RuleMatching::All)
+            .with_hostname("node-1");
         World {
             engine,
             next_pid: 1000,
