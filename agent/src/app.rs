@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use node_agent_core::health::{self, State};
+use node_agent_core::kube::{ContainerLookupSlot, SharedContainerLookup};
 use node_agent_core::sink::Sink;
 use node_agent_metrics::config::Listen;
 use node_agent_metrics::http::{self, MetricsEndpoint, ServeOptions};
@@ -35,7 +36,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         "starting node-agent"
     );
     log_config_warnings(&config);
-    let collectors = build_collectors(&config);
+    // The syscalls collector's `kube_labels` and the security events' `k8s.*` fields
+    // read the metadata cache, which runs in the leader only: filled when it leads.
+    let containers = Arc::new(ContainerLookupSlot::default());
+    let collectors = build_collectors(&config, &containers);
     let web = &config.metrics.web;
     let endpoint = Arc::new(
         MetricsEndpoint::new(
@@ -100,7 +104,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         &config.identity,
         &state_dirs,
         shutdown.clone(),
-        |token| lead(config.clone(), sinks, reloads, token),
+        |token| {
+            lead(
+                config.clone(),
+                sinks,
+                reloads,
+                Arc::clone(&containers),
+                token,
+            )
+        },
     )
     .await;
     reload_stop.cancel();
@@ -122,14 +134,16 @@ pub fn log_config_warnings(config: &Config) {
 
 /// The node_exporter collectors plus the ones other subsystems register (the eBPF
 /// syscalls collector), each only if enabled.
-fn build_collectors(config: &Config) -> NodeCollectors {
+fn build_collectors(config: &Config, containers: &Arc<ContainerLookupSlot>) -> NodeCollectors {
     let metrics = &config.metrics;
     let syscalls = node_agent_syscalls::COLLECTOR_NAME;
     let mut extra = Vec::new();
     if config.collector_enabled(syscalls) {
+        let mut options = config.syscalls_options();
+        options.containers = Arc::clone(containers) as SharedContainerLookup;
         extra.push((
             syscalls,
-            node_agent_syscalls::build_collector(&config.syscalls_options(), &metrics.paths),
+            node_agent_syscalls::build_collector(&options, &metrics.paths),
         ));
     }
     NodeCollectors::build_with(
@@ -155,6 +169,7 @@ async fn lead(
     config: Config,
     sinks: Vec<Arc<dyn Sink>>,
     reloads: Option<watch::Receiver<Arc<FileConfig>>>,
+    containers: Arc<ContainerLookupSlot>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
@@ -177,20 +192,6 @@ async fn lead(
         config: security.clone(),
         alerts: Some(tx),
     });
-    let syscalls = async {
-        if ebpf {
-            node_agent_syscalls::run_leader(
-                config.syscalls_options(),
-                config.metrics.paths.clone(),
-                security_options,
-                stop.clone(),
-            )
-            .await
-        } else {
-            stop.cancelled().await;
-            Ok(())
-        }
-    };
     // Started before the logs so that files found at start can wait for their pods.
     let kube = &config.file.kubernetes;
     let cache = crate::kube::start(kube, &config.identity.node_name, &stop).await;
@@ -204,6 +205,28 @@ async fn lead(
             );
         }
     }
+    // The same cache for the syscall series and security events, by container id.
+    containers.set(
+        cache
+            .as_ref()
+            .map(|c| Arc::new(c.clone()) as SharedContainerLookup),
+    );
+    let mut syscalls_options = config.syscalls_options();
+    syscalls_options.containers = Arc::clone(&containers) as SharedContainerLookup;
+    let syscalls = async {
+        if ebpf {
+            node_agent_syscalls::run_leader(
+                syscalls_options,
+                config.metrics.paths.clone(),
+                security_options,
+                stop.clone(),
+            )
+            .await
+        } else {
+            stop.cancelled().await;
+            Ok(())
+        }
+    };
     let enrichment = cache.as_ref().map(|c| crate::kube::enrichment(c, kube));
     // Alerts are a live source beside the log sources, on the start-up sinks: a reload
     // restarts the log sources, while the capture keeps its queue.
@@ -228,6 +251,8 @@ async fn lead(
         supervised("logs", logs, &stop),
         supervised("syscalls", syscalls, &stop)
     );
+    // Its cache stops with the leadership; a standby's series go without it.
+    containers.set(None);
     logs.context("log shipping")?;
     syscalls.context("syscall monitoring")
 }

@@ -207,6 +207,8 @@ impl Config {
         SyscallsOptions {
             config: self.file.syscalls.clone(),
             pods_dir: self.file.logs.pods_dir.clone(),
+            // No metadata: the agent passes its cache's slot (`app.rs`).
+            ..SyscallsOptions::default()
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -534,7 +534,8 @@ fn exec_through_a_relative_symlink_shows_the_real_path() {
 
 /// The leader's path: `run_leader` with `security.enabled` attaches the capture, and an
 /// alert reaches both the log pipeline (a `security` record with rule and priority fields)
-/// and the Falco JSON file output.
+/// and the Falco JSON file output, both with the container's Kubernetes metadata from the
+/// cache (synced from the fake API server, which runs a pod with the container's id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
     use node_agent::core::record::SourceKind;
@@ -556,6 +557,9 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
     let (tx, rx) = AlertSender::channel(256, "node-test");
     let pin_path =
         PathBuf::from("/sys/fs/bpf").join(format!("node-agent-sec-leader-{}", std::process::id()));
+    let c = Container::new("leader");
+    let cache_stop = tokio_util::sync::CancellationToken::new();
+    let (_server, cache) = kube_cache_running(&c.id, dir.path(), &cache_stop).await;
     let options = node_agent::syscalls::SyscallsOptions {
         config: SyscallsConfig {
             pin_path: pin_path.clone(),
@@ -563,6 +567,7 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
             ..SyscallsConfig::default()
         },
         pods_dir: dir.path().join("pods"),
+        containers: std::sync::Arc::new(cache),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let leader = tokio::spawn(node_agent::syscalls::run_leader(
@@ -574,7 +579,6 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
         }),
         stop.clone(),
     ));
-    let c = Container::new("leader");
     let target = "/etc/leader-check";
     let deadline = Instant::now() + ALERT_WAIT;
     // Repeat the action until the leader (attaching in the background) reports it.
@@ -615,10 +619,23 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
     }
     let _ = std::fs::remove_dir(&pin_path);
 
+    cache_stop.cancel();
     assert_eq!(record.source.kind, SourceKind::Security);
     assert_eq!(record.source.node, "node-test");
     let fields = record.fields.expect("fields");
     assert_eq!(fields["priority"], "Error");
+    let metadata = |f: &serde_json::Value| {
+        [
+            "container.name",
+            "container.image",
+            "k8s.ns.name",
+            "k8s.pod.name",
+            "k8s.workload.name",
+        ]
+        .map(|k| f[k].as_str().unwrap_or("<NA>").to_string())
+    };
+    let expected = ["app", "nginx:1.27", "shop", "web-1", "web"].map(str::to_string);
+    assert_eq!(metadata(&fields["output_fields"]), expected);
     assert_eq!(fields["hostname"], "node-test");
     assert!(
         record
@@ -647,6 +664,47 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
         assert!(line.get(key).is_some(), "{key} missing from {line}");
     }
     assert_eq!(line["hostname"], "node-test");
+    assert_eq!(metadata(&line["output_fields"]), expected);
+}
+
+/// The fake API server with pod shop/web-1 (Deployment web) running container `id`, and
+/// a metadata cache synced from it (in-cluster files under `dir`).
+async fn kube_cache_running(
+    id: &str,
+    dir: &Path,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (
+    node_agent_tests::receivers::apiserver::ApiServer,
+    node_agent::kube_cache::MetadataCache,
+) {
+    use node_agent_tests::receivers::apiserver::{self, ApiServer, INITIAL_TOKEN, PodBuilder};
+    let server = ApiServer::start().await.expect("fake API server");
+    std::fs::write(dir.join("ca.crt"), server.ca_pem()).expect("ca");
+    std::fs::write(dir.join("token"), INITIAL_TOKEN).expect("token");
+    server.upsert(apiserver::node("node-test", &[]));
+    server.upsert(apiserver::namespace("shop", &[], &[]));
+    server.upsert(
+        PodBuilder::new("shop", "web-1", POD_UID, "node-test")
+            .label("app", "web")
+            .label("pod-template-hash", "7d4b9c8f6")
+            .owner("ReplicaSet", "web-7d4b9c8f6")
+            .container("app", "nginx:1.27")
+            .container_id("app", id)
+            .build(),
+    );
+    let config = node_agent::kube_cache::KubeConfig {
+        enabled: Some(true),
+        api_server_url: Some(server.url()),
+        token_file: dir.join("token"),
+        ca_file: dir.join("ca.crt"),
+        node_name: "node-test".into(),
+        ..Default::default()
+    };
+    let cache = node_agent::kube_cache::MetadataCache::start(&config, stop)
+        .await
+        .expect("cache");
+    assert!(cache.wait_synced(Duration::from_secs(10)).await);
+    (server, cache)
 }
 
 /// Measurement, not a check (`--ignored --nocapture`): an exec storm in one container;

@@ -197,6 +197,7 @@ fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
     let options = SyscallsOptions {
         config: fixture.config(),
         pods_dir: fixture.logs.path().join("pods"),
+        ..Default::default()
     };
     let collector = build_collector(&options, &paths).expect("collector builds");
     let mut set = MetricSet::new();
@@ -288,6 +289,7 @@ fn gc_drops_dead_cgroups_and_keeps_host_totals() {
     let options = SyscallsOptions {
         config: fixture.config(),
         pods_dir: fixture.logs.path().join("pods"),
+        ..Default::default()
     };
     let mut attribution = Attribution::new(
         options.attribution_sources(&HostPaths::default()),
@@ -409,6 +411,7 @@ fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
             ..SyscallsConfig::default()
         },
         pods_dir: "/nonexistent".into(),
+        ..Default::default()
     };
     let collector =
         build_collector(&options, &paths).expect("collector builds on a supported kernel");
@@ -456,4 +459,107 @@ fn a_pinned_map_of_another_layout_is_replaced() {
     run_getppid_in(&fixture.container_cgroup, 100);
     assert!(fixture.count(getppid_nr()) >= 100);
     drop(program);
+}
+
+/// `syscalls.kube_labels` end to end: the real counters of a fake container, attributed
+/// through its cgroup, labelled from the Kubernetes metadata cache synced from the fake
+/// API server, which runs a pod with that container id.
+#[test]
+fn kube_labels_come_from_the_metadata_cache() {
+    use node_agent_tests::receivers::apiserver::{self, ApiServer, INITIAL_TOKEN, PodBuilder};
+    require_ebpf!();
+    let fixture = Fixture::new("kube");
+    let container_id = fixture
+        .container_cgroup
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("container id")
+        .to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (_server, cache) = runtime.block_on(async {
+        let server = ApiServer::start().await.expect("fake API server");
+        let dir = fixture.logs.path();
+        std::fs::write(dir.join("ca.crt"), server.ca_pem()).expect("ca");
+        std::fs::write(dir.join("token"), INITIAL_TOKEN).expect("token");
+        server.upsert(apiserver::node("node-1", &[]));
+        server.upsert(apiserver::namespace("testns", &[], &[]));
+        server.upsert(
+            PodBuilder::new("testns", "testpod", POD_UID, "node-1")
+                .label("app", "web")
+                // The hash names the ReplicaSet's Deployment (`web`).
+                .label("pod-template-hash", "7d4b9c8f6")
+                .owner("ReplicaSet", "web-7d4b9c8f6")
+                .container("app", "nginx:1.27")
+                .container_id("app", &container_id)
+                .build(),
+        );
+        let config = node_agent::kube_cache::KubeConfig {
+            enabled: Some(true),
+            api_server_url: Some(server.url()),
+            token_file: dir.join("token"),
+            ca_file: dir.join("ca.crt"),
+            node_name: "node-1".into(),
+            ..Default::default()
+        };
+        let cache = node_agent::kube_cache::MetadataCache::start(&config, &shutdown)
+            .await
+            .expect("cache");
+        assert!(cache.wait_synced(std::time::Duration::from_secs(10)).await);
+        (server, cache)
+    });
+
+    let program = LoadedProgram::load(&fixture.config()).expect("load + attach");
+    run_getppid_in(&fixture.container_cgroup, GETPPID_CALLS);
+    let mut config = fixture.config();
+    config.kube_labels =
+        serde_yaml_ng::from_str("{app: \"label:app\", workload: workload}").expect("kube_labels");
+    let options = SyscallsOptions {
+        config,
+        pods_dir: fixture.logs.path().join("pods"),
+        containers: std::sync::Arc::new(cache),
+    };
+    let collector = build_collector(&options, &HostPaths::default()).expect("collector builds");
+    let mut set = MetricSet::new();
+    collector.update(&mut set).expect("collector update");
+    let families = set.into_families();
+    let total = families
+        .iter()
+        .find(|f| f.name() == "node_agent_syscalls_total")
+        .expect("node_agent_syscalls_total");
+    let rows: Vec<(std::collections::BTreeMap<String, String>, f64)> = total
+        .get_metric()
+        .iter()
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            (labels, m.get_counter().get_value())
+        })
+        .collect();
+    let get = |l: &std::collections::BTreeMap<String, String>, k: &str| {
+        l.get(k).cloned().unwrap_or_else(|| "<none>".into())
+    };
+    let (labels, value) = rows
+        .iter()
+        // Other tests' fixtures (run in parallel) share the pod uid, not the container.
+        .find(|(l, _)| {
+            get(l, "syscall") == "getppid"
+                && get(l, "pod") == "testpod"
+                && get(l, "container") == "app"
+        })
+        .expect("series for the test container");
+    assert_eq!(get(labels, "app"), "web", "{labels:?}");
+    assert_eq!(get(labels, "workload"), "web", "{labels:?}");
+    assert!(*value >= GETPPID_CALLS as f64, "exported {value}");
+    // Host series carry the labels, empty.
+    assert!(
+        rows.iter()
+            .any(|(l, _)| get(l, "pod").is_empty() && get(l, "app").is_empty()),
+        "{rows:?}"
+    );
+    drop(program);
+    shutdown.cancel();
 }

@@ -9,7 +9,8 @@
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// The workload that owns a pod, resolved the way users name it (a Deployment rather than
 /// its ReplicaSet, a CronJob rather than its Job).
@@ -255,6 +256,158 @@ pub trait PodLookup: Send + Sync {
     fn lease(&self, uid: &str) -> Lease;
 }
 
+/// A container the node runs, as the metadata cache knows it by its runtime id: for the
+/// syscall counters and security events, which know a process's cgroup (hence its
+/// container id) but no log path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFound {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    /// The container's name in the pod spec.
+    pub container: String,
+    /// The pod's metadata, [`PodMetadata::container`] set to this container.
+    pub metadata: Arc<PodMetadata>,
+}
+
+/// The node's metadata cache by container id (the 64-hex id of
+/// `status.containerStatuses[].containerID`, without its `containerd://` prefix).
+/// Answers from memory: a lock and a hash lookup, plus the conversion of the one pod's
+/// metadata; callers on a hot path memoize answers and ask again only when
+/// [`Self::generation`] moved.
+pub trait ContainerLookup: Send + Sync {
+    /// Changes whenever an answer of [`Self::container`] may have changed.
+    fn generation(&self) -> u64;
+
+    /// The container's pod and metadata, if a cached pod runs it (or ran it, for a pod
+    /// deleted and still retained).
+    fn container(&self, id: &str) -> Option<ContainerFound>;
+}
+
+pub type SharedContainerLookup = Arc<dyn ContainerLookup>;
+
+/// No metadata (Kubernetes enrichment off): every container is unknown.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoContainers;
+
+impl ContainerLookup for NoContainers {
+    fn generation(&self) -> u64 {
+        0
+    }
+
+    fn container(&self, _id: &str) -> Option<ContainerFound> {
+        None
+    }
+}
+
+/// A lookup filled in later: the syscalls collector exists from start-up in every pod,
+/// while the cache runs only in the handover leader, from when it takes over. Until
+/// [`Self::set`], every container is unknown.
+#[derive(Default)]
+pub struct ContainerLookupSlot {
+    inner: RwLock<Option<SharedContainerLookup>>,
+    /// Bumped by every `set`, so that memoized answers of the previous lookup expire.
+    epoch: AtomicU64,
+}
+
+impl ContainerLookupSlot {
+    pub fn set(&self, lookup: Option<SharedContainerLookup>) {
+        // A panicked writer cannot leave an `Option` half-written.
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = lookup;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn current(&self) -> Option<SharedContainerLookup> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl std::fmt::Debug for ContainerLookupSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerLookupSlot")
+            .field("set", &self.current().is_some())
+            .finish()
+    }
+}
+
+impl ContainerLookup for ContainerLookupSlot {
+    fn generation(&self) -> u64 {
+        let inner = self.current().map_or(0, |l| l.generation());
+        // The epoch in the top bits: a new lookup starting at generation 0 still moves it.
+        inner.wrapping_add(self.epoch.load(Ordering::Acquire) << 48)
+    }
+
+    fn container(&self, id: &str) -> Option<ContainerFound> {
+        self.current()?.container(id)
+    }
+}
+
+/// One metadata value by name, for label sets chosen in the config (the syscall
+/// counters' `kube_labels`), spelled as the sinks' record values are: `workload`,
+/// `workload_kind`, `label:<pod label>`, `annotation:<pod annotation>`,
+/// `namespace_label:<label>`, `metadata:<ECS name>` (any [`PodMetadata::field`], e.g.
+/// `metadata:container.image.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataValue {
+    Workload,
+    WorkloadKind,
+    Label(String),
+    Annotation(String),
+    NamespaceLabel(String),
+    Metadata(String),
+}
+
+impl std::str::FromStr for MetadataValue {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        type Make = fn(String) -> MetadataValue;
+        let prefixed: [(&str, Make); 4] = [
+            ("label:", MetadataValue::Label),
+            ("annotation:", MetadataValue::Annotation),
+            ("namespace_label:", MetadataValue::NamespaceLabel),
+            ("metadata:", MetadataValue::Metadata),
+        ];
+        for (prefix, make) in prefixed {
+            if let Some(rest) = s.strip_prefix(prefix) {
+                if rest.is_empty() {
+                    return Err(format!("{s:?}: a name must follow {prefix:?}"));
+                }
+                return Ok(make(rest.to_string()));
+            }
+        }
+        match s {
+            "workload" => Ok(Self::Workload),
+            "workload_kind" => Ok(Self::WorkloadKind),
+            other => Err(format!(
+                "unknown metadata value {other:?} (workload, workload_kind, label:<name>, \
+                 annotation:<name>, namespace_label:<name>, metadata:<ECS name>)"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MetadataValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl MetadataValue {
+    /// The value in `m`; `None` when absent.
+    pub fn get<'a>(&self, m: &'a PodMetadata) -> Option<&'a str> {
+        match self {
+            Self::Workload => m.workload.as_ref().map(|w| w.name.as_str()),
+            Self::WorkloadKind => m.workload.as_ref().map(|w| w.kind.as_str()),
+            Self::Label(k) => m.labels.get(k).map(String::as_str),
+            Self::Annotation(k) => m.annotations.get(k).map(String::as_str),
+            Self::NamespaceLabel(k) => m.namespace_labels.get(k).map(String::as_str),
+            Self::Metadata(name) => m.field(name),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +489,64 @@ mod tests {
         assert_eq!(c.image_digest(), None);
         c.image_id = "docker-pullable://nginx@sha256:ff".into();
         assert_eq!(c.image_digest(), Some("sha256:ff"));
+    }
+
+    #[test]
+    fn metadata_values_parse_and_read() {
+        let m = metadata();
+        let get = |s: &str| {
+            s.parse::<MetadataValue>()
+                .unwrap()
+                .get(&m)
+                .map(str::to_string)
+        };
+        assert_eq!(get("workload").as_deref(), Some("web"));
+        assert_eq!(get("workload_kind").as_deref(), Some("Deployment"));
+        assert_eq!(get("label:app").as_deref(), Some("web"));
+        assert_eq!(get("label:nope"), None);
+        assert_eq!(get("annotation:team").as_deref(), Some("payments"));
+        assert_eq!(get("namespace_label:env").as_deref(), Some("prod"));
+        assert_eq!(
+            get("metadata:container.image.name").as_deref(),
+            Some("nginx:1.27")
+        );
+        assert!("label:".parse::<MetadataValue>().is_err());
+        assert!("pod".parse::<MetadataValue>().is_err());
+        let v: MetadataValue = serde_json::from_str("\"label:app\"").unwrap();
+        assert_eq!(v, MetadataValue::Label("app".into()));
+    }
+
+    struct One(u64);
+
+    impl ContainerLookup for One {
+        fn generation(&self) -> u64 {
+            self.0
+        }
+
+        fn container(&self, id: &str) -> Option<ContainerFound> {
+            (id == "c0ffee").then(|| ContainerFound {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                pod_uid: "u1".into(),
+                container: "app".into(),
+                metadata: Arc::new(metadata()),
+            })
+        }
+    }
+
+    #[test]
+    fn a_slot_answers_once_set_and_its_generation_moves_with_each_set() {
+        let slot = ContainerLookupSlot::default();
+        let g0 = slot.generation();
+        assert!(slot.container("c0ffee").is_none());
+        slot.set(Some(Arc::new(One(0))));
+        let g1 = slot.generation();
+        assert_ne!(g0, g1, "a lookup starting at generation 0 still moves it");
+        assert_eq!(slot.container("c0ffee").unwrap().pod, "web-1");
+        assert!(slot.container("other").is_none());
+        slot.set(None);
+        assert_ne!(slot.generation(), g1);
+        assert!(slot.container("c0ffee").is_none());
+        assert!(NoContainers.container("c0ffee").is_none());
     }
 }

@@ -138,6 +138,13 @@ impl MetadataCache {
         self.store().pod_by_name(namespace, name)
     }
 
+    /// The pod running the container with this runtime id (`status.containerStatuses[]
+    /// .containerID` without its `containerd://` prefix): an index the store keeps, one
+    /// hash lookup.
+    pub fn pod_by_container(&self, id: &str) -> Option<Arc<PodMetadata>> {
+        self.store().pod_by_container(id)
+    }
+
     pub fn namespace(&self, name: &str) -> Option<Arc<NamespaceMetadata>> {
         self.store().namespace(name)
     }

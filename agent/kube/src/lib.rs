@@ -20,7 +20,10 @@
 //! `cargo run --release -p node-agent-tests --example kube_metadata_bench`): cheap per
 //! file open or per batch; nothing needs them per line. They return an immutable
 //! [`PodMetadata`]: the pod plus its namespace's and node's metadata. Changes build new
-//! `Arc`s; a holder's snapshot never changes under it.
+//! `Arc`s; a holder's snapshot never changes under it. [`MetadataCache::pod_by_container`]
+//! finds the pod by a runtime container id (an index of the current
+//! `containerStatuses[].containerID`s), for the syscall counters and security events
+//! through `node_agent_core::kube::ContainerLookup`.
 //!
 //! # A log file before its pod
 //! A file can appear before the pod's watch event arrives. The primitive is
@@ -123,7 +126,7 @@ pub use client::{StartError, in_cluster_url};
 pub use config::{ConfigError, ConfigErrors, KeyFilterConfig, KubeConfig};
 pub use filter::KeyFilter;
 pub use health::{CacheState, ErrorKind, Resource, ResourceStats};
-pub use lookup::to_record;
+pub use lookup::{container_found, to_record};
 pub use metadata::{
     ContainerKind, ContainerMetadata, KeyValues, NamespaceMetadata, NodeMetadata, PodInfo,
     PodMetadata,

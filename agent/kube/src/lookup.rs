@@ -1,11 +1,14 @@
 //! The cache as the log pipeline's enrich stage asks it ([`node_agent_core::kube::PodLookup`]):
 //! a pod and container by the names in a log file's path, turned into the record-side
-//! [`node_agent_core::kube::PodMetadata`].
+//! [`node_agent_core::kube::PodMetadata`]; and as the syscall counters and security
+//! events ask it ([`node_agent_core::kube::ContainerLookup`]): by runtime container id.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use node_agent_core::kube::{self as record, Found, Lease, PodLookup, PodRef};
+use node_agent_core::kube::{
+    self as record, ContainerFound, ContainerLookup, Found, Lease, PodLookup, PodRef,
+};
 
 use crate::cache::MetadataCache;
 use crate::health::Resource;
@@ -36,6 +39,33 @@ impl PodLookup for MetadataCache {
     fn lease(&self, uid: &str) -> Lease {
         Lease::new(MetadataCache::lease(self, uid))
     }
+}
+
+impl ContainerLookup for MetadataCache {
+    fn generation(&self) -> u64 {
+        MetadataCache::generation(self)
+    }
+
+    fn container(&self, id: &str) -> Option<ContainerFound> {
+        let metadata = self.pod_by_container(id)?;
+        container_found(&metadata, id)
+    }
+}
+
+/// `id`'s container in this pod, with the pod's record-side metadata.
+pub fn container_found(m: &PodMetadata, id: &str) -> Option<ContainerFound> {
+    let pod = &m.pod;
+    let container = pod
+        .containers
+        .iter()
+        .find(|c| c.runtime_id().is_some_and(|(_, cid)| cid == id))?;
+    Some(ContainerFound {
+        namespace: pod.namespace.to_string(),
+        pod: pod.name.to_string(),
+        pod_uid: pod.uid.to_string(),
+        container: container.name.to_string(),
+        metadata: Arc::new(to_record(m, &container.name)),
+    })
 }
 
 fn map(kv: &KeyValues) -> BTreeMap<String, String> {
@@ -156,5 +186,21 @@ mod tests {
         );
         assert_eq!(r.hints.get("parser").map(String::as_str), Some("json"));
         assert!(to_record(&view, "nope").container.is_none());
+        let found = container_found(&view, "c1").unwrap();
+        assert_eq!(
+            (
+                found.namespace.as_str(),
+                found.pod.as_str(),
+                found.pod_uid.as_str(),
+                found.container.as_str()
+            ),
+            ("shop", "web-7d4b9c8f6-x2k4p", "uid-1", "app")
+        );
+        assert_eq!(
+            found.metadata.field("container.image.name"),
+            Some("nginx:1.27")
+        );
+        assert_eq!(found.metadata.field("kubernetes.labels.app"), Some("web"));
+        assert!(container_found(&view, "c2").is_none());
     }
 }

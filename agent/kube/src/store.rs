@@ -36,6 +36,9 @@ struct Inner {
     pods: FxHashMap<Box<str>, PodEntry>,
     /// namespace → name → uid of the newest pod of that name.
     by_name: FxHashMap<Box<str>, FxHashMap<Box<str>, Box<str>>>,
+    /// Runtime container id (without `containerd://`) → uid of the pod running it, for
+    /// the syscall counters and security events (which know only a cgroup's container).
+    by_container: FxHashMap<Box<str>, Box<str>>,
     namespaces: FxHashMap<Box<str>, Arc<NamespaceMetadata>>,
     node: Option<Arc<NodeMetadata>>,
     /// uid → live leases (a lease may precede the pod).
@@ -58,11 +61,27 @@ impl Inner {
         self.leases.contains_key(uid)
     }
 
+    fn index_containers(&mut self, pod: &PodInfo) {
+        for id in container_ids(pod) {
+            self.by_container.insert(id.into(), pod.uid.clone());
+        }
+    }
+
+    /// Removes `pod`'s ids, unless another pod claims one since (never in practice).
+    fn unindex_containers(&mut self, pod: &PodInfo) {
+        for id in container_ids(pod) {
+            if self.by_container.get(id).is_some_and(|u| *u == pod.uid) {
+                self.by_container.remove(id);
+            }
+        }
+    }
+
     fn remove_pod(&mut self, uid: &str) {
         let Some(entry) = self.pods.remove(uid) else {
             return;
         };
         let pod = &entry.view.pod;
+        self.unindex_containers(pod);
         if let Some(names) = self.by_name.get_mut(&*pod.namespace) {
             if names.get(&*pod.name).is_some_and(|u| **u == *uid) {
                 names.remove(&*pod.name);
@@ -89,6 +108,15 @@ impl Inner {
             None => false,
         }
     }
+}
+
+/// The runtime ids of a pod's containers that ran (`containerd://<id>` → `<id>`).
+fn container_ids(pod: &PodInfo) -> impl Iterator<Item = &str> {
+    pod.containers
+        .iter()
+        .filter_map(|c| c.runtime_id())
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
 }
 
 /// Figures of what the store holds.
@@ -167,6 +195,13 @@ impl Store {
     pub fn pod_by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodMetadata>> {
         let inner = self.read();
         let uid = inner.by_name.get(namespace)?.get(name)?;
+        inner.pods.get(uid).map(|e| Arc::clone(&e.view))
+    }
+
+    /// The pod running the container with this runtime id.
+    pub fn pod_by_container(&self, id: &str) -> Option<Arc<PodMetadata>> {
+        let inner = self.read();
+        let uid = inner.by_container.get(id)?;
         inner.pods.get(uid).map(|e| Arc::clone(&e.view))
     }
 
@@ -289,6 +324,10 @@ impl Store {
             let view = if unchanged {
                 Arc::clone(&entry.view)
             } else {
+                // A restarted container has a new id: the old one leaves the index.
+                let old = Arc::clone(&entry.view.pod);
+                inner.unindex_containers(&old);
+                inner.index_containers(&info);
                 inner.view(Arc::new(info))
             };
             if let Some(entry) = inner.pods.get_mut(&*view.pod.uid) {
@@ -314,6 +353,7 @@ impl Store {
             .entry(info.namespace.clone())
             .or_default()
             .insert(info.name.clone(), uid.clone());
+        inner.index_containers(&info);
         let view = inner.view(Arc::new(info));
         inner.pods.insert(
             uid,
@@ -666,5 +706,55 @@ mod tests {
         let mut rx = s.subscribe_pods();
         s.apply_pod(pod("u1", "a", "p1", "x"), false, Instant::now());
         rx.changed().await.unwrap();
+    }
+
+    fn with_container(mut p: PodInfo, name: &str, id: Option<&str>) -> PodInfo {
+        p.containers = Box::new([crate::metadata::ContainerMetadata {
+            name: name.into(),
+            kind: crate::metadata::ContainerKind::Regular,
+            image: Some("nginx:1.27".into()),
+            image_id: None,
+            container_id: id.map(Into::into),
+        }]);
+        p
+    }
+
+    #[test]
+    fn containers_are_found_by_their_current_runtime_id() {
+        let s = Store::new(RETAIN, 10, 10);
+        let t0 = Instant::now();
+        s.apply_pod(
+            with_container(pod("u1", "a", "p1", "web"), "app", None),
+            false,
+            t0,
+        );
+        assert!(s.pod_by_container("c1").is_none(), "not started yet");
+        s.apply_pod(
+            with_container(pod("u1", "a", "p1", "web"), "app", Some("containerd://c1")),
+            false,
+            t0,
+        );
+        assert_eq!(&*s.pod_by_container("c1").unwrap().pod.uid, "u1");
+        assert!(
+            s.pod_by_container("containerd://c1").is_none(),
+            "keyed by the bare id"
+        );
+        // Restarted: the new instance's id replaces the old one.
+        s.apply_pod(
+            with_container(pod("u1", "a", "p1", "web"), "app", Some("containerd://c2")),
+            false,
+            t0,
+        );
+        assert!(s.pod_by_container("c1").is_none());
+        assert_eq!(&*s.pod_by_container("c2").unwrap().pod.uid, "u1");
+        // Deleted: still found while retained, gone with the pod.
+        s.apply_pod(
+            with_container(pod("u1", "a", "p1", "web"), "app", Some("containerd://c2")),
+            true,
+            t0,
+        );
+        assert!(s.pod_by_container("c2").is_some());
+        s.sweep(t0 + RETAIN);
+        assert!(s.pod_by_container("c2").is_none());
     }
 }

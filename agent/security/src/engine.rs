@@ -258,6 +258,7 @@ impl SecurityEngine {
             output.push(' ');
             let mut fields = BTreeMap::new();
             rule.output().render(&ctx, &mut output, Some(&mut fields));
+            crate::rules::output::add_container_fields(&ctx, &mut fields);
             // Falco's output starts with %evt.time, so its fields always include it.
             fields.insert("evt.time".to_string(), serde_json::Value::from(event.ts_ns));
             self.stats.alerts += 1;

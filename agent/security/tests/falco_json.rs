@@ -275,3 +275,93 @@ fn config_errors_reach_the_caller_with_key_paths() {
         "{err}"
     );
 }
+
+/// The node's metadata cache as the agent passes it (`node_agent_core::kube`): WEB runs
+/// in pod shop/web-1 of Deployment web.
+struct Cache;
+
+impl node_agent_core::kube::ContainerLookup for Cache {
+    fn generation(&self) -> u64 {
+        1
+    }
+
+    fn container(&self, id: &str) -> Option<node_agent_core::kube::ContainerFound> {
+        use node_agent_core::kube::{ContainerMetadata, PodMetadata, Workload};
+        (id == WEB).then(|| node_agent_core::kube::ContainerFound {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "u1".into(),
+            container: "nginx".into(),
+            metadata: Arc::new(PodMetadata {
+                labels: [("app".to_string(), "web".to_string())].into(),
+                workload: Some(Workload {
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                }),
+                container: Some(ContainerMetadata {
+                    image: "docker.io/library/nginx:1.27".into(),
+                    image_id: "docker.io/library/nginx@sha256:ab12".into(),
+                    container_id: format!("containerd://{WEB}"),
+                }),
+                ..Default::default()
+            }),
+        })
+    }
+}
+
+#[test]
+fn alerts_of_known_containers_carry_their_kubernetes_metadata() {
+    let rules = rules_from(
+        r#"
+- rule: Shell in an app
+  desc: t
+  condition: evt.type = execve and proc.name = sh and k8s.pod.label.app = web
+  output: shell (pod=%k8s.pod.name)
+  priority: WARNING
+- rule: Any shell
+  desc: t
+  condition: evt.type = execve and proc.name = sh
+  output: shell
+  priority: NOTICE
+"#,
+    );
+    let metadata = Arc::new(node_agent_security::process::KubeMetadata::new(Arc::new(
+        Cache,
+    )));
+    let mut w = World::with_metadata(rules, metadata);
+    let web = w.container(WEB);
+    let alerts = w.exec(web, Exec::new("sh", &["sh"]));
+    assert_eq!(names(&alerts), ["Shell in an app", "Any shell"]);
+    for alert in &alerts {
+        let line: Value = serde_json::from_str(&alert.to_json_line()).unwrap();
+        let f = &line["output_fields"];
+        assert_eq!(f["container.id"], &WEB[..12]);
+        assert_eq!(f["container.name"], "nginx");
+        assert_eq!(f["container.image"], "docker.io/library/nginx:1.27");
+        assert_eq!(f["container.image.repository"], "docker.io/library/nginx");
+        assert_eq!(f["container.image.tag"], "1.27");
+        assert_eq!(f["container.image.digest"], "sha256:ab12");
+        assert_eq!(f["k8s.ns.name"], "shop");
+        assert_eq!(f["k8s.pod.name"], "web-1");
+        assert_eq!(f["k8s.pod.uid"], "u1");
+        assert_eq!(f["k8s.workload.kind"], "Deployment");
+        assert_eq!(f["k8s.workload.name"], "web");
+    }
+    assert!(
+        alerts[0].output.ends_with("shell (pod=web-1)"),
+        "{}",
+        alerts[0].output
+    );
+
+    // A container the cache does not know (yet): the rule on its label cannot match,
+    // the other fires, without metadata fields; nothing waits.
+    let other = w.container(SYSTEM);
+    let alerts = w.exec(other, Exec::new("sh", &["sh"]));
+    assert_eq!(names(&alerts), ["Any shell"]);
+    let line: Value = serde_json::from_str(&alerts[0].to_json_line()).unwrap();
+    let f = line["output_fields"].as_object().unwrap();
+    assert!(
+        !f.contains_key("k8s.ns.name") && !f.contains_key("container.image"),
+        "{f:?}"
+    );
+}

@@ -43,6 +43,37 @@ pub struct ContainerLabels {
     pub namespace: String,
     pub pod: String,
     pub container: String,
+    /// The runtime id, to look the container up in the Kubernetes metadata.
+    pub id: ContainerId,
+}
+
+/// A container's runtime id, carried along but not part of a series' identity: a
+/// restarted container (new id, same names) continues the same series.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerId(pub Arc<str>);
+
+impl PartialEq for ContainerId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ContainerId {}
+
+impl std::hash::Hash for ContainerId {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl PartialOrd for ContainerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ContainerId {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
 }
 
 pub use node_agent_core::cgroup::{ContainerRef, parse_container_path};
@@ -217,6 +248,7 @@ fn container_labels(
         namespace,
         pod,
         container,
+        id: ContainerId(Arc::from(c.container_id.as_str())),
     }
 }
 
@@ -358,9 +390,11 @@ mod tests {
             ContainerLabels {
                 namespace: "default".into(),
                 pod: "web-0".into(),
-                container: "app".into()
+                container: "app".into(),
+                id: ContainerId::default(),
             }
         );
+        assert_eq!(&*labels(attribution.owner(ino(&ctr))).id.0, ID);
         // No /var/log/containers link: short id.
         assert_eq!(
             labels(attribution.owner(ino(&unnamed))).container,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::cgroups::Attribution;
 use super::loader::PinnedMaps;
-use super::series::{self, Admission};
+use super::series::{self, Admission, KubeLabels};
 use super::support;
 use node_agent_core::host::HostPaths;
 use node_agent_metrics::{Collector, CollectorError, MetricSet};
@@ -18,6 +18,7 @@ pub struct SyscallsCollector {
 
 struct State {
     attribution: Attribution,
+    kube: KubeLabels,
     admission: Admission,
 }
 
@@ -34,16 +35,26 @@ pub fn build(
             options.attribution_sources(paths),
             options.config.attribution_refresh,
         ),
+        KubeLabels::new(
+            &options.config.kube_labels,
+            std::sync::Arc::clone(&options.containers),
+        ),
         options.config.max_series,
     )))
 }
 
 impl SyscallsCollector {
-    pub fn new(pin_path: PathBuf, attribution: Attribution, max_series: usize) -> Self {
+    pub fn new(
+        pin_path: PathBuf,
+        attribution: Attribution,
+        kube: KubeLabels,
+        max_series: usize,
+    ) -> Self {
         Self {
             pin_path,
             state: Mutex::new(State {
                 attribution,
+                kube,
                 admission: Admission::new(max_series),
             }),
         }
@@ -61,19 +72,23 @@ impl Collector for SyscallsCollector {
         let maps = PinnedMaps::open(&self.pin_path).map_err(other)?;
         let rows = maps.counts().map_err(other)?;
         let entries = rows.len();
-        let series = {
+        let (series, names) = {
             let mut state = self
                 .state
                 .lock()
                 .map_err(|_| CollectorError::Other("syscalls collector state poisoned".into()))?;
             let State {
                 attribution,
+                kube,
                 admission,
             } = &mut *state;
             attribution.ensure(rows.iter().map(|r| r.0));
-            series::aggregate(rows, attribution, admission)
+            (
+                series::aggregate(rows, attribution, kube, admission),
+                kube.names().to_vec(),
+            )
         };
-        series::emit(&series, out);
+        series::emit(&series, &names, out);
         out.counter(
             "node_agent_syscalls_map_overflow_total",
             "Syscalls not counted because the (cgroup, syscall) map was full.",

@@ -22,7 +22,9 @@ pub mod security;
 pub mod series;
 pub mod support;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,6 +32,7 @@ use serde::Deserialize;
 use cgroups::AttributionSources;
 use node_agent_core::config::{KeyPath, Problems, Validate};
 use node_agent_core::host::HostPaths;
+use node_agent_core::kube::{MetadataValue, NoContainers, SharedContainerLookup};
 use node_agent_metrics::{Collector, CollectorError};
 
 /// `syscalls:` section of the config file.
@@ -51,6 +54,12 @@ pub struct SyscallsConfig {
     /// Maximum number of `node_agent_syscalls_total` series; more are folded into one
     /// series with all labels "other".
     pub max_series: usize,
+    /// Extra labels of `node_agent_syscalls_total` from the Kubernetes metadata of the
+    /// series' container: label name → value (`workload`, `workload_kind`,
+    /// `label:<pod label>`, `annotation:<key>`, `namespace_label:<key>`,
+    /// `metadata:<ECS name>`), as the Loki sink's labels name them. Empty by default:
+    /// each label is one more value per container series, under `max_series` all the same.
+    pub kube_labels: BTreeMap<String, MetadataValue>,
     /// Minimum time between two walks of the cgroup tree to attribute new cgroups.
     #[serde(with = "node_agent_core::duration::serde_format")]
     pub attribution_refresh: Duration,
@@ -67,6 +76,7 @@ impl Default for SyscallsConfig {
             cgroup_root: None,
             containers_dir: None,
             max_series: 5000,
+            kube_labels: BTreeMap::new(),
             attribution_refresh: Duration::from_secs(5),
             gc_interval: Duration::from_secs(60),
         }
@@ -96,6 +106,32 @@ impl Validate for SyscallsConfig {
             &at.key("max_series"),
             "must be at least 1",
         );
+        for name in self.kube_labels.keys() {
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with("__");
+            problems.check(
+                valid,
+                &at.key("kube_labels").key(name),
+                "must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+            );
+            problems.check(
+                !RESERVED_LABELS.contains(&name.as_str()),
+                &at.key("kube_labels").key(name),
+                format!(
+                    "is a label of every series already ({})",
+                    RESERVED_LABELS.join(", ")
+                ),
+            );
+        }
+        problems.check(
+            self.kube_labels.len() <= MAX_KUBE_LABELS,
+            &at.key("kube_labels"),
+            format!("at most {MAX_KUBE_LABELS} labels"),
+        );
         problems.check(
             self.pin_path.is_absolute(),
             &at.key("pin_path"),
@@ -104,12 +140,39 @@ impl Validate for SyscallsConfig {
     }
 }
 
-/// What the collector needs besides [`HostPaths`]: the `syscalls:` section and kubelet's pod
-/// log directory (`logs.pods_dir`).
-#[derive(Debug, Clone, Default)]
+/// The labels `node_agent_syscalls_total` has without `kube_labels`.
+const RESERVED_LABELS: [&str; 4] = ["syscall", "namespace", "pod", "container"];
+/// A bound on `kube_labels`, against a config that would make every series heavy.
+const MAX_KUBE_LABELS: usize = 16;
+
+/// What the collector needs besides [`HostPaths`]: the `syscalls:` section, kubelet's pod
+/// log directory (`logs.pods_dir`) and the Kubernetes metadata by container id.
+#[derive(Clone)]
 pub struct SyscallsOptions {
     pub config: SyscallsConfig,
     pub pods_dir: PathBuf,
+    /// For `kube_labels` (and the security events' `k8s.*` fields): the agent passes a
+    /// slot the leader fills once its metadata cache runs; [`NoContainers`] otherwise.
+    pub containers: SharedContainerLookup,
+}
+
+impl Default for SyscallsOptions {
+    fn default() -> Self {
+        Self {
+            config: SyscallsConfig::default(),
+            pods_dir: PathBuf::new(),
+            containers: Arc::new(NoContainers),
+        }
+    }
+}
+
+impl std::fmt::Debug for SyscallsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyscallsOptions")
+            .field("config", &self.config)
+            .field("pods_dir", &self.pods_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SyscallsOptions {
@@ -216,6 +279,24 @@ mod tests {
             ..Default::default()
         };
         assert!(relative.validated().is_err());
+        let labels: SyscallsConfig =
+            serde_yaml_ng::from_str("kube_labels: {app: \"label:app\", workload: workload}\n")
+                .expect("valid yaml");
+        assert_eq!(
+            labels.kube_labels.get("app"),
+            Some(&MetadataValue::Label("app".into()))
+        );
+        labels.validated().expect("valid");
+        assert!(
+            serde_yaml_ng::from_str::<SyscallsConfig>("kube_labels: {app: nope}\n").is_err(),
+            "an unknown value"
+        );
+        for name in ["pod", "1app", "__x", "a-b"] {
+            let mut c = SyscallsConfig::default();
+            c.kube_labels.insert(name.into(), MetadataValue::Workload);
+            let err = c.validated().expect_err(name);
+            assert!(err.to_string().contains("kube_labels"), "{err}");
+        }
     }
 
     #[test]
@@ -226,6 +307,7 @@ mod tests {
                 ..Default::default()
             },
             pods_dir: "/host/var/log/pods".into(),
+            ..Default::default()
         };
         let sources = options.attribution_sources(&HostPaths::default());
         assert_eq!(sources.cgroup_root, Some(PathBuf::from("/cg")));

@@ -487,6 +487,7 @@ pub async fn run_leader(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let syscalls = &options.config;
+    let containers = std::sync::Arc::clone(&options.containers);
     if let Err(reason) = support::check(paths) {
         tracing::warn!(%reason, "syscall monitoring disabled: eBPF not supported here");
         shutdown.cancelled().await;
@@ -498,10 +499,11 @@ pub async fn run_leader(
     });
     let capture = match &security {
         Some(options) => {
-            let capture = super::security::Capture::from_config(
+            let capture = super::security::Capture::with_metadata(
                 &options.config,
                 &tokio::runtime::Handle::current(),
                 options.alerts.clone(),
+                std::sync::Arc::new(node_agent_security::process::KubeMetadata::new(containers)),
             )?;
             let settings = CaptureSettings::from_security(
                 &options.config,

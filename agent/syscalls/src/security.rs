@@ -280,7 +280,7 @@ pub mod capture {
     use node_agent_security::engine::SecurityEngine;
     use node_agent_security::event::BootClock;
     use node_agent_security::event::wire;
-    use node_agent_security::process::NoMetadata;
+    use node_agent_security::process::{ContainerMetadata, NoMetadata};
 
     use super::{AlertSender, capture_metrics};
 
@@ -309,8 +309,19 @@ pub mod capture {
             runtime: &tokio::runtime::Handle,
             alerts: Option<AlertSender>,
         ) -> anyhow::Result<Capture> {
+            Self::with_metadata(config, runtime, alerts, Arc::new(NoMetadata))
+        }
+
+        /// [`Self::from_config`] with the containers' metadata (`container.image`,
+        /// `k8s.*`), from the Kubernetes metadata cache in the agent.
+        pub fn with_metadata(
+            config: &node_agent_security::config::SecurityConfig,
+            runtime: &tokio::runtime::Handle,
+            alerts: Option<AlertSender>,
+            metadata: Arc<dyn ContainerMetadata>,
+        ) -> anyhow::Result<Capture> {
             let metrics: Arc<dyn AlertMetrics> = super::PromMetrics::global();
-            let engine = SecurityEngine::from_config(config, Arc::new(NoMetadata), metrics.clone())
+            let engine = SecurityEngine::from_config(config, metadata, metrics.clone())
                 .context("security rules and settings")?;
             let outputs = super::build_outputs(config, runtime, metrics)?;
             Ok(Capture {

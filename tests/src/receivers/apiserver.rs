@@ -1361,6 +1361,23 @@ impl PodBuilder {
         self
     }
 
+    /// Sets the runtime id (`containerd://<id>`) of a running container added before, as
+    /// a real runtime's 64-hex id (the default ids are short names).
+    pub fn container_id(mut self, name: &str, id: &str) -> Self {
+        for list in [
+            "containerStatuses",
+            "initContainerStatuses",
+            "ephemeralContainerStatuses",
+        ] {
+            if let Some(statuses) = self.value["status"][list].as_array_mut() {
+                for status in statuses.iter_mut().filter(|s| s["name"] == name) {
+                    status["containerID"] = json!(format!("containerd://{id}"));
+                }
+            }
+        }
+        self
+    }
+
     /// A container in the spec that has not started (no status yet).
     pub fn waiting_container(mut self, name: &str, image: &str) -> Self {
         self.push("containers", "containerStatuses", name, image, false);

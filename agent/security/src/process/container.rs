@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use node_agent_core::kube::{ContainerFound, SharedContainerLookup};
 use rustc_hash::FxHashMap;
 
 /// The full (64 hex) container id in a cgroup path, if any (the deepest component that
@@ -76,6 +77,8 @@ pub struct PodInfo {
     pub name: String,
     pub uid: String,
     pub labels: BTreeMap<String, String>,
+    /// The workload owning the pod (`Deployment`, `web`), `None` for a bare pod.
+    pub workload: Option<(String, String)>,
 }
 
 /// Container id → metadata. The agent implements it over its Kubernetes metadata cache
@@ -108,6 +111,97 @@ impl ContainerMetadata for StaticMetadata {
     fn lookup(&self, container_id: &str) -> Option<Arc<ContainerInfo>> {
         self.0.get(container_id).cloned()
     }
+}
+
+/// The node's Kubernetes metadata cache by container id (`node_agent_core::kube`), as
+/// the rules read it. Converted answers are memoized per container until the cache's
+/// generation moves, so an event costs a hash lookup, not a copy of the pod's labels.
+pub struct KubeMetadata {
+    lookup: SharedContainerLookup,
+    memo: Mutex<Memo>,
+}
+
+#[derive(Default)]
+struct Memo {
+    generation: u64,
+    found: FxHashMap<Box<str>, Arc<ContainerInfo>>,
+}
+
+/// Containers memoized at most (a node runs a few hundred); more clear the memo.
+const MEMO_MAX: usize = 4096;
+
+impl KubeMetadata {
+    pub fn new(lookup: SharedContainerLookup) -> KubeMetadata {
+        KubeMetadata {
+            lookup,
+            memo: Mutex::new(Memo::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for KubeMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeMetadata")
+    }
+}
+
+impl ContainerMetadata for KubeMetadata {
+    fn lookup(&self, container_id: &str) -> Option<Arc<ContainerInfo>> {
+        let generation = self.lookup.generation();
+        // Only this engine's thread takes the lock; a poisoned memo is just a cache.
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.generation != generation {
+            memo.generation = generation;
+            memo.found.clear();
+        }
+        if let Some(info) = memo.found.get(container_id) {
+            return Some(Arc::clone(info));
+        }
+        // Unknown containers are not memoized: a pod's watch event may be about to
+        // arrive, and a miss costs no more than a hit in the cache.
+        let info = Arc::new(container_info(
+            container_id,
+            &self.lookup.container(container_id)?,
+        ));
+        if memo.found.len() >= MEMO_MAX {
+            memo.found.clear();
+        }
+        memo.found.insert(container_id.into(), Arc::clone(&info));
+        Some(info)
+    }
+}
+
+/// The rules' view of a container the metadata cache found.
+pub fn container_info(id: &str, found: &ContainerFound) -> ContainerInfo {
+    let m = &found.metadata;
+    let image = m
+        .container
+        .as_ref()
+        .map(|c| c.image.clone())
+        .filter(|i| !i.is_empty());
+    let digest = m
+        .container
+        .as_ref()
+        .and_then(|c| c.image_digest())
+        .map(str::to_string);
+    ContainerInfo {
+        id: id.to_string(),
+        name: Some(found.container.clone()),
+        image,
+        image_digest: digest,
+        k8s: Some(PodInfo {
+            namespace: found.namespace.clone(),
+            name: found.pod.clone(),
+            uid: found.pod_uid.clone(),
+            labels: m.labels.clone(),
+            workload: m
+                .workload
+                .as_ref()
+                .map(|w| (w.kind.clone(), w.name.clone())),
+        }),
+        ..Default::default()
+    }
+    .with_image_parts()
 }
 
 /// cgroup v2 id (what eBPF's `bpf_get_current_cgroup_id()` returns: the inode of the
@@ -346,6 +440,86 @@ mod tests {
         ] {
             assert_eq!(container_id_from_cgroup_path(&path), None, "{path}");
         }
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        generation: std::sync::atomic::AtomicU64,
+        asked: std::sync::atomic::AtomicU64,
+        app: Mutex<String>,
+    }
+
+    impl node_agent_core::kube::ContainerLookup for Fake {
+        fn generation(&self) -> u64 {
+            self.generation.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn container(&self, id: &str) -> Option<ContainerFound> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (id == ID).then(|| ContainerFound {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                pod_uid: "u1".into(),
+                container: "app".into(),
+                metadata: Arc::new(node_agent_core::kube::PodMetadata {
+                    labels: [("app".to_string(), self.app.lock().unwrap().clone())].into(),
+                    workload: Some(node_agent_core::kube::Workload {
+                        kind: "Deployment".into(),
+                        name: "web".into(),
+                    }),
+                    container: Some(node_agent_core::kube::ContainerMetadata {
+                        image: "nginx:1.27".into(),
+                        image_id: "docker.io/library/nginx@sha256:ab12".into(),
+                        container_id: format!("containerd://{ID}"),
+                    }),
+                    ..Default::default()
+                }),
+            })
+        }
+    }
+
+    #[test]
+    fn kube_metadata_converts_once_per_generation() {
+        let fake = Arc::new(Fake::default());
+        *fake.app.lock().unwrap() = "web".into();
+        let metadata = KubeMetadata::new(fake.clone());
+        let info = metadata.lookup(ID).expect("known");
+        assert_eq!(info.name.as_deref(), Some("app"));
+        assert_eq!(info.image.as_deref(), Some("nginx:1.27"));
+        assert_eq!(info.image_repository.as_deref(), Some("nginx"));
+        assert_eq!(info.image_tag.as_deref(), Some("1.27"));
+        assert_eq!(info.image_digest.as_deref(), Some("sha256:ab12"));
+        let pod = info.k8s.as_ref().unwrap();
+        assert_eq!(
+            (pod.namespace.as_str(), pod.name.as_str()),
+            ("shop", "web-1")
+        );
+        assert_eq!(pod.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            pod.workload,
+            Some(("Deployment".to_string(), "web".to_string()))
+        );
+        assert!(
+            Arc::ptr_eq(&info, &metadata.lookup(ID).unwrap()),
+            "memoized"
+        );
+        assert_eq!(fake.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+        *fake.app.lock().unwrap() = "api".into();
+        fake.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let info = metadata.lookup(ID).unwrap();
+        assert_eq!(
+            info.k8s
+                .as_ref()
+                .unwrap()
+                .labels
+                .get("app")
+                .map(String::as_str),
+            Some("api"),
+            "the cache changed: converted again"
+        );
+        assert!(metadata.lookup("unknown").is_none());
     }
 
     #[test]

@@ -28,8 +28,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::event::{Event, EventArgs, EventType, ExecArgs};
 
 pub use container::{
-    CgroupResolver, ContainerInfo, ContainerMetadata, NoMetadata, PodInfo, StaticMetadata,
-    container_id_from_cgroup_path,
+    CgroupResolver, ContainerInfo, ContainerMetadata, KubeMetadata, NoMetadata, PodInfo,
+    StaticMetadata, container_id_from_cgroup_path, container_info,
 };
 pub use procfs::{ProcSnapshot, ProcSource, ReadError};
 pub use users::UserDb;

@@ -260,6 +260,8 @@ pub enum FieldKind {
     K8sPodUid,
     K8sPodLabel(String),
     K8sPodLabels,
+    K8sWorkloadKind,
+    K8sWorkloadName,
     FdNum,
     FdType,
     FdTypeChar,
@@ -370,6 +372,10 @@ const SIMPLE: &[(&str, FieldKind)] = &[
     ("k8s.pod.name", FieldKind::K8sPodName),
     ("k8s.pod.uid", FieldKind::K8sPodUid),
     ("k8s.pod.labels", FieldKind::K8sPodLabels),
+    // Not Falco's (its k8smeta plugin has k8smeta.deployment.name &c.): the resolved
+    // workload, as the log records' `workload`/`workload_kind`.
+    ("k8s.workload.kind", FieldKind::K8sWorkloadKind),
+    ("k8s.workload.name", FieldKind::K8sWorkloadName),
     ("fd.num", FieldKind::FdNum),
     ("fd.type", FieldKind::FdType),
     ("fd.typechar", FieldKind::FdTypeChar),
@@ -647,6 +653,8 @@ impl Field {
             K8sPodName => Value::Str(&ctx.container()?.k8s.as_ref()?.name),
             K8sPodUid => Value::Str(&ctx.container()?.k8s.as_ref()?.uid),
             K8sPodLabel(key) => Value::Str(ctx.container()?.k8s.as_ref()?.labels.get(key)?),
+            K8sWorkloadKind => Value::Str(&ctx.container()?.k8s.as_ref()?.workload.as_ref()?.0),
+            K8sWorkloadName => Value::Str(&ctx.container()?.k8s.as_ref()?.workload.as_ref()?.1),
             K8sPodLabels => {
                 let pod = ctx.container()?.k8s.as_ref()?;
                 let mut out = String::new();
@@ -925,7 +933,9 @@ impl<'a> EvalCtx<'a> {
         self.process?.container_id.as_deref()
     }
 
-    fn container(&self) -> Option<&ContainerInfo> {
+    /// The event's container as the metadata knows it (`None` for host processes and
+    /// containers it does not know).
+    pub fn container(&self) -> Option<&ContainerInfo> {
         self.container
             .get_or_init(|| self.container_id().and_then(|id| self.metadata.lookup(id)))
             .as_deref()

@@ -171,6 +171,43 @@ impl OutputTemplate {
     }
 }
 
+/// The container's metadata fields every alert of a known container carries in its
+/// `output_fields`, whatever its rule's output names (as Falco's outputs do with
+/// `%container.info` and its Kubernetes metadata).
+const CONTAINER_FIELDS: &[&str] = &[
+    "container.id",
+    "container.name",
+    "container.image",
+    "container.image.repository",
+    "container.image.tag",
+    "container.image.digest",
+    "k8s.ns.name",
+    "k8s.pod.name",
+    "k8s.pod.uid",
+    "k8s.workload.kind",
+    "k8s.workload.name",
+];
+
+/// Adds [`CONTAINER_FIELDS`] to `map` when the event's container is known to the
+/// metadata (values already rendered, absent ones left out).
+pub fn add_container_fields(ctx: &EvalCtx<'_>, map: &mut BTreeMap<String, serde_json::Value>) {
+    if ctx.container().is_none() {
+        return;
+    }
+    for name in CONTAINER_FIELDS {
+        if map.contains_key(*name) {
+            continue;
+        }
+        // The names are this module's own: they resolve.
+        let Ok(field) = Field::resolve(name, None) else {
+            continue;
+        };
+        if let Some(v) = field.first_value(ctx) {
+            map.insert((*name).to_string(), v.to_json());
+        }
+    }
+}
+
 /// A `[...]` right after a field name: (argument, index after it).
 fn bracket_arg(text: &str, at: usize) -> (Option<&str>, usize) {
     if text.as_bytes().get(at) == Some(&b'[')

@@ -48,6 +48,7 @@ pub fn metadata() -> StaticMetadata {
                 name: "web-7d4b9".into(),
                 uid: "11111111-2222-3333-4444-555555555555".into(),
                 labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
             }),
             ..Default::default()
         }
@@ -143,6 +144,13 @@ impl World {
     }
 
     pub fn with_rules(rules: RuleSet) -> World {
+        World::with_metadata(rules, Arc::new(metadata()))
+    }
+
+    pub fn with_metadata(
+        rules: RuleSet,
+        metadata: Arc<dyn node_agent_security::process::ContainerMetadata>,
+    ) -> World {
         let mut table = ProcessTable::new(TableConfig::default());
         let mut systemd = Process::new(1, 0, "systemd");
         systemd.start_ns = 1;
@@ -157,15 +165,9 @@ impl World {
             "root:x:0:0::/root:/bin/bash\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/bash\n",
             "root:x:0:\n",
         );
-        let engine = SecurityEngine::new(
-            rules,
-            table,
-            users,
-            Arc::new(metadata()),
-            Arc::new(NoMetrics),
-        )
-        .with_matching(RuleMatching::All)
-        .with_hostname("node-1");
+        let engine = SecurityEngine::new(rules, table, users, metadata, Arc::new(NoMetrics))
+            .with_matching(RuleMatching::All)
+            .with_hostname("node-1");
         World {
             engine,
             next_pid: 1000,
