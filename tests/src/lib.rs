@@ -1,6 +1,7 @@
 //! Test support for node-agent end-to-end tests.
 
 pub mod agent_proc;
+pub mod exec_storm;
 pub mod expfmt;
 pub mod http;
 pub mod in_process;

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use node_agent::host::HostPaths;
@@ -47,7 +47,10 @@ fn skip_reason() -> Option<String> {
 macro_rules! require_capture {
     () => {
         match shared() {
-            Some(shared) => shared,
+            Some(shared) => Session {
+                shared,
+                _not_during_a_storm: not_during_a_storm(),
+            },
             None => {
                 node_agent_tests::require::missing(
                     &skip_reason().unwrap_or_else(|| "capture unavailable".into()),
@@ -56,6 +59,28 @@ macro_rules! require_capture {
             }
         }
     };
+}
+
+/// The exec storms fill the ring buffers (every capture on the machine sees their execs):
+/// they hold this for writing, every other test for reading, so that no other test's
+/// records are dropped while a storm runs.
+static STORM: RwLock<()> = RwLock::new(());
+
+fn not_during_a_storm() -> RwLockReadGuard<'static, ()> {
+    STORM.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The shared capture, for one test that is not a storm.
+struct Session {
+    shared: &'static Shared,
+    _not_during_a_storm: RwLockReadGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        self.shared
+    }
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -537,6 +562,10 @@ fn exec_through_a_relative_symlink_shows_the_real_path() {
 /// and the Falco JSON file output, both with the container's Kubernetes metadata from the
 /// cache (synced from the fake API server, which runs a pod with the container's id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the storm lock is taken by storms on their own test threads, never inside this runtime"
+)]
 async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
     use node_agent::core::record::SourceKind;
     use node_agent::syscalls::security::{AlertSender, SecurityOptions};
@@ -546,6 +575,7 @@ async fn run_leader_sends_alerts_to_the_log_pipeline_and_the_falco_file() {
         );
         return;
     }
+    let _not_during_a_storm = not_during_a_storm();
     let dir = tempfile::tempdir().expect("tempdir");
     let alerts_file = dir.path().join("alerts.json");
     let mut config: SecurityConfig = serde_yaml_ng::from_str(&format!(
@@ -707,58 +737,157 @@ async fn kube_cache_running(
     (server, cache)
 }
 
-/// Measurement, not a check (`--ignored --nocapture`): an exec storm in one container;
-/// prints execs/s and how many exec records arrived or were dropped (counted).
-#[test]
-#[ignore = "measurement: cargo test ... -- --ignored --nocapture exec_storm"]
-fn exec_storm() {
-    use std::os::unix::fs::MetadataExt as _;
-    let shared = require_capture!();
-    let c = Container::new("storm");
-    let cgroup_id = std::fs::metadata(&c.leaf).expect("stat").ino();
-    let dropped_before = shared
-        ._inner
-        .lock()
-        .unwrap()
-        .0
-        .events_dropped()
-        .expect("stats");
-    const PER_SHELL: u32 = 5000;
-    const SHELLS: u32 = 4;
-    let start = Instant::now();
-    let children: Vec<_> = (0..SHELLS)
-        .map(|_| {
-            let mut cmd = c.command("sh");
-            cmd.args([
-                "-c",
-                &format!("i=0; while [ $i -lt {PER_SHELL} ]; do /bin/true; i=$((i+1)); done"),
-            ]);
-            cmd.spawn().expect("spawn")
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().expect("wait").success());
+/// Execs of the storm per chain (one chain per CPU): ~5 s at 10,000 execs/s.
+const STORM_PER_CHAIN: u64 = 25_000;
+
+/// The driver built for this test run, or why it cannot be.
+fn storm_driver(dir: &std::path::Path) -> Option<PathBuf> {
+    if let Some(reason) = node_agent_tests::exec_storm::unavailable() {
+        node_agent_tests::require::missing(&reason);
+        return None;
     }
-    let elapsed = start.elapsed();
-    let execs = u64::from(PER_SHELL * SHELLS);
-    // Let the reader catch up (not an assertion on time).
-    std::thread::sleep(Duration::from_secs(2));
-    let seen = EXECS.lock().unwrap().get(&cgroup_id).copied().unwrap_or(0);
-    let dropped = shared
-        ._inner
-        .lock()
-        .unwrap()
-        .0
-        .events_dropped()
-        .expect("stats")
-        - dropped_before;
+    Some(node_agent_tests::exec_storm::build(dir).expect("building the exec_storm driver"))
+}
+
+fn cgroup_id(c: &Container) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(&c.leaf).expect("stat the cgroup").ino()
+}
+
+/// An exec storm (a static driver exec'ing itself in chains, one per CPU) in one
+/// container, through the shared capture and the default rules: every exec is either
+/// delivered to the security pipeline or counted in the ring buffer's drop counter, none
+/// lost silently. Prints the rate reached.
+///
+/// The drop counter is the program's, for every kind of record from every process, so
+/// "every exec accounted" reads: `seen <= execs <= seen + dropped` (and `seen == execs`
+/// when nothing was dropped).
+#[test]
+fn exec_storm_every_exec_is_delivered_or_counted() {
+    let Some(shared) = shared() else {
+        node_agent_tests::require::missing(
+            &skip_reason().unwrap_or_else(|| "capture unavailable".into()),
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(driver) = storm_driver(dir.path()) else {
+        return;
+    };
+    let _alone = STORM.write().unwrap_or_else(PoisonError::into_inner);
+    let dropped = || {
+        shared
+            ._inner
+            .lock()
+            .unwrap()
+            .0
+            .events_dropped()
+            .expect("STATS")
+    };
+    let c = Container::new("storm");
+    let cgroup = cgroup_id(&c);
+    let dropped_before = dropped();
+    let chains = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let storm = node_agent_tests::exec_storm::run(
+        &driver,
+        &c.leaf.join("cgroup.procs"),
+        chains,
+        STORM_PER_CHAIN,
+    )
+    .expect("exec storm");
+    // Until the reader has caught up: everything seen, or what it saw stops growing.
+    let seen = || EXECS.lock().unwrap().get(&cgroup).copied().unwrap_or(0);
+    let deadline = Instant::now() + ALERT_WAIT;
+    let mut last = seen();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = seen();
+        if now >= storm.execs || now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    let (seen, dropped) = (seen(), dropped() - dropped_before);
     println!(
-        "exec storm: {execs} execs in {:.2}s = {:.0} execs/s; exec records seen {seen}, ring-buffer drops (all kinds) {dropped}",
-        elapsed.as_secs_f64(),
-        execs as f64 / elapsed.as_secs_f64()
+        "exec storm: {} execs in {:.2} s = {:.0} execs/s ({chains} chains); exec records delivered {seen}, ring-buffer drops (all kinds) {dropped}",
+        storm.execs,
+        storm.elapsed.as_secs_f64(),
+        storm.per_second()
     );
+    assert!(seen <= storm.execs, "more exec records than execs");
     assert!(
-        seen + dropped >= execs,
-        "records neither seen nor counted as dropped"
+        seen + dropped >= storm.execs,
+        "{} execs neither delivered nor counted as dropped",
+        storm.execs - seen - dropped
+    );
+}
+
+/// A reader that does not read: the ring buffer fills, and every exec that does not fit is
+/// counted in the drop counter, none vanishes. A capture of its own (execs only, its own
+/// ring buffer and counters) whose ring buffer is read only after the storm.
+#[test]
+fn a_stalled_reader_makes_drops_counted_not_silent() {
+    use node_agent::security::event::{BootClock, EventType, EventTypeSet, wire};
+    if shared().is_none() {
+        node_agent_tests::require::missing(
+            &skip_reason().unwrap_or_else(|| "capture unavailable".into()),
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(driver) = storm_driver(dir.path()) else {
+        return;
+    };
+    let _alone = STORM.write().unwrap_or_else(PoisonError::into_inner);
+    let pin_path =
+        PathBuf::from("/sys/fs/bpf").join(format!("node-agent-sec-stall-{}", std::process::id()));
+    let syscalls = SyscallsConfig {
+        pin_path: pin_path.clone(),
+        map_entries: 1024,
+        ..SyscallsConfig::default()
+    };
+    let settings = CaptureSettings {
+        kinds: EventTypeSet::only(EventType::Execve),
+        open_read_prefixes: Vec::new(),
+        open_write_prefixes: Vec::new(),
+    };
+    let mut program = LoadedProgram::load_with_capture(&syscalls, &settings)
+        .unwrap_or_else(|e| panic!("load + attach a second capture: {e:#}"));
+    let mut ring = aya::maps::RingBuf::try_from(program.take_events().expect("EVENTS"))
+        .expect("EVENTS is a ring buffer");
+    for map in ["COUNTS", "STATS"] {
+        let _ = std::fs::remove_file(pin_path.join(map));
+    }
+    let _ = std::fs::remove_dir(&pin_path);
+
+    let c = Container::new("stall");
+    let cgroup = cgroup_id(&c);
+    // Far more exec records than the 4 MiB ring buffer holds (each is over 1 KiB).
+    let storm = node_agent_tests::exec_storm::run(&driver, &c.leaf.join("cgroup.procs"), 1, 20_000)
+        .expect("exec storm");
+    // The storm's drops all happened by now; then detach (the ring buffer's map stays open,
+    // `ring` owns it) so that nothing enters the ring while it is drained.
+    let dropped = program.events_dropped().expect("STATS");
+    drop(program);
+    let clock = BootClock::now().expect("boot clock");
+    let (mut seen, mut records) = (0u64, 0u64);
+    while let Some(item) = ring.next() {
+        records += 1;
+        let event = wire::decode(&item, &clock).expect("a record the program wrote");
+        if event.event_type == EventType::Execve && event.cgroup_id == cgroup {
+            seen += 1;
+        }
+    }
+    println!(
+        "stalled reader: {} execs; {seen} exec records of the storm in the ring ({records} in all), {dropped} drops counted",
+        storm.execs
+    );
+    assert!(dropped > 0, "the ring buffer never filled");
+    assert!(seen < storm.execs, "every exec fitted: not a stall");
+    assert!(seen > 0, "nothing reached the ring");
+    assert!(
+        seen + dropped >= storm.execs,
+        "{} execs neither in the ring nor counted as dropped",
+        storm.execs - seen - dropped
     );
 }
