@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -619,6 +620,36 @@ fn prometheus_rules_are_complete() {
                 r.overlay
             );
         }
+    }
+}
+
+/// Every rendering's alert rules pass the promtool unit tests of deploy/tests (each alert
+/// fires when it should and stays quiet when it should); .ci/steps/deploy.sh runs the same
+/// on the base and the chart, this runs it under `cargo test` too.
+#[test]
+fn prometheus_rules_pass_the_promtool_unit_tests() {
+    let Some(all) = rendered() else { return };
+    if Command::new("promtool").arg("--version").output().is_err() {
+        return require::missing("promtool (Debian prometheus) not installed");
+    }
+    let tests = manifests::workspace_root().join("deploy/tests/alerts.test.yaml");
+    for r in all {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = serde_yaml_ng::to_string(&r.one("PrometheusRule")["spec"]).unwrap();
+        std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+        std::fs::copy(&tests, dir.path().join("alerts.test.yaml")).unwrap();
+        let out = Command::new("promtool")
+            .args(["test", "rules", "alerts.test.yaml"])
+            .current_dir(dir.path())
+            .output()
+            .expect("running promtool");
+        assert!(
+            out.status.success(),
+            "{}: promtool test rules failed:\n{}{}",
+            r.overlay,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -174,7 +174,8 @@ pub fn successes(text: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// Keeps node_* families of an exposition, without node_scrape_* and build info.
+/// Keeps node_* families of an exposition, without node_scrape_*, build info and the
+/// agent's own node_agent_*.
 pub fn node_families(text: &str) -> String {
     text.lines()
         .filter(|l| {
@@ -184,6 +185,7 @@ pub fn node_families(text: &str) -> String {
                 .unwrap_or(l);
             name.starts_with("node_")
                 && !name.starts_with("node_scrape_collector_")
+                && !name.starts_with("node_agent_")
                 && !name.starts_with("node_exporter_build_info")
         })
         .map(|l| format!("{l}\n"))

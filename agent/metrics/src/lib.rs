@@ -532,7 +532,8 @@ impl NodeCollectors {
     }
 
     /// Runs the collectors (all, or those in `only`), appending their families plus
-    /// `node_scrape_collector_{success,duration_seconds}`.
+    /// `node_scrape_collector_{success,duration_seconds}` and, for collectors that found no
+    /// data, `node_agent_collector_no_data`.
     pub fn collect(&self, only: Option<&[String]>, out: &mut MetricSet) {
         for (name, collector) in &self.collectors {
             if only.is_some_and(|only| !only.iter().any(|o| o == name)) {
@@ -541,18 +542,29 @@ impl NodeCollectors {
             let start = Instant::now();
             let result = collector.update(out);
             let elapsed = start.elapsed().as_secs_f64();
-            let success = match result {
-                Ok(()) => 1.0,
+            let (success, no_data) = match result {
+                Ok(()) => (1.0, false),
                 Err(CollectorError::NoData) => {
                     tracing::debug!(collector = name, "collector returned no data");
-                    0.0
+                    (0.0, true)
                 }
                 Err(err) => {
                     tracing::error!(collector = name, duration_seconds = elapsed, error = %err, "collector failed");
-                    0.0
+                    (0.0, false)
                 }
             };
             let labels = [("collector", *name)];
+            // success is 0 for NoData as in node_exporter; this tells the two apart so the
+            // NodeAgentCollectorFailing alert can skip features this host does not have.
+            // Only those collectors get a series (present = 1), keeping the rest quiet.
+            if no_data {
+                out.gauge(
+                    "node_agent_collector_no_data",
+                    "Whether a collector's last scrape found nothing to report on this host (feature absent); node_scrape_collector_success is 0 for it too.",
+                    &labels,
+                    1.0,
+                );
+            }
             out.gauge(
                 "node_scrape_collector_duration_seconds",
                 "node_exporter: Duration of a collector scrape.",
@@ -631,6 +643,22 @@ mod tests {
         assert_eq!(success(&families, "loadavg"), 1.0);
         assert_eq!(success(&families, "broken"), 0.0);
         assert_eq!(success(&families, "absent"), 0.0);
+        // Only the NoData collector is flagged: a real failure must still alert.
+        let no_data = families
+            .iter()
+            .find(|f| f.name() == "node_agent_collector_no_data")
+            .expect("no-data family");
+        let flagged: Vec<(String, f64)> = no_data
+            .get_metric()
+            .iter()
+            .map(|m| {
+                (
+                    m.get_label()[0].value().to_string(),
+                    m.get_gauge().get_value(),
+                )
+            })
+            .collect();
+        assert_eq!(flagged, vec![("absent".to_string(), 1.0)]);
         assert!(families.iter().any(|f| f.name() == "node_load1"));
         assert!(families.iter().any(|f| f.name() == "node_partial"));
         let durations = families
