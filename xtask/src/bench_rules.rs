@@ -71,6 +71,7 @@ fn metadata() -> StaticMetadata {
                     name: format!("app-{i}-7d4b9"),
                     uid: format!("{i:08}-0000-0000-0000-000000000000"),
                     labels: [("app".to_string(), format!("app-{i}"))].into(),
+                    workload: Some(("Deployment".into(), format!("app-{i}"))),
                 }),
                 ..Default::default()
             }
