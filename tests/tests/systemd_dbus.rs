@@ -2,8 +2,11 @@
 //! system bus would be (`<rootfs>/run/dbus/system_bus_socket`), a fake
 //! `org.freedesktop.systemd1` served on it with zbus, and the agent (in this process,
 //! through its real flags and HTTP endpoint) scraped; the systemd families must match
-//! node_exporter 1.5.0's names, labels, HELP and TYPE exactly. A bus that is absent
-//! must fail only the collector.
+//! node_exporter 1.5.0's names, labels, HELP and TYPE exactly, and when Debian's
+//! `prometheus-node-exporter` is installed, it is pointed at the same private bus
+//! (`DBUS_SYSTEM_BUS_ADDRESS`) and both expositions must be equal line for line (names,
+//! labels, types, values). Some units have properties that cannot be read: only their
+//! series are left out. A bus that is absent must fail only the collector.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -39,7 +42,7 @@ struct Manager;
 #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
 impl Manager {
     fn list_units(&self) -> Vec<Row> {
-        let row = |name: &str, load: &str, active: &str, path: &str| {
+        let row = |name: &str, load: &str, active: &str| {
             (
                 name.to_string(),
                 String::new(),
@@ -47,21 +50,29 @@ impl Manager {
                 active.to_string(),
                 "x".to_string(),
                 String::new(),
-                OwnedObjectPath::try_from(path).unwrap(),
+                OwnedObjectPath::try_from(unit_path(name)).unwrap(),
                 0,
                 String::new(),
                 OwnedObjectPath::try_from("/").unwrap(),
             )
         };
         vec![
-            row("ssh.service", "loaded", "active", "/u/ssh"),
-            row("cron.service", "loaded", "failed", "/u/cron"),
-            row("dbus.socket", "loaded", "active", "/u/sock"),
-            row("apt.timer", "loaded", "inactive", "/u/timer"),
+            row("ssh.service", "loaded", "active"),
+            row("cron.service", "loaded", "failed"),
+            row("dbus.socket", "loaded", "active"),
+            row("apt.timer", "loaded", "inactive"),
             // Filtered out by the default exclude, but counted in node_systemd_units.
-            row("-.mount", "loaded", "active", "/u/mnt"),
+            row("-.mount", "loaded", "active"),
             // Not loaded: neither reported nor queried.
-            row("gone.service", "not-found", "inactive", "/u/gone"),
+            row("gone.service", "not-found", "inactive"),
+            // No object at all: every property fails; only the state series remain.
+            row("broken.service", "loaded", "active"),
+            // No NRefused (systemd < 239): that series alone is left out.
+            row("old.socket", "loaded", "active"),
+            // A socket whose NConnections fails: only its accepted count remains.
+            row("half.socket", "loaded", "inactive"),
+            // An active timer without the Timer interface: its start time remains.
+            row("lost.timer", "loaded", "active"),
         ]
     }
     #[zbus(property)]
@@ -121,6 +132,38 @@ impl Socket {
     }
 }
 
+/// A socket of systemd < 239: no NRefused.
+struct OldSocket;
+#[zbus::interface(name = "org.freedesktop.systemd1.Socket")]
+impl OldSocket {
+    #[zbus(property, name = "NAccepted")]
+    fn n_accepted(&self) -> u32 {
+        5
+    }
+    #[zbus(property, name = "NConnections")]
+    fn n_connections(&self) -> u32 {
+        0
+    }
+}
+
+/// A socket whose NConnections (and NRefused) cannot be read.
+struct HalfSocket;
+#[zbus::interface(name = "org.freedesktop.systemd1.Socket")]
+impl HalfSocket {
+    #[zbus(property, name = "NAccepted")]
+    fn n_accepted(&self) -> u32 {
+        9
+    }
+    #[zbus(property, name = "NConnections")]
+    fn n_connections(&self) -> zbus::fdo::Result<u32> {
+        Err(zbus::fdo::Error::AccessDenied("no".into()))
+    }
+    #[zbus(property, name = "NRefused")]
+    fn n_refused(&self) -> u32 {
+        4
+    }
+}
+
 struct Timer;
 #[zbus::interface(name = "org.freedesktop.systemd1.Timer")]
 impl Timer {
@@ -130,20 +173,77 @@ impl Timer {
     }
 }
 
+/// systemd's object path of a unit (what ListUnits returns and what node_exporter,
+/// through go-systemd, derives from the name): bytes other than [A-Za-z0-9] as `_xx`.
+fn unit_path(name: &str) -> String {
+    let mut p = String::from("/org/freedesktop/systemd1/unit/");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() {
+            p.push(char::from(b));
+        } else {
+            p.push_str(&format!("_{b:02x}"));
+        }
+    }
+    p
+}
+
 async fn serve(address: &str) -> zbus::Result<zbus::Connection> {
+    let u = unit_path;
     zbus::connection::Builder::address(address)?
         .name("org.freedesktop.systemd1")?
         .serve_at("/org/freedesktop/systemd1", Manager)?
-        .serve_at("/u/ssh", UnitObj(1_600_000_000_250_000))?
-        .serve_at("/u/ssh", Service("notify", 3, 7))?
-        .serve_at("/u/cron", UnitObj(0))?
-        .serve_at("/u/cron", Service("simple", 0, 0))?
-        .serve_at("/u/sock", UnitObj(1_600_000_001_000_000))?
-        .serve_at("/u/sock", Socket)?
-        .serve_at("/u/timer", UnitObj(0))?
-        .serve_at("/u/timer", Timer)?
+        .serve_at(u("ssh.service"), UnitObj(1_600_000_000_250_000))?
+        .serve_at(u("ssh.service"), Service("notify", 3, 7))?
+        .serve_at(u("cron.service"), UnitObj(0))?
+        .serve_at(u("cron.service"), Service("simple", 0, 0))?
+        .serve_at(u("dbus.socket"), UnitObj(1_600_000_001_000_000))?
+        .serve_at(u("dbus.socket"), Socket)?
+        .serve_at(u("apt.timer"), UnitObj(0))?
+        .serve_at(u("apt.timer"), Timer)?
+        .serve_at(u("old.socket"), UnitObj(1_600_000_002_000_000))?
+        .serve_at(u("old.socket"), OldSocket)?
+        .serve_at(u("half.socket"), HalfSocket)?
+        .serve_at(u("lost.timer"), UnitObj(1_600_000_003_000_000))?
         .build()
         .await
+}
+
+/// Flags enabling the systemd collector alone, with all its optional series; the same
+/// on both exporters.
+const SYSTEMD_FLAGS: [&str; 6] = [
+    "--web.disable-exporter-metrics",
+    "--collector.disable-defaults",
+    "--collector.systemd",
+    "--collector.systemd.enable-task-metrics",
+    "--collector.systemd.enable-restarts-metrics",
+    "--collector.systemd.enable-start-time-metrics",
+];
+
+/// Debian's node_exporter 1.5.0 on the bus at `address`: its exposition, or `None` when it
+/// is not installed.
+fn scrape_node_exporter(address: &str) -> Option<String> {
+    let Ok(bin) = which("prometheus-node-exporter") else {
+        node_agent_tests::require::missing(
+            "prometheus-node-exporter not installed (Debian package prometheus-node-exporter)",
+        );
+        return None;
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let _ne = Daemon(
+        Command::new(bin)
+            .arg(format!("--web.listen-address={addr}"))
+            .args(SYSTEMD_FLAGS)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus-node-exporter"),
+    );
+    assert!(
+        http::wait_ready(addr, "/", Duration::from_secs(10)),
+        "node_exporter did not come up"
+    );
+    Some(http::get(addr, "/metrics", &[]).unwrap().text())
 }
 
 /// The agent's exposition with systemd on (and everything else off) over `rootfs`.
@@ -158,18 +258,13 @@ fn scrape(dir: &Path, rootfs: &Path) -> String {
     )
     .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
-    let args = vec![
+    let mut args = vec![
         "node-agent".to_string(),
         format!("--web.listen-address={addr}"),
         format!("--config.file={}", config_file.display()),
         format!("--path.rootfs={}", rootfs.display()),
-        "--web.disable-exporter-metrics".into(),
-        "--collector.disable-defaults".into(),
-        "--collector.systemd".into(),
-        "--collector.systemd.enable-task-metrics".into(),
-        "--collector.systemd.enable-restarts-metrics".into(),
-        "--collector.systemd.enable-start-time-metrics".into(),
     ];
+    args.extend(SYSTEMD_FLAGS.iter().map(|f| f.to_string()));
     let agent = InProcessAgent::start(args);
     assert!(http::wait_ready(addr, "/readyz", Duration::from_secs(10)));
     let body = http::get(addr, "/metrics", &[]).unwrap().text();
@@ -229,6 +324,13 @@ fn systemd_families_over_a_private_bus() {
         "systemd families differ from {}",
         want_path.display()
     );
+    if let Some(theirs) = scrape_node_exporter(&address) {
+        assert_eq!(
+            got,
+            systemd_lines(&theirs),
+            "node-agent (left) and node_exporter 1.5.0 (right) differ on the same bus"
+        );
+    }
 
     // No bus under the rootfs: the collector fails cleanly, the scrape goes on.
     let empty = dir.path().join("empty");

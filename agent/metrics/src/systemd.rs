@@ -9,6 +9,11 @@
 //! node_exporter does, so a restarted dbus-daemon needs no reconnect logic; the whole
 //! exchange is bounded by [`TIMEOUT`] so a wedged bus fails the collector instead of the
 //! scrape.
+//!
+//! Failures are scoped as node_exporter scopes them: no bus or no unit list fails the
+//! collector; a unit property that cannot be read leaves out only the series it feeds
+//! (a service whose `Type` is unreadable keeps its state series, with `type=""`); an
+//! unreadable `SystemState` fails the collector after everything else is reported.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +28,9 @@ const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The states node_exporter emits one `unit_state` series for, in its order.
 const UNIT_STATES: [&str; 5] = ["active", "activating", "deactivating", "inactive", "failed"];
+/// Oldest systemd node_exporter asks for timers and the system state (its
+/// `minSystemdVersionSystemState`).
+const MIN_VERSION_SYSTEM_STATE: f64 = 212.0;
 
 /// ListUnits' row: name, description, load, active, sub, followed, path, job id/type/path.
 type UnitRow = (
@@ -48,17 +56,23 @@ pub struct Unit {
     pub tasks_current: Option<f64>,
     pub tasks_max: Option<f64>,
     pub restarts: Option<f64>,
-    /// accepted, current, refused (refused is absent before systemd 239).
-    pub socket: Option<(f64, f64, Option<f64>)>,
+    /// accepted, current, refused (each absent when it, or one before it, is unreadable;
+    /// refused is absent before systemd 239).
+    pub socket: Option<(f64, Option<f64>, Option<f64>)>,
     pub timer_last_trigger: Option<f64>,
 }
 
+/// What one scrape read. Parts left `None` were not reached (an earlier step failed) and
+/// are not reported.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Snapshot {
-    pub version: String,
-    pub system_state: String,
-    /// Counts of every loaded unit by active state (before the include/exclude filter).
-    pub summary: BTreeMap<String, u64>,
+    /// The manager's `Version` as node_exporter labels it: empty when it cannot be read or
+    /// holds no version number (the value is then 0).
+    pub version: Option<String>,
+    /// `SystemState`; not asked of systemd older than 212.
+    pub system_state: Option<String>,
+    /// Counts of every listed unit by active state (before the include/exclude filter).
+    pub summary: Option<BTreeMap<String, u64>>,
     pub units: Vec<Unit>,
 }
 
@@ -154,15 +168,27 @@ impl SystemdCollector {
         self.include.is_match(name) && !self.exclude.is_match(name)
     }
 
-    async fn snapshot(&self) -> Result<Snapshot, CollectorError> {
+    /// Fills `s` as far as the bus allows; the error is what fails the collector.
+    async fn snapshot(&self, s: &mut Snapshot) -> Result<(), CollectorError> {
         let conn = zbus::connection::Builder::address(self.address.as_str())
             .map_err(|e| dbus_err(&format!("bus address {:?}", self.address), e))?
             .build()
             .await
             .map_err(|e| dbus_err(&format!("connecting to {}", self.address), e))?;
         let bus = Bus { conn };
-        let version = bus.get_string(MANAGER_PATH, MANAGER, "Version").await?;
-        let system_state = bus.get_string(MANAGER_PATH, MANAGER, "SystemState").await?;
+        let version = match bus.get_string(MANAGER_PATH, MANAGER, "Version").await {
+            Ok(v) if parse_version(&v) > 0.0 => v,
+            Ok(v) => {
+                tracing::debug!(version = v, "systemd: no version number in Version");
+                String::new()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "systemd: Version unreadable, reporting 0");
+                String::new()
+            }
+        };
+        let recent = parse_version(&version) >= MIN_VERSION_SYSTEM_STATE;
+        s.version = Some(version);
         let reply = bus
             .conn
             .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), "ListUnits", &())
@@ -175,7 +201,6 @@ impl SystemdCollector {
 
         let mut summary: BTreeMap<String, u64> =
             UNIT_STATES.iter().map(|s| (s.to_string(), 0)).collect();
-        let mut units = Vec::new();
         for (name, _, load, active, _, _, path, ..) in rows {
             if let Some(n) = summary.get_mut(&active) {
                 *n += 1;
@@ -183,60 +208,103 @@ impl SystemdCollector {
             if load != "loaded" || !self.wanted(&name) {
                 continue;
             }
-            let path = path.as_str();
-            let mut unit = Unit {
-                name: name.clone(),
-                active_state: active.clone(),
-                ..Unit::default()
-            };
-            const SVC: &str = "org.freedesktop.systemd1.Service";
-            if name.ends_with(".service") {
-                unit.service_type = bus.get_string(path, SVC, "Type").await?;
-                if self.restarts {
-                    unit.restarts = Some(bus.get_number(path, SVC, "NRestarts").await?);
-                }
-                if self.tasks {
-                    // u64::MAX is systemd's "unset"/"infinity": node_exporter skips it.
-                    let valid = |v: f64| (v < u64::MAX as f64).then_some(v);
-                    unit.tasks_current = valid(bus.get_number(path, SVC, "TasksCurrent").await?);
-                    unit.tasks_max = valid(bus.get_number(path, SVC, "TasksMax").await?);
+            s.units
+                .push(self.unit(&bus, name, active, path.as_str(), recent).await);
+        }
+        s.summary = Some(summary);
+        if recent {
+            s.system_state = Some(bus.get_string(MANAGER_PATH, MANAGER, "SystemState").await?);
+        }
+        Ok(())
+    }
+
+    /// One unit's figures; each property that cannot be read is left out (logged at debug,
+    /// as node_exporter does) rather than failing the scrape.
+    async fn unit(
+        &self,
+        bus: &Bus,
+        name: String,
+        active: String,
+        path: &str,
+        recent: bool,
+    ) -> Unit {
+        let read = |what: &'static str, r: Result<f64, CollectorError>| match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(unit = name, property = what, error = %e, "systemd: property unreadable");
+                None
+            }
+        };
+        let mut unit = Unit {
+            name: name.clone(),
+            active_state: active.clone(),
+            ..Unit::default()
+        };
+        const SVC: &str = "org.freedesktop.systemd1.Service";
+        if name.ends_with(".service") {
+            match bus.get_string(path, SVC, "Type").await {
+                Ok(t) => unit.service_type = t,
+                Err(e) => {
+                    tracing::debug!(unit = name, error = %e, "systemd: Type unreadable")
                 }
             }
-            if self.start_time {
-                unit.start_time = Some(if active == "active" {
+            if self.restarts {
+                unit.restarts = read("NRestarts", bus.get_number(path, SVC, "NRestarts").await);
+            }
+            if self.tasks {
+                // u64::MAX is systemd's "unset"/"infinity": node_exporter skips it.
+                let valid = |v: f64| (v < u64::MAX as f64).then_some(v);
+                unit.tasks_current = read(
+                    "TasksCurrent",
+                    bus.get_number(path, SVC, "TasksCurrent").await,
+                )
+                .and_then(valid);
+                unit.tasks_max =
+                    read("TasksMax", bus.get_number(path, SVC, "TasksMax").await).and_then(valid);
+            }
+        }
+        if self.start_time {
+            unit.start_time = if active == "active" {
+                read(
+                    "ActiveEnterTimestamp",
                     bus.get_number(
                         path,
                         "org.freedesktop.systemd1.Unit",
                         "ActiveEnterTimestamp",
                     )
-                    .await?
-                        / 1e6
-                } else {
-                    0.0
-                });
-            }
-            if name.ends_with(".socket") {
-                const SOCK: &str = "org.freedesktop.systemd1.Socket";
-                let accepted = bus.get_number(path, SOCK, "NAccepted").await?;
-                let current = bus.get_number(path, SOCK, "NConnections").await?;
-                // Older systemd has no NRefused: leave the series out, as node_exporter does.
-                let refused = bus.get_number(path, SOCK, "NRefused").await.ok();
+                    .await,
+                )
+                .map(|v| v / 1e6)
+            } else {
+                Some(0.0)
+            };
+        }
+        if name.ends_with(".socket") {
+            // node_exporter stops at the first unreadable one of the three, in this order;
+            // older systemd has no NRefused.
+            const SOCK: &str = "org.freedesktop.systemd1.Socket";
+            if let Some(accepted) = read("NAccepted", bus.get_number(path, SOCK, "NAccepted").await)
+            {
+                let current = read(
+                    "NConnections",
+                    bus.get_number(path, SOCK, "NConnections").await,
+                );
+                let refused = match current {
+                    Some(_) => read("NRefused", bus.get_number(path, SOCK, "NRefused").await),
+                    None => None,
+                };
                 unit.socket = Some((accepted, current, refused));
             }
-            if name.ends_with(".timer") {
-                let v = bus
-                    .get_number(path, "org.freedesktop.systemd1.Timer", "LastTriggerUSec")
-                    .await?;
-                unit.timer_last_trigger = Some(v / 1e6);
-            }
-            units.push(unit);
         }
-        Ok(Snapshot {
-            version,
-            system_state,
-            summary,
-            units,
-        })
+        if recent && name.ends_with(".timer") {
+            unit.timer_last_trigger = read(
+                "LastTriggerUSec",
+                bus.get_number(path, "org.freedesktop.systemd1.Timer", "LastTriggerUSec")
+                    .await,
+            )
+            .map(|v| v / 1e6);
+        }
+        unit
     }
 }
 
@@ -326,12 +394,14 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
                 &name,
                 accepted,
             );
-            out.gauge(
-                "node_systemd_socket_current_connections",
-                "Current number of socket connections",
-                &name,
-                current,
-            );
+            if let Some(c) = current {
+                out.gauge(
+                    "node_systemd_socket_current_connections",
+                    "Current number of socket connections",
+                    &name,
+                    c,
+                );
+            }
             if let Some(r) = refused {
                 out.gauge(
                     "node_systemd_socket_refused_connections_total",
@@ -350,17 +420,15 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
             );
         }
     }
-    out.gauge(
-        "node_systemd_system_running",
-        "Whether the system is operational (see 'systemctl is-system-running')",
-        &[],
-        if s.system_state == "running" {
-            1.0
-        } else {
-            0.0
-        },
-    );
-    for (state, n) in &s.summary {
+    if let Some(state) = &s.system_state {
+        out.gauge(
+            "node_systemd_system_running",
+            "Whether the system is operational (see 'systemctl is-system-running')",
+            &[],
+            if state == "running" { 1.0 } else { 0.0 },
+        );
+    }
+    for (state, n) in s.summary.iter().flatten() {
         out.gauge(
             "node_systemd_units",
             "Summary of systemd unit states",
@@ -368,12 +436,14 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
             *n as f64,
         );
     }
-    out.gauge(
-        "node_systemd_version",
-        "Detected systemd version",
-        &[("version", &s.version)],
-        parse_version(&s.version),
-    );
+    if let Some(version) = &s.version {
+        out.gauge(
+            "node_systemd_version",
+            "Detected systemd version",
+            &[("version", version)],
+            parse_version(version),
+        );
+    }
 }
 
 impl Collector for SystemdCollector {
@@ -381,23 +451,28 @@ impl Collector for SystemdCollector {
         // Scrapes run on the server's blocking threads, where its runtime cannot be
         // blocked on; a fresh thread has no runtime context, so a per-scrape
         // current-thread runtime can run there (and is dropped outside any async context).
-        let snapshot = std::thread::scope(|s| {
+        // What was read before a failure is still reported, as node_exporter does.
+        let (snapshot, result) = std::thread::scope(|s| {
             s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let mut snapshot = Snapshot::default();
+                let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| dbus_err("starting a runtime", e))?;
-                rt.block_on(async {
-                    tokio::time::timeout(TIMEOUT, self.snapshot())
-                        .await
-                        .map_err(|_| dbus_err("talking to systemd", "timed out"))?
-                })
+                    .map_err(|e| dbus_err("starting a runtime", e))
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            tokio::time::timeout(TIMEOUT, self.snapshot(&mut snapshot))
+                                .await
+                                .map_err(|_| dbus_err("talking to systemd", "timed out"))?
+                        })
+                    });
+                (snapshot, result)
             })
             .join()
         })
-        .map_err(|_| CollectorError::Other("systemd: D-Bus thread panicked".into()))??;
+        .map_err(|_| CollectorError::Other("systemd: D-Bus thread panicked".into()))?;
         emit(&snapshot, out);
-        Ok(())
+        result
     }
 }
 
@@ -415,13 +490,13 @@ mod tests {
     #[test]
     fn emits_one_series_per_state_and_summary() {
         let s = Snapshot {
-            version: "252.22-1~deb12u1".into(),
-            system_state: "degraded".into(),
-            summary: UNIT_STATES.iter().map(|s| (s.to_string(), 1)).collect(),
+            version: Some("252.22-1~deb12u1".into()),
+            system_state: Some("degraded".into()),
+            summary: Some(UNIT_STATES.iter().map(|s| (s.to_string(), 1)).collect()),
             units: vec![Unit {
                 name: "a.socket".into(),
                 active_state: "failed".into(),
-                socket: Some((3.0, 1.0, None)),
+                socket: Some((3.0, Some(1.0), None)),
                 ..Unit::default()
             }],
         };
@@ -440,5 +515,26 @@ mod tests {
                 .get_value(),
             0.0
         );
+    }
+
+    #[test]
+    fn reports_only_what_was_read() {
+        // The unit list failed after an unreadable Version: node_exporter still reports
+        // the version, as 0 with an empty label, and nothing else.
+        let s = Snapshot {
+            version: Some(String::new()),
+            ..Snapshot::default()
+        };
+        let mut out = MetricSet::new();
+        emit(&s, &mut out);
+        let names: Vec<&str> = out.families().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["node_systemd_version"]);
+        let m = &out.families()[0].get_metric()[0];
+        assert_eq!(m.get_label()[0].value(), "");
+        assert_eq!(m.get_gauge().get_value(), 0.0);
+        // Nothing reached (no bus): nothing reported.
+        let mut out = MetricSet::new();
+        emit(&Snapshot::default(), &mut out);
+        assert!(out.families().is_empty());
     }
 }
