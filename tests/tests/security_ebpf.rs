@@ -544,7 +544,10 @@ fn exec_through_a_relative_symlink_shows_the_real_path() {
         "-m",
         "sh",
         "-c",
-        "mount -t tmpfs tmpfs /etc && ./linked-tee /etc/exepath-check </dev/null",
+        // tee stays alive until sleep ends: the agent resolves proc.exepath from
+        // /proc/PID/exe when the record arrives, which a process that already exited
+        // no longer has (the test was flaky with `</dev/null`).
+        "mount -t tmpfs tmpfs /etc && sleep 1 | ./linked-tee /etc/exepath-check",
     ]);
     c.run(cmd);
     let alert = c.wait_for("Write below etc", |a| {
