@@ -812,3 +812,110 @@ async fn writes_to_a_rotated_file_after_the_rotate_wait_are_counted_as_lost() {
             .all(|r| !r.message.contains("too late"))
     );
 }
+
+/// `logs.max_pending_bytes`: many files each hold a long message whose final part has not
+/// come. What they hold together stays within the budget (the oldest are shipped as they
+/// are, flagged truncated, and counted), and once the final parts come every byte of every
+/// file has arrived, in order, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_partials_of_many_files_stay_within_the_pending_budget() {
+    const FILES: usize = 40;
+    const PARTS: usize = 50;
+    const PART: usize = 4000;
+    const BUDGET: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogsConfig {
+        max_pending_bytes: BUDGET,
+        ..config(dir.path())
+    };
+    let max_line = cfg.max_line_bytes;
+    // 40 × 50 × 4000 bytes = 8 MB of parts without their final one: 8× the budget.
+    let mut logs = Vec::new();
+    let mut expected = HashMap::new();
+    for i in 0..FILES {
+        let log = ContainerLog::create(&cfg.pods_dir, "prod", &format!("p{i}"), "app", Format::Cri)
+            .unwrap();
+        let mut text = String::new();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap();
+        for j in 0..PARTS {
+            let part = format!("{:x<PART$}", format!("f{i}p{j}-"));
+            std::io::Write::write_all(
+                &mut file,
+                format!("2024-01-01T00:00:00.000000000Z stdout P {part}\n").as_bytes(),
+            )
+            .unwrap();
+            text.push_str(&part);
+        }
+        expected.insert(log.path().to_path_buf(), text);
+        logs.push((log, file));
+    }
+    let forced = || counter_value("node_agent_logs_force_flushed_total", "partial_line");
+    let before = forced();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    let shipped = |sink: &TestSink| -> usize {
+        sink.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.message.len())
+            .sum()
+    };
+    // Everything past the budget is shipped before any final part exists.
+    let total = FILES * PARTS * PART;
+    wait_for(
+        "all but the budget shipped",
+        Duration::from_secs(30),
+        || shipped(&sink) >= total - BUDGET,
+    )
+    .await;
+    for (_, file) in &mut logs {
+        std::io::Write::write_all(file, b"2024-01-01T00:00:00.000000000Z stdout F .end\n").unwrap();
+    }
+    wait_for("every byte", Duration::from_secs(30), || {
+        shipped(&sink) >= total + FILES * ".end".len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let summary = run.stop().await;
+
+    eprintln!(
+        "pending peak {} bytes (budget {BUDGET}), {} records",
+        summary.pending_peak_bytes,
+        sink.records.lock().unwrap().len()
+    );
+    // Within the budget, give or take one read chunk or one buffer's growth.
+    assert!(
+        summary.pending_peak_bytes <= BUDGET + max_line + CHUNK,
+        "peak {} > budget {BUDGET}",
+        summary.pending_peak_bytes
+    );
+    let mut records = sink.records.lock().unwrap().clone();
+    records.sort_by_key(|r| (r.source.path.clone(), r.offset));
+    let mut got: HashMap<std::path::PathBuf, String> = HashMap::new();
+    let mut flagged = 0;
+    for r in &records {
+        got.entry(r.source.path.clone())
+            .or_default()
+            .push_str(&r.message);
+        flagged += usize::from(r.truncated);
+    }
+    for (path, text) in &expected {
+        let want = format!("{text}.end");
+        let have = got.get(path).map(String::as_str).unwrap_or("");
+        assert!(
+            have == want,
+            "{}: {} bytes shipped, {} written",
+            path.display(),
+            have.len(),
+            want.len()
+        );
+    }
+    // Each file's message went out in several pieces, all but the last flagged.
+    assert!(flagged >= FILES, "only {flagged} records flagged truncated");
+    assert_eq!(flagged + FILES, records.len());
+    assert_eq!(forced() - before, flagged as f64);
+}
