@@ -175,7 +175,7 @@ pub fn metrics() -> &'static LogsMetrics {
             IntCounterVec::new(
                 Opts::new(
                     "node_agent_logs_files_skipped_total",
-                    "Log paths not read, by reason (symlink, not_regular, open_limit, rotated_unreadable).",
+                    "Log paths not read, by reason (symlink, not_regular, open_limit; and rotated_corrupt, rotated_too_large, rotated_not_regular, rotated_unreadable for a rotated file a checkpoint points into that cannot be read, whose rest is lost).",
                 ),
                 &["reason"],
             )

@@ -390,13 +390,15 @@ impl<L: Layout> TailSource<L> {
                 continue;
             }
             let key = FileKey::of(&meta);
-            seen.insert(key);
             if c.kind == FileKind::RotatedCompressed {
                 // Compressed rotations hold bytes we read from the plain file already,
-                // except when a checkpoint points into one (see below).
+                // except when a checkpoint points into one (see below). Not `seen`: a
+                // .gz written after its plain file was deleted may reuse that inode, and
+                // the checkpoint entry must still count as gone to be resumed from it.
                 compressed.push(c);
                 continue;
             }
+            seen.insert(key);
             if self.files.contains_key(&key) {
                 continue;
             }
@@ -413,8 +415,31 @@ impl<L: Layout> TailSource<L> {
                 .copied()
                 .collect();
             for key in gone {
-                self.resume_compressed(key, &compressed, stop);
-                if self.loaded.remove(&key).is_some() {
+                let unreadable = match self.resume_compressed(key, &compressed, stop) {
+                    // Stopped: the position stays for the next run.
+                    Resume::Resumed | Resume::Stopped => continue,
+                    Resume::Unreadable(reason) => Some(reason),
+                    // Its name now holds a directory, FIFO, symlink…: the file itself
+                    // is gone (a file deleted outright is not counted: it may have
+                    // been read to its end).
+                    Resume::NotFound => self.loaded.get(&key).and_then(|e| {
+                        std::fs::symlink_metadata(&e.path)
+                            .is_ok_and(|m| !m.file_type().is_file())
+                            .then_some("rotated_not_regular")
+                    }),
+                };
+                if let Some(entry) = self.loaded.remove(&key) {
+                    if let Some(reason) = unreadable {
+                        // The rest of that file is lost: count it (the NodeAgentLogsLost
+                        // alert) and say which.
+                        metrics().files_skipped.with_label_values(&[reason]).inc();
+                        tracing::warn!(
+                            path = %entry.path.display(),
+                            offset = entry.offset,
+                            reason,
+                            "a rotated log file the checkpoint points into cannot be read; the rest of it is not shipped"
+                        );
+                    }
                     self.updates.push(Update::Forget(key));
                 }
             }
@@ -446,12 +471,12 @@ impl<L: Layout> TailSource<L> {
         key: FileKey,
         compressed: &[Candidate<L::Info>],
         stop: &CancellationToken,
-    ) {
+    ) -> Resume {
         let Some(entry) = self.loaded.get(&key).cloned() else {
-            return;
+            return Resume::NotFound;
         };
         let dir = entry.path.parent();
-        let mut unreadable = false;
+        let mut unreadable = None;
         for c in compressed.iter().filter(|c| c.path.parent() == dir) {
             let file = match gzip::decompress_to_unlinked(
                 self.layout.root(),
@@ -461,10 +486,20 @@ impl<L: Layout> TailSource<L> {
                 stop,
             ) {
                 Ok(f) => f,
+                Err(gzip::GunzipError::Stopped) => return Resume::Stopped,
                 Err(e) => {
                     metrics().read_errors.inc();
                     tracing::warn!(path = %c.path.display(), error = %e, "decompressing rotated log file");
-                    unreadable = true;
+                    unreadable.get_or_insert(match &e {
+                        gzip::GunzipError::Corrupt(_) => "rotated_corrupt",
+                        gzip::GunzipError::TooLarge { .. } => "rotated_too_large",
+                        gzip::GunzipError::Open(io)
+                            if io.kind() == std::io::ErrorKind::InvalidInput =>
+                        {
+                            "rotated_not_regular"
+                        }
+                        _ => "rotated_unreadable",
+                    });
                     continue;
                 }
             };
@@ -503,16 +538,11 @@ impl<L: Layout> TailSource<L> {
                     pending: 0,
                 },
             );
-            return;
+            return Resume::Resumed;
         }
-        if unreadable {
-            // The checkpoint's file is gone and a compressed candidate could not be read:
-            // the rest of that file is lost (the caller forgets its position).
-            metrics()
-                .files_skipped
-                .with_label_values(&["rotated_unreadable"])
-                .inc();
-        }
+        // The checkpoint's file is gone and a compressed candidate could not be read: the
+        // rest of that file is lost (the caller counts it and forgets its position).
+        unreadable.map_or(Resume::NotFound, Resume::Unreadable)
     }
 
     /// Counts and (once per path) logs a candidate that is not read: a symlink or a
@@ -990,6 +1020,19 @@ impl<L: Layout> TailSource<L> {
         }
         self.lag_labels = lag.into_keys().collect();
     }
+}
+
+/// What [`TailSource::resume_compressed`] did with a checkpoint entry whose file is gone.
+enum Resume {
+    /// Finishing it from its compressed rotation.
+    Resumed,
+    /// No compressed rotation of it.
+    NotFound,
+    /// Compressed rotations were there, and one could not be read (the reason label of
+    /// `node_agent_logs_files_skipped_total`).
+    Unreadable(&'static str),
+    /// Shutdown interrupted the decompression.
+    Stopped,
 }
 
 /// The run-time state the loop threads through: the pipeline's context and the batch.
