@@ -812,3 +812,204 @@ async fn writes_to_a_rotated_file_after_the_rotate_wait_are_counted_as_lost() {
             .all(|r| !r.message.contains("too late"))
     );
 }
+
+/// `logs.max_pending_bytes`: many files each hold a long message whose final part has not
+/// come. What they hold together stays within the budget (the oldest are shipped as they
+/// are, flagged truncated, and counted), and once the final parts come every byte of every
+/// file has arrived, in order, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_partials_of_many_files_stay_within_the_pending_budget() {
+    const FILES: usize = 40;
+    const PARTS: usize = 50;
+    const PART: usize = 4000;
+    const BUDGET: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogsConfig {
+        max_pending_bytes: BUDGET,
+        ..config(dir.path())
+    };
+    let max_line = cfg.max_line_bytes;
+    // 40 × 50 × 4000 bytes = 8 MB of parts without their final one: 8× the budget.
+    let mut logs = Vec::new();
+    let mut expected = HashMap::new();
+    for i in 0..FILES {
+        let log = ContainerLog::create(&cfg.pods_dir, "prod", &format!("p{i}"), "app", Format::Cri)
+            .unwrap();
+        let mut text = String::new();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap();
+        for j in 0..PARTS {
+            let part = format!("{:x<PART$}", format!("f{i}p{j}-"));
+            std::io::Write::write_all(
+                &mut file,
+                format!("2024-01-01T00:00:00.000000000Z stdout P {part}\n").as_bytes(),
+            )
+            .unwrap();
+            text.push_str(&part);
+        }
+        expected.insert(log.path().to_path_buf(), text);
+        logs.push((log, file));
+    }
+    let forced = || counter_value("node_agent_logs_force_flushed_total", "partial_line");
+    let before = forced();
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    let shipped = |sink: &TestSink| -> usize {
+        sink.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.message.len())
+            .sum()
+    };
+    // Everything past the budget is shipped before any final part exists.
+    let total = FILES * PARTS * PART;
+    wait_for(
+        "all but the budget shipped",
+        Duration::from_secs(30),
+        || shipped(&sink) >= total - BUDGET,
+    )
+    .await;
+    for (_, file) in &mut logs {
+        std::io::Write::write_all(file, b"2024-01-01T00:00:00.000000000Z stdout F .end\n").unwrap();
+    }
+    wait_for("every byte", Duration::from_secs(30), || {
+        shipped(&sink) >= total + FILES * ".end".len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let summary = run.stop().await;
+
+    eprintln!(
+        "pending peak {} bytes (budget {BUDGET}), {} records",
+        summary.pending_peak_bytes,
+        sink.records.lock().unwrap().len()
+    );
+    // Within the budget, give or take one read chunk or one buffer's growth.
+    assert!(
+        summary.pending_peak_bytes <= BUDGET + max_line + CHUNK,
+        "peak {} > budget {BUDGET}",
+        summary.pending_peak_bytes
+    );
+    let mut records = sink.records.lock().unwrap().clone();
+    records.sort_by_key(|r| (r.source.path.clone(), r.offset));
+    let mut got: HashMap<std::path::PathBuf, String> = HashMap::new();
+    let mut flagged = 0;
+    for r in &records {
+        got.entry(r.source.path.clone())
+            .or_default()
+            .push_str(&r.message);
+        flagged += usize::from(r.truncated);
+    }
+    for (path, text) in &expected {
+        let want = format!("{text}.end");
+        let have = got.get(path).map(String::as_str).unwrap_or("");
+        assert!(
+            have == want,
+            "{}: {} bytes shipped, {} written",
+            path.display(),
+            have.len(),
+            want.len()
+        );
+    }
+    // Each file's message went out in several pieces, all but the last flagged.
+    assert!(flagged >= FILES, "only {flagged} records flagged truncated");
+    assert_eq!(flagged + FILES, records.len());
+    assert_eq!(forced() - before, flagged as f64);
+}
+
+/// A checkpoint points into three rotated files when the agent starts: one was compressed
+/// into a corrupt `.gz`, another's name now holds a FIFO; neither can be read, and each is
+/// counted under its reason (the rest of those files is lost). The third was compressed
+/// intact: it is finished from the checkpoint's offset. Every current file ships too,
+/// whole and once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_rotated_files_are_counted_by_reason_and_the_rest_ships() {
+    use node_agent::logs::checkpoint::CheckpointStore;
+    use node_agent::logs::sources::pods::CHECKPOINT_FILE;
+    use node_agent::logs::sources::tail::file_id::{FileEntry, fingerprint_before, head_hash};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut entries = Vec::new();
+    let mut current = HashMap::new();
+    let mut rotated_paths = Vec::new();
+    for pod in ["corrupt", "fifo", "gzipped"] {
+        let mut log = ContainerLog::create(&cfg.pods_dir, "prod", pod, "app", Format::Cri).unwrap();
+        // Shipped before the checkpoint: not expected again.
+        log.set_track_expected(false);
+        log.write_lines(10, &LineMix::default()).unwrap();
+        log.flush().unwrap();
+        let offset = std::fs::metadata(log.path()).unwrap().len();
+        // After it: lost with the unreadable files, expected from the intact one.
+        log.set_track_expected(pod == "gzipped");
+        log.write_lines(10, &LineMix::default()).unwrap();
+        let rotated = log.rotate(false).unwrap();
+        log.set_track_expected(true);
+        let meta = std::fs::metadata(&rotated).unwrap();
+        entries.push(FileEntry {
+            dev: meta.dev(),
+            inode: meta.ino(),
+            fingerprint: fingerprint_before(&std::fs::File::open(&rotated).unwrap(), offset)
+                .unwrap(),
+            offset,
+            path: rotated.clone(),
+            // What identifies a compressed copy as this file.
+            head: Some(head_hash(&std::fs::File::open(&rotated).unwrap()).unwrap()),
+        });
+        rotated_paths.push(rotated);
+        current.insert(pod, log);
+    }
+    std::fs::create_dir_all(&cfg.state_dir).unwrap();
+    CheckpointStore::new(&cfg.state_dir, CHECKPOINT_FILE)
+        .save(entries.iter())
+        .unwrap();
+    // kubelet compressed the first while no agent ran, and the result is damaged. (The
+    // plain file goes first: the .gz may get its inode, which must not hide it.)
+    std::fs::remove_file(&rotated_paths[0]).unwrap();
+    let mut gz = rotated_paths[0].clone().into_os_string();
+    gz.push(".gz");
+    std::fs::write(&gz, b"\x1f\x8b\x08\x00 damaged beyond repair").unwrap();
+    // The second's name now holds a FIFO (opening it would block a naive reader).
+    std::fs::remove_file(&rotated_paths[1]).unwrap();
+    nix::unistd::mkfifo(&rotated_paths[1], nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // The third was compressed as kubelet does (the .gz written, then the plain removed).
+    let mut gz = rotated_paths[2].clone().into_os_string();
+    gz.push(".gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut enc, &std::fs::read(&rotated_paths[2]).unwrap()).unwrap();
+    enc.finish().unwrap();
+    std::fs::remove_file(&rotated_paths[2]).unwrap();
+
+    let mut expected = HashMap::new();
+    for log in current.values_mut() {
+        log.write_lines(10, &LineMix::default()).unwrap();
+        log.flush().unwrap();
+        expected.extend(log.expected().clone());
+    }
+    let skipped = |reason| counter_value("node_agent_logs_files_skipped_total", reason);
+    let before = (skipped("rotated_corrupt"), skipped("rotated_not_regular"));
+    let sink = Arc::new(TestSink::default());
+    let run = start(cfg, vec![sink.clone()]);
+    wait_for("both counted", Duration::from_secs(10), || {
+        skipped("rotated_corrupt") > before.0 && skipped("rotated_not_regular") > before.1
+    })
+    .await;
+    wait_for(
+        "the current files and the intact rotation",
+        Duration::from_secs(10),
+        || sink.records.lock().unwrap().len() >= expected.len(),
+    )
+    .await;
+    // Further scans must not count them again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    run.stop().await;
+    assert_eq!(skipped("rotated_corrupt") - before.0, 1.0);
+    assert_eq!(skipped("rotated_not_regular") - before.1, 1.0);
+    assert_exactly_once(&sink.records.lock().unwrap(), &expected);
+}

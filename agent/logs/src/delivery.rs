@@ -43,6 +43,9 @@ pub struct RunSummary {
     pub records_delivered: u64,
     /// Batches given up at the drain deadline; the next run re-reads them.
     pub batches_abandoned: u64,
+    /// The most bytes incomplete messages held at once ([`crate::budget`]); set by
+    /// [`crate::run_with_sinks`], 0 for one source's run.
+    pub pending_peak_bytes: usize,
 }
 
 /// How the delivery side of one source behaves (from `logs:`).

@@ -23,6 +23,7 @@
 
 pub mod ack;
 pub mod batch;
+pub mod budget;
 pub mod checkpoint;
 pub mod delivery;
 pub mod metrics;
@@ -87,6 +88,10 @@ pub struct LogsConfig {
     pub max_open_files: usize,
     /// Bytes read from one file before moving to the next (fairness, buffer size).
     pub read_chunk_bytes: usize,
+    /// Memory for incomplete messages — partial lines being joined, multiline groups and
+    /// the records waiting behind them — across all files, sources and lanes; past it the
+    /// oldest is shipped as it is, flagged truncated ([`budget`]).
+    pub max_pending_bytes: usize,
     /// Batches handed to sinks and not yet confirmed. With `batch_max_bytes` this bounds
     /// memory; when reached, reading pauses and the files are the buffer.
     pub max_in_flight_batches: usize,
@@ -122,6 +127,7 @@ impl Default for LogsConfig {
             batch_timeout: Duration::from_secs(1),
             max_open_files: 1024,
             read_chunk_bytes: 64 * 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
             max_in_flight_batches: 4,
             drain_timeout: Duration::from_secs(20),
             namespaces_include: Vec::new(),
@@ -146,6 +152,15 @@ impl Validate for LogsConfig {
         for (name, value) in positive {
             problems.check(value > 0, &at.key(name), "must be greater than 0");
         }
+        // Smaller, and every message longer than the budget would be cut below the cap.
+        problems.check(
+            self.max_pending_bytes >= self.max_line_bytes,
+            &at.key("max_pending_bytes"),
+            format!(
+                "must be at least logs.max_line_bytes ({}) so one whole message fits",
+                self.max_line_bytes
+            ),
+        );
         for (name, value) in [
             ("rescan_interval", self.rescan_interval),
             ("watched_rescan_interval", self.watched_rescan_interval),
@@ -302,6 +317,7 @@ pub async fn run_enriched(
 ) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(!sinks.is_empty(), "no sinks to deliver logs to");
     let stop = shutdown.child_token();
+    let budget = budget::PendingBudget::new(config.max_pending_bytes);
     let mut runs: Vec<(String, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)> = Vec::new();
     let pods = || {
         sources::pods::PodsSource::new(
@@ -314,7 +330,7 @@ pub async fn run_enriched(
                 node: node.clone(),
                 max_line_bytes: config.max_line_bytes,
             },
-            config.tail_settings(),
+            config.tail_settings(&budget),
         )
     };
     config.spawn_lanes(pods, enrichment.as_ref(), &sinks, &stop, &mut runs)?;
@@ -336,7 +352,7 @@ pub async fn run_enriched(
                     node: node.clone(),
                     max_line_bytes: config.max_line_bytes,
                 },
-                config.tail_settings(),
+                config.tail_settings(&budget),
             )
         };
         config.spawn_lanes(files, None, &sinks, &stop, &mut runs)?;
@@ -361,6 +377,7 @@ pub async fn run_enriched(
             }
         }
     }
+    total.pending_peak_bytes = budget.peak();
     match first_error {
         Some(e) => Err(e),
         None => Ok(total),
@@ -495,7 +512,10 @@ impl LogsConfig {
         )
     }
 
-    fn tail_settings(&self) -> sources::tail::TailSettings {
+    fn tail_settings(
+        &self,
+        budget: &std::sync::Arc<budget::PendingBudget>,
+    ) -> sources::tail::TailSettings {
         sources::tail::TailSettings {
             rescan_interval: self.rescan_interval,
             watched_rescan_interval: self.watched_rescan_interval,
@@ -503,6 +523,7 @@ impl LogsConfig {
             max_open_files: self.max_open_files,
             read_chunk_bytes: self.read_chunk_bytes,
             state_dir: self.state_dir.clone(),
+            budget: std::sync::Arc::clone(budget),
         }
     }
 
@@ -555,6 +576,19 @@ mod tests {
             ..LogsConfig::default()
         };
         assert!(both.validated().is_err());
+        let small_budget = LogsConfig {
+            max_pending_bytes: 1000,
+            max_line_bytes: 1024,
+            ..LogsConfig::default()
+        };
+        let text = small_budget.validated().unwrap_err().to_string();
+        assert!(
+            text.contains("max_pending_bytes: must be at least"),
+            "{text}"
+        );
+        let c: LogsConfig = serde_yaml_ng::from_str("max_pending_bytes: 1048576").unwrap();
+        assert_eq!(c.max_pending_bytes, 1 << 20);
+        assert_eq!(LogsConfig::default().max_pending_bytes, 64 << 20);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct LogsMetrics {
     pub read_errors: IntCounter,
     pub files_skipped: IntCounterVec,
     pub lost_bytes: IntCounterVec,
+    pub pending_bytes: IntGauge,
+    pub force_flushed: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -173,7 +175,7 @@ pub fn metrics() -> &'static LogsMetrics {
             IntCounterVec::new(
                 Opts::new(
                     "node_agent_logs_files_skipped_total",
-                    "Log paths not read, by reason (symlink, not_regular, open_limit, rotated_unreadable).",
+                    "Log paths not read, by reason (symlink, not_regular, open_limit; and rotated_corrupt, rotated_too_large, rotated_not_regular, rotated_unreadable for a rotated file a checkpoint points into that cannot be read, whose rest is lost).",
                 ),
                 &["reason"],
             )
@@ -184,6 +186,20 @@ pub fn metrics() -> &'static LogsMetrics {
                 Opts::new(
                     "node_agent_logs_lost_bytes_total",
                     "Log bytes nothing will ship, by reason (written_after_rotate_wait: appended to a rotated file after the agent let it go).",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
+        ),
+        pending_bytes: gauge(
+            "node_agent_logs_pending_bytes",
+            "Bytes held waiting to complete (partial lines being joined, multiline groups), counted against logs.max_pending_bytes.",
+        ),
+        force_flushed: telemetry::register(
+            IntCounterVec::new(
+                Opts::new(
+                    "node_agent_logs_force_flushed_total",
+                    "Incomplete messages shipped as they were (flagged truncated) because logs.max_pending_bytes was reached, by reason (partial_line, multiline).",
                 ),
                 &["reason"],
             )

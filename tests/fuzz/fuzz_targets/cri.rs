@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = cri::parse_timestamp(line);
         asm.push(offset, line, false, 0, &mut stats, &mut out);
+        // A line starting with '!' stands for the pending budget running out here.
+        if line.first() == Some(&b'!') && asm.flush_oldest(&mut out) {
+            assert!(out.last().is_some_and(|p| p.truncated));
+        }
         offset += line.len() as u64 + 1;
     }
     asm.flush(&mut stats, &mut out);

@@ -50,6 +50,22 @@ pub trait Stage: Send {
     fn paused_until(&self, _file_id: u64) -> Option<Instant> {
         None
     }
+
+    /// Bytes held waiting to complete (counted against `logs.max_pending_bytes`).
+    fn pending_bytes(&self) -> usize {
+        0
+    }
+
+    /// When the oldest thing still held began.
+    fn oldest_pending(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Releases the oldest thing held as it is, flagged truncated (the pending budget is
+    /// exhausted). `false`: nothing is held.
+    fn flush_oldest(&mut self, _out: &mut Vec<LogRecord>) -> bool {
+        false
+    }
 }
 
 /// The configured stages, in order.
@@ -120,6 +136,34 @@ impl Chain {
             .iter()
             .filter_map(|s| s.paused_until(file_id))
             .max()
+    }
+
+    /// Bytes all stages hold waiting to complete.
+    pub fn pending_bytes(&self) -> usize {
+        self.stages.iter().map(|s| s.pending_bytes()).sum()
+    }
+
+    /// When the oldest thing any stage holds began.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        self.stages.iter().filter_map(|s| s.oldest_pending()).min()
+    }
+
+    /// Releases the oldest thing any stage holds (see [`Stage::flush_oldest`]), through the
+    /// stages after it. `false`: nothing is held.
+    pub fn flush_oldest(&mut self, sink: &mut impl FnMut(LogRecord)) -> bool {
+        let oldest = self
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.oldest_pending().map(|t| (t, i)))
+            .min();
+        let Some((_, i)) = oldest else {
+            return false;
+        };
+        let [input, output] = &mut self.buffers;
+        let flushed = self.stages[i].flush_oldest(input);
+        Self::run_from(&mut self.stages, i + 1, input, output, sink);
+        flushed
     }
 
     /// Earliest deadline of any stage.

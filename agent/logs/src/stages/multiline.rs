@@ -36,7 +36,8 @@
 //! stream) wait behind it, and [`Stage::held_from`] reports the group's first offset: a
 //! checkpoint never passes an unfinished group and nothing after it has been shipped, so a
 //! restart re-reads the whole group and loses or duplicates nothing. What waits is bounded:
-//! past `4 × max_bytes` (or 10 000 records) the file's open groups are closed early.
+//! past `4 × max_bytes` (or 10 000 records) the file's open groups are closed early, and
+//! past `logs.max_pending_bytes` over all files the oldest group is ([`crate::budget`]).
 //! Groups never span files: a rotation closes them.
 
 use std::collections::HashMap;
@@ -51,6 +52,7 @@ use node_agent_core::record::{LogRecord, SourceMeta, Stream};
 use super::Stage;
 use super::config::BuildContext;
 use super::matcher::{MatchConfig, Matcher};
+use crate::metrics::metrics;
 
 /// Records that may wait behind an open group of their file before it is closed early.
 const MAX_WAITING_RECORDS: usize = 10_000;
@@ -184,6 +186,7 @@ impl MultilineConfig {
             max_bytes,
             timeout: self.flush_timeout,
             files: HashMap::new(),
+            pending: 0,
         })
     }
 }
@@ -443,12 +446,16 @@ impl Detector {
     }
 }
 
+/// Memory a held record takes besides its message (for `logs.max_pending_bytes`).
+const RECORD_OVERHEAD: usize = std::mem::size_of::<LogRecord>();
+
 /// A group being joined.
 struct Group {
     record: LogRecord,
     detector: usize,
     state: u16,
     lines: usize,
+    started: Instant,
     last_line: Instant,
 }
 
@@ -467,6 +474,8 @@ struct FileState {
     /// Sorted by offset; all after the earliest open group.
     waiting: Vec<LogRecord>,
     waiting_bytes: usize,
+    /// Memory `waiting` holds (messages' capacity plus the records).
+    waiting_cost: usize,
 }
 
 impl FileState {
@@ -485,6 +494,7 @@ impl FileState {
             return;
         }
         self.waiting_bytes += record.message.len();
+        self.waiting_cost += record.message.capacity() + RECORD_OVERHEAD;
         let at = self.waiting.partition_point(|r| r.offset < record.offset);
         self.waiting.insert(at, record);
     }
@@ -495,6 +505,7 @@ impl FileState {
         let n = self.waiting.partition_point(|r| r.offset < barrier);
         for r in self.waiting.drain(..n) {
             self.waiting_bytes -= r.message.len();
+            self.waiting_cost -= r.message.capacity() + RECORD_OVERHEAD;
             out.push(r);
         }
     }
@@ -508,6 +519,17 @@ impl FileState {
             }
         }
         self.release(out);
+    }
+
+    /// Memory this file's groups and waiting records hold.
+    fn cost(&self) -> usize {
+        let groups: usize = self
+            .open
+            .iter()
+            .flatten()
+            .map(|g| g.record.message.capacity() + RECORD_OVERHEAD)
+            .sum();
+        groups + self.waiting_cost
     }
 
     fn is_empty(&self) -> bool {
@@ -532,6 +554,8 @@ pub struct Multiline {
     max_bytes: usize,
     timeout: Duration,
     files: HashMap<u64, FileState>,
+    /// Sum of the files' [`FileState::cost`].
+    pending: usize,
 }
 
 fn slot(stream: Stream) -> usize {
@@ -569,6 +593,95 @@ impl Stage for Multiline {
     }
 
     fn process(&mut self, record: LogRecord, out: &mut Vec<LogRecord>) {
+        let file_id = record.source.file_id;
+        let before = self.files.get(&file_id).map_or(0, FileState::cost);
+        self.join(record, out);
+        let after = self.files.get(&file_id).map_or(0, FileState::cost);
+        self.pending = (self.pending + after).saturating_sub(before);
+    }
+
+    fn flush_due(&mut self, now: Instant, out: &mut Vec<LogRecord>) {
+        let timeout = self.timeout;
+        self.files.retain(|_, file| {
+            file.close_where(out, |g| now >= g.last_line + timeout);
+            !file.is_empty()
+        });
+        self.pending = self.files.values().map(FileState::cost).sum();
+    }
+
+    fn flush_file(&mut self, file_id: u64, out: &mut Vec<LogRecord>) {
+        if let Some(mut file) = self.files.remove(&file_id) {
+            self.pending = self.pending.saturating_sub(file.cost());
+            file.close_where(out, |_| true);
+        }
+    }
+
+    fn held_from(&self, file_id: u64) -> Option<u64> {
+        self.files.get(&file_id)?.held_from()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.files
+            .values()
+            .flat_map(|f| f.open.iter().flatten())
+            .map(|g| g.last_line + self.timeout)
+            .min()
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.pending
+    }
+
+    fn oldest_pending(&self) -> Option<Instant> {
+        self.files
+            .values()
+            .flat_map(|f| f.open.iter().flatten())
+            .map(|g| g.started)
+            .min()
+    }
+
+    fn flush_oldest(&mut self, out: &mut Vec<LogRecord>) -> bool {
+        let oldest = self
+            .files
+            .iter()
+            .flat_map(|(id, f)| {
+                f.open
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(slot, g)| g.as_ref().map(|g| (g.started, *id, slot)))
+            })
+            .min();
+        let Some((_, file_id, slot)) = oldest else {
+            return false;
+        };
+        let Some(file) = self.files.get_mut(&file_id) else {
+            return false;
+        };
+        let before = file.cost();
+        let Some(g) = file.open[slot].take() else {
+            return false;
+        };
+        let mut record = g.finish();
+        // Its later lines become a record of their own.
+        record.truncated = true;
+        metrics()
+            .force_flushed
+            .with_label_values(&["multiline"])
+            .inc();
+        file.complete(record, out);
+        file.release(out);
+        let after = file.cost();
+        if file.is_empty() {
+            self.files.remove(&file_id);
+        }
+        self.pending = (self.pending + after).saturating_sub(before);
+        true
+    }
+}
+
+impl Multiline {
+    /// [`Stage::process`] without the accounting.
+    fn join(&mut self, record: LogRecord, out: &mut Vec<LogRecord>) {
         let detector = self.detector_for(&record.source);
         let file_id = record.source.file_id;
         if detector.is_none() && !self.files.contains_key(&file_id) {
@@ -605,6 +718,7 @@ impl Stage for Multiline {
                     detector,
                     state,
                     lines: 1,
+                    started: now,
                     last_line: now,
                 });
             }
@@ -619,32 +733,6 @@ impl Stage for Multiline {
         if file.is_empty() {
             self.files.remove(&file_id);
         }
-    }
-
-    fn flush_due(&mut self, now: Instant, out: &mut Vec<LogRecord>) {
-        let timeout = self.timeout;
-        self.files.retain(|_, file| {
-            file.close_where(out, |g| now >= g.last_line + timeout);
-            !file.is_empty()
-        });
-    }
-
-    fn flush_file(&mut self, file_id: u64, out: &mut Vec<LogRecord>) {
-        if let Some(mut file) = self.files.remove(&file_id) {
-            file.close_where(out, |_| true);
-        }
-    }
-
-    fn held_from(&self, file_id: u64) -> Option<u64> {
-        self.files.get(&file_id)?.held_from()
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.files
-            .values()
-            .flat_map(|f| f.open.iter().flatten())
-            .map(|g| g.last_line + self.timeout)
-            .min()
     }
 }
 
@@ -758,6 +846,47 @@ mod tests {
                 .message
                 .ends_with("\t\tat com.acme.io.Res.close(Res.java:9)")
         );
+    }
+
+    #[test]
+    fn pending_budget_flush_closes_the_oldest_group_flagged() {
+        let mut s = stage("detector: java").unwrap();
+        let one = meta("ns", "pod", "c");
+        let two = Arc::new(SourceMeta {
+            file_id: 2,
+            ..(*one).clone()
+        });
+        let mut out = Vec::new();
+        let push = |s: &mut Multiline, m: &Arc<SourceMeta>, offset, line: &str, out: &mut _| {
+            s.process(
+                LogRecord::new(Arc::clone(m), 0, Stream::Stdout, offset, line.into()),
+                out,
+            )
+        };
+        push(&mut s, &one, 0, "ERROR first", &mut out);
+        push(&mut s, &one, 12, "\tat a.B(B.java:1)", &mut out);
+        push(&mut s, &two, 0, "ERROR second", &mut out);
+        push(&mut s, &two, 13, "\tat c.D(D.java:2)", &mut out);
+        assert!(out.is_empty());
+        let held = s.pending_bytes();
+        assert!(held >= 2 * RECORD_OVERHEAD, "{held}");
+        let first = s.oldest_pending().unwrap();
+        assert!(s.flush_oldest(&mut out));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, "ERROR first\n\tat a.B(B.java:1)");
+        assert!(out[0].truncated);
+        assert_eq!(out[0].source.file_id, 1);
+        assert!(s.pending_bytes() < held);
+        assert!(s.oldest_pending().unwrap() >= first);
+        // A later line of file 1 starts over; file 2's group is untouched.
+        push(&mut s, &one, 30, "\tat e.F(F.java:3)", &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(!out[1].truncated);
+        assert!(s.flush_oldest(&mut out));
+        assert_eq!(out[2].source.file_id, 2);
+        assert!(!s.flush_oldest(&mut out));
+        assert_eq!(s.pending_bytes(), 0);
+        assert!(s.files.is_empty());
     }
 
     #[test]

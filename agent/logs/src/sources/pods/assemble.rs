@@ -2,6 +2,8 @@
 //! partial lines per stream until the final part, caps joined messages, and turns lines
 //! that fit neither format into raw `malformed` messages (never dropped).
 
+use std::time::Instant;
+
 use super::{cri, docker};
 use crate::sources::tail::decode::{Decoder, ParseStats, Parsed};
 use node_agent_core::record::Stream;
@@ -12,6 +14,8 @@ struct Pending {
     timestamp_nanos: i64,
     buf: Vec<u8>,
     truncated: bool,
+    /// When the first part arrived (the pending budget flushes the oldest first).
+    since: Instant,
 }
 
 /// Joins partial lines of one file (one pending message per stream, as runtimes write them).
@@ -161,6 +165,7 @@ impl Assembler {
             timestamp_nanos,
             buf: Vec::new(),
             truncated: false,
+            since: Instant::now(),
         });
         let room = self.max_bytes.saturating_sub(p.buf.len());
         let body = cut_at(text, room);
@@ -206,6 +211,47 @@ impl Assembler {
     }
 }
 
+impl Assembler {
+    /// Bytes the pending parts occupy (their buffers' capacity: what is really held).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .flatten()
+            .map(|p| p.buf.capacity())
+            .sum()
+    }
+
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        self.pending.iter().flatten().map(|p| p.since).min()
+    }
+
+    /// Emits the pending message that waits longest as it is, flagged truncated.
+    pub fn flush_oldest(&mut self, out: &mut Vec<Parsed>) -> bool {
+        let oldest = (0..self.pending.len())
+            .filter_map(|i| self.pending[i].as_ref().map(|p| (p.since, i)))
+            .min();
+        let Some((_, i)) = oldest else {
+            return false;
+        };
+        let Some(p) = self.pending[i].take() else {
+            return false;
+        };
+        out.push(Parsed {
+            offset: p.offset,
+            timestamp_nanos: p.timestamp_nanos,
+            stream: if i == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            },
+            message: into_string(p.buf),
+            truncated: true,
+            malformed: false,
+        });
+        true
+    }
+}
+
 impl Decoder for Assembler {
     fn push(
         &mut self,
@@ -229,6 +275,18 @@ impl Decoder for Assembler {
 
     fn reset(&mut self) {
         Assembler::reset(self);
+    }
+
+    fn pending_bytes(&self) -> usize {
+        Assembler::pending_bytes(self)
+    }
+
+    fn oldest_pending(&self) -> Option<Instant> {
+        Assembler::oldest_pending(self)
+    }
+
+    fn flush_oldest(&mut self, out: &mut Vec<Parsed>) -> bool {
+        Assembler::flush_oldest(self, out)
     }
 }
 
@@ -324,6 +382,32 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].message, "a very long line");
         assert_eq!(out[0].offset, 0);
+    }
+
+    #[test]
+    fn flush_oldest_ships_the_longest_waiting_part_flagged() {
+        let mut a = Assembler::new(1024);
+        let (out, _) = feed(
+            &mut a,
+            &[
+                b"2024-01-01T00:00:00Z stderr P first ",
+                b"2024-01-01T00:00:00Z stdout P second",
+            ],
+        );
+        assert!(out.is_empty());
+        assert!(a.pending_bytes() >= "first second".len());
+        let mut out = Vec::new();
+        assert!(a.flush_oldest(&mut out));
+        assert_eq!(out[0].message, "first ");
+        assert_eq!(out[0].stream, Stream::Stderr);
+        assert!(out[0].truncated);
+        // Its later parts become a message of their own; the other stream is untouched.
+        let (more, _) = feed(&mut a, &[b"2024-01-01T00:00:00Z stderr F rest"]);
+        assert_eq!(more[0].message, "rest");
+        assert!(a.flush_oldest(&mut out));
+        assert_eq!(out[1].message, "second");
+        assert!(!a.flush_oldest(&mut out));
+        assert_eq!(a.pending_bytes(), 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Line → message decoding, per file: what a tail source's layout plugs in (CRI/docker with
 //! partial-line joining for pods; plain or JSON lines for host files).
 
+use std::time::Instant;
+
 use node_agent_core::record::Stream;
 
 /// A complete message, before the stages.
@@ -45,4 +47,20 @@ pub trait Decoder: Send {
 
     /// Forgets pending parts (the file was truncated under us).
     fn reset(&mut self);
+
+    /// Bytes held for messages waiting for their final part (`logs.max_pending_bytes`).
+    fn pending_bytes(&self) -> usize {
+        0
+    }
+
+    /// When the oldest message still waiting for its final part began waiting.
+    fn oldest_pending(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Emits the oldest waiting message as it is, flagged truncated (the pending budget is
+    /// exhausted); its later parts become a message of their own. `false`: none waits.
+    fn flush_oldest(&mut self, _out: &mut Vec<Parsed>) -> bool {
+        false
+    }
 }

@@ -14,7 +14,14 @@ pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
 /// Why a compressed file was not decompressed.
 #[derive(Debug, thiserror::Error)]
 pub enum GunzipError {
-    #[error("{0}")]
+    /// The `.gz` itself could not be opened (`InvalidInput`: not a regular file).
+    #[error("opening: {0}")]
+    Open(#[source] std::io::Error),
+    /// Not gzip, or a damaged or cut-off stream.
+    #[error("corrupt: {0}")]
+    Corrupt(#[source] std::io::Error),
+    /// Staging the decompressed copy in the state dir failed.
+    #[error("staging the decompressed copy: {0}")]
     Io(#[from] std::io::Error),
     #[error("decompresses to more than {limit} bytes; not a log rotation")]
     TooLarge { limit: u64 },
@@ -31,7 +38,8 @@ pub fn decompress_to_unlinked(
     limit: u64,
     stop: &CancellationToken,
 ) -> Result<File, GunzipError> {
-    let source = node_agent_core::fsutil::open_regular_beneath(root, gz)?;
+    let source =
+        node_agent_core::fsutil::open_regular_beneath(root, gz).map_err(GunzipError::Open)?;
     let tmp_path = node_agent_core::state::unique_temp_path(dir, "logs-gunzip");
     let mut out = std::fs::OpenOptions::new()
         .read(true)
@@ -46,7 +54,7 @@ pub fn decompress_to_unlinked(
         if stop.is_cancelled() {
             return Err(GunzipError::Stopped);
         }
-        let n = dec.read(&mut buf)?;
+        let n = dec.read(&mut buf).map_err(GunzipError::Corrupt)?;
         if n == 0 {
             return Ok(out);
         }
@@ -86,6 +94,36 @@ mod tests {
         assert_eq!(text, "line one\nline two\n");
         // Nothing but the .gz is left in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_and_cut_off_files_are_told_apart_from_staging_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let full = gz(dir.path(), &vec![b'y'; 100_000]);
+        let bytes = std::fs::read(&full).unwrap();
+        for damaged in [
+            b"\x1f\x8b not really gzip".to_vec(),
+            bytes[..bytes.len() / 2].to_vec(),
+        ] {
+            std::fs::write(&full, &damaged).unwrap();
+            let err =
+                decompress_to_unlinked(dir.path(), &full, dir.path(), 1 << 30, &stop).unwrap_err();
+            assert!(matches!(err, GunzipError::Corrupt(_)), "{err}");
+        }
+        let missing = dir.path().join("gone.gz");
+        let err =
+            decompress_to_unlinked(dir.path(), &missing, dir.path(), 1 << 30, &stop).unwrap_err();
+        assert!(matches!(err, GunzipError::Open(_)), "{err}");
+        let err = decompress_to_unlinked(
+            dir.path(),
+            &full,
+            &dir.path().join("no-dir"),
+            1 << 30,
+            &stop,
+        )
+        .unwrap_err();
+        assert!(matches!(err, GunzipError::Io(_)), "{err}");
     }
 
     #[test]

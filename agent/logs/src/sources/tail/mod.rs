@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use node_agent_core::record::{LogRecord, SourceMeta};
 
 use crate::batch::BatchBuilder;
+use crate::budget::{BudgetShare, PendingBudget};
 use crate::metrics::metrics;
 use crate::position::Update;
 use crate::source::{Exit, SourceContext};
@@ -128,6 +129,8 @@ pub struct TailSettings {
     pub read_chunk_bytes: usize,
     /// Where decompressed rotations are staged (unlinked at once).
     pub state_dir: PathBuf,
+    /// `logs.max_pending_bytes`, shared by every tail source and lane ([`crate::budget`]).
+    pub budget: Arc<PendingBudget>,
 }
 
 struct Tracked<I, D> {
@@ -151,6 +154,8 @@ struct Tracked<I, D> {
     check: bool,
     /// When we noticed the path no longer names this file (rotated away or deleted).
     detached_since: Option<Instant>,
+    /// `decoder.pending_bytes()` as last counted into `TailSource::decoder_pending`.
+    pending: usize,
 }
 
 /// A tail source over a [`Layout`]; run it through [`crate::source::Source`].
@@ -187,11 +192,16 @@ pub struct TailSource<L: Layout> {
     refused: HashSet<PathBuf>,
     /// Since the last seal, stages dropped or held records (see `positions_pending`).
     stages_consumed: bool,
+    /// What this source holds of `logs.max_pending_bytes`.
+    share: BudgetShare,
+    /// Sum of the files' decoders' pending bytes.
+    decoder_pending: usize,
 }
 
 impl<L: Layout> TailSource<L> {
     pub fn new(layout: L, settings: TailSettings) -> Self {
         let chunk = settings.read_chunk_bytes;
+        let share = BudgetShare::new(Arc::clone(&settings.budget));
         Self {
             layout,
             settings,
@@ -212,6 +222,8 @@ impl<L: Layout> TailSource<L> {
             waiting: HashSet::new(),
             refused: HashSet::new(),
             stages_consumed: false,
+            share,
+            decoder_pending: 0,
         }
     }
 
@@ -279,6 +291,8 @@ impl<L: Layout> TailSource<L> {
             run.ctx
                 .stages
                 .flush_due(Instant::now(), &mut |r| run.builder.push(r));
+            self.share
+                .set(self.decoder_pending + run.ctx.stages.pending_bytes());
             // Files at their end are checked even while others keep us busy, so rotated
             // files get closed and truncations noticed under sustained load too.
             if !read_any || last_idle.elapsed() >= IDLE_POLL {
@@ -376,13 +390,15 @@ impl<L: Layout> TailSource<L> {
                 continue;
             }
             let key = FileKey::of(&meta);
-            seen.insert(key);
             if c.kind == FileKind::RotatedCompressed {
                 // Compressed rotations hold bytes we read from the plain file already,
-                // except when a checkpoint points into one (see below).
+                // except when a checkpoint points into one (see below). Not `seen`: a
+                // .gz written after its plain file was deleted may reuse that inode, and
+                // the checkpoint entry must still count as gone to be resumed from it.
                 compressed.push(c);
                 continue;
             }
+            seen.insert(key);
             if self.files.contains_key(&key) {
                 continue;
             }
@@ -399,8 +415,31 @@ impl<L: Layout> TailSource<L> {
                 .copied()
                 .collect();
             for key in gone {
-                self.resume_compressed(key, &compressed, stop);
-                if self.loaded.remove(&key).is_some() {
+                let unreadable = match self.resume_compressed(key, &compressed, stop) {
+                    // Stopped: the position stays for the next run.
+                    Resume::Resumed | Resume::Stopped => continue,
+                    Resume::Unreadable(reason) => Some(reason),
+                    // Its name now holds a directory, FIFO, symlink…: the file itself
+                    // is gone (a file deleted outright is not counted: it may have
+                    // been read to its end).
+                    Resume::NotFound => self.loaded.get(&key).and_then(|e| {
+                        std::fs::symlink_metadata(&e.path)
+                            .is_ok_and(|m| !m.file_type().is_file())
+                            .then_some("rotated_not_regular")
+                    }),
+                };
+                if let Some(entry) = self.loaded.remove(&key) {
+                    if let Some(reason) = unreadable {
+                        // The rest of that file is lost: count it (the NodeAgentLogsLost
+                        // alert) and say which.
+                        metrics().files_skipped.with_label_values(&[reason]).inc();
+                        tracing::warn!(
+                            path = %entry.path.display(),
+                            offset = entry.offset,
+                            reason,
+                            "a rotated log file the checkpoint points into cannot be read; the rest of it is not shipped"
+                        );
+                    }
                     self.updates.push(Update::Forget(key));
                 }
             }
@@ -432,12 +471,12 @@ impl<L: Layout> TailSource<L> {
         key: FileKey,
         compressed: &[Candidate<L::Info>],
         stop: &CancellationToken,
-    ) {
+    ) -> Resume {
         let Some(entry) = self.loaded.get(&key).cloned() else {
-            return;
+            return Resume::NotFound;
         };
         let dir = entry.path.parent();
-        let mut unreadable = false;
+        let mut unreadable = None;
         for c in compressed.iter().filter(|c| c.path.parent() == dir) {
             let file = match gzip::decompress_to_unlinked(
                 self.layout.root(),
@@ -447,10 +486,20 @@ impl<L: Layout> TailSource<L> {
                 stop,
             ) {
                 Ok(f) => f,
+                Err(gzip::GunzipError::Stopped) => return Resume::Stopped,
                 Err(e) => {
                     metrics().read_errors.inc();
                     tracing::warn!(path = %c.path.display(), error = %e, "decompressing rotated log file");
-                    unreadable = true;
+                    unreadable.get_or_insert(match &e {
+                        gzip::GunzipError::Corrupt(_) => "rotated_corrupt",
+                        gzip::GunzipError::TooLarge { .. } => "rotated_too_large",
+                        gzip::GunzipError::Open(io)
+                            if io.kind() == std::io::ErrorKind::InvalidInput =>
+                        {
+                            "rotated_not_regular"
+                        }
+                        _ => "rotated_unreadable",
+                    });
                     continue;
                 }
             };
@@ -486,18 +535,14 @@ impl<L: Layout> TailSource<L> {
                     woken: true,
                     check: false,
                     detached_since: Some(Instant::now()),
+                    pending: 0,
                 },
             );
-            return;
+            return Resume::Resumed;
         }
-        if unreadable {
-            // The checkpoint's file is gone and a compressed candidate could not be read:
-            // the rest of that file is lost (the caller forgets its position).
-            metrics()
-                .files_skipped
-                .with_label_values(&["rotated_unreadable"])
-                .inc();
-        }
+        // The checkpoint's file is gone and a compressed candidate could not be read: the
+        // rest of that file is lost (the caller counts it and forgets its position).
+        unreadable.map_or(Resume::NotFound, Resume::Unreadable)
     }
 
     /// Counts and (once per path) logs a candidate that is not read: a symlink or a
@@ -678,6 +723,7 @@ impl<L: Layout> TailSource<L> {
                 woken: true,
                 check: false,
                 detached_since: None,
+                pending: 0,
             },
         );
     }
@@ -744,8 +790,64 @@ impl<L: Layout> TailSource<L> {
         if read > 0 {
             t.dirty = true;
         }
+        self.note_pending(key);
         self.emit(key, stats, run);
+        self.enforce_budget(run);
         read
+    }
+
+    /// Recounts the decoder pending bytes of `key` into `decoder_pending`.
+    fn note_pending(&mut self, key: FileKey) {
+        if let Some(t) = self.files.get_mut(&key) {
+            let now = t.decoder.pending_bytes();
+            self.decoder_pending = (self.decoder_pending + now).saturating_sub(t.pending);
+            t.pending = now;
+        }
+    }
+
+    /// Reports what this source holds and, while every holder together is over
+    /// `logs.max_pending_bytes`, ships the oldest incomplete message it holds as it is
+    /// (a partial line being joined or a multiline group; see [`crate::budget`]).
+    fn enforce_budget(&mut self, run: &mut Run) {
+        loop {
+            self.share
+                .set(self.decoder_pending + run.ctx.stages.pending_bytes());
+            if !self.share.over() {
+                return;
+            }
+            let decoder = self
+                .files
+                .values()
+                .filter_map(|t| t.decoder.oldest_pending().map(|since| (since, t.key)))
+                .min();
+            let stage = run.ctx.stages.oldest_pending();
+            match (decoder, stage) {
+                (None, None) => return,
+                (Some((since, key)), stage) if stage.is_none_or(|s| since <= s) => {
+                    let Some(t) = self.files.get_mut(&key) else {
+                        return;
+                    };
+                    if !t.decoder.flush_oldest(&mut self.scratch) {
+                        return;
+                    }
+                    metrics()
+                        .force_flushed
+                        .with_label_values(&["partial_line"])
+                        .inc();
+                    self.note_pending(key);
+                    // Through the stages like any message (a multiline group may take it).
+                    self.emit(key, ParseStats::default(), run);
+                }
+                _ => {
+                    let Run { builder, ctx } = &mut *run;
+                    if !ctx.stages.flush_oldest(&mut |r| builder.push(r)) {
+                        return;
+                    }
+                    // Positions of the files it held move on with the next batch.
+                    self.stages_consumed = true;
+                }
+            }
+        }
     }
 
     /// Turns decoded messages of `key` into records, through the stages, into the batch.
@@ -814,6 +916,8 @@ impl<L: Layout> TailSource<L> {
                 Ok(true) => {
                     tracing::info!(path = %t.path.display(), "log file was truncated (copytruncate); reading from the start");
                     t.decoder.reset();
+                    self.decoder_pending = self.decoder_pending.saturating_sub(t.pending);
+                    t.pending = 0;
                     if let Some(m) = t.meta.take() {
                         let Run { builder, ctx } = &mut *run;
                         ctx.stages.flush_file(m.file_id, &mut |r| builder.push(r));
@@ -845,15 +949,18 @@ impl<L: Layout> TailSource<L> {
                 let Run { builder, ctx } = &mut *run;
                 ctx.stages.flush_file(id, &mut |r| builder.push(r));
             }
-            if let Some(t) = self.files.remove(&key)
-                && self.by_path.get(&t.path) == Some(&key)
-            {
-                self.by_path.remove(&t.path);
+            if let Some(t) = self.files.remove(&key) {
+                self.decoder_pending = self.decoder_pending.saturating_sub(t.pending);
+                if self.by_path.get(&t.path) == Some(&key) {
+                    self.by_path.remove(&t.path);
+                }
             }
             self.finished.insert(key, size);
             self.updates.push(Update::Forget(key));
         }
         metrics().open_files.set(self.files.len() as i64);
+        self.share
+            .set(self.decoder_pending + run.ctx.stages.pending_bytes());
     }
 
     /// Seals the current batch with the positions it completes and sends it (blocking
@@ -913,6 +1020,19 @@ impl<L: Layout> TailSource<L> {
         }
         self.lag_labels = lag.into_keys().collect();
     }
+}
+
+/// What [`TailSource::resume_compressed`] did with a checkpoint entry whose file is gone.
+enum Resume {
+    /// Finishing it from its compressed rotation.
+    Resumed,
+    /// No compressed rotation of it.
+    NotFound,
+    /// Compressed rotations were there, and one could not be read (the reason label of
+    /// `node_agent_logs_files_skipped_total`).
+    Unreadable(&'static str),
+    /// Shutdown interrupted the decompression.
+    Stopped,
 }
 
 /// The run-time state the loop threads through: the pipeline's context and the batch.
