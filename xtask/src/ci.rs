@@ -14,6 +14,8 @@ const AREA_STEPS: &[&str] = &[
     "es-emulator.sh",
     "image.sh",
     "soak.sh",
+    // Last: its first build (nightly, sanitizers) is the longest of any step.
+    "fuzz.sh",
 ];
 
 pub fn main(root: &Path) -> anyhow::Result<()> {

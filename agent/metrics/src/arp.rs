@@ -1,12 +1,15 @@
 //! `arp`: node_arp_entries{device} from /proc/net/arp (node_exporter 1.5.0
-//! collector/arp_linux.go), parsed with procfs-core's `ArpEntries`, devices filtered by
-//! `--collector.arp.device-include` / `-exclude`.
+//! collector/arp_linux.go), devices filtered by `--collector.arp.device-include` /
+//! `-exclude`.
+//!
+//! Parsed here rather than with procfs-core's `ArpEntries`: that one slices the HW type
+//! and flags fields at `[2..]` and panics on a field shorter than two bytes (found by the
+//! `procfs` fuzz target), and only the device column is needed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use procfs::FromBufRead;
-use procfs::net::ArpEntries;
+use std::net::Ipv4Addr;
 
 use super::{BuildContext, Collector, CollectorError, DeviceFilter, MetricSet, read_proc};
 
@@ -39,13 +42,25 @@ impl Collector for ArpCollector {
     }
 }
 
-/// Number of ARP table entries (complete or not, as upstream) per device.
+/// Number of ARP table entries (complete or not, as upstream) per device. Like
+/// prometheus/procfs (which node_exporter 1.5.0 uses), a row must have six columns.
 pub fn count_by_device(text: &str) -> Result<BTreeMap<String, u64>, CollectorError> {
-    let entries = ArpEntries::from_buf_read(text.as_bytes())
-        .map_err(|e| CollectorError::parse("/proc/net/arp", e))?;
+    let bad = |n: usize, why: String| {
+        CollectorError::parse("/proc/net/arp", format!("line {}: {why}", n + 1))
+    };
     let mut counts = BTreeMap::new();
-    for e in entries.0 {
-        *counts.entry(e.device).or_insert(0) += 1;
+    // The first line is the header.
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        match columns.as_slice() {
+            [] => continue,
+            [ip, _hw_type, _flags, _hw_address, _mask, device] => {
+                ip.parse::<Ipv4Addr>()
+                    .map_err(|e| bad(n, format!("IP address {ip:?}: {e}")))?;
+                *counts.entry((*device).to_string()).or_insert(0) += 1;
+            }
+            other => return Err(bad(n, format!("{} columns, expected 6", other.len()))),
+        }
     }
     Ok(counts)
 }
@@ -78,6 +93,11 @@ mod tests {
             ))
             .is_err()
         );
+        // The fuzzer's input: procfs-core panicked on a one-byte HW type field.
+        let short = format!("{header}10.0.0.1 = 0x1 $ A0x eth0\n");
+        assert_eq!(count_by_device(&short).unwrap()["eth0"], 1);
+        let seven = format!("{header}10.0.0.1 0x1 0x2 00:00:00:00:00:00 * eth0 x\n");
+        assert!(count_by_device(&seven).is_err());
         let mut p = paths("arp");
         p.proc = testdata("arp").join("missing");
         assert!(scrape(build, &p, &CollectorOptions::default()).is_err());

@@ -443,14 +443,23 @@ pub fn update_monotonic(cache: &mut Vec<CpuTimes>, new: &[CpuTimes]) {
     }
 }
 
+/// Above the kernel's largest `CONFIG_NR_CPUS` (8192) with room to spare; bounds what a
+/// hostile list such as `0-4000000000` can make us allocate.
+const MAX_CPU_ID: u32 = 65_535;
+
 /// A kernel CPU list such as `0-2,5` (empty = none).
 pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
     let mut cpus = Vec::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let num = |s: &str| {
-            s.trim()
+            let n = s
+                .trim()
                 .parse::<u32>()
-                .map_err(|e| format!("{part:?}: {e}"))
+                .map_err(|e| format!("{part:?}: {e}"))?;
+            if n > MAX_CPU_ID {
+                return Err(format!("{part:?}: CPU {n} is beyond {MAX_CPU_ID}"));
+            }
+            Ok(n)
         };
         match part.split_once('-') {
             Some((lo, hi)) => {
@@ -660,6 +669,9 @@ mod tests {
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("a").is_err());
+        // The fuzzer's input: a range of billions of CPUs was allocated in full.
+        assert!(parse_cpu_list("0-1219658709").is_err());
+        assert_eq!(parse_cpu_list("65535").unwrap(), [65535]);
     }
 
     #[test]

@@ -93,6 +93,14 @@ pub fn parse_psi(text: &str, what: &str) -> Result<Psi, CollectorError> {
     let mut some = None;
     let mut full = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // procfs slices `line[5..]` after checking only for a `some`/`full` prefix, which
+        // panics on a bare "full" or a multi-byte character there (found by fuzzing).
+        if !(line.starts_with("some ") || line.starts_with("full ")) {
+            return Err(CollectorError::parse(
+                what,
+                format!("{line:?}: expected a `some ` or `full ` record"),
+            ));
+        }
         let record = parse_pressure_record(line)
             .map_err(|e| CollectorError::parse(what, format!("{line:?}: {e}")))?;
         if line.starts_with("some") {
@@ -151,5 +159,16 @@ mod tests {
             .update(&mut MetricSet::new())
             .unwrap_err();
         assert!(err.to_string().contains("garbage/cpu"), "{err}");
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        // Inputs the fuzzer found: procfs-core slices past the end of these.
+        for text in [
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull\n",
+            "some\u{e9}x\n",
+        ] {
+            assert!(parse_psi(text, "cpu").is_err(), "{text:?}");
+        }
     }
 }
