@@ -214,6 +214,18 @@ impl Drop for StateFs {
 /// One agent process and the peak RSS samples taken of it.
 struct Agent {
     proc: AgentProc,
+    /// Where its stderr is written when it is dropped (replaced or at the end), so a
+    /// violation can be traced through every agent that ran.
+    log_dir: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let path = self.log_dir.join(format!("{}.log", self.proc.name));
+        if let Err(e) = std::fs::write(&path, self.proc.log_text()) {
+            eprintln!("soak: writing {}: {e}", path.display());
+        }
+    }
 }
 
 struct Rss {
@@ -238,6 +250,7 @@ struct World {
     state: StateFs,
     leader: Agent,
     standby: Agent,
+    log_dir: PathBuf,
     next_name: usize,
     started: Instant,
     rss: Rss,
@@ -253,7 +266,10 @@ impl World {
         let name = format!("agent-{}", self.next_name);
         self.next_name += 1;
         let proc = AgentProc::start(&name, &self.config).await?;
-        Ok(Agent { proc })
+        Ok(Agent {
+            proc,
+            log_dir: self.log_dir.clone(),
+        })
     }
 
     fn sample_rss(&mut self) {
@@ -517,6 +533,9 @@ fn tally(ids: impl IntoIterator<Item = String>) -> HashMap<String, u64> {
 async fn soak(o: Options) -> anyhow::Result<()> {
     let mut rng = Rng(o.seed);
     let root = tempfile::tempdir()?;
+    // Kept after the run: every agent's stderr and the lost ids, to trace a violation.
+    let log_dir = std::env::temp_dir().join(format!("node-agent-soak-{}", o.seed));
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let pods_dir = root.path().join("pods");
     std::fs::create_dir_all(&pods_dir)?;
     let state = StateFs::mount(&root.path().join("state"))?;
@@ -584,8 +603,15 @@ async fn soak(o: Options) -> anyhow::Result<()> {
         es,
         api,
         state,
-        leader: Agent { proc: first },
-        standby: Agent { proc: second },
+        leader: Agent {
+            proc: first,
+            log_dir: log_dir.clone(),
+        },
+        standby: Agent {
+            proc: second,
+            log_dir: log_dir.clone(),
+        },
+        log_dir: log_dir.clone(),
         next_name: 2,
         started: Instant::now(),
         rss: Rss {
@@ -694,6 +720,9 @@ async fn soak(o: Options) -> anyhow::Result<()> {
         let unknown = got.keys().filter(|id| !expected.contains(*id)).count();
         let bound = w.dup_bound.get(name).copied().unwrap_or(0);
         if !lost.is_empty() {
+            let mut all: Vec<&str> = lost.iter().map(|s| s.as_str()).collect();
+            all.sort();
+            let _ = std::fs::write(w.log_dir.join(format!("lost-{name}.txt")), all.join("\n"));
             let mut some: Vec<_> = lost.iter().take(5).collect();
             some.sort();
             w.violations
@@ -773,9 +802,10 @@ async fn soak(o: Options) -> anyhow::Result<()> {
     outcome?;
     if !w.violations.is_empty() {
         bail!(
-            "soak found {} violation(s); seed {}",
+            "soak found {} violation(s); seed {}; agent logs and lost ids in {}",
             w.violations.len(),
-            o.seed
+            o.seed,
+            w.log_dir.display()
         );
     }
     println!("soak: ok");

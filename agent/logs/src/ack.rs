@@ -3,19 +3,33 @@
 //! after a later ack would skip the records of an earlier, unconfirmed batch. Updates are
 //! therefore applied strictly in batch order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::SystemTime;
 
 use crate::position::{Position, Update};
+
+/// A registered batch: acked yet, its updates, its coverage time.
+type Pending<P> = (bool, Vec<Update<P>>, Option<SystemTime>);
 
 /// Tracks in-flight batches of one source and the positions confirmed so far.
 #[derive(Debug)]
 pub struct AckTracker<P: Position> {
     next_seq: u64,
-    /// seq → (acked?, updates); the smallest seq is the oldest unconfirmed batch.
-    pending: BTreeMap<u64, (bool, Vec<Update<P>>)>,
+    /// seq → batch; the smallest seq is the oldest unconfirmed batch.
+    pending: BTreeMap<u64, Pending<P>>,
     committed: HashMap<P::Key, P>,
+    /// The coverage time of the newest applied batch that had one
+    /// ([`crate::checkpoint::Loaded::covered_until`]).
+    covered_until: Option<SystemTime>,
+    /// Content ids of the streams most recently forgotten (confirmed to their end), newest
+    /// last, at most [`MAX_FINISHED`].
+    finished: VecDeque<u64>,
     dirty: bool,
 }
+
+/// Forgotten streams remembered by content: a rotated file is compressed at the next
+/// rotation, so only the last few per container matter; this covers a full node.
+pub const MAX_FINISHED: usize = 4096;
 
 impl<P: Position> Default for AckTracker<P> {
     fn default() -> Self {
@@ -30,16 +44,53 @@ impl<P: Position> AckTracker<P> {
             next_seq: 0,
             pending: BTreeMap::new(),
             committed,
+            covered_until: None,
+            finished: VecDeque::new(),
             dirty: false,
         }
     }
 
+    /// Starts from the finished content ids of the loaded checkpoint.
+    pub fn with_finished(mut self, finished: Vec<u64>) -> Self {
+        self.finished = finished.into_iter().collect();
+        while self.finished.len() > MAX_FINISHED {
+            self.finished.pop_front();
+        }
+        self
+    }
+
+    /// Content ids of recently forgotten streams, oldest first.
+    pub fn finished(&self) -> Vec<u64> {
+        self.finished.iter().copied().collect()
+    }
+
+    /// Starts from the coverage time of the loaded checkpoint.
+    pub fn with_covered_until(mut self, covered_until: Option<SystemTime>) -> Self {
+        self.covered_until = covered_until;
+        self
+    }
+
     /// Registers a batch's updates; returns its sequence number.
     pub fn register(&mut self, updates: Vec<Update<P>>) -> u64 {
+        self.register_covering(updates, None)
+    }
+
+    /// Registers a batch's updates and the coverage time that holds once it and every
+    /// earlier batch are applied.
+    pub fn register_covering(
+        &mut self,
+        updates: Vec<Update<P>>,
+        covered_until: Option<SystemTime>,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.insert(seq, (false, updates));
+        self.pending.insert(seq, (false, updates, covered_until));
         seq
+    }
+
+    /// See [`crate::checkpoint::Loaded::covered_until`].
+    pub fn covered_until(&self) -> Option<SystemTime> {
+        self.covered_until
     }
 
     /// Marks `seq` confirmed and applies every confirmed batch at the head, in order.
@@ -51,13 +102,22 @@ impl<P: Position> AckTracker<P> {
             if !entry.get().0 {
                 break;
             }
-            for update in entry.remove().1 {
+            let (_, updates, covered) = entry.remove();
+            if let Some(t) = covered {
+                self.covered_until = Some(self.covered_until.map_or(t, |c| c.max(t)));
+            }
+            for update in updates {
                 match update {
                     Update::Advance(e) => {
                         self.committed.insert(e.key(), e);
                     }
                     Update::Forget(key) => {
-                        self.committed.remove(&key);
+                        if let Some(id) = self.committed.remove(&key).and_then(|p| p.content_id()) {
+                            self.finished.push_back(id);
+                            if self.finished.len() > MAX_FINISHED {
+                                self.finished.pop_front();
+                            }
+                        }
                     }
                 }
                 self.dirty = true;

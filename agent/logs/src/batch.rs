@@ -20,6 +20,10 @@ pub struct Batch<P: Position> {
     pub records: Vec<LogRecord>,
     pub bytes: usize,
     pub updates: Vec<Update<P>>,
+    /// Set by sources that know it: once this batch and the earlier ones are confirmed,
+    /// every file last written before this time has its position confirmed
+    /// ([`crate::checkpoint::Loaded::covered_until`]).
+    pub covered_until: Option<std::time::SystemTime>,
 }
 
 /// Accumulates records until a limit is reached.
@@ -82,6 +86,7 @@ impl BatchBuilder {
             records: std::mem::take(&mut self.records),
             bytes,
             updates,
+            covered_until: None,
         }
     }
 }

@@ -2,12 +2,17 @@
 //! (tmp → fsync → rename → fsync dir) so a crash leaves either the old or the new file.
 //! A corrupt or unknown-version file is moved aside and the source starts without
 //! positions (each source documents what that means for it).
+//!
+//! Beside the positions a checkpoint may say up to when they cover every file
+//! (`covered_until_ns`, see [`Loaded::covered_until`]). Older agents wrote no such field
+//! and ignore it when they read one, so the version stays 1.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +24,10 @@ const VERSION: u32 = 1;
 struct OnDiskRef<'a, P> {
     version: u32,
     entries: &'a [P],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    covered_until_ns: Option<u64>,
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    finished: &'a [u64],
 }
 
 #[derive(Deserialize)]
@@ -26,6 +35,34 @@ struct OnDiskRef<'a, P> {
 struct OnDisk<P> {
     version: u32,
     entries: Vec<P>,
+    #[serde(default)]
+    covered_until_ns: Option<u64>,
+    #[serde(default)]
+    finished: Vec<u64>,
+}
+
+/// What a checkpoint file holds.
+#[derive(Debug)]
+pub struct Loaded<P: Position> {
+    pub entries: HashMap<P::Key, P>,
+    /// Every file last written before this time either has its position in `entries` or
+    /// was confirmed to its end and forgotten. The tail source reads a rotated file it has
+    /// no position for only if it was written after this. `None`: not recorded (a
+    /// checkpoint of an older agent, or another source); the file's mtime stands in.
+    pub covered_until: Option<SystemTime>,
+    /// Content ids of streams recently confirmed to their end and forgotten
+    /// ([`crate::position::Position::content_id`]).
+    pub finished: Vec<u64>,
+}
+
+fn to_nanos(t: SystemTime) -> Option<u64> {
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+}
+
+fn from_nanos(ns: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_nanos(ns))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +89,17 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Check
 /// Decodes a checkpoint file's bytes; the error says what is wrong with them. Pure, so
 /// it is also the fuzzing entry point (tests/fuzz `checkpoint`).
 pub fn decode<P: Position>(bytes: &[u8]) -> Result<HashMap<P::Key, P>, String> {
+    decode_full(bytes).map(|l| l.entries)
+}
+
+/// [`decode`] with the coverage time.
+pub fn decode_full<P: Position>(bytes: &[u8]) -> Result<Loaded<P>, String> {
     match serde_json::from_slice::<OnDisk<P>>(bytes) {
-        Ok(d) if d.version == VERSION => Ok(d.entries.into_iter().map(|e| (e.key(), e)).collect()),
+        Ok(d) if d.version == VERSION => Ok(Loaded {
+            entries: d.entries.into_iter().map(|e| (e.key(), e)).collect(),
+            covered_until: d.covered_until_ns.and_then(from_nanos),
+            finished: d.finished,
+        }),
         Ok(d) => Err(format!("unsupported version {}", d.version)),
         Err(e) => Err(e.to_string()),
     }
@@ -93,14 +139,24 @@ impl<P: Position> CheckpointStore<P> {
     /// Loads positions. Missing file → empty. A corrupt or unknown-version file is logged,
     /// moved aside (`.corrupt-<unix time>`) for inspection, and we start empty.
     pub fn load(&self) -> Result<HashMap<P::Key, P>, CheckpointError> {
+        self.load_full().map(|l| l.entries)
+    }
+
+    /// [`Self::load`] with the coverage time.
+    pub fn load_full(&self) -> Result<Loaded<P>, CheckpointError> {
+        let empty = || Loaded {
+            entries: HashMap::new(),
+            covered_until: None,
+            finished: Vec::new(),
+        };
         std::fs::create_dir_all(&self.dir).map_err(io("creating state dir", &self.dir))?;
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(empty()),
             Err(e) => return Err(io("reading checkpoint", &self.path)(e)),
         };
-        let problem = match decode::<P>(&text) {
-            Ok(entries) => return Ok(entries),
+        let problem = match decode_full::<P>(&text) {
+            Ok(loaded) => return Ok(loaded),
             Err(problem) => problem,
         };
         let stamp = std::time::SystemTime::now()
@@ -116,7 +172,7 @@ impl<P: Position> CheckpointStore<P> {
         );
         std::fs::rename(&self.path, &aside)
             .map_err(io("moving aside corrupt checkpoint", &self.path))?;
-        Ok(HashMap::new())
+        Ok(empty())
     }
 
     /// Checks, without changing anything, that the state dir can hold this checkpoint: it
@@ -141,11 +197,23 @@ impl<P: Position> CheckpointStore<P> {
         &self,
         entries: impl IntoIterator<Item = &'a P>,
     ) -> Result<(), CheckpointError> {
+        self.save_full(entries, None, &[])
+    }
+
+    /// [`Self::save`] with the coverage time and finished ids ([`Loaded`]).
+    pub fn save_full<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a P>,
+        covered_until: Option<SystemTime>,
+        finished: &[u64],
+    ) -> Result<(), CheckpointError> {
         let mut entries: Vec<P> = entries.into_iter().cloned().collect();
         entries.sort_by_key(|e| e.key());
         let body = serde_json::to_vec(&OnDiskRef {
             version: VERSION,
             entries: &entries,
+            covered_until_ns: covered_until.and_then(to_nanos),
+            finished,
         })?;
         let stem = self
             .path
@@ -180,6 +248,23 @@ mod tests {
     use crate::sources::tail::file_id::{FileEntry as Entry, FileKey, Fingerprint};
 
     const FILE_NAME: &str = "logs-checkpoint.json";
+
+    #[test]
+    fn coverage_time_round_trips_and_is_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::<Entry>::new(dir.path(), FILE_NAME);
+        let t = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        store.save_full([&entry(1)], Some(t), &[5, 6]).unwrap();
+        let loaded = store.load_full().unwrap();
+        assert_eq!(loaded.covered_until, Some(t));
+        assert_eq!(loaded.finished, [5, 6]);
+        assert_eq!(loaded.entries.len(), 1);
+        // An older agent's file has no such field.
+        let old = br#"{"version":1,"entries":[]}"#;
+        assert_eq!(decode_full::<Entry>(old).unwrap().covered_until, None);
+        store.save([&entry(1)]).unwrap();
+        assert_eq!(store.load_full().unwrap().covered_until, None);
+    }
 
     fn entry(inode: u64) -> Entry {
         Entry {

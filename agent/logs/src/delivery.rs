@@ -96,7 +96,7 @@ pub async fn run_source<S: Source>(
     };
     let store = CheckpointStore::<S::Position>::new(&settings.state_dir, &file);
     let load = |store: &CheckpointStore<S::Position>| {
-        store.load().with_context(|| {
+        store.load_full().with_context(|| {
             format!(
                 "loading the {name} checkpoint from {}",
                 settings.state_dir.display()
@@ -110,12 +110,20 @@ pub async fn run_source<S: Source>(
     } else {
         &store
     };
-    let loaded = load(from)?;
-    // A checkpoint that survived loading is valid: its age tells which rotated files hold
-    // bytes written after it.
-    let checkpoint_time = std::fs::metadata(from.path())
-        .and_then(|m| m.modified())
-        .ok();
+    let crate::checkpoint::Loaded {
+        entries: loaded,
+        covered_until,
+        finished,
+    } = load(from)?;
+    // Which rotated files hold bytes not confirmed: those written after the checkpoint's
+    // coverage time. Not the file's mtime, unless an older agent wrote it: a lane behind
+    // its sink keeps confirming old batches, so its checkpoint is newer than files it had
+    // not reached (found by the chaos soak: whole rotated files lost after a restart).
+    let checkpoint_time = covered_until.or_else(|| {
+        std::fs::metadata(from.path())
+            .and_then(|m| m.modified())
+            .ok()
+    });
     let max_in_flight = settings
         .max_in_flight_batches
         .min(router.max_in_flight().unwrap_or(usize::MAX))
@@ -123,7 +131,9 @@ pub async fn run_source<S: Source>(
     let committed_view: CommittedView<<S::Position as Position>::Key> = Arc::new(Committed::new(
         loaded.iter().map(|(k, e)| (*k, e.progress())).collect(),
     ));
-    let mut tracker = AckTracker::new(loaded.clone());
+    let mut tracker = AckTracker::new(loaded.clone())
+        .with_covered_until(covered_until)
+        .with_finished(finished.clone());
 
     // Capacity 1: with the in-flight bound this caps memory at
     // (max_in_flight_batches + 2) × batch_max_bytes (one queued, one being built).
@@ -131,6 +141,7 @@ pub async fn run_source<S: Source>(
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let ctx = SourceContext {
         positions: loaded,
+        finished,
         checkpoint_time,
         out: tx,
         wake_tx: wake_tx.clone(),
@@ -236,7 +247,7 @@ pub async fn run_source<S: Source>(
             batch = rx.recv(), if rx_open && inflight.len() < max_in_flight => {
                 match batch {
                     Some(batch) => {
-                        let seq = tracker.register(batch.updates);
+                        let seq = tracker.register_covering(batch.updates, batch.covered_until);
                         let records = router.select(batch.records);
                         if records.is_empty() {
                             tracker.ack(seq);
@@ -316,10 +327,12 @@ fn start_save<P: Position>(
         return None;
     }
     let entries: Vec<_> = tracker.committed().values().cloned().collect();
+    let covered_until = tracker.covered_until();
+    let finished = tracker.finished();
     tracker.mark_saved();
     let writer = store.clone();
     Some(tokio::task::spawn_blocking(move || {
-        match writer.save(entries.iter()) {
+        match writer.save_full(entries.iter(), covered_until, &finished) {
             Ok(()) => {
                 metrics().checkpoint_writes.inc();
                 true

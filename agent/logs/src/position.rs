@@ -21,6 +21,13 @@ pub trait Position:
     /// How far the stream is confirmed, in the source's own unit (bytes for files): the lag
     /// gauges compare it with how far the stream goes.
     fn progress(&self) -> u64;
+
+    /// What identifies the stream's content apart from its key (a file's first-line
+    /// hash): kept for streams finished and forgotten, so a copy of one found later (a
+    /// rotation compressed after we read it) is known as shipped.
+    fn content_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A change to the committed positions, true once its batch (and all before it) is acked.

@@ -77,6 +77,8 @@ impl BatchLimits {
 pub struct SourceContext<P: Position> {
     /// Positions from the source's checkpoint.
     pub positions: HashMap<P::Key, P>,
+    /// Content ids of streams the checkpoint says were finished and forgotten.
+    pub finished: Vec<u64>,
     /// When that checkpoint was written (`None`: there was none).
     pub checkpoint_time: Option<SystemTime>,
     /// Where sealed batches go.

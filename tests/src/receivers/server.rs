@@ -142,9 +142,13 @@ impl Server {
                             let handler = Arc::clone(&handler);
                             let control = Arc::clone(&control);
                             async move {
-                                Ok::<_, std::convert::Infallible>(
-                                    serve(&*handler, &control, req).await,
-                                )
+                                // Down also for connections opened before: an error from
+                                // the service makes hyper close the connection unanswered,
+                                // as a service that went away resets it.
+                                if control.down.load(Ordering::SeqCst) {
+                                    return Err(std::io::Error::other("receiver is down"));
+                                }
+                                Ok(serve(&*handler, &control, req).await)
                             }
                         });
                         match acceptor {
@@ -212,7 +216,8 @@ impl Server {
         self.control.script.lock().unwrap().clear();
     }
 
-    /// While down, connections are accepted and closed at once.
+    /// While down, new connections are accepted and closed at once, and requests on open
+    /// ones get the connection closed instead of an answer.
     pub fn set_down(&self, down: bool) {
         self.control.down.store(down, Ordering::SeqCst);
     }

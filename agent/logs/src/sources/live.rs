@@ -131,6 +131,7 @@ mod tests {
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let ctx = SourceContext {
             positions: Default::default(),
+            finished: Vec::new(),
             checkpoint_time: None,
             out,
             wake_tx,

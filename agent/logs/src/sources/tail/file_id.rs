@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_64;
 /// How many bytes before an offset the guard hashes.
 pub const FINGERPRINT_BYTES: u64 = 256;
 /// How much of the first line names the file in `file_id`.
-const HEAD_BYTES: usize = 4096;
+pub(super) const HEAD_BYTES: usize = 4096;
 
 /// (dev, inode) of an open file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -62,6 +62,10 @@ impl crate::position::Position for FileEntry {
 
     fn progress(&self) -> u64 {
         self.offset
+    }
+
+    fn content_id(&self) -> Option<u64> {
+        self.head
     }
 }
 
@@ -113,12 +117,16 @@ pub fn head(file: &File) -> std::io::Result<(u64, bool)> {
         }
         filled += n;
     }
-    let head = &head[..filled];
+    Ok(head_of_bytes(&head[..filled]))
+}
+
+/// [`head`] of a file's first (up to) [`HEAD_BYTES`] bytes.
+pub fn head_of_bytes(head: &[u8]) -> (u64, bool) {
     let (first_line, complete) = match memchr::memchr(b'\n', head) {
         Some(i) => (&head[..=i], true),
         None => (head, head.len() == HEAD_BYTES),
     };
-    Ok((xxh3_64(first_line), complete))
+    (xxh3_64(first_line), complete)
 }
 
 /// Stable id of a file across renames: hash of (dev, inode, first line), so a reused inode

@@ -66,6 +66,26 @@ pub fn decompress_to_unlinked(
     }
 }
 
+/// The first-line hash ([`super::file_id::head`]) of a compressed file's content, read
+/// from its first few KiB only.
+pub fn head_of(root: &Path, gz: &Path) -> Result<(u64, bool), GunzipError> {
+    let source =
+        node_agent_core::fsutil::open_regular_beneath(root, gz).map_err(GunzipError::Open)?;
+    let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(source));
+    let mut head = vec![0u8; super::file_id::HEAD_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = dec
+            .read(&mut head[filled..])
+            .map_err(GunzipError::Corrupt)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(super::file_id::head_of_bytes(&head[..filled]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,9 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const FOLLOW_UP_SCAN: Duration = Duration::from_millis(200);
 /// How often a reached open-files limit is warned about while files wait.
 const OPEN_LIMIT_WARNING: Duration = Duration::from_secs(60);
+/// How long a checkpoint entry's file may be missing from the scans before its position
+/// is given up (a rotation racing with a listing hides a file for one scan).
+const GONE_GRACE: Duration = Duration::from_secs(2);
 /// Bound on remembered refused paths (cleared when reached).
 const MAX_REFUSED: usize = 10_000;
 /// Minimum time between two lag gauge updates outside scans.
@@ -81,7 +84,8 @@ pub enum FileKind {
     Current,
     /// Renamed away, plain text.
     Rotated,
-    /// Rotated and compressed; read only to finish a checkpointed file (see module docs).
+    /// Rotated and compressed; read to finish a checkpointed file, or whole when no lane
+    /// read its plain file (see [`TailSource::read_unshipped_compressed`]).
     RotatedCompressed,
 }
 
@@ -196,6 +200,21 @@ pub struct TailSource<L: Layout> {
     share: BudgetShare,
     /// Sum of the files' decoders' pending bytes.
     decoder_pending: usize,
+    /// When the last scan that opened (or rightly skipped) every file it listed started:
+    /// each file written before then has its position in a sealed batch, so a batch sealed
+    /// now carries it as its coverage time ([`crate::checkpoint::Loaded::covered_until`]).
+    covered_until: Option<SystemTime>,
+    /// The current scan left a file for later (open limit, open error, still copied).
+    scan_deferred: bool,
+    /// Compressed rotations already looked at (read, resumed or known as shipped).
+    gz_handled: HashSet<FileKey>,
+    /// First-line hashes of files the checkpoint says were finished and forgotten.
+    finished_heads: HashSet<u64>,
+    /// Checkpoint entries whose file was not found, since when ([`GONE_GRACE`]).
+    gone_since: HashMap<FileKey, Instant>,
+    /// Checkpoint entries whose inode now holds another file, by first-line hash: their
+    /// file may be found compressed ([`TailSource::read_unshipped_compressed`]).
+    displaced: HashMap<u64, FileEntry>,
 }
 
 impl<L: Layout> TailSource<L> {
@@ -224,12 +243,19 @@ impl<L: Layout> TailSource<L> {
             stages_consumed: false,
             share,
             decoder_pending: 0,
+            covered_until: None,
+            scan_deferred: false,
+            gz_handled: HashSet::new(),
+            finished_heads: HashSet::new(),
+            gone_since: HashMap::new(),
+            displaced: HashMap::new(),
         }
     }
 
     /// Reads until `stop`, then hands over what was already read and returns.
     pub fn run(mut self, mut ctx: SourceContext<FileEntry>, stop: &CancellationToken) -> Exit {
         self.loaded = std::mem::take(&mut ctx.positions);
+        self.finished_heads = std::mem::take(&mut ctx.finished).into_iter().collect();
         let mut run = Run {
             builder: ctx.batches.builder(),
             ctx,
@@ -366,6 +392,9 @@ impl<L: Layout> TailSource<L> {
         if self.watcher.is_none() {
             self.ensure_watch(run);
         }
+        // Taken before listing: a file created during the listing may be missed by it.
+        let scan_started = SystemTime::now();
+        self.scan_deferred = false;
         let candidates = self.layout.scan();
         let mut seen: HashSet<FileKey> = HashSet::new();
         let mut compressed = Vec::new();
@@ -392,10 +421,11 @@ impl<L: Layout> TailSource<L> {
             let key = FileKey::of(&meta);
             if c.kind == FileKind::RotatedCompressed {
                 // Compressed rotations hold bytes we read from the plain file already,
-                // except when a checkpoint points into one (see below). Not `seen`: a
-                // .gz written after its plain file was deleted may reuse that inode, and
-                // the checkpoint entry must still count as gone to be resumed from it.
-                compressed.push(c);
+                // except when a checkpoint points into one or the plain file was never
+                // read (see below). Not `seen`: a .gz written after its plain file was
+                // deleted may reuse that inode, and the checkpoint entry must still count
+                // as gone to be resumed from it.
+                compressed.push((c, key, meta));
                 continue;
             }
             seen.insert(key);
@@ -422,12 +452,23 @@ impl<L: Layout> TailSource<L> {
                     // Its name now holds a directory, FIFO, symlink…: the file itself
                     // is gone (a file deleted outright is not counted: it may have
                     // been read to its end).
-                    Resume::NotFound => self.loaded.get(&key).and_then(|e| {
-                        std::fs::symlink_metadata(&e.path)
-                            .is_ok_and(|m| !m.file_type().is_file())
-                            .then_some("rotated_not_regular")
-                    }),
+                    Resume::NotFound => {
+                        let not_regular = self.loaded.get(&key).and_then(|e| {
+                            std::fs::symlink_metadata(&e.path)
+                                .is_ok_and(|m| !m.file_type().is_file())
+                                .then_some("rotated_not_regular")
+                        });
+                        // A rotation racing with our listing (renamed, compressed, the
+                        // plain file removed) can hide both names from one scan: wait a
+                        // little before the position is given up.
+                        let since = *self.gone_since.entry(key).or_insert_with(Instant::now);
+                        if not_regular.is_none() && since.elapsed() < GONE_GRACE {
+                            continue;
+                        }
+                        not_regular
+                    }
                 };
+                self.gone_since.remove(&key);
                 if let Some(entry) = self.loaded.remove(&key) {
                     if let Some(reason) = unreadable {
                         // The rest of that file is lost: count it (the NodeAgentLogsLost
@@ -444,7 +485,15 @@ impl<L: Layout> TailSource<L> {
                 }
             }
         }
+        if !first {
+            self.read_unshipped_compressed(&compressed, run, stop);
+        }
+        self.gz_handled
+            .retain(|k| compressed.iter().any(|(_, key, _)| key == k));
         self.finished.retain(|k, _| seen.contains(k));
+        if !self.scan_deferred {
+            self.covered_until = Some(scan_started);
+        }
         for t in self.files.values_mut() {
             if t.detached_since.is_some() {
                 continue;
@@ -462,6 +511,113 @@ impl<L: Layout> TailSource<L> {
         self.update_lag(run);
     }
 
+    /// Whether a rotated file without a position of ours holds bytes written after what
+    /// we know: after the checkpoint's coverage time (rotated while no agent ran, or while
+    /// a lagging lane had not reached it) or after we started (rotated before we opened it).
+    fn written_since_known(&self, first: bool, run: &Run, meta: &std::fs::Metadata) -> bool {
+        let just_started = self
+            .started
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(self.started);
+        let since = match (first, run.ctx.checkpoint_time) {
+            (_, Some(t)) => Some(t.min(just_started)),
+            (true, None) => None,
+            (false, None) => Some(just_started),
+        };
+        since.is_some_and(|t| meta.modified().is_ok_and(|m| m > t))
+    }
+
+    /// Compressed rotations whose plain file no lane position ever covered: compressed
+    /// after the coverage time, and their first line is neither a file we read, a file
+    /// the checkpoint finished, nor one a checkpoint entry still points into. A lane that
+    /// was stalled (its sink down) over two rotations would otherwise never read them,
+    /// because kubelet compresses each rotated file at the next rotation. Read whole.
+    fn read_unshipped_compressed(
+        &mut self,
+        compressed: &[(Candidate<L::Info>, FileKey, std::fs::Metadata)],
+        run: &Run,
+        stop: &CancellationToken,
+    ) {
+        for (c, key, meta) in compressed {
+            if self.gz_handled.contains(key) || self.files.contains_key(key) {
+                continue;
+            }
+            if !self.written_since_known(false, run, meta) {
+                self.gz_handled.insert(*key);
+                continue;
+            }
+            let head = match gzip::head_of(self.layout.root(), &c.path) {
+                Ok((_, false)) => {
+                    // Still being written by the compressor: look again next scan.
+                    self.scan_deferred = true;
+                    continue;
+                }
+                Ok((h, true)) => h,
+                Err(e) => {
+                    self.gz_handled.insert(*key);
+                    metrics().read_errors.inc();
+                    tracing::warn!(path = %c.path.display(), error = %e, "reading a compressed rotated log file");
+                    continue;
+                }
+            };
+            let displaced = self.displaced.remove(&head);
+            let known = displaced.is_none()
+                && (self.seen_heads.contains(&head)
+                    || self.finished_heads.contains(&head)
+                    || self.files.values().any(|t| t.head == Some(head))
+                    || self.loaded.values().any(|e| e.head == Some(head)));
+            if known {
+                self.gz_handled.insert(*key);
+                continue;
+            }
+            let file = match gzip::decompress_to_unlinked(
+                self.layout.root(),
+                &c.path,
+                &self.settings.state_dir,
+                gzip::MAX_DECOMPRESSED_BYTES,
+                stop,
+            ) {
+                Ok(f) => f,
+                Err(gzip::GunzipError::Stopped) => return,
+                Err(e) => {
+                    self.gz_handled.insert(*key);
+                    metrics().read_errors.inc();
+                    tracing::warn!(path = %c.path.display(), error = %e, "decompressing rotated log file");
+                    continue;
+                }
+            };
+            // A displaced position (its inode was reused) resumes where it was.
+            let start = displaced
+                .filter(|e| {
+                    file.metadata().is_ok_and(|m| e.offset <= m.len())
+                        && file_id::matches(&file, e.offset, &e.fingerprint)
+                })
+                .map_or(0, |e| e.offset);
+            tracing::info!(path = %c.path.display(), offset = start, "reading a rotated log file that was compressed before it was finished");
+            self.gz_handled.insert(*key);
+            let tailer = Tailer::new(file, start, self.settings.max_line_bytes + LINE_FRAMING);
+            self.files.insert(
+                *key,
+                Tracked {
+                    tailer,
+                    decoder: self.layout.decoder(&c.info),
+                    key: *key,
+                    path: c.path.clone(),
+                    kind: FileKind::Rotated,
+                    info: c.info.clone(),
+                    meta: None,
+                    head: Some(head),
+                    dirty: true,
+                    at_eof: false,
+                    woken: true,
+                    check: false,
+                    detached_since: Some(Instant::now()),
+                    pending: 0,
+                },
+            );
+        }
+    }
+
     /// A file we were reading was rotated and then compressed while no agent ran: find the
     /// compressed file in its directory whose content matches the checkpoint's
     /// fingerprint, decompress it, and finish it from the saved offset under the original
@@ -469,7 +625,7 @@ impl<L: Layout> TailSource<L> {
     fn resume_compressed(
         &mut self,
         key: FileKey,
-        compressed: &[Candidate<L::Info>],
+        compressed: &[(Candidate<L::Info>, FileKey, std::fs::Metadata)],
         stop: &CancellationToken,
     ) -> Resume {
         let Some(entry) = self.loaded.get(&key).cloned() else {
@@ -477,7 +633,10 @@ impl<L: Layout> TailSource<L> {
         };
         let dir = entry.path.parent();
         let mut unreadable = None;
-        for c in compressed.iter().filter(|c| c.path.parent() == dir) {
+        for (c, gz_key, _) in compressed.iter().filter(|(c, _, _)| c.path.parent() == dir) {
+            if self.gz_handled.contains(gz_key) {
+                continue;
+            }
             let file = match gzip::decompress_to_unlinked(
                 self.layout.root(),
                 &c.path,
@@ -514,6 +673,7 @@ impl<L: Layout> TailSource<L> {
             }
             tracing::info!(path = %c.path.display(), offset = entry.offset, "finishing a log file that was compressed while no agent ran");
             self.loaded.remove(&key);
+            self.gz_handled.insert(*gz_key);
             let tailer = Tailer::new(
                 file,
                 entry.offset,
@@ -596,16 +756,7 @@ impl<L: Layout> TailSource<L> {
             // holds bytes written after what we know: after our last checkpoint (rotated
             // while no agent ran, e.g. between two leaders) or after we started (rotated
             // before we opened it). Older ones predate us or were finished and forgotten.
-            let just_started = self
-                .started
-                .checked_sub(Duration::from_secs(1))
-                .unwrap_or(self.started);
-            let since = match (first, run.ctx.checkpoint_time) {
-                (_, Some(t)) => Some(t.min(just_started)),
-                (true, None) => None,
-                (false, None) => Some(just_started),
-            };
-            let recent = since.is_some_and(|t| meta.modified().is_ok_and(|m| m > t));
+            let recent = self.written_since_known(first, run, meta);
             if let Some(done) = self.finished.get_mut(&key) {
                 if meta.len() > *done {
                     // Written to after we let the file go: nothing will read these bytes.
@@ -651,6 +802,7 @@ impl<L: Layout> TailSource<L> {
             if let Some(s) = saved {
                 self.loaded.insert(key, s);
             }
+            self.scan_deferred = true;
             return;
         }
         let file = match node_agent_core::fsutil::open_regular_beneath(self.layout.root(), &path) {
@@ -669,13 +821,17 @@ impl<L: Layout> TailSource<L> {
                 if let Some(s) = saved {
                     self.loaded.insert(key, s);
                 }
+                self.scan_deferred = true;
                 return;
             }
         };
         if saved.is_none() && kind == FileKind::Rotated {
             match file_id::head(&file) {
                 // Still being written (a copy in progress?): look again at the next scan.
-                Ok((_, false)) | Err(_) => return,
+                Ok((_, false)) | Err(_) => {
+                    self.scan_deferred = true;
+                    return;
+                }
                 Ok((h, true)) if self.seen_heads.contains(&h) => {
                     // A copy of a file we read (copytruncate), not a file we missed.
                     tracing::debug!(path = %path.display(), "ignoring copy of an already shipped log file");
@@ -685,10 +841,15 @@ impl<L: Layout> TailSource<L> {
                 Ok(_) => {}
             }
         }
+        // A file resumed from its position may have nothing left to read, so its first line
+        // is never hashed by the read path: take the saved one, so a compressed copy of it
+        // is known as shipped (see `read_unshipped_compressed`).
+        let mut resumed_head = None;
         let start = match saved {
             Some(s)
                 if s.offset <= meta.len() && file_id::matches(&file, s.offset, &s.fingerprint) =>
             {
+                resumed_head = s.head;
                 s.offset
             }
             Some(s) => {
@@ -697,10 +858,18 @@ impl<L: Layout> TailSource<L> {
                     saved_offset = s.offset,
                     "checkpointed inode now holds another file (reused inode or truncated); reading from the start"
                 );
+                // The file it was may live on compressed (its inode freed when the plain
+                // file was removed, then reused): keep the position for that.
+                if let Some(h) = s.head {
+                    self.displaced.insert(h, s);
+                }
                 0
             }
             None => 0,
         };
+        if let Some(h) = resumed_head {
+            self.seen_heads.insert(h);
+        }
         tracing::debug!(path = %path.display(), offset = start, "tailing log file");
         self.waiting.remove(&key);
         let tailer = Tailer::new(file, start, self.settings.max_line_bytes + LINE_FRAMING);
@@ -717,7 +886,7 @@ impl<L: Layout> TailSource<L> {
                 kind,
                 info,
                 meta: None,
-                head: None,
+                head: resumed_head,
                 dirty: start == 0,
                 at_eof: false,
                 woken: true,
@@ -967,6 +1136,7 @@ impl<L: Layout> TailSource<L> {
     /// while the delivery side is saturated). `false` when the delivery side is gone.
     fn seal_and_send(&mut self, run: &mut Run) -> bool {
         let mut updates = Vec::new();
+        let mut all_positions = true;
         for t in self.files.values_mut().filter(|t| t.dirty) {
             t.dirty = false;
             let offset = safe_offset(t, &run.ctx.stages);
@@ -980,6 +1150,9 @@ impl<L: Layout> TailSource<L> {
                     head: t.head,
                 })),
                 Err(e) => {
+                    // Tried again at the next seal; until then this batch covers no time.
+                    t.dirty = true;
+                    all_positions = false;
                     tracing::warn!(path = %t.path.display(), error = %e, "fingerprinting log file")
                 }
             }
@@ -987,10 +1160,11 @@ impl<L: Layout> TailSource<L> {
         self.stages_consumed = false;
         // Forgets go last: a file's final records are in this very batch.
         updates.append(&mut self.updates);
-        let batch = run.builder.take(updates);
+        let mut batch = run.builder.take(updates);
         if batch.records.is_empty() && batch.updates.is_empty() {
             return true;
         }
+        batch.covered_until = self.covered_until.filter(|_| all_positions);
         run.ctx.out.blocking_send(batch).is_ok()
     }
 
