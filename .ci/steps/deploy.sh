@@ -25,11 +25,11 @@ HELM_SHA256=9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e
 CHART=deploy/helm/node-agent
 # Value sets the chart is rendered with ("" = the defaults); all-on sets every toggle,
 # all-off turns every optional object off.
-HELM_VALUE_SETS=("" loki elasticsearch ebpf all-on all-off)
+HELM_VALUE_SETS=("" loki elasticsearch ebpf systemd all-on all-off)
 # Kubernetes versions the manifests must validate against (oldest supported, newest).
 K8S_VERSIONS=(1.30.0 1.37.0)
 
-OVERLAYS=(base overlays/loki overlays/elasticsearch overlays/ebpf)
+OVERLAYS=(base overlays/loki overlays/elasticsearch overlays/ebpf overlays/systemd)
 
 log() { printf '==> deploy: %s\n' "$*"; }
 

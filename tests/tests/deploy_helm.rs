@@ -93,6 +93,16 @@ fn chart_with_ebpf_renders_the_ebpf_component() {
     );
 }
 
+#[test]
+fn chart_with_systemd_renders_the_systemd_component() {
+    let Some(t) = tools() else { return };
+    assert_same(
+        &t,
+        Path::new("deploy/overlays/systemd"),
+        &["ci/systemd-values.yaml"],
+    );
+}
+
 /// The combination the README documents (an overlay of loki + the ebpf component) is the
 /// chart with both value files.
 #[test]

@@ -15,23 +15,51 @@ use std::time::{Duration, Instant};
 use node_agent_tests::{manifests, require};
 use serde_yaml_ng::Value;
 
-/// Every directory `kubectl apply -k` is documented for, and whether it runs the eBPF
-/// syscall monitor.
-const OVERLAYS: &[(&str, bool)] = &[
-    ("deploy/base", false),
-    ("deploy/overlays/loki", false),
-    ("deploy/overlays/elasticsearch", false),
-    ("deploy/overlays/ebpf", true),
+/// The optional parts a rendering turns on.
+#[derive(Clone, Copy)]
+struct Features {
+    /// The eBPF syscall monitor (deploy/components/ebpf, `ebpf.enabled`).
+    ebpf: bool,
+    /// The systemd collector over the host's bus (deploy/components/systemd,
+    /// `systemd.enabled`).
+    systemd: bool,
+}
+
+const NONE: Features = Features {
+    ebpf: false,
+    systemd: false,
+};
+const EBPF: Features = Features {
+    ebpf: true,
+    systemd: false,
+};
+const SYSTEMD: Features = Features {
+    ebpf: false,
+    systemd: true,
+};
+const ALL: Features = Features {
+    ebpf: true,
+    systemd: true,
+};
+
+/// Every directory `kubectl apply -k` is documented for, and what it turns on.
+const OVERLAYS: &[(&str, Features)] = &[
+    ("deploy/base", NONE),
+    ("deploy/overlays/loki", NONE),
+    ("deploy/overlays/elasticsearch", NONE),
+    ("deploy/overlays/ebpf", EBPF),
+    ("deploy/overlays/systemd", SYSTEMD),
 ];
 
 /// The chart's value sets (files under deploy/helm/node-agent/, none = the defaults), and
-/// whether they turn the eBPF monitor on.
-const HELM_VALUES: &[(&[&str], bool)] = &[
-    (&[], false),
-    (&["ci/loki-values.yaml"], false),
-    (&["ci/elasticsearch-values.yaml"], false),
-    (&["ci/ebpf-values.yaml"], true),
-    (&["ci/all-on-values.yaml"], true),
+/// what they turn on.
+const HELM_VALUES: &[(&[&str], Features)] = &[
+    (&[], NONE),
+    (&["ci/loki-values.yaml"], NONE),
+    (&["ci/elasticsearch-values.yaml"], NONE),
+    (&["ci/ebpf-values.yaml"], EBPF),
+    (&["ci/systemd-values.yaml"], SYSTEMD),
+    (&["ci/all-on-values.yaml"], ALL),
 ];
 
 /// Kubernetes (IANA service name) limit for port names.
@@ -40,7 +68,7 @@ const MAX_PORT_NAME_LEN: usize = 15;
 struct Rendered {
     /// The overlay directory or the helm command line.
     overlay: String,
-    ebpf: bool,
+    features: Features,
     objects: Vec<Value>,
 }
 
@@ -54,16 +82,16 @@ fn rendered() -> Option<&'static [Rendered]> {
             let kubectl = manifests::kubectl()?;
             let mut all: Vec<Rendered> = OVERLAYS
                 .iter()
-                .map(|&(overlay, ebpf)| Rendered {
+                .map(|&(overlay, features)| Rendered {
                     overlay: overlay.to_string(),
-                    ebpf,
+                    features,
                     objects: manifests::kustomize(&kubectl, Path::new(overlay)),
                 })
                 .collect();
             match manifests::helm() {
-                Some(helm) => all.extend(HELM_VALUES.iter().map(|&(values, ebpf)| Rendered {
+                Some(helm) => all.extend(HELM_VALUES.iter().map(|&(values, features)| Rendered {
                     overlay: format!("helm template {}", values.join(" ")),
-                    ebpf,
+                    features,
                     objects: manifests::helm_template(&helm, values, &[]),
                 })),
                 None => require::missing(
@@ -371,7 +399,7 @@ fn hardened_security_context() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        let ebpf = r.ebpf;
+        let ebpf = r.features.ebpf;
         let expected: &[&str] = if ebpf {
             &["DAC_READ_SEARCH", "BPF", "PERFMON", "SYS_RESOURCE"]
         } else {
@@ -401,6 +429,68 @@ fn hardened_security_context() {
                 !writable
             );
         }
+    }
+}
+
+/// The systemd collector is on exactly where the systemd component (or `systemd.enabled`)
+/// is, and there the bus the agent dials is the host's: `DBUS_SYSTEM_BUS_ADDRESS` (which
+/// the collector prefers over `<rootfs>/run/dbus/system_bus_socket`) names the socket
+/// inside a read-only mount of the host's /run/dbus directory (the directory, so a
+/// restarted dbus-daemon's new socket is seen).
+#[test]
+fn systemd_collector_dials_the_host_bus() {
+    let Some(all) = rendered() else { return };
+    for r in all {
+        let systemd = r.features.systemd;
+        assert_eq!(
+            r.args().contains(&"--collector.systemd"),
+            systemd,
+            "{}: --collector.systemd only with the systemd component",
+            r.overlay
+        );
+        let address = seq(&r.container()["env"])
+            .iter()
+            .find(|e| e["name"] == "DBUS_SYSTEM_BUS_ADDRESS")
+            .map(|e| e["value"].as_str().expect("env value is a string"));
+        let dbus_volume = seq(&r.pod_spec()["volumes"])
+            .iter()
+            .find(|v| v["hostPath"]["path"] == "/run/dbus");
+        if !systemd {
+            assert_eq!(
+                address, None,
+                "{}: no bus address without systemd",
+                r.overlay
+            );
+            assert!(dbus_volume.is_none(), "{}: /run/dbus mounted", r.overlay);
+            continue;
+        }
+        let socket = address
+            .and_then(|a| a.strip_prefix("unix:path="))
+            .unwrap_or_else(|| panic!("{}: bus address {address:?}", r.overlay));
+        let volume = dbus_volume
+            .unwrap_or_else(|| panic!("{}: no hostPath volume for /run/dbus", r.overlay));
+        assert_eq!(
+            volume["hostPath"]["type"], "DirectoryOrCreate",
+            "{}: a node without dbus still runs the pod",
+            r.overlay
+        );
+        let mount = seq(&r.container()["volumeMounts"])
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .unwrap_or_else(|| panic!("{}: the /run/dbus volume is not mounted", r.overlay));
+        assert_eq!(mount["readOnly"], true, "{}: the bus mount", r.overlay);
+        let mount_path = mount["mountPath"].as_str().expect("mountPath");
+        assert_eq!(
+            Path::new(socket),
+            Path::new(mount_path).join("system_bus_socket"),
+            "{}: the address names the host's socket in the mount",
+            r.overlay
+        );
+        assert!(
+            mount.get("subPath").is_none(),
+            "{}: the directory is mounted, not the socket file",
+            r.overlay
+        );
     }
 }
 

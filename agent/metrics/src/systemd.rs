@@ -446,31 +446,46 @@ pub fn emit(s: &Snapshot, out: &mut MetricSet) {
     }
 }
 
+impl SystemdCollector {
+    /// The whole exchange, bounded by [`TIMEOUT`].
+    async fn bounded_snapshot(&self, snapshot: &mut Snapshot) -> Result<(), CollectorError> {
+        tokio::time::timeout(TIMEOUT, self.snapshot(snapshot))
+            .await
+            .map_err(|_| dbus_err("talking to systemd", "timed out"))?
+    }
+}
+
 impl Collector for SystemdCollector {
     fn update(&self, out: &mut MetricSet) -> Result<(), CollectorError> {
-        // Scrapes run on the server's blocking threads, where its runtime cannot be
-        // blocked on; a fresh thread has no runtime context, so a per-scrape
-        // current-thread runtime can run there (and is dropped outside any async context).
         // What was read before a failure is still reported, as node_exporter does.
-        let (snapshot, result) = std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut snapshot = Snapshot::default();
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| dbus_err("starting a runtime", e))
-                    .and_then(|rt| {
-                        rt.block_on(async {
-                            tokio::time::timeout(TIMEOUT, self.snapshot(&mut snapshot))
-                                .await
-                                .map_err(|_| dbus_err("talking to systemd", "timed out"))?
-                        })
-                    });
-                (snapshot, result)
+        let mut snapshot = Snapshot::default();
+        let result = match tokio::runtime::Handle::try_current() {
+            // The agent's scrapes run on its multi-thread runtime's blocking threads: block
+            // on that runtime here (its workers drive the socket). block_in_place makes this
+            // legal on a worker thread too and just runs the closure elsewhere. A thread
+            // and a runtime of its own per scrape cost ~0.2 ms of CPU (measured with
+            // `perf stat` over 1000 `collect[]=systemd` scrapes), more than the rest of
+            // the collectors' bus work when the bus is absent.
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| {
+                    handle.block_on(self.bounded_snapshot(&mut snapshot))
+                })
+            }
+            // No runtime (a library caller), or a current-thread one that this thread would
+            // block: a fresh thread has no runtime context, so a current-thread runtime can
+            // run there (and is dropped outside any async context).
+            _ => std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| dbus_err("starting a runtime", e))
+                        .and_then(|rt| rt.block_on(self.bounded_snapshot(&mut snapshot)))
+                })
+                .join()
             })
-            .join()
-        })
-        .map_err(|_| CollectorError::Other("systemd: D-Bus thread panicked".into()))?;
+            .map_err(|_| CollectorError::Other("systemd: D-Bus thread panicked".into()))?,
+        };
         emit(&snapshot, out);
         result
     }
@@ -479,6 +494,56 @@ impl Collector for SystemdCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A collector whose bus is absent: every scrape fails at connect.
+    fn unreachable() -> SystemdCollector {
+        let dir = tempfile::tempdir().unwrap();
+        SystemdCollector {
+            address: format!("unix:path={}", dir.path().join("no_bus").display()),
+            include: regex::Regex::new(".+").unwrap(),
+            exclude: regex::Regex::new("^$").unwrap(),
+            tasks: false,
+            restarts: false,
+            start_time: false,
+        }
+    }
+
+    fn fails_to_connect(c: &SystemdCollector) {
+        let mut out = MetricSet::new();
+        match c.update(&mut out) {
+            Err(CollectorError::Other(msg)) => assert!(msg.contains("connecting to"), "{msg}"),
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+
+    /// Whoever calls it: no runtime, a current-thread runtime's thread, a multi-thread
+    /// runtime's worker or its blocking pool (where the agent scrapes). None may panic
+    /// (blocking a runtime on itself would) and all report the bus error.
+    #[test]
+    fn update_runs_in_any_runtime_context() {
+        let c = unreachable();
+        fails_to_connect(&c);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async { fails_to_connect(&c) });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = std::sync::Arc::new(c);
+            let on_worker = std::sync::Arc::clone(&c);
+            tokio::spawn(async move { fails_to_connect(&on_worker) })
+                .await
+                .unwrap();
+            tokio::task::spawn_blocking(move || fails_to_connect(&c))
+                .await
+                .unwrap();
+        });
+    }
 
     #[test]
     fn version_parse_as_node_exporter() {
