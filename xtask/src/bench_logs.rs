@@ -586,6 +586,8 @@ struct RunResult {
     peak_mib: f64,
     /// VmRSS once everything but the pipeline is up (the metadata cache synced).
     ready_mib: f64,
+    /// Request bodies the sinks sent.
+    body_mb: f64,
 }
 
 /// Runs the pipeline once per variant, each in a fresh process over the same backlog
@@ -622,12 +624,13 @@ fn run_variants(
             .find_map(|l| l.strip_prefix("RESULT "))
             .and_then(|r| {
                 let v: Vec<f64> = r.split(' ').filter_map(|x| x.parse().ok()).collect();
-                (v.len() == 5).then(|| RunResult {
+                (v.len() == 6).then(|| RunResult {
                     mb_s: v[0],
                     mb_cpu: v[1],
                     peak_mib: v[2],
                     ready_mib: v[3],
                     cpu_s: v[4],
+                    body_mb: v[5] / 1e6,
                 })
             })
             .context("pipeline run printed no RESULT line")?;
@@ -728,17 +731,25 @@ fn enrich_compare(
             .trim()
     );
     println!(
-        "  {:<22} {:>8} {:>10} {:>8} {:>10} {:>15} {:>13}",
-        "enrichment", "MB/s", "MB/CPU-s", "CPU s", "CPU vs off", "RSS ready MiB", "peak RSS MiB"
+        "  {:<22} {:>8} {:>10} {:>8} {:>10} {:>9} {:>15} {:>13}",
+        "enrichment",
+        "MB/s",
+        "MB/CPU-s",
+        "CPU s",
+        "CPU vs off",
+        "sent MB",
+        "RSS ready MiB",
+        "peak RSS MiB"
     );
     let off_cpu = results.first().map(|(_, r)| r.cpu_s).unwrap_or(0.0);
     for (label, r) in &results {
         println!(
-            "  {label:<22} {:>8.1} {:>10.1} {:>8.2} {:>+9.1}% {:>15.1} {:>13.1}",
+            "  {label:<22} {:>8.1} {:>10.1} {:>8.2} {:>+9.1}% {:>9.0} {:>15.1} {:>13.1}",
             r.mb_s,
             r.mb_cpu,
             r.cpu_s,
             (r.cpu_s / off_cpu - 1.0) * 100.0,
+            r.body_mb,
             r.ready_mib,
             r.peak_mib
         );
@@ -951,8 +962,21 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
         rss_before as f64 / 1024.0,
         if o.processors { 48 } else { 64 }
     );
+    // What the sinks sent (request bodies before compression): enriched documents are
+    // several times the size of bare ones, and moving those bytes is most of the cost.
+    let body_bytes: f64 = node_agent::core::telemetry::registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "node_agent_sink_bytes_sent_total")
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum();
     println!(
-        "RESULT {:.1} {:.1} {:.1} {:.1} {cpu:.3}",
+        "  body bytes      {:.0} MB sent, {:.0} bytes per record",
+        body_bytes / 1e6,
+        body_bytes / shipped.max(1) as f64
+    );
+    println!(
+        "RESULT {:.1} {:.1} {:.1} {:.1} {cpu:.3} {body_bytes:.0}",
         mb / wall,
         mb / cpu,
         hwm as f64 / 1024.0,
