@@ -36,16 +36,27 @@ pub fn pod_uid(i: usize) -> String {
     format!("5f0c{i:04x}-7b1e-4c2a-9d3f-00000000{i:04x}")
 }
 
-fn pod_namespace(i: usize) -> String {
+/// The namespace of bench pod `i`.
+pub fn pod_namespace(i: usize) -> String {
     format!("team-{}", i % NAMESPACES)
 }
 
-fn pod_name(i: usize) -> String {
+/// The name of bench pod `i`.
+pub fn pod_name(i: usize) -> String {
     format!("service-{:02}-7d4b9c8f6-{:05}", i % 37, i)
 }
 
+/// The containers of every bench pod.
+pub const CONTAINER_NAMES: [&str; CONTAINERS] = ["app", "istio-proxy", "log-shipper"];
+
 /// Loads the fixture into a running fake.
 pub fn load_fixture(server: &ApiServer) {
+    load_fixture_with(server, PODS);
+}
+
+/// The fixture with only its first `pods` pods (0: the node and namespaces only, what an
+/// empty cache holds).
+pub fn load_fixture_with(server: &ApiServer, pods: usize) {
     let node_labels: Vec<(String, String)> = [
         ("kubernetes.io/arch", "amd64"),
         ("kubernetes.io/os", "linux"),
@@ -85,7 +96,7 @@ pub fn load_fixture(server: &ApiServer) {
             ],
         ));
     }
-    for i in 0..PODS {
+    for i in 0..pods.min(PODS) {
         let app = format!("service-{:02}", i % 37);
         let mut pod = PodBuilder::new(&pod_namespace(i), &pod_name(i), &pod_uid(i), NODE)
             .owner("ReplicaSet", &format!("{app}-7d4b9c8f6"))
@@ -114,10 +125,12 @@ pub fn load_fixture(server: &ApiServer) {
             );
         }
         pod = pod
-            .container("app", &format!("registry.example.com/{app}:1.27.3"))
-            .container("istio-proxy", "docker.io/istio/proxyv2:1.24.1")
-            .container("log-shipper", "registry.example.com/fluent-bit:3.2");
-        debug_assert_eq!(CONTAINERS, 3);
+            .container(
+                CONTAINER_NAMES[0],
+                &format!("registry.example.com/{app}:1.27.3"),
+            )
+            .container(CONTAINER_NAMES[1], "docker.io/istio/proxyv2:1.24.1")
+            .container(CONTAINER_NAMES[2], "registry.example.com/fluent-bit:3.2");
         let mut pod = pod.build();
         pod["metadata"]["managedFields"] = managed_fields();
         server.upsert(pod);
@@ -156,8 +169,23 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn line(&self) -> String {
+    /// The line [`serve_fixture`] prints ([`Endpoint::parse`] reads it).
+    pub fn line(&self) -> String {
         format!("{}\t{}\t{}", self.url, self.ca_file.display(), self.token)
+    }
+
+    /// A cache config for this endpoint and [`NODE`] (the token written into `dir`).
+    pub fn config(&self, dir: &Path) -> anyhow::Result<KubeConfig> {
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, &self.token).context("writing the token")?;
+        Ok(KubeConfig {
+            enabled: Some(true),
+            api_server_url: Some(self.url.clone()),
+            token_file,
+            ca_file: self.ca_file.clone(),
+            node_name: NODE.into(),
+            ..KubeConfig::default()
+        })
     }
 
     /// Parses [`serve_fixture`]'s line.
@@ -176,8 +204,13 @@ impl Endpoint {
 
 /// Child side: serves the fixture, prints the endpoint line, returns when stdin closes.
 pub async fn serve_fixture(dir: &Path) -> anyhow::Result<()> {
+    serve_fixture_with(dir, PODS).await
+}
+
+/// [`serve_fixture`] with only the first `pods` pods.
+pub async fn serve_fixture_with(dir: &Path, pods: usize) -> anyhow::Result<()> {
     let server = ApiServer::start().await?;
-    load_fixture(&server);
+    load_fixture_with(&server, pods);
     let ca_file = dir.join("bench-ca.crt");
     std::fs::write(&ca_file, server.ca_pem())?;
     let endpoint = Endpoint {
@@ -303,16 +336,7 @@ pub struct HeapCounter {
 /// reads a counting allocator, if the binary has one.
 pub async fn measure(endpoint: &Endpoint, heap: Option<HeapCounter>) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &endpoint.token)?;
-    let config = KubeConfig {
-        enabled: Some(true),
-        api_server_url: Some(endpoint.url.clone()),
-        token_file,
-        ca_file: endpoint.ca_file.clone(),
-        node_name: NODE.into(),
-        ..KubeConfig::default()
-    };
+    let config = endpoint.config(dir.path())?;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let heap_before = heap.map(|h| {

@@ -116,6 +116,31 @@ impl ContainerLog {
     ) -> std::io::Result<Self> {
         let n = NEXT_TREE.fetch_add(1, Ordering::Relaxed);
         let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+        Self::create_in(root, namespace, pod, &uid, container, format, n)
+    }
+
+    /// [`ContainerLog::create`] for a given pod uid (a pod the fake API server serves).
+    pub fn create_with_uid(
+        root: &Path,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+        format: Format,
+    ) -> std::io::Result<Self> {
+        let n = NEXT_TREE.fetch_add(1, Ordering::Relaxed);
+        Self::create_in(root, namespace, pod, uid, container, format, n)
+    }
+
+    fn create_in(
+        root: &Path,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+        format: Format,
+        n: u64,
+    ) -> std::io::Result<Self> {
         let dir = root
             .join(format!("{namespace}_{pod}_{uid}"))
             .join(container);

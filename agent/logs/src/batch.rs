@@ -1,10 +1,12 @@
 //! Groups records into batches by count, bytes and age. A batch carries the checkpoint
 //! updates that become true once every sink confirmed it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::position::{Position, Update};
-use node_agent_core::record::LogRecord;
+use node_agent_core::kube::PodMetadata;
+use node_agent_core::record::{LogRecord, SourceMeta};
 
 /// Approximate in-memory/wire cost of a record beyond its message (metadata, framing).
 const RECORD_OVERHEAD: usize = 64;
@@ -12,6 +14,34 @@ const RECORD_OVERHEAD: usize = 64;
 /// What a record costs a batch: its message plus fixed overhead.
 pub fn record_bytes(record: &LogRecord) -> usize {
     record.message.len() + RECORD_OVERHEAD
+}
+
+/// What a record's Kubernetes metadata adds to it on the wire, roughly: sinks that put it
+/// on every record (Elasticsearch documents, JSON lines) send the labels and annotations
+/// each time, so an enriched record can be several KiB however short its message.
+pub fn metadata_bytes(source: &SourceMeta) -> usize {
+    let Some(m) = source.kubernetes.as_deref() else {
+        return 0;
+    };
+    // Quotes, colon and comma per entry; the objects' own names and the workload,
+    // container and IP fields as one lump.
+    let map = |m: &std::collections::BTreeMap<String, String>| -> usize {
+        m.iter().map(|(k, v)| k.len() + v.len() + 6).sum()
+    };
+    let PodMetadata {
+        labels,
+        annotations,
+        namespace_labels,
+        namespace_annotations,
+        node_labels,
+        ..
+    } = m;
+    map(labels)
+        + map(annotations)
+        + map(namespace_labels)
+        + map(namespace_annotations)
+        + map(node_labels)
+        + 256
 }
 
 /// Records plus the positions they complete.
@@ -35,6 +65,9 @@ pub struct BatchBuilder {
     started: Option<Instant>,
     records: Vec<LogRecord>,
     bytes: usize,
+    /// The last record's source and its [`metadata_bytes`]: records come in runs of one
+    /// file, so that is computed once per run.
+    last_source: Option<(Arc<SourceMeta>, usize)>,
 }
 
 impl BatchBuilder {
@@ -46,6 +79,7 @@ impl BatchBuilder {
             started: None,
             records: Vec::new(),
             bytes: 0,
+            last_source: None,
         }
     }
 
@@ -53,7 +87,17 @@ impl BatchBuilder {
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }
-        self.bytes += record_bytes(&record);
+        let metadata = match &self.last_source {
+            Some((source, bytes)) if Arc::ptr_eq(source, &record.source) => *bytes,
+            _ => {
+                let bytes = metadata_bytes(&record.source);
+                self.last_source = Some((Arc::clone(&record.source), bytes));
+                bytes
+            }
+        };
+        // The metadata counts too: `batch_max_bytes` then bounds what a batch costs
+        // encoded, and with it the memory of the batches in flight.
+        self.bytes += record_bytes(&record) + metadata;
         self.records.push(record);
     }
 
@@ -94,8 +138,7 @@ impl BatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use node_agent_core::record::{SourceMeta, Stream};
-    use std::sync::Arc;
+    use node_agent_core::record::Stream;
 
     fn rec(msg: &str) -> LogRecord {
         let meta = Arc::new(SourceMeta {
@@ -131,5 +174,45 @@ mod tests {
         assert!(!b.is_due(Instant::now()));
         b.push(rec("a"));
         assert!(b.is_due(Instant::now()));
+    }
+
+    /// An enriched record counts its labels and annotations: sinks send them with every
+    /// record, so a batch of short messages from a well-labelled pod fills by bytes.
+    #[test]
+    fn enriched_records_count_their_metadata() {
+        let bare = rec("short");
+        let labels: std::collections::BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("example.com/label-{i:02}"), format!("value-{i:02}")))
+            .collect();
+        let enriched_source = Arc::new(SourceMeta {
+            kubernetes: Some(Arc::new(PodMetadata {
+                annotations: labels.clone(),
+                labels,
+                ..PodMetadata::default()
+            })),
+            ..SourceMeta::clone(&bare.source)
+        });
+        let per_record = metadata_bytes(&enriched_source);
+        assert!(per_record > 1000, "{per_record}");
+        assert_eq!(metadata_bytes(&bare.source), 0);
+
+        let max = 100 * (per_record + record_bytes(&bare));
+        let mut b = BatchBuilder::new(1000, max, Duration::from_secs(60));
+        for _ in 0..100 {
+            b.push(bare.clone());
+        }
+        assert!(!b.is_full(), "bare records count only their messages");
+        let mut b = BatchBuilder::new(1000, max, Duration::from_secs(60));
+        for i in 0..100 {
+            assert!(!b.is_full(), "full after {i}");
+            b.push(LogRecord::new(
+                Arc::clone(&enriched_source),
+                0,
+                Stream::Stdout,
+                i,
+                "short".into(),
+            ));
+        }
+        assert!(b.is_full());
     }
 }

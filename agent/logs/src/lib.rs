@@ -79,7 +79,8 @@ pub struct LogsConfig {
     pub processors: Vec<stages::config::ProcessorConfig>,
     /// A batch is sealed at this many records…
     pub batch_max_records: usize,
-    /// …or this many bytes…
+    /// …or this many bytes (messages plus their Kubernetes labels and annotations, which
+    /// most sinks send with every record)…
     pub batch_max_bytes: usize,
     /// …or when its oldest record is this old.
     #[serde(deserialize_with = "duration_serde::deserialize")]

@@ -25,7 +25,7 @@ use super::kubernetes::{EcsContainer, Kubernetes, Style};
 use super::metrics::SinkMetrics;
 use super::{CountedFuture, DeliverFuture, Sink, SinkError};
 use node_agent_core::backoff::Backoff;
-use node_agent_core::record::LogRecord;
+use node_agent_core::record::{LogRecord, SourceMeta};
 
 /// The deterministic document id of a record: file identity and byte offset.
 pub fn document_id(record: &LogRecord) -> String {
@@ -90,7 +90,8 @@ struct ActionMeta<'a> {
     id: &'a str,
 }
 
-/// The ECS-shaped document.
+/// The ECS-shaped document's fields of the record itself; the source's part
+/// ([`SourceFields`]) is spliced in after them.
 #[derive(Serialize)]
 struct Document<'a> {
     #[serde(rename = "@timestamp")]
@@ -98,11 +99,42 @@ struct Document<'a> {
     message: &'a str,
     stream: &'static str,
     log: Log<'a>,
+}
+
+/// The document's fields that only depend on the record's source (its file): the same
+/// bytes for every record of a file, serialised once per run of records from one source
+/// in a batch. With Kubernetes metadata that is most of a document (tens of labels and
+/// annotations), and serialising it per record cost more than the rest of the pipeline.
+#[derive(Serialize)]
+struct SourceFields<'a> {
     kubernetes: Kubernetes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<EcsContainer<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<Event<'a>>,
+}
+
+/// Bytes of a document besides its message, path and source fields (action line,
+/// timestamp, stream, offset, flags), for the buffer's size.
+const DOCUMENT_OVERHEAD: usize = 256;
+
+/// `,"kubernetes":{…},"container":{…}` for records of `source`.
+fn source_fields(source: &SourceMeta) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&SourceFields {
+        kubernetes: Kubernetes::new(
+            source,
+            Style {
+                dedot: true,
+                container_details: false,
+            },
+        ),
+        container: EcsContainer::new(source),
+    })
+    .expect("JSON into Vec");
+    // `{…}` → `,…`: spliced into the document before its own closing brace.
+    out.pop();
+    if let Some(open) = out.first_mut() {
+        *open = b',';
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -189,10 +221,28 @@ impl EsEncoder {
 
     /// Encodes every record as an action line and a document line.
     pub fn encode(&self, records: &[LogRecord]) -> Result<EncodedBatch, SinkError> {
-        let mut out = Vec::with_capacity(records.iter().map(|r| r.message.len() + 512).sum());
+        // First the source fields of each run of records from one source, so that the
+        // buffer is allocated once at its size: enriched documents are several KiB, and
+        // growing a batch's buffer copied it over and over.
+        let mut runs: Vec<(*const SourceMeta, Vec<u8>)> = Vec::new();
+        let mut capacity = 0;
+        for r in records {
+            let key = std::sync::Arc::as_ptr(&r.source);
+            if runs.last().is_none_or(|(k, _)| *k != key) {
+                runs.push((key, source_fields(&r.source)));
+            }
+            capacity += r.message.len()
+                + DOCUMENT_OVERHEAD
+                + r.source.path.as_os_str().len()
+                + runs.last().map_or(0, |(_, f)| f.len());
+        }
+        let mut out = Vec::with_capacity(capacity);
         let mut spans = Vec::with_capacity(records.len());
         let mut cached_index: Option<(i64, String)> = None;
-        let mut cached_stream: Option<(*const node_agent_core::record::SourceMeta, String)> = None;
+        let mut cached_stream: Option<(*const SourceMeta, String)> = None;
+        // The records hold their sources for the whole call, so a pointer cannot be
+        // reused for another source meanwhile; the records come in the same order again.
+        let mut run = 0;
         for r in records {
             let start = out.len();
             let index = match &self.target {
@@ -230,7 +280,12 @@ impl EsEncoder {
             )
             .expect("JSON into Vec");
             out.push(b'\n');
-            self.write_document(r, &mut out);
+            let key = std::sync::Arc::as_ptr(&r.source);
+            while runs.get(run).is_some_and(|(k, _)| *k != key) {
+                run += 1;
+            }
+            let fields = runs.get(run).map(|(_, f)| f.as_slice()).unwrap_or_default();
+            self.write_document(r, fields, &mut out);
             out.push(b'\n');
             spans.push(start..out.len());
         }
@@ -240,7 +295,8 @@ impl EsEncoder {
         })
     }
 
-    fn write_document(&self, r: &LogRecord, out: &mut Vec<u8>) {
+    /// Writes `r`'s document with its source's pre-serialised `source_fields`.
+    fn write_document(&self, r: &LogRecord, source_fields: &[u8], out: &mut Vec<u8>) {
         let s = &r.source;
         let doc = Document {
             timestamp: rfc3339_nanos(r.timestamp_nanos),
@@ -254,19 +310,21 @@ impl EsEncoder {
                 truncated: r.truncated,
                 malformed: r.malformed,
             },
-            kubernetes: Kubernetes::new(
-                s,
-                Style {
-                    dedot: true,
-                    container_details: false,
-                },
-            ),
-            container: EcsContainer::new(s),
-            event: r.malformed.then_some(Event {
-                original: &r.message,
-            }),
         };
         serde_json::to_writer(&mut *out, &doc).expect("JSON into Vec");
+        out.pop();
+        out.extend_from_slice(source_fields);
+        if r.malformed {
+            out.extend_from_slice(b",\"event\":");
+            serde_json::to_writer(
+                &mut *out,
+                &Event {
+                    original: &r.message,
+                },
+            )
+            .expect("JSON into Vec");
+        }
+        out.push(b'}');
         if let Some(fields) = &r.fields {
             // Splice `"<key>": {...}` before the closing brace rather than copying the map
             // into a serde_json::Value.
@@ -633,6 +691,62 @@ impl Sink for ElasticsearchSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The source fields are serialised once per run of records from one source: a
+    /// batch mixing sources (and with malformed records and parsed fields) encodes every
+    /// document exactly as it encodes alone.
+    #[test]
+    fn a_batch_of_mixed_sources_encodes_each_document_as_alone() {
+        use node_agent_core::record::Stream;
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let enriched = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let bare = std::sync::Arc::new(SourceMeta {
+            kubernetes: None,
+            pod: "other".into(),
+            file_id: 2,
+            ..crate::kubernetes::tests::enriched_source()
+        });
+        let mut records = Vec::new();
+        for (i, source) in [&enriched, &enriched, &bare, &enriched, &bare]
+            .into_iter()
+            .enumerate()
+        {
+            let mut r = LogRecord::new(
+                std::sync::Arc::clone(source),
+                1_700_000_000_000_000_000 + i as i64,
+                Stream::Stdout,
+                i as u64 * 10,
+                format!("line \"{i}\""),
+            );
+            r.malformed = i == 1;
+            if i == 3 {
+                r.fields = Some(serde_json::from_str(r#"{"level":"warn"}"#).unwrap());
+            }
+            records.push(r);
+        }
+        let batch = encoder.encode(&records).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            let alone = encoder.encode(std::slice::from_ref(r)).unwrap();
+            assert_eq!(batch.body(&[i]), alone.bytes, "record {i}");
+        }
+        let text = std::str::from_utf8(&batch.bytes).unwrap();
+        let docs: Vec<serde_json::Value> = text
+            .lines()
+            .skip(1)
+            .step_by(2)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 5);
+        assert_eq!(docs[1]["event"]["original"], "line \"1\"");
+        assert_eq!(docs[1]["kubernetes"]["labels"]["app"], "web");
+        assert_eq!(docs[2]["kubernetes"]["pod"]["name"], "other");
+        assert!(docs[2].get("container").is_none());
+        assert_eq!(docs[3]["fields"]["level"], "warn");
+        assert_eq!(docs[3]["container"]["id"], "c0ffee");
+        assert_eq!(docs[4]["log"]["offset"], 40);
+    }
 
     #[test]
     fn documents_carry_ecs_kubernetes_and_container_fields() {
