@@ -1,5 +1,6 @@
 //! Types shared between the `sys_enter` eBPF program and node-agent. Every type is
-//! `#[repr(C)]` with explicit padding-free layouts, because the kernel copies them as bytes.
+//! `#[repr(C)]` (`SysKey`: one transparent u64) with explicit padding-free layouts, because
+//! the kernel copies them as bytes.
 #![cfg_attr(not(test), no_std)]
 
 /// Key of the `COUNTS` map: (cgroup v2 id, syscall number) packed into one u64, because the
