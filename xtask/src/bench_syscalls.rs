@@ -189,6 +189,8 @@ mod measure {
     /// "Attaching 1 probe..." on stdout comes *before* the attach: timing loops after it
     /// measured syscalls without bpftrace (its figure was then close to none).
     const BPFTRACE_ATTACHED: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
+    /// bpftrace attaches in a few seconds, even on a loaded machine.
+    const BPFTRACE_ATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
     impl Bpftrace {
         fn start() -> anyhow::Result<Bpftrace> {
@@ -205,26 +207,39 @@ mod measure {
             let stderr = child.stderr.take().context("bpftrace stderr")?;
             // Drains the map it prints at exit, so that it never blocks on a full pipe.
             std::thread::spawn(move || BufReader::new(stdout).lines().for_each(drop));
-            let mut lines = BufReader::new(stderr).lines();
-            let mut said = Vec::new();
-            let attached = loop {
-                match lines.next() {
-                    Some(Ok(line)) if line.trim() == BPFTRACE_ATTACHED => break true,
-                    Some(Ok(line)) => said.push(line),
-                    Some(Err(_)) | None => break false,
-                }
-            };
-            if !attached {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("bpftrace did not attach: {}", said.join("\n"));
-            }
-            // Forwards what it says later (errors), and keeps its stderr pipe drained.
+            // A thread reads its stderr: the marker (or the end of the stream) comes through
+            // a channel, so that a bpftrace that neither attaches nor exits fails the bench
+            // after BPFTRACE_ATTACH_TIMEOUT instead of hanging it; later lines (errors) are
+            // forwarded, which also keeps the pipe drained.
+            let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
+                let mut said = Vec::new();
+                let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+                for line in lines.by_ref() {
+                    if line.trim() == BPFTRACE_ATTACHED {
+                        let _ = tx.send(Ok(()));
+                        break;
+                    }
+                    said.push(line);
+                }
+                // Err: the stream ended before the marker.
+                let _ = tx.send(Err(said.join("\n")));
+                for line in lines {
                     eprintln!("bpftrace: {line}");
                 }
             });
+            let failure = match rx.recv_timeout(BPFTRACE_ATTACH_TIMEOUT) {
+                Ok(Ok(())) => None,
+                Ok(Err(said)) => Some(format!("bpftrace did not attach: {said}")),
+                Err(_) => Some(format!(
+                    "bpftrace did not attach within {BPFTRACE_ATTACH_TIMEOUT:?}"
+                )),
+            };
+            if let Some(failure) = failure {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(failure);
+            }
             Ok(Bpftrace(child))
         }
     }
@@ -307,14 +322,20 @@ mod measure {
         // Interleaved rounds, so that drift in the machine's load hits every setup alike;
         // the minimum is the least disturbed round.
         let mut best = [f64::INFINITY; 4];
+        // Per round, ours minus the floor measured right before it: the median of these
+        // paired differences is less hostage to one lucky floor loop than best - best.
+        let mut paired = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
             best[0] = best[0].min(ns_per_syscall());
             let baseline =
                 LoadedProgram::load_baseline(&config).context("loading the empty program")?;
-            best[1] = best[1].min(ns_per_syscall());
+            let floor_round = ns_per_syscall();
+            best[1] = best[1].min(floor_round);
             drop(baseline);
             let program = LoadedProgram::load(&config).context("loading the eBPF program")?;
-            best[2] = best[2].min(ns_per_syscall());
+            let ours_round = ns_per_syscall();
+            best[2] = best[2].min(ours_round);
+            paired.push(ours_round - floor_round);
             drop(program);
             let attached = security.attach(&config)?;
             best[3] = best[3].min(ns_per_syscall());
@@ -382,6 +403,13 @@ mod measure {
             },
             ours - floor,
             capture - floor
+        );
+        paired.sort_by(f64::total_cmp);
+        println!(
+            "  wall clock per round, ours minus the floor just before: median {:.1} ns/syscall (range {:.1} to {:.1})",
+            paired[paired.len() / 2],
+            paired[0],
+            paired[paired.len() - 1]
         );
         // Our counting program was attached for one loop per round plus the bpf_stats
         // loops, the capture's for one per round (other processes' getppid add to it).
