@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use node_agent::host::HostPaths;
 use node_agent::metrics::MetricSet;
 use node_agent::syscalls::loader::{LoadedProgram, PinnedMaps};
-use node_agent::syscalls::{SyscallsConfig, SyscallsOptions, build_collector, cgroups, names};
+use node_agent::syscalls::{
+    SysKey, SyscallsConfig, SyscallsOptions, build_collector, cgroups, names,
+};
 
 const GETPPID_CALLS: u64 = 10_000;
 
@@ -191,6 +193,23 @@ fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
         counted >= GETPPID_CALLS,
         "counted {counted} < {GETPPID_CALLS}"
     );
+    // Numbers that are no syscall (ENOSYS) share one slot of the packed key, counted
+    // exactly all the same.
+    run_syscall_in(&fixture.container_cgroup, 4000, 7);
+    run_syscall_in(&fixture.container_cgroup, 100_000, 5);
+    assert_eq!(fixture.count(SysKey::NR_INVALID), 12);
+    // x32 numbers (bit 30; they reach sys_enter whether or not x32 is enabled) keep their
+    // own slots.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let x32 = SysKey::X32_SYSCALL_BIT;
+        run_syscall_in(
+            &fixture.container_cgroup,
+            (x32 + getppid_nr()) as libc::c_long,
+            9,
+        );
+        assert_eq!(fixture.count(x32 + getppid_nr()), 9);
+    }
 
     // The collector reads the pinned map and attributes the cgroup to the fake container.
     let paths = HostPaths::default();
@@ -207,24 +226,27 @@ fn counts_syscalls_of_a_container_cgroup_and_exports_them() {
         .iter()
         .find(|f| f.name() == "node_agent_syscalls_total")
         .expect("node_agent_syscalls_total");
-    let value = total
-        .get_metric()
-        .iter()
-        .find(|m| {
-            let label = |name: &str| {
-                m.get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_string())
-            };
-            label("syscall").as_deref() == Some("getppid")
-                && label("namespace").as_deref() == Some("testns")
-                && label("pod").as_deref() == Some("testpod")
-                && label("container").as_deref() == Some("app")
-        })
-        .map(|m| m.get_counter().get_value())
-        .expect("series for the test container");
+    let exported = |syscall: &str| {
+        total
+            .get_metric()
+            .iter()
+            .find(|m| {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                };
+                label("syscall").as_deref() == Some(syscall)
+                    && label("namespace").as_deref() == Some("testns")
+                    && label("pod").as_deref() == Some("testpod")
+                    && label("container").as_deref() == Some("app")
+            })
+            .map(|m| m.get_counter().get_value())
+    };
+    let value = exported("getppid").expect("series for the test container");
     assert!(value >= GETPPID_CALLS as f64, "exported {value}");
+    assert_eq!(exported("invalid"), Some(12.0));
     for name in [
         "node_agent_syscalls_map_overflow_total",
         "node_agent_syscalls_map_entries",
@@ -422,13 +444,17 @@ fn collector_reports_no_data_before_any_leader_pinned_the_maps() {
     ));
 }
 
-/// Creates a per-CPU hash map with 8-byte keys (not our layout) and pins it at `path`.
+/// Creates a per-CPU hash map with 16-byte keys (the former (cgroup id, nr) layout, not
+/// the packed `SysKey`) and pins it at `path`.
 fn pin_foreign_map(path: &Path) {
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_OBJ_PIN: libc::c_long = 6;
     const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
     let mut create = [0u8; 128];
-    for (i, v) in [BPF_MAP_TYPE_PERCPU_HASH, 8, 8, 16].into_iter().enumerate() {
+    for (i, v) in [BPF_MAP_TYPE_PERCPU_HASH, 16, 8, 16]
+        .into_iter()
+        .enumerate()
+    {
         create[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
     }
     // SAFETY: bpf(2) with a zero-padded bpf_attr of the documented layout.

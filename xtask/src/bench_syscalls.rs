@@ -14,6 +14,9 @@
 //!   `tracepoint:raw_syscalls:sys_enter { @[cgroup, args->id] = count(); }` (a perf
 //!   tracepoint, not our raw tracepoint: its own hook cost is part of its figure).
 //!
+//! Then the kernel's own per-run accounting (bpf_stats) of the empty program, of one that
+//! only calls the cgroup id helper, and of ours: our work split into helper and map.
+//!
 //! Interleaved rounds, best loop kept per setup, to damp noise from other tenants of the
 //! machine; bpftrace (seconds to start) is attached once for its rounds, between
 //! no-program rounds. Then an exec storm (`tests/src/exec_storm.c`, one chain per CPU in a
@@ -181,29 +184,62 @@ mod measure {
     /// bpftrace running the counting one-liner until dropped (SIGINT, then wait).
     struct Bpftrace(Child);
 
+    /// What bpftrace 0.17 prints on stderr once every probe is attached, when
+    /// `__BPFTRACE_NOTIFY_PROBES_ATTACHED` is set (the hook of its own runtime tests).
+    /// "Attaching 1 probe..." on stdout comes *before* the attach: timing loops after it
+    /// measured syscalls without bpftrace (its figure was then close to none).
+    const BPFTRACE_ATTACHED: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
+    /// bpftrace attaches in a few seconds, even on a loaded machine.
+    const BPFTRACE_ATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
     impl Bpftrace {
         fn start() -> anyhow::Result<Bpftrace> {
             ensure_tracefs()?;
             let mut child = Command::new("bpftrace")
                 .args(["-e", BPFTRACE_PROGRAM])
+                .env(BPFTRACE_ATTACHED, "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::piped())
                 .spawn()
                 .context("starting bpftrace (apt-get install bpftrace)")?;
             let stdout = child.stdout.take().context("bpftrace stdout")?;
-            let mut lines = BufReader::new(stdout).lines();
-            // "Attaching 1 probe..." comes once the probe is attached.
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("Attaching") => {}
-                other => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("bpftrace did not attach: {other:?}");
-                }
-            }
+            let stderr = child.stderr.take().context("bpftrace stderr")?;
             // Drains the map it prints at exit, so that it never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::spawn(move || BufReader::new(stdout).lines().for_each(drop));
+            // A thread reads its stderr: the marker (or the end of the stream) comes through
+            // a channel, so that a bpftrace that neither attaches nor exits fails the bench
+            // after BPFTRACE_ATTACH_TIMEOUT instead of hanging it; later lines (errors) are
+            // forwarded, which also keeps the pipe drained.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut said = Vec::new();
+                let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+                for line in lines.by_ref() {
+                    if line.trim() == BPFTRACE_ATTACHED {
+                        let _ = tx.send(Ok(()));
+                        break;
+                    }
+                    said.push(line);
+                }
+                // Err: the stream ended before the marker.
+                let _ = tx.send(Err(said.join("\n")));
+                for line in lines {
+                    eprintln!("bpftrace: {line}");
+                }
+            });
+            let failure = match rx.recv_timeout(BPFTRACE_ATTACH_TIMEOUT) {
+                Ok(Ok(())) => None,
+                Ok(Err(said)) => Some(format!("bpftrace did not attach: {said}")),
+                Err(_) => Some(format!(
+                    "bpftrace did not attach within {BPFTRACE_ATTACH_TIMEOUT:?}"
+                )),
+            };
+            if let Some(failure) = failure {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(failure);
+            }
             Ok(Bpftrace(child))
         }
     }
@@ -286,14 +322,20 @@ mod measure {
         // Interleaved rounds, so that drift in the machine's load hits every setup alike;
         // the minimum is the least disturbed round.
         let mut best = [f64::INFINITY; 4];
+        // Per round, ours minus the floor measured right before it: the median of these
+        // paired differences is less hostage to one lucky floor loop than best - best.
+        let mut paired = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
             best[0] = best[0].min(ns_per_syscall());
             let baseline =
                 LoadedProgram::load_baseline(&config).context("loading the empty program")?;
-            best[1] = best[1].min(ns_per_syscall());
+            let floor_round = ns_per_syscall();
+            best[1] = best[1].min(floor_round);
             drop(baseline);
             let program = LoadedProgram::load(&config).context("loading the eBPF program")?;
-            best[2] = best[2].min(ns_per_syscall());
+            let ours_round = ns_per_syscall();
+            best[2] = best[2].min(ours_round);
+            paired.push(ours_round - floor_round);
             drop(program);
             let attached = security.attach(&config)?;
             best[3] = best[3].min(ns_per_syscall());
@@ -319,6 +361,9 @@ mod measure {
         let baseline = LoadedProgram::load_baseline(&config)?;
         let floor_ns_run = program_ns(&baseline)?;
         drop(baseline);
+        let helper_only = LoadedProgram::load_cgroup_id_only(&config)?;
+        let helper_ns_run = program_ns(&helper_only)?;
+        drop(helper_only);
         let program = LoadedProgram::load(&config)?;
         let ours_ns_run = program_ns(&program)?;
         let counted: u64 = PinnedMaps::open(&pin_path)?
@@ -340,18 +385,31 @@ mod measure {
             (capture - none) / (bpftrace - none)
         );
         println!(
-            "  kernel bpf_stats per run: empty {floor_ns_run:.1} ns, ours {ours_ns_run:.1} ns -> our program's own work {:.1} ns",
-            ours_ns_run - floor_ns_run
+            "  kernel bpf_stats per run: empty {floor_ns_run:.1} ns, cgroup id helper only {helper_ns_run:.1} ns, ours {ours_ns_run:.1} ns -> our program's own work {:.1} ns (cgroup id {:.1}, counter map {:.1})",
+            ours_ns_run - floor_ns_run,
+            helper_ns_run - floor_ns_run,
+            ours_ns_run - helper_ns_run
         );
-        let over_floor = ours - floor;
+        // The verdict uses bpf_stats: the kernel's own accounting of the program's run time,
+        // which other tenants of a shared machine disturb far less than the wall clock
+        // (whose best-of-rounds differences swung by +-40 ns at load 5).
+        let own_work = ours_ns_run - floor_ns_run;
         println!(
-            "  our own work over the floor: {over_floor:.1} ns/syscall counting, {:.1} with capture (target <= {TARGET_OVER_FLOOR_NS} ns: {})",
-            capture - floor,
-            if over_floor <= TARGET_OVER_FLOOR_NS {
+            "  our own work over the floor: {own_work:.1} ns per run by bpf_stats (target <= {TARGET_OVER_FLOOR_NS} ns: {}); wall clock {:.1} ns/syscall counting, {:.1} with capture",
+            if own_work <= TARGET_OVER_FLOOR_NS {
                 "met"
             } else {
                 "MISSED"
-            }
+            },
+            ours - floor,
+            capture - floor
+        );
+        paired.sort_by(f64::total_cmp);
+        println!(
+            "  wall clock per round, ours minus the floor just before: median {:.1} ns/syscall (range {:.1} to {:.1})",
+            paired[paired.len() / 2],
+            paired[0],
+            paired[paired.len() - 1]
         );
         // Our counting program was attached for one loop per round plus the bpf_stats
         // loops, the capture's for one per round (other processes' getppid add to it).

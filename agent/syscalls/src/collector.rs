@@ -91,7 +91,7 @@ impl Collector for SyscallsCollector {
         series::emit(&series, &names, out);
         out.counter(
             "node_agent_syscalls_map_overflow_total",
-            "Syscalls not counted because the (cgroup, syscall) map was full.",
+            "Syscalls not counted because the (cgroup, syscall) map was full (or the cgroup id was beyond 2^52).",
             &[],
             maps.counts_lost().map_err(other)? as f64,
         );

@@ -32,11 +32,11 @@ pub fn collect(
     let keys: Vec<SysKey> = counts
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| k.cgroup_id != RETIRED_HOST_CGROUP_ID)
+        .filter(|k| k.cgroup_id() != RETIRED_HOST_CGROUP_ID)
         .collect();
     let owners: Vec<Owner> = keys
         .iter()
-        .map(|k| attribution.owner(k.cgroup_id))
+        .map(|k| attribution.owner(k.cgroup_id()))
         .collect();
     if !attribution.refresh() {
         // Without a complete view of the live cgroups nothing can be called dead.
@@ -44,7 +44,7 @@ pub fn collect(
     }
     let mut stats = GcStats::default();
     for (key, owner) in keys.iter().zip(owners) {
-        if attribution.is_known(key.cgroup_id) {
+        if attribution.is_known(key.cgroup_id()) {
             continue;
         }
         match owner {
@@ -62,7 +62,7 @@ pub fn collect(
     Ok(stats)
 }
 
-/// Adds `key`'s per-CPU values into (RETIRED_HOST_CGROUP_ID, key.nr).
+/// Adds `key`'s per-CPU values into (RETIRED_HOST_CGROUP_ID, key.nr()).
 fn retire_host_entry(
     counts: &mut PerCpuHashMap<MapData, SysKey, u64>,
     key: &SysKey,
@@ -72,10 +72,9 @@ fn retire_host_entry(
         Err(aya::maps::MapError::KeyNotFound) => return Ok(()),
         Err(err) => return Err(err.into()),
     };
-    let retired_key = SysKey {
-        cgroup_id: RETIRED_HOST_CGROUP_ID,
-        nr: key.nr,
-    };
+    // Id 0 is always representable, and nr() maps back to the same slot.
+    let retired_key = SysKey::new(RETIRED_HOST_CGROUP_ID, key.nr())
+        .ok_or_else(|| anyhow::anyhow!("retired-host key out of range"))?;
     let mut sums: Vec<u64> = dead.iter().copied().collect();
     match counts.get(&retired_key, 0) {
         Ok(retired) => {

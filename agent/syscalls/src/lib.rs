@@ -22,6 +22,9 @@ pub mod security;
 pub mod series;
 pub mod support;
 
+/// Key of the counter map (cgroup id and syscall number packed into a u64).
+pub use syscalls_common::SysKey;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -226,6 +226,8 @@ pub fn emit(series: &BTreeMap<SeriesKey, u64>, extra_names: &[String], out: &mut
             SeriesKey::Syscall { nr, owner, extra } => {
                 let syscall = match syscall_name(*nr) {
                     Some(name) => name,
+                    // Every number that is no syscall shares one key slot (SysKey).
+                    None if *nr == syscalls_common::SysKey::NR_INVALID => "invalid",
                     None => {
                         number = nr.to_string();
                         number.as_str()
