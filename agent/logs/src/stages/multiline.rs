@@ -43,6 +43,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use node_agent_core::config::Problems;
@@ -185,7 +186,7 @@ impl MultilineConfig {
             max_lines: self.max_lines,
             max_bytes,
             timeout: self.flush_timeout,
-            files: HashMap::new(),
+            files: FxHashMap::default(),
             pending: 0,
         })
     }
@@ -553,7 +554,8 @@ pub struct Multiline {
     max_lines: usize,
     max_bytes: usize,
     timeout: Duration,
-    files: HashMap<u64, FileState>,
+    /// Looked up several times per record: FxHash, not SipHash (file ids are our own hashes).
+    files: FxHashMap<u64, FileState>,
     /// Sum of the files' [`FileState::cost`].
     pending: usize,
 }
