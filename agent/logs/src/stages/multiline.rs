@@ -57,6 +57,8 @@ use crate::metrics::metrics;
 
 /// Records that may wait behind an open group of their file before it is closed early.
 const MAX_WAITING_RECORDS: usize = 10_000;
+/// Capacity a message gets when a first line is joined to it (at most `max_bytes`).
+const JOIN_CAPACITY: usize = 1024;
 /// The built-in detectors, by name.
 pub const BUILT_IN: [&str; 7] = ["auto", "java", "python", "go", "ruby", "nodejs", "dotnet"];
 
@@ -700,6 +702,14 @@ impl Multiline {
                 && g.lines < max_lines
                 && g.record.message.len() + 1 + record.message.len() <= max_bytes;
             if fits && let Some(next) = self.detectors[g.detector].next(g.state, &record.message) {
+                let message = &mut g.record.message;
+                let needed = message.len() + 1 + record.message.len();
+                if needed > message.capacity() {
+                    // A trace is tens of lines: grow in few steps, not by doubling from the
+                    // first line's size (each step copies what was joined so far).
+                    let target = needed.max(JOIN_CAPACITY.min(max_bytes));
+                    message.reserve(target - message.len());
+                }
                 g.record.message.push('\n');
                 g.record.message.push_str(&record.message);
                 g.record.truncated |= record.truncated;
