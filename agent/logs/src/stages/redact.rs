@@ -13,8 +13,10 @@
 //! card numbers (13–19 digits, spaces or dashes allowed, kept only when the Luhn check
 //! passes so order ids are left alone), `Bearer` tokens (the token only), JWTs, AWS access
 //! key ids and secret keys (`aws_secret_access_key=…`), GCP API keys (`AIza…`). Each masked
-//! value counts in `node_agent_logs_redactions_total{pattern}`. A cheap pass over all
-//! patterns at once ([`regex::RegexSet`]) skips the text no pattern matches.
+//! value counts in `node_agent_logs_redactions_total{pattern}`. Text passes two sieves
+//! before any pattern runs alone: literal tests (`@`, `eyJ`, `AIza`, `bearer`, 13 digits in
+//! a row, …, see `Needs`) skip the text no built-in can match, then one pass over all
+//! patterns at once ([`regex::RegexSet`]) says which do.
 
 use std::borrow::Cow;
 
