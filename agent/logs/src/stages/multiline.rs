@@ -43,6 +43,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use node_agent_core::config::Problems;
@@ -56,6 +57,8 @@ use crate::metrics::metrics;
 
 /// Records that may wait behind an open group of their file before it is closed early.
 const MAX_WAITING_RECORDS: usize = 10_000;
+/// Capacity a message gets when a first line is joined to it (at most `max_bytes`).
+const JOIN_CAPACITY: usize = 1024;
 /// The built-in detectors, by name.
 pub const BUILT_IN: [&str; 7] = ["auto", "java", "python", "go", "ruby", "nodejs", "dotnet"];
 
@@ -185,7 +188,7 @@ impl MultilineConfig {
             max_lines: self.max_lines,
             max_bytes,
             timeout: self.flush_timeout,
-            files: HashMap::new(),
+            files: FxHashMap::default(),
             pending: 0,
         })
     }
@@ -553,7 +556,8 @@ pub struct Multiline {
     max_lines: usize,
     max_bytes: usize,
     timeout: Duration,
-    files: HashMap<u64, FileState>,
+    /// Looked up several times per record: FxHash, not SipHash (file ids are our own hashes).
+    files: FxHashMap<u64, FileState>,
     /// Sum of the files' [`FileState::cost`].
     pending: usize,
 }
@@ -698,6 +702,14 @@ impl Multiline {
                 && g.lines < max_lines
                 && g.record.message.len() + 1 + record.message.len() <= max_bytes;
             if fits && let Some(next) = self.detectors[g.detector].next(g.state, &record.message) {
+                let message = &mut g.record.message;
+                let needed = message.len() + 1 + record.message.len();
+                if needed > message.capacity() {
+                    // A trace is tens of lines: grow in few steps, not by doubling from the
+                    // first line's size (each step copies what was joined so far).
+                    let target = needed.max(JOIN_CAPACITY.min(max_bytes));
+                    message.reserve(target - message.len());
+                }
                 g.record.message.push('\n');
                 g.record.message.push_str(&record.message);
                 g.record.truncated |= record.truncated;

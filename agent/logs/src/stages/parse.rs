@@ -269,12 +269,16 @@ impl Parser {
         }
     }
 
-    fn fail(&self, record: &mut LogRecord, why: String) {
+    fn fail(&self, record: &mut LogRecord, mut why: String) {
         self.failures.inc();
-        record.fields.get_or_insert_with(Map::new).insert(
-            "parse_error".into(),
-            Value::String(format!("{}: {why}", self.kind.as_str())),
-        );
+        // `{kind}: {why}` in the buffer `why` already has (most messages fail a parser that
+        // is not theirs: this runs for every one of them).
+        why.insert_str(0, ": ");
+        why.insert_str(0, self.kind.as_str());
+        record
+            .fields
+            .get_or_insert_with(Map::new)
+            .insert("parse_error".into(), Value::String(why));
     }
 
     /// Applies `timestamp:` to a record whose fields were just parsed.
@@ -302,7 +306,9 @@ impl Parser {
             Some(key) => fields.get(key),
             None => LEVEL_KEYS.iter().find_map(|k| fields.get(*k)),
         };
-        if let Some(level) = found.and_then(normalise_level) {
+        if let Some(level) = found.and_then(normalise_level)
+            && fields.get("level").and_then(Value::as_str) != Some(level)
+        {
             fields.insert("level".into(), Value::String(level.into()));
         }
     }
@@ -462,8 +468,14 @@ impl Stage for Parser {
         }
         match self.parse(&record.message) {
             Ok(map) => {
-                let fields = record.fields.get_or_insert_with(Map::new);
-                fields.extend(map);
+                // The parsed map is the fields when there are none yet (no copy into a new one).
+                let fields = match &mut record.fields {
+                    Some(fields) => {
+                        fields.extend(map);
+                        fields
+                    }
+                    None => record.fields.insert(map),
+                };
                 self.normalise_level(fields);
                 if let Err(why) = self.take_time(&mut record) {
                     self.fail(&mut record, why);
