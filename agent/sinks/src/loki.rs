@@ -162,7 +162,12 @@ impl LokiEncoder {
     /// The entry's structured metadata: the configured values, then (if asked) the
     /// top-level scalar parsed fields under sanitized names.
     fn metadata<'a>(&'a self, r: &'a LogRecord) -> Metadata<'a> {
-        let mut out: Metadata<'a> = Vec::new();
+        let fields = match &r.fields {
+            Some(f) if self.structured_metadata_fields => f.len(),
+            _ => 0,
+        };
+        // Sized once: growing it pair by pair was a tenth of the sink's instructions.
+        let mut out: Metadata<'a> = Vec::with_capacity(self.structured_metadata.len() + fields);
         for (name, from) in &self.structured_metadata {
             if let Some(v) = from.get(r, &self.node_fallback) {
                 out.push((Cow::Borrowed(name.as_str()), v));
@@ -500,39 +505,34 @@ fn encode_protobuf(
             buf.extend_from_slice(s.as_bytes());
         }
     }
-    // `metas` follows the entries of `pieces` in order.
-    let mut starts = Vec::with_capacity(pieces.len());
-    let mut n = 0;
+    // `metas` follows the entries of `pieces` in order. Each entry's and stream's length
+    // is computed once (the length prefixes come before the bytes they count).
+    let mut entry_lens = Vec::with_capacity(metas.len());
+    let mut stream_lens = Vec::with_capacity(pieces.len());
     for (g, range) in pieces {
-        starts.push(n);
-        n += groups[*g].entries[range.clone()].len();
+        let group = &groups[*g];
+        let mut len = string_len(&group.label_string);
+        for &(ts, i) in &group.entries[range.clone()] {
+            let entry = entry_len(ts, &records[i].message, &metas[entry_lens.len()]);
+            entry_lens.push(entry);
+            len += delimited_len(entry);
+        }
+        stream_lens.push(len);
     }
-    let stream_len = |g: &Group, range: &Range<usize>, first: usize| {
-        string_len(&g.label_string)
-            + g.entries[range.clone()]
-                .iter()
-                .enumerate()
-                .map(|(k, &(ts, i))| {
-                    delimited_len(entry_len(ts, &records[i].message, &metas[first + k]))
-                })
-                .sum::<usize>()
-    };
-    let total: usize = pieces
-        .iter()
-        .zip(&starts)
-        .map(|((g, r), &first)| delimited_len(stream_len(&groups[*g], r, first)))
-        .sum();
+    let total: usize = stream_lens.iter().map(|&l| delimited_len(l)).sum();
     let mut buf = Vec::with_capacity(total);
-    for ((g, range), &first) in pieces.iter().zip(&starts) {
+    let mut n = 0;
+    for ((g, range), &stream_len) in pieces.iter().zip(&stream_lens) {
         let group = &groups[*g];
         encode_key(1, WireType::LengthDelimited, &mut buf);
-        encode_varint(stream_len(group, range, first) as u64, &mut buf);
+        encode_varint(stream_len as u64, &mut buf);
         put_string(1, &group.label_string, &mut buf);
-        for (k, &(ts, i)) in group.entries[range.clone()].iter().enumerate() {
+        for &(ts, i) in &group.entries[range.clone()] {
             let line = &records[i].message;
-            let meta = &metas[first + k];
+            let meta = &metas[n];
             encode_key(2, WireType::LengthDelimited, &mut buf);
-            encode_varint(entry_len(ts, line, meta) as u64, &mut buf);
+            encode_varint(entry_lens[n] as u64, &mut buf);
+            n += 1;
             encode_key(1, WireType::LengthDelimited, &mut buf);
             encode_varint(timestamp_len(ts) as u64, &mut buf);
             let (seconds, nanos) = split(ts);

@@ -488,8 +488,8 @@ impl<L: Layout> TailSource<L> {
         if !first {
             self.read_unshipped_compressed(&compressed, run, stop);
         }
-        self.gz_handled
-            .retain(|k| compressed.iter().any(|(_, key, _)| key == k));
+        let listed: HashSet<FileKey> = compressed.iter().map(|(_, key, _)| *key).collect();
+        self.gz_handled.retain(|k| listed.contains(k));
         self.finished.retain(|k, _| seen.contains(k));
         if !self.scan_deferred {
             self.covered_until = Some(scan_started);
