@@ -102,6 +102,8 @@ pub struct LokiEncoder {
     /// Some label comes from a parsed field: labels cannot be cached per source.
     labels_per_record: bool,
     structured_metadata: Vec<(String, RecordValue)>,
+    /// Some structured metadata comes from parsed fields (differs record by record).
+    metadata_per_record: bool,
     structured_metadata_fields: bool,
     tenant: Option<String>,
     tenant_from: Option<RecordValue>,
@@ -142,6 +144,10 @@ impl LokiEncoder {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            metadata_per_record: config
+                .structured_metadata
+                .iter()
+                .any(|(_, v)| v.per_record()),
             structured_metadata_fields: config.structured_metadata_fields,
             tenant: config.tenant.clone().filter(|t| !t.is_empty()),
             tenant_from: config.tenant_from.clone(),
@@ -254,11 +260,24 @@ impl LokiEncoder {
             .collect();
         match self.encoding {
             LokiEncoding::Protobuf => {
-                let metas: Vec<Metadata<'_>> = carried
-                    .iter()
-                    .map(|&i| self.metadata(&records[i]))
-                    .collect();
-                let raw = encode_protobuf(records, groups, pieces, &metas);
+                // Records of one file come in runs: their metadata is built (and encoded)
+                // once per run unless it depends on parsed fields.
+                let mut metas: Vec<Metadata<'_>> = Vec::new();
+                let mut meta_of = Vec::with_capacity(carried.len());
+                let mut last = None;
+                for &i in &carried {
+                    let r = &records[i];
+                    let key = (Arc::as_ptr(&r.source), r.stream);
+                    let per_record = self.metadata_per_record
+                        || (self.structured_metadata_fields && r.fields.is_some());
+                    if per_record || last != Some(key) {
+                        metas.push(self.metadata(r));
+                    }
+                    meta_of.push(metas.len() - 1);
+                    // Only metadata that is the source's alone may serve the next record.
+                    last = (!per_record).then_some(key);
+                }
+                let raw = encode_protobuf(records, groups, pieces, &metas, &meta_of);
                 let raw_len = raw.len();
                 // Loki expects snappy's block format, not the framed stream format.
                 let body = snap::raw::Encoder::new()
@@ -461,6 +480,7 @@ fn encode_protobuf(
     groups: &[Group],
     pieces: &[(usize, Range<usize>)],
     metas: &[Metadata<'_>],
+    meta_of: &[usize],
 ) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
@@ -489,14 +509,9 @@ fn encode_protobuf(
     fn pair_len(name: &str, value: &str) -> usize {
         string_len(name) + string_len(value)
     }
-    fn entry_len(ts: i64, line: &str, meta: &Metadata<'_>) -> usize {
+    fn entry_len(ts: i64, line: &str, meta_len: usize) -> usize {
         // The timestamp is always present (an optional message set to Some).
-        delimited_len(timestamp_len(ts))
-            + string_len(line)
-            + meta
-                .iter()
-                .map(|(k, v)| delimited_len(pair_len(k, v)))
-                .sum::<usize>()
+        delimited_len(timestamp_len(ts)) + string_len(line) + meta_len
     }
     fn put_string(field: u32, s: &str, buf: &mut Vec<u8>) {
         if !s.is_empty() {
@@ -505,15 +520,33 @@ fn encode_protobuf(
             buf.extend_from_slice(s.as_bytes());
         }
     }
-    // `metas` follows the entries of `pieces` in order. Each entry's and stream's length
+    // Each distinct metadata is encoded once (its `structuredMetadata` fields, field 3).
+    let meta_bytes: Vec<Vec<u8>> = metas
+        .iter()
+        .map(|meta| {
+            let mut b = Vec::new();
+            for (name, value) in meta {
+                encode_key(3, WireType::LengthDelimited, &mut b);
+                encode_varint(pair_len(name, value) as u64, &mut b);
+                put_string(1, name, &mut b);
+                put_string(2, value, &mut b);
+            }
+            b
+        })
+        .collect();
+    // `meta_of` follows the entries of `pieces` in order. Each entry's and stream's length
     // is computed once (the length prefixes come before the bytes they count).
-    let mut entry_lens = Vec::with_capacity(metas.len());
+    let mut entry_lens = Vec::with_capacity(meta_of.len());
     let mut stream_lens = Vec::with_capacity(pieces.len());
     for (g, range) in pieces {
         let group = &groups[*g];
         let mut len = string_len(&group.label_string);
         for &(ts, i) in &group.entries[range.clone()] {
-            let entry = entry_len(ts, &records[i].message, &metas[entry_lens.len()]);
+            let entry = entry_len(
+                ts,
+                &records[i].message,
+                meta_bytes[meta_of[entry_lens.len()]].len(),
+            );
             entry_lens.push(entry);
             len += delimited_len(entry);
         }
@@ -529,7 +562,7 @@ fn encode_protobuf(
         put_string(1, &group.label_string, &mut buf);
         for &(ts, i) in &group.entries[range.clone()] {
             let line = &records[i].message;
-            let meta = &metas[n];
+            let meta = &meta_bytes[meta_of[n]];
             encode_key(2, WireType::LengthDelimited, &mut buf);
             encode_varint(entry_lens[n] as u64, &mut buf);
             n += 1;
@@ -545,12 +578,7 @@ fn encode_protobuf(
                 encode_varint(i64::from(nanos) as u64, &mut buf);
             }
             put_string(2, line, &mut buf);
-            for (name, value) in meta {
-                encode_key(3, WireType::LengthDelimited, &mut buf);
-                encode_varint(pair_len(name, value) as u64, &mut buf);
-                put_string(1, name, &mut buf);
-                put_string(2, value, &mut buf);
-            }
+            buf.extend_from_slice(meta);
         }
     }
     debug_assert_eq!(buf.len(), total);
@@ -838,7 +866,13 @@ mod tests {
                 .collect(),
         };
         assert_eq!(
-            encode_protobuf(&records, &groups, &pieces, &metas),
+            encode_protobuf(
+                &records,
+                &groups,
+                &pieces,
+                &metas,
+                &(0..metas.len()).collect::<Vec<_>>()
+            ),
             prost::Message::encode_to_vec(&expected)
         );
         // Default structured metadata (pod, pod_uid; node empty here) then the scalar
