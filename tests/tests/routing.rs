@@ -45,6 +45,24 @@ fn ids<'a>(messages: impl IntoIterator<Item = &'a String>) -> Vec<String> {
         .collect()
 }
 
+/// A Loki lane and an Elasticsearch lane with fast retries.
+fn two_lanes(loki: &LokiReceiver, es: &EsReceiver) -> String {
+    format!(
+        "- {{type: loki, name: loki-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n\
+         - {{type: elasticsearch, name: es-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n",
+        loki.url(),
+        es.url()
+    )
+}
+
+/// Two container logs, one CRI and one docker.
+fn api_and_web(cfg: &LogsConfig) -> Vec<ContainerLog> {
+    vec![
+        ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap(),
+        ContainerLog::create(&cfg.pods_dir, "prod", "web", "nginx", Format::Docker).unwrap(),
+    ]
+}
+
 fn assert_once(got: &[String], expected: &HashSet<String>, what: &str) {
     let mut seen = HashMap::new();
     for id in got {
@@ -66,17 +84,9 @@ async fn one_sink_down_does_not_stop_another_and_restart_delivers_everything_onc
     let loki = LokiReceiver::start().await.unwrap();
     let es = EsReceiver::start().await.unwrap();
     loki.server().set_down(true);
-    let yaml = format!(
-        "- {{type: loki, name: loki-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n\
-         - {{type: elasticsearch, name: es-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n",
-        loki.url(),
-        es.url()
-    );
+    let yaml = two_lanes(&loki, &es);
     let mix = LineMix::plain(120);
-    let mut logs = vec![
-        ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap(),
-        ContainerLog::create(&cfg.pods_dir, "prod", "web", "nginx", Format::Docker).unwrap(),
-    ];
+    let mut logs = api_and_web(&cfg);
     let mut expected = HashSet::new();
     for log in &mut logs {
         expected.extend(log.write_lines(1500, &mix).unwrap());
@@ -342,17 +352,9 @@ async fn a_lagging_lane_finishes_files_rotated_and_compressed_meanwhile() {
     // rotated files and the current one side by side.
     loki.set_enforce_order(false);
     let es = EsReceiver::start().await.unwrap();
-    let yaml = format!(
-        "- {{type: loki, name: loki-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n\
-         - {{type: elasticsearch, name: es-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n",
-        loki.url(),
-        es.url()
-    );
+    let yaml = two_lanes(&loki, &es);
     let mix = LineMix::plain(120);
-    let mut logs = vec![
-        ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap(),
-        ContainerLog::create(&cfg.pods_dir, "prod", "web", "nginx", Format::Docker).unwrap(),
-    ];
+    let mut logs = api_and_web(&cfg);
     let mut expected = HashSet::new();
     for log in &mut logs {
         expected.extend(log.write_lines(300, &mix).unwrap());
@@ -418,17 +420,9 @@ async fn a_restart_keeps_files_a_lagging_lane_had_not_reached() {
     // rotated file and the current one side by side.
     loki.set_enforce_order(false);
     let es = EsReceiver::start().await.unwrap();
-    let yaml = format!(
-        "- {{type: loki, name: loki-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n\
-         - {{type: elasticsearch, name: es-lane, url: '{}', retry: {{initial_backoff_ms: 5, max_backoff_ms: 50}}}}\n",
-        loki.url(),
-        es.url()
-    );
+    let yaml = two_lanes(&loki, &es);
     let mix = LineMix::plain(120);
-    let mut logs = vec![
-        ContainerLog::create(&cfg.pods_dir, "prod", "api", "app", Format::Cri).unwrap(),
-        ContainerLog::create(&cfg.pods_dir, "prod", "web", "nginx", Format::Docker).unwrap(),
-    ];
+    let mut logs = api_and_web(&cfg);
     let mut expected = HashSet::new();
     for log in &mut logs {
         expected.extend(log.write_lines(100, &mix).unwrap());

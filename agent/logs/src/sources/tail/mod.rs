@@ -570,13 +570,7 @@ impl<L: Layout> TailSource<L> {
                 self.gz_handled.insert(*key);
                 continue;
             }
-            let file = match gzip::decompress_to_unlinked(
-                self.layout.root(),
-                &c.path,
-                &self.settings.state_dir,
-                gzip::MAX_DECOMPRESSED_BYTES,
-                stop,
-            ) {
+            let file = match self.gunzip(&c.path, stop) {
                 Ok(f) => f,
                 Err(gzip::GunzipError::Stopped) => return,
                 Err(e) => {
@@ -595,27 +589,55 @@ impl<L: Layout> TailSource<L> {
                 .map_or(0, |e| e.offset);
             tracing::info!(path = %c.path.display(), offset = start, "reading a rotated log file that was compressed before it was finished");
             self.gz_handled.insert(*key);
-            let tailer = Tailer::new(file, start, self.settings.max_line_bytes + LINE_FRAMING);
-            self.files.insert(
-                *key,
-                Tracked {
-                    tailer,
-                    decoder: self.layout.decoder(&c.info),
-                    key: *key,
-                    path: c.path.clone(),
-                    kind: FileKind::Rotated,
-                    info: c.info.clone(),
-                    meta: None,
-                    head: Some(head),
-                    dirty: true,
-                    at_eof: false,
-                    woken: true,
-                    check: false,
-                    detached_since: Some(Instant::now()),
-                    pending: 0,
-                },
-            );
+            let position = (*key, start, Some(head), true);
+            self.track_decompressed(file, position, c.path.clone(), &c.info);
         }
+    }
+
+    /// Decompresses a rotation into an unlinked file under the state dir (size-capped).
+    fn gunzip(
+        &self,
+        gz: &Path,
+        stop: &CancellationToken,
+    ) -> Result<std::fs::File, gzip::GunzipError> {
+        gzip::decompress_to_unlinked(
+            self.layout.root(),
+            gz,
+            &self.settings.state_dir,
+            gzip::MAX_DECOMPRESSED_BYTES,
+            stop,
+        )
+    }
+
+    /// Tracks a decompressed rotation (a finished, detached file) under `key` from
+    /// `start`; `dirty` when its position is not in the checkpoint yet.
+    fn track_decompressed(
+        &mut self,
+        file: std::fs::File,
+        (key, start, head, dirty): (FileKey, u64, Option<u64>, bool),
+        path: PathBuf,
+        info: &L::Info,
+    ) {
+        let tailer = Tailer::new(file, start, self.settings.max_line_bytes + LINE_FRAMING);
+        self.files.insert(
+            key,
+            Tracked {
+                tailer,
+                decoder: self.layout.decoder(info),
+                key,
+                path,
+                kind: FileKind::Rotated,
+                info: info.clone(),
+                meta: None,
+                head,
+                dirty,
+                at_eof: false,
+                woken: true,
+                check: false,
+                detached_since: Some(Instant::now()),
+                pending: 0,
+            },
+        );
     }
 
     /// A file we were reading was rotated and then compressed while no agent ran: find the
@@ -637,13 +659,7 @@ impl<L: Layout> TailSource<L> {
             if self.gz_handled.contains(gz_key) {
                 continue;
             }
-            let file = match gzip::decompress_to_unlinked(
-                self.layout.root(),
-                &c.path,
-                &self.settings.state_dir,
-                gzip::MAX_DECOMPRESSED_BYTES,
-                stop,
-            ) {
+            let file = match self.gunzip(&c.path, stop) {
                 Ok(f) => f,
                 Err(gzip::GunzipError::Stopped) => return Resume::Stopped,
                 Err(e) => {
@@ -674,30 +690,8 @@ impl<L: Layout> TailSource<L> {
             tracing::info!(path = %c.path.display(), offset = entry.offset, "finishing a log file that was compressed while no agent ran");
             self.loaded.remove(&key);
             self.gz_handled.insert(*gz_key);
-            let tailer = Tailer::new(
-                file,
-                entry.offset,
-                self.settings.max_line_bytes + LINE_FRAMING,
-            );
-            self.files.insert(
-                key,
-                Tracked {
-                    tailer,
-                    decoder: self.layout.decoder(&c.info),
-                    key,
-                    path: entry.path.clone(),
-                    kind: FileKind::Rotated,
-                    info: c.info.clone(),
-                    meta: None,
-                    head: entry.head,
-                    dirty: false,
-                    at_eof: false,
-                    woken: true,
-                    check: false,
-                    detached_since: Some(Instant::now()),
-                    pending: 0,
-                },
-            );
+            let position = (key, entry.offset, entry.head, false);
+            self.track_decompressed(file, position, entry.path.clone(), &c.info);
             return Resume::Resumed;
         }
         // The checkpoint's file is gone and a compressed candidate could not be read: the
