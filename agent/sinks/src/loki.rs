@@ -1,9 +1,11 @@
 //! Grafana Loki push API (`POST /loki/api/v1/push`).
 //!
 //! Protobuf (snappy block-compressed `logproto.PushRequest`, as Promtail sends) or JSON.
-//! Streams are labelled `namespace`, `pod`, `container`, `node`, `stream` plus static
-//! labels; `pod_uid` and file paths stay out of the labels on purpose (unbounded
-//! cardinality). Entries are sorted by timestamp within each stream of a request.
+//! Streams are labelled by `record_labels` (default `namespace`, `workload`, `container`,
+//! `stream`) plus static labels; `pod`, `pod_uid` and `node` go to each entry's structured
+//! metadata by default (`structured_metadata`), file paths nowhere: Loki's cardinality
+//! guidance. Entries are sorted by timestamp within each stream of a request, and one
+//! request is in flight at a time (see `max_in_flight`).
 //! 2xx: done. 429/5xx/network: retry (a 429's `Retry-After` is honoured). A 400 naming
 //! entries (out of order, too old): those entries are dead-lettered one by one and the
 //! rest of the request counts as delivered ([`refusals`] says how the answer is split).
