@@ -70,18 +70,9 @@ impl<P: Position> AckTracker<P> {
         self
     }
 
-    /// Registers a batch's updates; returns its sequence number.
-    pub fn register(&mut self, updates: Vec<Update<P>>) -> u64 {
-        self.register_covering(updates, None)
-    }
-
     /// Registers a batch's updates and the coverage time that holds once it and every
-    /// earlier batch are applied.
-    pub fn register_covering(
-        &mut self,
-        updates: Vec<Update<P>>,
-        covered_until: Option<SystemTime>,
-    ) -> u64 {
+    /// earlier batch are applied; returns its sequence number.
+    pub fn register(&mut self, updates: Vec<Update<P>>, covered_until: Option<SystemTime>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.insert(seq, (false, updates, covered_until));
@@ -174,8 +165,8 @@ mod tests {
     #[test]
     fn later_ack_waits_for_earlier_batch() {
         let mut t = AckTracker::default();
-        let a = t.register(vec![adv(7, 100)]);
-        let b = t.register(vec![adv(7, 200), adv(8, 50)]);
+        let a = t.register(vec![adv(7, 100)], None);
+        let b = t.register(vec![adv(7, 200), adv(8, 50)], None);
         t.ack(b);
         assert_eq!(offset(&t, 7), None, "b must not apply before a");
         assert_eq!(offset(&t, 8), None);
@@ -190,9 +181,9 @@ mod tests {
     #[test]
     fn truncation_moves_offset_back_and_forget_removes() {
         let mut t = AckTracker::default();
-        let a = t.register(vec![adv(7, 5000)]);
-        let b = t.register(vec![adv(7, 10)]);
-        let c = t.register(vec![Update::Forget(FileKey { dev: 1, inode: 7 })]);
+        let a = t.register(vec![adv(7, 5000)], None);
+        let b = t.register(vec![adv(7, 10)], None);
+        let c = t.register(vec![Update::Forget(FileKey { dev: 1, inode: 7 })], None);
         t.ack(a);
         t.ack(b);
         assert_eq!(offset(&t, 7), Some(10));

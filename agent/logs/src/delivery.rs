@@ -247,7 +247,7 @@ pub async fn run_source<S: Source>(
             batch = rx.recv(), if rx_open && inflight.len() < max_in_flight => {
                 match batch {
                     Some(batch) => {
-                        let seq = tracker.register_covering(batch.updates, batch.covered_until);
+                        let seq = tracker.register(batch.updates, batch.covered_until);
                         let records = router.select(batch.records);
                         if records.is_empty() {
                             tracker.ack(seq);
