@@ -63,6 +63,32 @@ fn api_and_web(cfg: &LogsConfig) -> Vec<ContainerLog> {
     ]
 }
 
+/// Writes `n` lines to each log (flushed) and adds their ids to `expected`.
+fn write_each(logs: &mut [ContainerLog], n: usize, mix: &LineMix, expected: &mut HashSet<String>) {
+    for log in logs {
+        expected.extend(log.write_lines(n, mix).unwrap());
+        log.flush().unwrap();
+    }
+}
+
+/// Runs the pipeline again until Loki holds every expected id (at most 20 s), then stops.
+async fn rerun_until_loki_has(
+    cfg: &LogsConfig,
+    yaml: &str,
+    loki: &LokiReceiver,
+    expected: &HashSet<String>,
+) {
+    let run = start(cfg.clone(), sinks(yaml, &cfg.state_dir));
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while distinct_ids(&loki.lines()) < expected.len() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+}
+
 fn assert_once(got: &[String], expected: &HashSet<String>, what: &str) {
     let mut seen = HashMap::new();
     for id in got {
@@ -116,10 +142,7 @@ async fn one_sink_down_does_not_stop_another_and_restart_delivers_everything_onc
 
     // Loki is back; more lines came meanwhile.
     loki.server().set_down(false);
-    for log in &mut logs {
-        expected.extend(log.write_lines(300, &mix).unwrap());
-        log.flush().unwrap();
-    }
+    write_each(&mut logs, 300, &mix, &mut expected);
     let run = start(cfg.clone(), sinks(&yaml, &cfg.state_dir));
     wait_for("every record in both", Duration::from_secs(30), || {
         loki.entries().len() >= expected.len() && es.docs().len() >= expected.len()
@@ -356,10 +379,7 @@ async fn a_lagging_lane_finishes_files_rotated_and_compressed_meanwhile() {
     let mix = LineMix::plain(120);
     let mut logs = api_and_web(&cfg);
     let mut expected = HashSet::new();
-    for log in &mut logs {
-        expected.extend(log.write_lines(300, &mix).unwrap());
-        log.flush().unwrap();
-    }
+    write_each(&mut logs, 300, &mix, &mut expected);
     let run = start(cfg.clone(), sinks(&yaml, &cfg.state_dir));
     wait_for("both caught up", Duration::from_secs(30), || {
         loki.entries().len() >= expected.len() && es.docs().len() >= expected.len()
@@ -368,10 +388,7 @@ async fn a_lagging_lane_finishes_files_rotated_and_compressed_meanwhile() {
     // Loki goes down; the files rotate three times, older rotations compressed.
     loki.server().set_down(true);
     for round in 0..3 {
-        for log in &mut logs {
-            expected.extend(log.write_lines(300, &mix).unwrap());
-            log.flush().unwrap();
-        }
+        write_each(&mut logs, 300, &mix, &mut expected);
         wait_for("Elasticsearch caught up", Duration::from_secs(30), || {
             es.docs().len() >= expected.len()
         })
@@ -381,10 +398,7 @@ async fn a_lagging_lane_finishes_files_rotated_and_compressed_meanwhile() {
             log.rotate(round > 0).unwrap();
         }
     }
-    for log in &mut logs {
-        expected.extend(log.write_lines(300, &mix).unwrap());
-        log.flush().unwrap();
-    }
+    write_each(&mut logs, 300, &mix, &mut expected);
     wait_for("Elasticsearch caught up", Duration::from_secs(30), || {
         es.docs().len() >= expected.len()
     })
@@ -393,15 +407,7 @@ async fn a_lagging_lane_finishes_files_rotated_and_compressed_meanwhile() {
     run.stop().await;
 
     loki.server().set_down(false);
-    let run = start(cfg.clone(), sinks(&yaml, &cfg.state_dir));
-    let _ = tokio::time::timeout(Duration::from_secs(20), async {
-        while loki.entries().len() < expected.len() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    run.stop().await;
+    rerun_until_loki_has(&cfg, &yaml, &loki, &expected).await;
     assert_once(&ids(&loki.lines()), &expected, "loki");
     assert_once(&ids(&es.messages()), &expected, "elasticsearch");
 }
@@ -424,10 +430,7 @@ async fn a_restart_keeps_files_a_lagging_lane_had_not_reached() {
     let mix = LineMix::plain(120);
     let mut logs = api_and_web(&cfg);
     let mut expected = HashSet::new();
-    for log in &mut logs {
-        expected.extend(log.write_lines(100, &mix).unwrap());
-        log.flush().unwrap();
-    }
+    write_each(&mut logs, 100, &mix, &mut expected);
     let run = start(cfg.clone(), sinks(&yaml, &cfg.state_dir));
     wait_for("both caught up", Duration::from_secs(30), || {
         loki.entries().len() >= expected.len() && es.docs().len() >= expected.len()
@@ -462,14 +465,7 @@ async fn a_restart_keeps_files_a_lagging_lane_had_not_reached() {
         .unwrap();
 
     loki.server().set_down(false);
-    let run = start(cfg.clone(), sinks(&yaml, &cfg.state_dir));
-    let _ = tokio::time::timeout(Duration::from_secs(20), async {
-        while distinct_ids(&loki.lines()) < expected.len() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    run.stop().await;
+    rerun_until_loki_has(&cfg, &yaml, &loki, &expected).await;
     let got: HashSet<String> = ids(&loki.lines()).into_iter().collect();
     let missing: Vec<_> = expected.difference(&got).take(5).collect();
     assert!(

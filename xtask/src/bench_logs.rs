@@ -91,12 +91,7 @@ struct Backlog {
 /// The `--processors` chain: every line passes multiline (each is held until the next),
 /// the JSON lines are parsed, one filter (that drops nothing here, so every message is
 /// still counted) and the built-in redactions.
-const PROCESSORS: &str = r#"[
-    {"type": "multiline", "detector": "auto"},
-    {"type": "json", "level": "level"},
-    {"type": "filter", "name": "bench", "message": "^DROP-ME "},
-    {"type": "redact"}
-]"#;
+const PROCESSORS: &str = include_str!("../../agent/logs/examples/bench-processors.json");
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
     let mut o = Options {

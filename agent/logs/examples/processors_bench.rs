@@ -13,13 +13,9 @@ use std::time::Instant;
 use node_agent_core::record::{LogRecord, SourceKind, SourceMeta, Stream};
 use node_agent_logs::LogsConfig;
 
-/// The chain of `cargo xtask bench logs --processors` (xtask/src/bench_logs.rs).
-const PROCESSORS: &str = r#"[
-    {"type": "multiline", "detector": "auto"},
-    {"type": "json", "level": "level"},
-    {"type": "filter", "name": "bench", "message": "^DROP-ME "},
-    {"type": "redact"}
-]"#;
+/// The chain of `cargo xtask bench logs --processors` (xtask/src/bench_logs.rs reads the
+/// same file).
+const PROCESSORS: &str = include_str!("bench-processors.json");
 
 /// Every `*.log` file under `dir`.
 fn logs(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
