@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: the one test command (README, `.ci/run`). Installs missing test peers,
 //! then runs format, lint, the workspace tests and each area's CI step under `.ci/steps/`.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::bail;
@@ -63,23 +64,27 @@ pub fn main(root: &Path) -> anyhow::Result<()> {
         let start = Instant::now();
         // Tests whose tool or privilege is missing fail instead of skipping
         // (tests/src/require.rs): a CI run never passes by skipping.
-        let ok = cmd
-            .current_dir(root)
-            .env("NODE_AGENT_REQUIRE_ALL", "1")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+        cmd.current_dir(root).env("NODE_AGENT_REQUIRE_ALL", "1");
+        let (ok, tail) = run_keeping_tail(cmd);
         println!(
             "<== {name}: {} in {:.0?}",
             if ok { "ok" } else { "FAILED" },
             start.elapsed()
         );
         if !ok {
-            failed.push(name);
+            failed.push((name, tail));
             // Without prerequisites the rest would fail for the wrong reason.
-            if failed.len() == 1 && failed[0] == "install prerequisites" {
+            if failed.len() == 1 && failed[0].0 == "install prerequisites" {
                 break;
             }
+        }
+    }
+    // A CI log is often read from its end: repeat why each failed step failed there,
+    // after the later steps' output.
+    for (name, tail) in &failed {
+        println!("---- last {} lines of {name} ----", tail.len());
+        for line in tail {
+            println!("{line}");
         }
     }
     println!(
@@ -88,7 +93,84 @@ pub fn main(root: &Path) -> anyhow::Result<()> {
         failed.len()
     );
     if !failed.is_empty() {
-        bail!("failed steps: {}", failed.join(", "));
+        let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        bail!("failed steps: {}", names.join(", "));
     }
     Ok(())
+}
+
+/// Lines of a failed step's output repeated at the end of the run.
+const TAIL_LINES: usize = 80;
+
+/// Runs `cmd` with its stdout and stderr passed through to ours, keeping the last
+/// [`TAIL_LINES`] lines of both; returns whether it succeeded and that tail.
+fn run_keeping_tail(mut cmd: Command) -> (bool, Vec<String>) {
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (false, vec![format!("could not start: {e}")]),
+    };
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let pipes: Vec<(Box<dyn std::io::Read + Send>, bool)> = [
+        child.stdout.take().map(|p| (Box::new(p) as _, false)),
+        child.stderr.take().map(|p| (Box::new(p) as _, true)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .map(|(pipe, is_err)| {
+            let tail = Arc::clone(&tail);
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe)
+                    .split(b'\n')
+                    .map_while(Result::ok)
+                {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    if is_err {
+                        let _ = writeln!(std::io::stderr(), "{text}");
+                    } else {
+                        let _ = writeln!(std::io::stdout(), "{text}");
+                    }
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() == TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(text);
+                }
+            })
+        })
+        .collect();
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    // A process the step left behind may hold the pipes open: wait for the rest of the
+    // output briefly, not for that process.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readers.iter().any(|r| !r.is_finished()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let tail = tail
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    (ok, tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_keeps_the_tail_of_both_streams() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "seq 1 100; echo oops >&2; exit 3"]);
+        let (ok, tail) = run_keeping_tail(cmd);
+        assert!(!ok);
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert!(tail.contains(&"oops".to_string()), "{tail:?}");
+        assert!(tail.contains(&"100".to_string()), "{tail:?}");
+        assert!(!tail.contains(&"1".to_string()), "only the last lines: {tail:?}");
+    }
 }

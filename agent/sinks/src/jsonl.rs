@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use node_agent_core::record::{LogRecord, SourceKind};
+use node_agent_core::record::{LogRecord, SourceKind, SourceMeta};
 
 use crate::kubernetes::{Kubernetes, Style};
 
@@ -34,10 +34,21 @@ pub struct JsonRecord<'a> {
     pub malformed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
-    /// Pod records: the same `kubernetes` object as the Elasticsearch documents (keys
-    /// not de-dotted; the container's image and ids under `kubernetes.container`).
+    /// Pod records with cached metadata: the same `kubernetes` object as the
+    /// Elasticsearch documents (keys not de-dotted; the container's image and ids under
+    /// `kubernetes.container`). Without metadata it would only repeat the flat fields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Kubernetes<'a>>,
+}
+
+const STYLE: Style = Style {
+    dedot: false,
+    container_details: true,
+};
+
+/// The nested object is due for records of pods whose metadata the cache knew.
+fn has_metadata(source: &SourceMeta) -> bool {
+    source.kind == SourceKind::Pod && source.kubernetes.is_some()
 }
 
 impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
@@ -57,25 +68,37 @@ impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
             truncated: r.truncated,
             malformed: r.malformed,
             fields: r.fields.as_ref(),
-            kubernetes: (r.source.kind == SourceKind::Pod).then(|| {
-                Kubernetes::new(
-                    &r.source,
-                    Style {
-                        dedot: false,
-                        container_details: true,
-                    },
-                )
-            }),
+            kubernetes: has_metadata(&r.source).then(|| Kubernetes::new(&r.source, STYLE)),
         }
     }
 }
 
 /// Appends `records` as JSON lines to `out`.
+///
+/// The `kubernetes` object depends only on the record's source and is most of an
+/// enriched line (tens of labels and annotations): it is serialised once per run of
+/// records from one source and spliced in, as the Elasticsearch encoder does.
 pub fn encode(records: &[LogRecord], out: &mut Vec<u8>) {
+    let mut run: Option<(*const SourceMeta, Vec<u8>)> = None;
     for r in records {
-        // Serializing borrowed strings and a JSON map into a Vec cannot fail.
-        serde_json::to_writer(&mut *out, &JsonRecord::from(r)).expect("JSON into Vec");
-        out.push(b'\n');
+        let mut line = JsonRecord::from(r);
+        let Some(kubernetes) = line.kubernetes.take() else {
+            // Serializing borrowed strings and a JSON map into a Vec cannot fail.
+            serde_json::to_writer(&mut *out, &line).expect("JSON into Vec");
+            out.push(b'\n');
+            continue;
+        };
+        let key = std::sync::Arc::as_ptr(&r.source);
+        if run.as_ref().is_none_or(|(k, _)| *k != key) {
+            let mut fields = b",\"kubernetes\":".to_vec();
+            serde_json::to_writer(&mut fields, &kubernetes).expect("JSON into Vec");
+            run = Some((key, fields));
+        }
+        serde_json::to_writer(&mut *out, &line).expect("JSON into Vec");
+        // `{…}` → `{…,"kubernetes":{…}}`: the object is the line's last key.
+        out.pop();
+        out.extend_from_slice(run.as_ref().map(|(_, f)| f.as_slice()).unwrap_or_default());
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -112,6 +135,40 @@ mod tests {
         assert_eq!(
             v["kubernetes"]["node"]["labels"]["topology.kubernetes.io/zone"],
             "eu-1a"
+        );
+    }
+
+    #[test]
+    fn lines_are_each_record_serialised_alone_and_plain_pods_have_no_nested_object() {
+        use node_agent_core::record::Stream;
+        let enriched = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let mut plain = crate::kubernetes::tests::enriched_source();
+        plain.kubernetes = None;
+        let plain = std::sync::Arc::new(plain);
+        let records: Vec<LogRecord> = [&enriched, &enriched, &plain, &enriched]
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| LogRecord::new(s.clone(), 0, Stream::Stdout, i as u64, format!("m{i}")))
+            .collect();
+        let mut out = Vec::new();
+        encode(&records, &mut out);
+        let lines: Vec<&[u8]> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), records.len());
+        for (line, r) in lines.iter().zip(&records) {
+            let alone = serde_json::to_vec(&JsonRecord::from(r)).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(line),
+                String::from_utf8_lossy(&alone)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(lines[2]).unwrap();
+        assert_eq!(v["pod"], "web-7d4b9c8f6-x2k4p");
+        assert!(
+            v.get("kubernetes").is_none(),
+            "no metadata: only the flat fields"
         );
     }
 }
