@@ -49,6 +49,71 @@ enum Target {
 pub struct EsEncoder {
     target: Target,
     fields_key: String,
+    buffers: std::sync::Arc<BufferPool>,
+}
+
+/// Bodies' buffers, reused once a batch's last copy of its body is dropped. A fresh
+/// buffer per batch is memory the kernel maps and zeroes page by page on first write and
+/// unmaps after: with enriched documents (several KiB each, a batch a few MiB) those page
+/// faults cost more CPU than writing the bytes.
+#[derive(Default)]
+struct BufferPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept: as many as batches are usually in flight at once (the default
+/// `max_in_flight_batches`), so each finds one when it is encoded.
+const POOLED_BUFFERS: usize = 4;
+
+impl BufferPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// An empty buffer for at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let Some(mut buf) = self.lock().pop() else {
+            return Vec::with_capacity(capacity);
+        };
+        // A buffer far larger than needed (a backlog's batches, now a trickle) goes back
+        // to the allocator rather than staying resident.
+        if buf.capacity() / 4 > capacity.max(64 << 10) {
+            return Vec::with_capacity(capacity);
+        }
+        buf.clear();
+        buf.reserve(capacity);
+        buf
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        let mut free = self.lock();
+        if free.len() < POOLED_BUFFERS {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
+/// An encoded body's bytes: back to the pool when the last `Bytes` of it is dropped.
+struct PooledBuffer {
+    buf: Vec<u8>,
+    pool: std::sync::Weak<BufferPool>,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give_back(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// A batch encoded once: `bytes[spans[i]]` is record `i`'s action and document lines.
@@ -216,6 +281,7 @@ impl EsEncoder {
         Ok(Self {
             target,
             fields_key: config.fields_key.clone(),
+            buffers: std::sync::Arc::default(),
         })
     }
 
@@ -236,7 +302,7 @@ impl EsEncoder {
                 + r.source.path.as_os_str().len()
                 + runs.last().map_or(0, |(_, f)| f.len());
         }
-        let mut out = Vec::with_capacity(capacity);
+        let mut out = self.buffers.take(capacity);
         let mut spans = Vec::with_capacity(records.len());
         let mut cached_index: Option<(i64, String)> = None;
         let mut cached_stream: Option<(*const SourceMeta, String)> = None;
@@ -290,7 +356,10 @@ impl EsEncoder {
             spans.push(start..out.len());
         }
         Ok(EncodedBatch {
-            bytes: Bytes::from(out),
+            bytes: Bytes::from_owner(PooledBuffer {
+                buf: out,
+                pool: std::sync::Arc::downgrade(&self.buffers),
+            }),
             spans,
         })
     }
@@ -746,6 +815,48 @@ mod tests {
         assert_eq!(docs[3]["fields"]["level"], "warn");
         assert_eq!(docs[3]["container"]["id"], "c0ffee");
         assert_eq!(docs[4]["log"]["offset"], 40);
+    }
+
+    /// A batch's buffer is reused once its body is dropped, and a reused buffer holds
+    /// only the new batch.
+    #[test]
+    fn bodies_reuse_the_buffers_of_delivered_batches() {
+        use node_agent_core::record::Stream;
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let source = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let record = |i: u64, message: &str| {
+            LogRecord::new(
+                std::sync::Arc::clone(&source),
+                0,
+                Stream::Stdout,
+                i,
+                message.into(),
+            )
+        };
+        let long: Vec<LogRecord> = (0..50).map(|i| record(i, &"x".repeat(200))).collect();
+        let first = encoder.encode(&long).unwrap();
+        let first_at = first.bytes.as_ptr();
+        let body = first.body(&[0, 1, 2]);
+        drop(first);
+        let short = [record(7, "short")];
+        let fresh = encoder.encode(&short).unwrap();
+        assert_ne!(
+            fresh.bytes.as_ptr(),
+            first_at,
+            "a body still being sent keeps its buffer"
+        );
+        drop(fresh);
+        drop(body);
+        let second = encoder.encode(&short).unwrap();
+        assert_eq!(
+            second.bytes.as_ptr(),
+            first_at,
+            "the delivered batch's buffer"
+        );
+        let alone = EsEncoder::new(&config).unwrap().encode(&short).unwrap();
+        assert_eq!(second.bytes, alone.bytes);
     }
 
     #[test]
