@@ -50,6 +50,56 @@ pub struct EsEncoder {
     target: Target,
     fields_key: String,
     buffers: std::sync::Arc<BufferPool>,
+    sources: SourceFieldsCache,
+}
+
+/// Each source's serialised fields, kept across batches: a batch holds runs of a few
+/// dozen records per file, and serialising tens of labels and annotations once per run
+/// was still a tenth of the pipeline's CPU.
+///
+/// Keyed by the source's address, with a `Weak` that keeps the allocation (not the
+/// metadata) alive, so no other source can take that address while the entry exists;
+/// a source is immutable behind its `Arc` (`get_mut` refuses while a `Weak` exists), so
+/// the bytes stay right. New metadata for a file comes as a new `Arc`, a new entry.
+#[derive(Default)]
+struct SourceFieldsCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<usize, (std::sync::Weak<SourceMeta>, std::sync::Arc<[u8]>)>,
+    >,
+}
+
+/// Entries before the ones of dropped sources are pruned (a node's containers, rotated
+/// files and a margin; a few KiB each).
+const CACHED_SOURCES: usize = 1024;
+
+impl SourceFieldsCache {
+    fn get(&self, source: &std::sync::Arc<SourceMeta>) -> std::sync::Arc<[u8]> {
+        let key = std::sync::Arc::as_ptr(source) as usize;
+        let lock = || {
+            self.entries
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+        };
+        if let Some((_, fields)) = lock().get(&key) {
+            return std::sync::Arc::clone(fields);
+        }
+        let fields: std::sync::Arc<[u8]> = source_fields(source).into();
+        let mut entries = lock();
+        if entries.len() >= CACHED_SOURCES {
+            entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+            if entries.len() >= CACHED_SOURCES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            (
+                std::sync::Arc::downgrade(source),
+                std::sync::Arc::clone(&fields),
+            ),
+        );
+        fields
+    }
 }
 
 /// Bodies' buffers, reused once a batch's last copy of its body is dropped. A fresh
@@ -282,6 +332,7 @@ impl EsEncoder {
             target,
             fields_key: config.fields_key.clone(),
             buffers: std::sync::Arc::default(),
+            sources: SourceFieldsCache::default(),
         })
     }
 
@@ -290,12 +341,12 @@ impl EsEncoder {
         // First the source fields of each run of records from one source, so that the
         // buffer is allocated once at its size: enriched documents are several KiB, and
         // growing a batch's buffer copied it over and over.
-        let mut runs: Vec<(*const SourceMeta, Vec<u8>)> = Vec::new();
+        let mut runs: Vec<(*const SourceMeta, std::sync::Arc<[u8]>)> = Vec::new();
         let mut capacity = 0;
         for r in records {
             let key = std::sync::Arc::as_ptr(&r.source);
             if runs.last().is_none_or(|(k, _)| *k != key) {
-                runs.push((key, source_fields(&r.source)));
+                runs.push((key, self.sources.get(&r.source)));
             }
             capacity += r.message.len()
                 + DOCUMENT_OVERHEAD
@@ -350,7 +401,7 @@ impl EsEncoder {
             while runs.get(run).is_some_and(|(k, _)| *k != key) {
                 run += 1;
             }
-            let fields = runs.get(run).map(|(_, f)| f.as_slice()).unwrap_or_default();
+            let fields = runs.get(run).map(|(_, f)| &f[..]).unwrap_or_default();
             self.write_document(r, fields, &mut out);
             out.push(b'\n');
             spans.push(start..out.len());
@@ -857,6 +908,41 @@ mod tests {
         );
         let alone = EsEncoder::new(&config).unwrap().encode(&short).unwrap();
         assert_eq!(second.bytes, alone.bytes);
+    }
+
+    /// The cached source fields follow the source: a file's new metadata (a new `Arc`)
+    /// gets its own fields, and many sources coming and going keep the cache bounded.
+    #[test]
+    fn cached_source_fields_follow_the_source() {
+        use node_agent_core::record::Stream;
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let doc = |source: &std::sync::Arc<SourceMeta>| {
+            let r = LogRecord::new(
+                std::sync::Arc::clone(source),
+                0,
+                Stream::Stdout,
+                0,
+                "m".into(),
+            );
+            let batch = encoder.encode(std::slice::from_ref(&r)).unwrap();
+            let text = std::str::from_utf8(&batch.bytes).unwrap().to_string();
+            serde_json::from_str::<serde_json::Value>(text.lines().nth(1).unwrap()).unwrap()
+        };
+        let enriched = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        assert_eq!(doc(&enriched)["kubernetes"]["labels"]["app"], "web");
+        for i in 0..CACHED_SOURCES + 10 {
+            let other = std::sync::Arc::new(SourceMeta {
+                pod: format!("pod-{i}"),
+                kubernetes: None,
+                ..crate::kubernetes::tests::enriched_source()
+            });
+            assert_eq!(doc(&other)["kubernetes"]["pod"]["name"], format!("pod-{i}"));
+            assert!(doc(&other)["kubernetes"].get("labels").is_none());
+        }
+        assert!(encoder.sources.entries.lock().unwrap().len() <= CACHED_SOURCES);
+        assert_eq!(doc(&enriched)["kubernetes"]["labels"]["app"], "web");
     }
 
     #[test]
