@@ -63,10 +63,11 @@ pub struct EsEncoder {
 /// the bytes stay right. New metadata for a file comes as a new `Arc`, a new entry.
 #[derive(Default)]
 struct SourceFieldsCache {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<usize, (std::sync::Weak<SourceMeta>, std::sync::Arc<[u8]>)>,
-    >,
+    entries: std::sync::Mutex<std::collections::HashMap<usize, CachedFields>>,
 }
+
+/// A source (held weakly) and its serialised fields.
+type CachedFields = (std::sync::Weak<SourceMeta>, std::sync::Arc<[u8]>);
 
 /// Entries before the ones of dropped sources are pruned (a node's containers, rotated
 /// files and a margin; a few KiB each).
