@@ -48,7 +48,7 @@ use node_agent_tests::kube_bench::{self, Endpoint};
 use node_agent_tests::loggen::{ContainerLog, Format, LineMix};
 use tokio_util::sync::CancellationToken;
 
-use crate::selfstat::{cpu_seconds, status_kib};
+use crate::selfstat::{cpu_seconds, status_kib, usage};
 use crate::size::{MIB, parse_size};
 
 struct Options {
@@ -583,6 +583,9 @@ struct RunResult {
     ready_mib: f64,
     /// Request bodies the sinks sent.
     body_mb: f64,
+    user_s: f64,
+    sys_s: f64,
+    records: f64,
 }
 
 /// Runs the pipeline once per variant, each in a fresh process over the same backlog
@@ -619,13 +622,16 @@ fn run_variants(
             .find_map(|l| l.strip_prefix("RESULT "))
             .and_then(|r| {
                 let v: Vec<f64> = r.split(' ').filter_map(|x| x.parse().ok()).collect();
-                (v.len() == 6).then(|| RunResult {
+                (v.len() == 9).then(|| RunResult {
                     mb_s: v[0],
                     mb_cpu: v[1],
                     peak_mib: v[2],
                     ready_mib: v[3],
                     cpu_s: v[4],
                     body_mb: v[5] / 1e6,
+                    user_s: v[6],
+                    sys_s: v[7],
+                    records: v[8],
                 })
             })
             .context("pipeline run printed no RESULT line")?;
@@ -726,25 +732,31 @@ fn enrich_compare(
             .trim()
     );
     println!(
-        "  {:<22} {:>8} {:>10} {:>8} {:>10} {:>9} {:>15} {:>13}",
+        "  {:<22} {:>8} {:>10} {:>8} {:>7} {:>7} {:>10} {:>9} {:>9} {:>15} {:>13}",
         "enrichment",
         "MB/s",
         "MB/CPU-s",
         "CPU s",
+        "user s",
+        "sys s",
         "CPU vs off",
         "sent MB",
+        "B/record",
         "RSS ready MiB",
         "peak RSS MiB"
     );
     let off_cpu = results.first().map(|(_, r)| r.cpu_s).unwrap_or(0.0);
     for (label, r) in &results {
         println!(
-            "  {label:<22} {:>8.1} {:>10.1} {:>8.2} {:>+9.1}% {:>9.0} {:>15.1} {:>13.1}",
+            "  {label:<22} {:>8.1} {:>10.1} {:>8.2} {:>7.2} {:>7.2} {:>+9.1}% {:>9.0} {:>9.0} {:>15.1} {:>13.1}",
             r.mb_s,
             r.mb_cpu,
             r.cpu_s,
+            r.user_s,
+            r.sys_s,
             (r.cpu_s / off_cpu - 1.0) * 100.0,
             r.body_mb,
+            r.body_mb * 1e6 / r.records.max(1.0),
             r.ready_mib,
             r.peak_mib
         );
@@ -881,7 +893,7 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
         None => None,
     };
     let rss_ready = status_kib("VmRSS:").unwrap_or(0);
-    let cpu0 = cpu_seconds();
+    let usage0 = usage();
     let t0 = Instant::now();
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -911,7 +923,8 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
         run.await
     })??;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let used = usage() - usage0;
+    let cpu = used.user + used.sys;
     let shipped = delivered();
     anyhow::ensure!(
         shipped == records,
@@ -952,6 +965,10 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
         mb / cpu
     );
     println!(
+        "  cpu split       {:.2} s user + {:.2} s sys, {} minor page faults",
+        used.user, used.sys, used.minor_faults
+    );
+    println!(
         "  peak RSS        {:.1} MiB (VmHWM; {:.1} MiB before start; target ≤ {})",
         hwm as f64 / 1024.0,
         rss_before as f64 / 1024.0,
@@ -971,11 +988,14 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
         body_bytes / shipped.max(1) as f64
     );
     println!(
-        "RESULT {:.1} {:.1} {:.1} {:.1} {cpu:.3} {body_bytes:.0}",
+        "RESULT {:.1} {:.1} {:.1} {:.1} {cpu:.3} {body_bytes:.0} {:.3} {:.3} {}",
         mb / wall,
         mb / cpu,
         hwm as f64 / 1024.0,
-        rss_ready as f64 / 1024.0
+        rss_ready as f64 / 1024.0,
+        used.user,
+        used.sys,
+        shipped
     );
     drop(receiver);
     Ok(())

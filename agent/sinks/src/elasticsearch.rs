@@ -49,6 +49,122 @@ enum Target {
 pub struct EsEncoder {
     target: Target,
     fields_key: String,
+    buffers: std::sync::Arc<BufferPool>,
+    sources: SourceFieldsCache,
+}
+
+/// Each source's serialised fields, kept across batches: a batch holds runs of a few
+/// dozen records per file, and serialising tens of labels and annotations once per run
+/// was still a tenth of the pipeline's CPU.
+///
+/// Keyed by the source's address, with a `Weak` that keeps the allocation (not the
+/// metadata) alive, so no other source can take that address while the entry exists;
+/// a source is immutable behind its `Arc` (`get_mut` refuses while a `Weak` exists), so
+/// the bytes stay right. New metadata for a file comes as a new `Arc`, a new entry.
+#[derive(Default)]
+struct SourceFieldsCache {
+    entries: std::sync::Mutex<std::collections::HashMap<usize, CachedFields>>,
+}
+
+/// A source (held weakly) and its serialised fields.
+type CachedFields = (std::sync::Weak<SourceMeta>, std::sync::Arc<[u8]>);
+
+/// Entries before the ones of dropped sources are pruned (a node's containers, rotated
+/// files and a margin; a few KiB each).
+const CACHED_SOURCES: usize = 1024;
+
+impl SourceFieldsCache {
+    fn get(&self, source: &std::sync::Arc<SourceMeta>) -> std::sync::Arc<[u8]> {
+        let key = std::sync::Arc::as_ptr(source) as usize;
+        let lock = || {
+            self.entries
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+        };
+        if let Some((_, fields)) = lock().get(&key) {
+            return std::sync::Arc::clone(fields);
+        }
+        let fields: std::sync::Arc<[u8]> = source_fields(source).into();
+        let mut entries = lock();
+        if entries.len() >= CACHED_SOURCES {
+            entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+            if entries.len() >= CACHED_SOURCES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            (
+                std::sync::Arc::downgrade(source),
+                std::sync::Arc::clone(&fields),
+            ),
+        );
+        fields
+    }
+}
+
+/// Bodies' buffers, reused once a batch's last copy of its body is dropped. A fresh
+/// buffer per batch is memory the kernel maps and zeroes page by page on first write and
+/// unmaps after: with enriched documents (several KiB each, a batch a few MiB) those page
+/// faults cost more CPU than writing the bytes.
+#[derive(Default)]
+struct BufferPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept: as many as batches are usually in flight at once (the default
+/// `max_in_flight_batches`), so each finds one when it is encoded.
+const POOLED_BUFFERS: usize = 4;
+
+impl BufferPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// An empty buffer for at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let Some(mut buf) = self.lock().pop() else {
+            return Vec::with_capacity(capacity);
+        };
+        // A buffer far larger than needed (a backlog's batches, now a trickle) goes back
+        // to the allocator rather than staying resident.
+        if buf.capacity() / 4 > capacity.max(64 << 10) {
+            return Vec::with_capacity(capacity);
+        }
+        buf.clear();
+        buf.reserve(capacity);
+        buf
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        let mut free = self.lock();
+        if free.len() < POOLED_BUFFERS {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
+/// An encoded body's bytes: back to the pool when the last `Bytes` of it is dropped.
+struct PooledBuffer {
+    buf: Vec<u8>,
+    pool: std::sync::Weak<BufferPool>,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give_back(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// A batch encoded once: `bytes[spans[i]]` is record `i`'s action and document lines.
@@ -216,6 +332,8 @@ impl EsEncoder {
         Ok(Self {
             target,
             fields_key: config.fields_key.clone(),
+            buffers: std::sync::Arc::default(),
+            sources: SourceFieldsCache::default(),
         })
     }
 
@@ -224,19 +342,19 @@ impl EsEncoder {
         // First the source fields of each run of records from one source, so that the
         // buffer is allocated once at its size: enriched documents are several KiB, and
         // growing a batch's buffer copied it over and over.
-        let mut runs: Vec<(*const SourceMeta, Vec<u8>)> = Vec::new();
+        let mut runs: Vec<(*const SourceMeta, std::sync::Arc<[u8]>)> = Vec::new();
         let mut capacity = 0;
         for r in records {
             let key = std::sync::Arc::as_ptr(&r.source);
             if runs.last().is_none_or(|(k, _)| *k != key) {
-                runs.push((key, source_fields(&r.source)));
+                runs.push((key, self.sources.get(&r.source)));
             }
             capacity += r.message.len()
                 + DOCUMENT_OVERHEAD
                 + r.source.path.as_os_str().len()
                 + runs.last().map_or(0, |(_, f)| f.len());
         }
-        let mut out = Vec::with_capacity(capacity);
+        let mut out = self.buffers.take(capacity);
         let mut spans = Vec::with_capacity(records.len());
         let mut cached_index: Option<(i64, String)> = None;
         let mut cached_stream: Option<(*const SourceMeta, String)> = None;
@@ -284,13 +402,16 @@ impl EsEncoder {
             while runs.get(run).is_some_and(|(k, _)| *k != key) {
                 run += 1;
             }
-            let fields = runs.get(run).map(|(_, f)| f.as_slice()).unwrap_or_default();
+            let fields = runs.get(run).map(|(_, f)| &f[..]).unwrap_or_default();
             self.write_document(r, fields, &mut out);
             out.push(b'\n');
             spans.push(start..out.len());
         }
         Ok(EncodedBatch {
-            bytes: Bytes::from(out),
+            bytes: Bytes::from_owner(PooledBuffer {
+                buf: out,
+                pool: std::sync::Arc::downgrade(&self.buffers),
+            }),
             spans,
         })
     }
@@ -746,6 +867,83 @@ mod tests {
         assert_eq!(docs[3]["fields"]["level"], "warn");
         assert_eq!(docs[3]["container"]["id"], "c0ffee");
         assert_eq!(docs[4]["log"]["offset"], 40);
+    }
+
+    /// A batch's buffer is reused once its body is dropped, and a reused buffer holds
+    /// only the new batch.
+    #[test]
+    fn bodies_reuse_the_buffers_of_delivered_batches() {
+        use node_agent_core::record::Stream;
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let source = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        let record = |i: u64, message: &str| {
+            LogRecord::new(
+                std::sync::Arc::clone(&source),
+                0,
+                Stream::Stdout,
+                i,
+                message.into(),
+            )
+        };
+        let long: Vec<LogRecord> = (0..50).map(|i| record(i, &"x".repeat(200))).collect();
+        let first = encoder.encode(&long).unwrap();
+        let first_at = first.bytes.as_ptr();
+        let body = first.body(&[0, 1, 2]);
+        drop(first);
+        let short = [record(7, "short")];
+        let fresh = encoder.encode(&short).unwrap();
+        assert_ne!(
+            fresh.bytes.as_ptr(),
+            first_at,
+            "a body still being sent keeps its buffer"
+        );
+        drop(fresh);
+        drop(body);
+        let second = encoder.encode(&short).unwrap();
+        assert_eq!(
+            second.bytes.as_ptr(),
+            first_at,
+            "the delivered batch's buffer"
+        );
+        let alone = EsEncoder::new(&config).unwrap().encode(&short).unwrap();
+        assert_eq!(second.bytes, alone.bytes);
+    }
+
+    /// The cached source fields follow the source: a file's new metadata (a new `Arc`)
+    /// gets its own fields, and many sources coming and going keep the cache bounded.
+    #[test]
+    fn cached_source_fields_follow_the_source() {
+        use node_agent_core::record::Stream;
+        let config: ElasticsearchConfig =
+            serde_json::from_value(serde_json::json!({"url": "http://es:9200"})).unwrap();
+        let encoder = EsEncoder::new(&config).unwrap();
+        let doc = |source: &std::sync::Arc<SourceMeta>| {
+            let r = LogRecord::new(
+                std::sync::Arc::clone(source),
+                0,
+                Stream::Stdout,
+                0,
+                "m".into(),
+            );
+            let batch = encoder.encode(std::slice::from_ref(&r)).unwrap();
+            let text = std::str::from_utf8(&batch.bytes).unwrap().to_string();
+            serde_json::from_str::<serde_json::Value>(text.lines().nth(1).unwrap()).unwrap()
+        };
+        let enriched = std::sync::Arc::new(crate::kubernetes::tests::enriched_source());
+        assert_eq!(doc(&enriched)["kubernetes"]["labels"]["app"], "web");
+        for i in 0..CACHED_SOURCES + 10 {
+            let other = std::sync::Arc::new(SourceMeta {
+                pod: format!("pod-{i}"),
+                kubernetes: None,
+                ..crate::kubernetes::tests::enriched_source()
+            });
+            assert_eq!(doc(&other)["kubernetes"]["pod"]["name"], format!("pod-{i}"));
+            assert!(doc(&other)["kubernetes"].get("labels").is_none());
+        }
+        assert!(encoder.sources.entries.lock().unwrap().len() <= CACHED_SOURCES);
+        assert_eq!(doc(&enriched)["kubernetes"]["labels"]["app"], "web");
     }
 
     #[test]
