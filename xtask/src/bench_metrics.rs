@@ -2,6 +2,9 @@
 //! Debian's prometheus-node-exporter 1.5.0 on this host, printed as ratios against the
 //! targets (≤ 0.15× its CPU per scrape, ≤ 0.5× its RSS).
 //!
+//! node-agent is the static binary the image ships (see [`build_agent`]), or the one
+//! `NODE_AGENT_BENCH_BIN` names.
+//!
 //! Both run the same collector set: node_exporter's defaults (read from what a default
 //! node_exporter reports in `node_scrape_collector_success`) that node-agent implements;
 //! `--collector.X` / `--no-collector.X` flags make up the differences on either side, and
@@ -9,9 +12,12 @@
 //!
 //! Method (same as ../shared/reference/baseline.md): one keep-alive connection per
 //! exporter, warm-up scrapes, then N sequential `GET /metrics`; CPU = delta of the
-//! process's utime+stime (and of its threads' schedstat run time, ns), RSS = VmRSS/VmHWM.
+//! process's utime+stime, also split into user and system time (ticks, which include
+//! threads that exited), and of its threads' schedstat run time (ns; per thread, so a
+//! thread that exits during a round is counted as a warning, not as negative time),
+//! RSS = VmRSS/VmHWM.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,12 +48,13 @@ impl Drop for Proc {
 }
 
 /// CPU and memory of a process, read from /proc.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Usage {
-    /// utime+stime in seconds (USER_HZ ticks / 100).
-    stat_cpu: f64,
-    /// Sum of the threads' schedstat run time, seconds.
-    sched_cpu: f64,
+    /// utime and stime in seconds (USER_HZ ticks / 100), dead threads included.
+    utime: f64,
+    stime: f64,
+    /// Each live thread's schedstat run time, ns.
+    sched_ns: BTreeMap<u32, u64>,
     rss_mib: f64,
     hwm_mib: f64,
 }
@@ -60,16 +67,21 @@ fn usage(pid: u32) -> anyhow::Result<Usage> {
         .map(|(_, r)| r)
         .context("bad /proc/pid/stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let mut sched_ns = 0u64;
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    let mut sched_ns = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            sched_ns += text
+        let task = task?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            let ns = text
                 .split_whitespace()
                 .next()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            sched_ns.insert(tid, ns);
         }
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -82,8 +94,9 @@ fn usage(pid: u32) -> anyhow::Result<Usage> {
             .unwrap_or(f64::NAN)
     };
     Ok(Usage {
-        stat_cpu: ticks / 100.0,
-        sched_cpu: sched_ns as f64 / 1e9,
+        utime: utime / 100.0,
+        stime: stime / 100.0,
+        sched_ns,
         rss_mib: kib("VmRSS:") / 1024.0,
         hwm_mib: kib("VmHWM:") / 1024.0,
     })
@@ -99,9 +112,30 @@ fn sysinfo_rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Run time of the threads between two samples, seconds, and how many threads exited in
+/// between (their time is then missing: only utime/stime keep it).
+fn sched_delta(before: &Usage, after: &Usage) -> (f64, usize) {
+    let ns: u64 = after
+        .sched_ns
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.sched_ns.get(tid).copied().unwrap_or(0)))
+        .sum();
+    let exited = before
+        .sched_ns
+        .keys()
+        .filter(|tid| !after.sched_ns.contains_key(tid))
+        .count();
+    (ns as f64 / 1e9, exited)
+}
+
 struct RunResult {
     cpu_ms_per_scrape: f64,
+    user_ms_per_scrape: f64,
+    sys_ms_per_scrape: f64,
     sched_ms_per_scrape: f64,
+    /// Threads that exited during the measured scrapes.
+    exited: usize,
+    threads: usize,
     median_ms: f64,
     bytes: usize,
     after: Usage,
@@ -140,9 +174,17 @@ fn run(p: &Proc, scrapes: usize, warmup: usize, gzip: bool) -> anyhow::Result<Ru
     }
     let after = usage(pid)?;
     latencies.sort_by(f64::total_cmp);
+    let per_scrape = |s: f64| s * 1000.0 / scrapes as f64;
+    let user = after.utime - before.utime;
+    let sys = after.stime - before.stime;
+    let (sched, exited) = sched_delta(&before, &after);
     Ok(RunResult {
-        cpu_ms_per_scrape: (after.stat_cpu - before.stat_cpu) * 1000.0 / scrapes as f64,
-        sched_ms_per_scrape: (after.sched_cpu - before.sched_cpu) * 1000.0 / scrapes as f64,
+        cpu_ms_per_scrape: per_scrape(user + sys),
+        user_ms_per_scrape: per_scrape(user),
+        sys_ms_per_scrape: per_scrape(sys),
+        sched_ms_per_scrape: per_scrape(sched),
+        exited,
+        threads: after.sched_ns.len(),
         median_ms: latencies[latencies.len() / 2],
         bytes,
         after,
@@ -241,9 +283,26 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Builds the binary that ships: static glibc (`+crt-static` for the explicit target only,
+/// as in the Dockerfile and `cargo xtask cross`). The image runs this binary, not the
+/// dynamic one `cargo build` makes, and its memory differs: no ld.so, libc.so and libm.so
+/// mappings (~2 MiB of RSS), only the libc code it links.
 fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let flags_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        triple.to_uppercase().replace('-', "_")
+    );
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "node-agent"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "node-agent",
+            "--target",
+            &triple,
+        ])
+        .env(flags_var, "-C target-feature=+crt-static")
         .current_dir(root)
         .status()?;
     if !status.success() {
@@ -252,7 +311,7 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release/node-agent"))
+    Ok(target.join(triple).join("release/node-agent"))
 }
 
 pub fn main(args: &[&str]) -> anyhow::Result<()> {
@@ -263,7 +322,12 @@ pub fn main(args: &[&str]) -> anyhow::Result<()> {
         None => 200,
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let agent_bin = build_agent(&root)?;
+    // A given binary instead (an A/B of two builds in one session, side by side).
+    let agent_bin = match std::env::var_os("NODE_AGENT_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_agent(&root)?,
+    };
+    println!("node-agent binary: {}", agent_bin.display());
     let ne_bin = "prometheus-node-exporter";
     if Command::new(ne_bin)
         .arg("--version")
@@ -367,16 +431,19 @@ pub fn main(args: &[&str]) -> anyhow::Result<()> {
         "metrics benchmark: {scrapes} sequential scrapes after {WARMUP} warm-up, one keep-alive connection each, in {ROUNDS} alternating rounds (CPU columns: mean of rounds)"
     );
     println!(
-        "{:<14} {:<8} {:>12} {:>14} {:>10} {:>10} {:>9} {:>9} {:>12}",
+        "{:<14} {:<8} {:>12} {:>8} {:>8} {:>14} {:>10} {:>10} {:>9} {:>9} {:>12} {:>8}",
         "exporter",
         "enc",
         "cpu ms/scr",
+        "user",
+        "sys",
         "sched ms/scr",
         "median ms",
         "bytes",
         "RSS MiB",
         "HWM MiB",
-        "sysinfo MiB"
+        "sysinfo MiB",
+        "threads"
     );
     for gzip in [false, true] {
         let enc = if gzip { "gzip" } else { "identity" };
@@ -399,17 +466,27 @@ pub fn main(args: &[&str]) -> anyhow::Result<()> {
             medians.sort_by(f64::total_cmp);
             let last = rounds.last().context("no rounds")?;
             println!(
-                "{:<14} {:<8} {:>12.3} {:>14.3} {:>10.3} {:>10} {:>9.1} {:>9.1} {:>12.1}",
+                "{:<14} {:<8} {:>12.3} {:>8.3} {:>8.3} {:>14.3} {:>10.3} {:>10} {:>9.1} {:>9.1} {:>12.1} {:>8}",
                 p.name,
                 enc,
                 mean(|r| r.cpu_ms_per_scrape),
+                mean(|r| r.user_ms_per_scrape),
+                mean(|r| r.sys_ms_per_scrape),
                 mean(|r| r.sched_ms_per_scrape),
                 medians[medians.len() / 2],
                 last.bytes,
                 last.after.rss_mib,
                 last.after.hwm_mib,
-                last.sysinfo_rss
+                last.sysinfo_rss,
+                last.threads
             );
+            let exited: usize = rounds.iter().map(|r| r.exited).sum();
+            if exited > 0 {
+                println!(
+                    "  warning: {exited} {} thread(s) exited while measured; sched ms/scr misses their time, cpu ms/scr keeps it",
+                    p.name
+                );
+            }
         }
         let rounds_text: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
         ratios.sort_by(f64::total_cmp);
