@@ -171,6 +171,9 @@ mod tests {
         assert_eq!(tail.len(), TAIL_LINES);
         assert!(tail.contains(&"oops".to_string()), "{tail:?}");
         assert!(tail.contains(&"100".to_string()), "{tail:?}");
-        assert!(!tail.contains(&"1".to_string()), "only the last lines: {tail:?}");
+        assert!(
+            !tail.contains(&"1".to_string()),
+            "only the last lines: {tail:?}"
+        );
     }
 }

@@ -511,7 +511,38 @@ fn check_index_name(name: &str) -> anyhow::Result<()> {
 #[derive(Deserialize)]
 struct BulkResponse {
     /// Absent means the answer is not a bulk answer (e.g. an empty or HTML body).
-    items: Option<Vec<std::collections::HashMap<String, BulkItem>>>,
+    items: Option<Vec<ActionItem>>,
+}
+
+/// One entry of `items`: `{"<action>": {…}}`; the first action's answer, if any. Read
+/// without building a map per item (a map per record was ~9% of an enriched run).
+struct ActionItem(Option<BulkItem>);
+
+impl<'de> Deserialize<'de> for ActionItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ActionItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a bulk item {\"<action>\": {...}}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ActionItem, A::Error> {
+                let mut first = None;
+                while let Some(serde::de::IgnoredAny) = map.next_key()? {
+                    if first.is_none() {
+                        first = Some(map.next_value::<BulkItem>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ActionItem(first))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -552,7 +583,7 @@ pub(crate) fn read_items(body: &[u8], sent: &[usize]) -> Result<ItemResults, Str
     }
     let mut results = ItemResults::default();
     for (item, &index) in items.into_iter().zip(sent) {
-        let Some(item) = item.into_values().next() else {
+        let Some(item) = item.0 else {
             return Err("bulk response item without an action".to_string());
         };
         match item.status {
