@@ -441,8 +441,12 @@ fn put_str<const N: usize>(dst: &mut [u8; N], text: &str) -> bool {
     n < bytes.len()
 }
 
-fn put_addr(addr: Option<SocketAddr>) -> ([u8; 16], u16) {
+fn put_addr(family: SocketFamily, addr: Option<SocketAddr>) -> ([u8; 16], u16) {
     match addr {
+        // A v4 peer of a v6 socket was decoded from its mapped form: write that form back.
+        Some(SocketAddr::V4(a)) if family == SocketFamily::Inet6 => {
+            (a.ip().to_ipv6_mapped().octets(), a.port().to_be())
+        }
         Some(SocketAddr::V4(a)) => {
             let mut out = [0u8; 16];
             out[..4].copy_from_slice(&a.ip().octets());
@@ -478,6 +482,8 @@ pub fn encode(event: &Event, clock: &BootClock) -> Vec<u8> {
             r.tty = a.tty;
             r.cap_effective = a.cap_effective;
             r.argc = a.argv.len() as u32;
+            // The flag is how a decoded event says its argv was cut: keep it.
+            truncated |= a.argv_truncated;
             truncated |= put_str(&mut r.filename, &a.filename);
             truncated |= put_str(&mut r.exe_path, &a.exe_path);
             let mut used = 0usize;
@@ -519,8 +525,8 @@ pub fn encode(event: &Event, clock: &BootClock) -> Vec<u8> {
                 L4Proto::Raw => libc::IPPROTO_RAW as u16,
                 L4Proto::Unknown => 0,
             };
-            (r.local_addr, r.local_port) = put_addr(a.local);
-            (r.remote_addr, r.remote_port) = put_addr(a.remote);
+            (r.local_addr, r.local_port) = put_addr(a.family, a.local);
+            (r.remote_addr, r.remote_port) = put_addr(a.family, a.remote);
             truncated |= put_str(&mut r.unix_path, &a.unix_path);
             r.header = header;
             bytemuck::bytes_of(&r).to_vec()
@@ -793,5 +799,58 @@ mod tests {
         let mapped = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
         let addr = socket_addr(SocketFamily::Inet6, mapped, 443u16.to_be()).unwrap();
         assert_eq!(addr, "10.1.2.3:443".parse().unwrap());
+    }
+
+    /// Found by the `security_wire` fuzz target (CI, 12-03): what decodes must re-encode to
+    /// a record that decodes the same, or replay and the rule tests see other events.
+    #[test]
+    fn decoded_events_re_encode_stably() {
+        let clock = BootClock::with_offset(0);
+        let stable = |bytes: &[u8]| {
+            let once = decode(bytes, &clock).unwrap();
+            let twice = decode(&encode(&once, &clock), &clock).unwrap();
+            let thrice = decode(&encode(&twice, &clock), &clock).unwrap();
+            assert_eq!(thrice, twice);
+            twice
+        };
+
+        // A v4-mapped peer of a v6 socket, all-zero mapped address included.
+        let mut r = SocketRecord::zeroed();
+        r.header.kind = EventType::Connect as u16;
+        r.family = libc::AF_INET6 as u16;
+        r.remote_addr = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+        r.remote_port = 443u16.to_be();
+        r.local_addr = Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets();
+        let event = decode(bytemuck::bytes_of(&r), &clock).unwrap();
+        assert_eq!(decode(&encode(&event, &clock), &clock), Ok(event));
+        let EventArgs::Socket(socket) = stable(bytemuck::bytes_of(&r)).args else {
+            panic!("not a socket");
+        };
+        assert_eq!(socket.remote, Some("10.1.2.3:443".parse().unwrap()));
+        assert_eq!(socket.local, Some("0.0.0.0:0".parse().unwrap()));
+
+        // argv filling the whole array without a final NUL: re-encoding drops the last
+        // argument, and the event must keep saying it was cut.
+        let mut r = ExecRecord::zeroed();
+        r.header.kind = EventType::Execve as u16;
+        r.args = [b'x'; ARGS_LEN];
+        r.args[10] = 0;
+        r.args_len = ARGS_LEN as u32;
+        r.argc = 2;
+        let EventArgs::Exec(exec) = stable(bytemuck::bytes_of(&r)).args else {
+            panic!("not an exec");
+        };
+        assert_eq!(exec.argv, vec!["x".repeat(10)]);
+        assert!(exec.argv_truncated);
+
+        // A 4-byte character cut by the array's end.
+        let mut r = ExecRecord::zeroed();
+        r.header.kind = EventType::Execve as u16;
+        r.filename = [b'f'; PATH_LEN];
+        r.filename[PATH_LEN - 5..PATH_LEN - 1].copy_from_slice("\u{1F600}".as_bytes());
+        let EventArgs::Exec(exec) = stable(bytemuck::bytes_of(&r)).args else {
+            panic!("not an exec");
+        };
+        assert!(exec.argv_truncated);
     }
 }
