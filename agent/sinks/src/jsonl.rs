@@ -13,6 +13,46 @@ pub fn rfc3339_nanos(timestamp_nanos: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// RFC 3339 timestamps of records in a row, as [`rfc3339_nanos`] gives them: records of a
+/// batch mostly share their second, so chrono formats the date and time of day once per
+/// second and only the nanoseconds are written per record (chrono per record was a
+/// tenth of the file and Elasticsearch sinks' instructions).
+#[derive(Default)]
+pub struct Rfc3339Nanos {
+    second: Option<i64>,
+    /// `2024-05-01T12:00:00` of `second`.
+    prefix: String,
+}
+
+impl Rfc3339Nanos {
+    pub fn format(&mut self, timestamp_nanos: i64) -> String {
+        let nanos = timestamp_nanos.rem_euclid(1_000_000_000);
+        // The whole second as nanoseconds: below i64's range in the last second before
+        // its start (1677), which chrono formats as it comes.
+        let Some(whole) = timestamp_nanos.checked_sub(nanos) else {
+            return rfc3339_nanos(timestamp_nanos);
+        };
+        if self.second != Some(whole) {
+            let mut full = rfc3339_nanos(whole);
+            full.truncate(full.len().saturating_sub(".000000000Z".len()));
+            self.prefix = full;
+            self.second = Some(whole);
+        }
+        let mut out = String::with_capacity(self.prefix.len() + 11);
+        out.push_str(&self.prefix);
+        out.push('.');
+        let mut digits = [b'0'; 9];
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend(digits.iter().map(|&d| char::from(d)));
+        out.push('Z');
+        out
+    }
+}
+
 /// A record as one flat JSON object, borrowing from the record.
 #[derive(Serialize)]
 pub struct JsonRecord<'a> {
@@ -53,8 +93,20 @@ fn has_metadata(source: &SourceMeta) -> bool {
 
 impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
     fn from(r: &'a LogRecord) -> Self {
+        Self::with_path(
+            r,
+            rfc3339_nanos(r.timestamp_nanos),
+            r.source.path.to_string_lossy(),
+        )
+    }
+}
+
+impl<'a> JsonRecord<'a> {
+    /// `r` with its formatted `timestamp` and its source's `path` given: converting the
+    /// path (a UTF-8 check) once per run of a source's records instead of per record.
+    fn with_path(r: &'a LogRecord, timestamp: String, path: std::borrow::Cow<'a, str>) -> Self {
         Self {
-            timestamp: rfc3339_nanos(r.timestamp_nanos),
+            timestamp,
             source: r.source.kind.as_str(),
             node: &r.source.node,
             namespace: &r.source.namespace,
@@ -62,7 +114,7 @@ impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
             pod_uid: &r.source.pod_uid,
             container: &r.source.container,
             stream: r.stream.as_str(),
-            path: r.source.path.to_string_lossy(),
+            path,
             offset: r.offset,
             message: &r.message,
             truncated: r.truncated,
@@ -80,15 +132,24 @@ impl<'a> From<&'a LogRecord> for JsonRecord<'a> {
 /// records from one source and spliced in, as the Elasticsearch encoder does.
 pub fn encode(records: &[LogRecord], out: &mut Vec<u8>) {
     let mut run: Option<(*const SourceMeta, Vec<u8>)> = None;
+    let mut path: Option<(*const SourceMeta, std::borrow::Cow<'_, str>)> = None;
+    let mut timestamps = Rfc3339Nanos::default();
     for r in records {
-        let mut line = JsonRecord::from(r);
+        let key = std::sync::Arc::as_ptr(&r.source);
+        let path = match &mut path {
+            Some((k, p)) if *k == key => p.clone(),
+            slot => slot
+                .insert((key, r.source.path.to_string_lossy()))
+                .1
+                .clone(),
+        };
+        let mut line = JsonRecord::with_path(r, timestamps.format(r.timestamp_nanos), path);
         let Some(kubernetes) = line.kubernetes.take() else {
             // Serializing borrowed strings and a JSON map into a Vec cannot fail.
             serde_json::to_writer(&mut *out, &line).expect("JSON into Vec");
             out.push(b'\n');
             continue;
         };
-        let key = std::sync::Arc::as_ptr(&r.source);
         if run.as_ref().is_none_or(|(k, _)| *k != key) {
             let mut fields = b",\"kubernetes\":".to_vec();
             serde_json::to_writer(&mut fields, &kubernetes).expect("JSON into Vec");
@@ -113,6 +174,29 @@ mod tests {
             "2023-11-14T22:13:20.123456789Z"
         );
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    /// The per-second cache writes what chrono writes, across second boundaries, before
+    /// the epoch and at the ends of the range.
+    #[test]
+    fn cached_timestamps_match_chrono() {
+        let mut cache = Rfc3339Nanos::default();
+        let base = 1_700_000_000_999_999_990;
+        let mut stamps: Vec<i64> = (0..40).map(|i| base + i).collect();
+        stamps.extend([
+            0,
+            1,
+            -1,
+            -1_000_000_000,
+            -999_999_999,
+            123_456_789,
+            i64::MIN,
+            i64::MAX,
+            base,
+        ]);
+        for ts in stamps {
+            assert_eq!(cache.format(ts), rfc3339_nanos(ts), "{ts}");
+        }
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct LokiEncoder {
     /// Some structured metadata comes from parsed fields (differs record by record).
     metadata_per_record: bool,
     structured_metadata_fields: bool,
+    /// Entries can have structured metadata at all: without, its per-record bookkeeping
+    /// (cost, which metadata an entry has) is skipped.
+    any_metadata: bool,
     tenant: Option<String>,
     tenant_from: Option<RecordValue>,
     node_fallback: String,
@@ -151,6 +154,8 @@ impl LokiEncoder {
                 .iter()
                 .any(|(_, v)| v.per_record()),
             structured_metadata_fields: config.structured_metadata_fields,
+            any_metadata: !config.structured_metadata.is_empty()
+                || config.structured_metadata_fields,
             tenant: config.tenant.clone().filter(|t| !t.is_empty()),
             tenant_from: config.tenant_from.clone(),
             node_fallback: identity.node_name.clone(),
@@ -227,9 +232,23 @@ impl LokiEncoder {
             }
             let label_cost = group.label_string.len() + 16;
             let mut start = 0;
+            // A run of one source's entries has one metadata (unless it comes from parsed
+            // fields): its cost is summed once per run, not per record.
+            let mut last_meta: Option<((*const SourceMeta, Stream), usize)> = None;
             for (k, &(_, i)) in group.entries.iter().enumerate() {
+                let r = &records[i];
+                let key = (Arc::as_ptr(&r.source), r.stream);
+                let meta_cost = match last_meta {
+                    _ if !self.any_metadata => 0,
+                    Some((last, cost)) if last == key => cost,
+                    _ => {
+                        let cost = self.metadata_cost(r);
+                        last_meta = (!self.metadata_differs_per_record(r)).then_some((key, cost));
+                        cost
+                    }
+                };
                 // Per-entry overhead: timestamp and framing (protobuf) or quoting (JSON).
-                let entry_cost = records[i].message.len() + 48 + self.metadata_cost(&records[i]);
+                let entry_cost = r.message.len() + 48 + meta_cost;
                 let mut cost = entry_cost + if k == start { label_cost } else { 0 };
                 if size > 0 && size + cost > self.max_request_bytes {
                     if k > start {
@@ -259,10 +278,13 @@ impl LokiEncoder {
         pieces: &[(usize, Range<usize>)],
         gzip: bool,
     ) -> EncodedRequest {
-        let carried: Vec<usize> = pieces
-            .iter()
-            .flat_map(|(g, range)| groups[*g].entries[range.clone()].iter().map(|&(_, i)| i))
-            .collect();
+        // Sized up front and filled slice by slice: collecting the flat_map grew the Vec
+        // step by step (~80 instructions a record).
+        let mut carried: Vec<usize> =
+            Vec::with_capacity(pieces.iter().map(|(_, range)| range.len()).sum());
+        for (g, range) in pieces {
+            carried.extend(groups[*g].entries[range.clone()].iter().map(|&(_, i)| i));
+        }
         let tenant = pieces.first().and_then(|(g, _)| groups[*g].tenant.clone());
         let streams = pieces
             .iter()
@@ -277,14 +299,14 @@ impl LokiEncoder {
             LokiEncoding::Protobuf => {
                 // Records of one file come in runs: their metadata is built (and encoded)
                 // once per run unless it depends on parsed fields.
+                // Without any metadata both stay empty (see `encode_protobuf`).
                 let mut metas: Vec<Metadata<'_>> = Vec::new();
-                let mut meta_of = Vec::with_capacity(carried.len());
+                let mut meta_of = Vec::new();
                 let mut last = None;
-                for &i in &carried {
+                for &i in carried.iter().filter(|_| self.any_metadata) {
                     let r = &records[i];
                     let key = (Arc::as_ptr(&r.source), r.stream);
-                    let per_record = self.metadata_per_record
-                        || (self.structured_metadata_fields && r.fields.is_some());
+                    let per_record = self.metadata_differs_per_record(r);
                     if per_record || last != Some(key) {
                         metas.push(self.metadata(r));
                     }
@@ -435,10 +457,16 @@ impl LokiEncoder {
         labels
     }
 
+    /// `r`'s structured metadata may differ from that of other records of its source
+    /// (it takes parsed fields), so it cannot be shared along a run of the source.
+    fn metadata_differs_per_record(&self, r: &LogRecord) -> bool {
+        self.metadata_per_record || (self.structured_metadata_fields && r.fields.is_some())
+    }
+
     /// What the entry's structured metadata adds to a request, about.
     fn metadata_cost(&self, r: &LogRecord) -> usize {
-        // Summed without building the Vec (this runs for every record when requests are
-        // cut; `metadata` runs again when they are encoded).
+        // Summed without building the Vec (this runs once per run of a source's records
+        // when requests are cut; `metadata` runs again when they are encoded).
         self.metadata_pairs(r)
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum()
@@ -523,9 +551,17 @@ fn encode_protobuf(
             b
         })
         .collect();
-    // `meta_of` follows the entries of `pieces` in order. Each entry's and stream's length
-    // is computed once (the length prefixes come before the bytes they count).
-    let mut entry_lens = Vec::with_capacity(meta_of.len());
+    // `meta_of` follows the entries of `pieces` in order (empty: no entry has metadata).
+    // Each entry's and stream's length is computed once (the length prefixes come before
+    // the bytes they count).
+    let meta_of_entry = |n: usize| -> &[u8] {
+        match meta_of.get(n) {
+            Some(&m) => &meta_bytes[m],
+            None => &[],
+        }
+    };
+    let mut entry_lens =
+        Vec::with_capacity(pieces.iter().map(|(_, range)| range.len()).sum::<usize>());
     let mut stream_lens = Vec::with_capacity(pieces.len());
     for (g, range) in pieces {
         let group = &groups[*g];
@@ -534,7 +570,7 @@ fn encode_protobuf(
             let entry = entry_len(
                 ts,
                 &records[i].message,
-                meta_bytes[meta_of[entry_lens.len()]].len(),
+                meta_of_entry(entry_lens.len()).len(),
             );
             entry_lens.push(entry);
             len += delimited_len(entry);
@@ -551,7 +587,7 @@ fn encode_protobuf(
         put_string(1, &group.label_string, &mut buf);
         for &(ts, i) in &group.entries[range.clone()] {
             let line = &records[i].message;
-            let meta = &meta_bytes[meta_of[n]];
+            let meta = meta_of_entry(n);
             encode_key(2, WireType::LengthDelimited, &mut buf);
             encode_varint(entry_lens[n] as u64, &mut buf);
             n += 1;
