@@ -288,6 +288,11 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 /// dynamic one `cargo build` makes, and its memory differs: no ld.so, libc.so and libm.so
 /// mappings (~2 MiB of RSS), only the libc code it links.
 pub(crate) fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    build_agent_with(root, &[])
+}
+
+/// [`build_agent`] with extra cargo arguments (`--features ebpf`, as the Dockerfile builds).
+pub(crate) fn build_agent_with(root: &Path, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let flags_var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
@@ -302,6 +307,7 @@ pub(crate) fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
             "--target",
             &triple,
         ])
+        .args(extra)
         .env(flags_var, "-C target-feature=+crt-static")
         .current_dir(root)
         .status()?;

@@ -17,7 +17,7 @@ mod selfstat;
 mod size;
 mod soak;
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]... | cargo xtask order-file [SCRAPES] [--check] | cargo xtask soak [--minutes N | --seconds N] [--seed S]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]... | cargo xtask order-file [SCRAPES] [--check] [--ebpf] | cargo xtask soak [--minutes N | --seconds N] [--seed S]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

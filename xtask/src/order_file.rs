@@ -1,4 +1,4 @@
-//! `cargo xtask order-file [SCRAPES] [--check]`: writes `agent/link/metrics.order`, the
+//! `cargo xtask order-file [SCRAPES] [--check] [--ebpf]`: writes `agent/link/metrics.order`, the
 //! functions the agent executes at start-up and while serving scrapes (identity and gzip,
 //! plus `/healthz` and `/readyz`), which `agent/build.rs` hands to lld so that they sit
 //! next to each other in the release binary's text.
@@ -15,6 +15,9 @@
 //! local names carry a `.llvm.N` suffix that changes with the code. A stale entry is
 //! skipped by the linker, so a stale file costs RSS, not correctness: `--check` counts the
 //! entries the current binary still has; regenerate after a toolchain or dependency bump.
+//! The image is built with `--features ebpf`, which changes the hashes of the crates that
+//! depend on it (1,254 of 2,073 names matched): `--ebpf` records that build too (it needs
+//! nightly and bpf-linker) and writes the union, the image's names first.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,39 +26,55 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::bench_metrics::{build_agent, free_port, wait_up};
+use crate::bench_metrics::{build_agent_with, free_port, wait_up};
 
 /// The file `agent/build.rs` links with, relative to the workspace root.
 const ORDER_FILE: &str = "agent/link/metrics.order";
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let check = args.contains(&"--check");
+    let ebpf = args.contains(&"--ebpf");
     let scrapes: usize = match args.iter().find(|a| !a.starts_with("--")) {
         Some(n) => n
             .parse()
-            .context("usage: cargo xtask order-file [SCRAPES] [--check]")?,
+            .context("usage: cargo xtask order-file [SCRAPES] [--check] [--ebpf]")?,
         None => 20,
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = build_agent(&root)?;
     let order = root.join(ORDER_FILE);
+    // The image's build first (its names lead the file), then the one the bench measures.
+    let builds: &[&[&str]] = if ebpf {
+        &[&["--features", "ebpf"], &[]]
+    } else {
+        &[&[]]
+    };
     if check {
-        return report_matches(&bin, &order);
+        for extra in builds {
+            report_matches(&build_agent_with(&root, extra)?, &order)?;
+        }
+        return Ok(());
     }
-    let tmp = tempfile::tempdir()?;
-    let profile = tmp.path().join("callgrind.out");
-    record(&bin, tmp.path(), &profile, scrapes)?;
-    let names = executed_functions(&std::fs::read_to_string(&profile)?)?;
+    let mut seen = HashSet::new();
     let mut text = String::new();
-    for name in &names {
-        text.push_str(name);
-        text.push('\n');
+    for extra in builds {
+        let bin = build_agent_with(&root, extra)?;
+        let tmp = tempfile::tempdir()?;
+        let profile = tmp.path().join("callgrind.out");
+        record(&bin, tmp.path(), &profile, scrapes)?;
+        for name in executed_functions(&std::fs::read_to_string(&profile)?)? {
+            if seen.insert(name.clone()) {
+                text.push_str(&name);
+                text.push('\n');
+            }
+        }
     }
     std::fs::write(&order, text).with_context(|| format!("writing {}", order.display()))?;
-    println!("{}: {} functions", order.display(), names.len());
+    println!("{}: {} functions", order.display(), seen.len());
     // Relink with the new file (build.rs reruns when it changes) and say what it matched.
-    let bin = build_agent(&root)?;
-    report_matches(&bin, &order)
+    for extra in builds {
+        report_matches(&build_agent_with(&root, extra)?, &order)?;
+    }
+    Ok(())
 }
 
 /// Runs the agent under callgrind: start-up, `scrapes` identity and gzip scrapes each, the
