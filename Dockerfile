@@ -40,6 +40,8 @@ RUN case "${TARGETARCH}" in \
 # Flags for the explicit --target only: they reach neither build scripts and proc macros
 # (host binaries) nor the nested bpfel-unknown-none build. +crt-static links glibc
 # statically (nothing to load at run time, runs on scratch).
+# With the linker named here gcc would run GNU ld; agent/build.rs points it at Rust's lld
+# for the amd64 binary, whose hot code it lays out with agent/link/metrics.order.
 ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
     CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \

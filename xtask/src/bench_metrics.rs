@@ -192,7 +192,7 @@ fn run(p: &Proc, scrapes: usize, warmup: usize, gzip: bool) -> anyhow::Result<Ru
     })
 }
 
-fn wait_up(url: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_up(url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if ureq::get(url).call().is_ok() {
@@ -277,7 +277,7 @@ fn loadavg() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -287,7 +287,12 @@ fn free_port() -> anyhow::Result<u16> {
 /// as in the Dockerfile and `cargo xtask cross`). The image runs this binary, not the
 /// dynamic one `cargo build` makes, and its memory differs: no ld.so, libc.so and libm.so
 /// mappings (~2 MiB of RSS), only the libc code it links.
-fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    build_agent_with(root, &[])
+}
+
+/// [`build_agent`] with extra cargo arguments (`--features ebpf`, as the Dockerfile builds).
+pub(crate) fn build_agent_with(root: &Path, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let flags_var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
@@ -302,6 +307,7 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
             "--target",
             &triple,
         ])
+        .args(extra)
         .env(flags_var, "-C target-feature=+crt-static")
         .current_dir(root)
         .status()?;

@@ -12,11 +12,12 @@ mod bench_syscalls;
 mod ci;
 mod cross;
 mod fuzz;
+mod order_file;
 mod selfstat;
 mod size;
 mod soak;
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]... | cargo xtask soak [--minutes N | --seconds N] [--seed S]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench <metrics|logs|journal|sinks|syscalls|rules> [ARGS] | cargo xtask cross aarch64 [ARGS] | cargo xtask fuzz [--minutes N | --seconds N] [--target NAME]... | cargo xtask order-file [SCRAPES] [--check] [--ebpf] | cargo xtask soak [--minutes N | --seconds N] [--seed S]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
             rest,
         ),
+        ["order-file", rest @ ..] => order_file::run(rest),
         ["soak", rest @ ..] => soak::run(rest),
         [cmd, ..] => bail!("unknown task {cmd:?}; {USAGE}"),
         [] => bail!("{USAGE}"),
