@@ -334,6 +334,13 @@ pub fn main(args: &[&str]) -> anyhow::Result<()> {
         None => build_agent(&root)?,
     };
     println!("node-agent binary: {}", agent_bin.display());
+    // Any change to a crate's dependencies or the compiler renames its functions; the
+    // unmatched ones lose their place and RSS grows back (see `cargo xtask order-file`).
+    if let Err(e) =
+        crate::order_file::report_matches(&agent_bin, &root.join(crate::order_file::ORDER_FILE))
+    {
+        println!("order file not checked: {e:#}");
+    }
     let ne_bin = "prometheus-node-exporter";
     if Command::new(ne_bin)
         .arg("--version")

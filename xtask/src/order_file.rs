@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use crate::bench_metrics::{build_agent_with, free_port, wait_up};
 
 /// The file `agent/build.rs` links with, relative to the workspace root.
-const ORDER_FILE: &str = "agent/link/metrics.order";
+pub(crate) const ORDER_FILE: &str = "agent/link/metrics.order";
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let check = args.contains(&"--check");
@@ -206,7 +206,9 @@ fn strip_recursion(name: &str) -> &str {
 }
 
 /// How many of the file's names the binary defines (the rest the linker skips).
-fn report_matches(bin: &Path, order: &Path) -> anyhow::Result<()> {
+/// Prints how many of the order file's names `bin` has (`cargo xtask bench metrics`
+/// prints it too: a stale file shows as RSS regained, this says why).
+pub(crate) fn report_matches(bin: &Path, order: &Path) -> anyhow::Result<()> {
     let out = Command::new("nm")
         .args(["--defined-only"])
         .arg(bin)

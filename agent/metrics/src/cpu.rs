@@ -212,7 +212,7 @@ pub struct CpuInfo {
 /// an architecture lacks stay empty, as there.
 pub fn parse_cpuinfo(text: &str) -> Result<Vec<CpuInfo>, CollectorError> {
     let mut cpus: Vec<CpuInfo> = Vec::new();
-    for line in text.lines() {
+    for line in super::lines(text) {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
@@ -372,7 +372,7 @@ fn emit_throttles(dir: &Path, out: &mut MetricSet) -> Result<(), CollectorError>
 /// are all-zero entries, as procfs-go 0.8 returns them.
 pub fn parse_cpu_stat(text: &str, what: &str) -> Result<Vec<CpuTimes>, CollectorError> {
     let mut cpus: Vec<CpuTimes> = Vec::new();
-    for line in text.lines() {
+    for line in super::lines(text) {
         let Some(rest) = line.strip_prefix("cpu") else {
             continue;
         };

@@ -190,7 +190,7 @@ impl Collector for DiskstatsCollector {
 /// Parses /proc/diskstats with procfs-core's line parser; the discard and flush fields are
 /// `None` on kernels that do not print them.
 pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStat>, CollectorError> {
-    text.lines()
+    super::lines(text)
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             DiskStat::from_line(line)
@@ -308,7 +308,7 @@ fn read_udev(dir: &std::path::Path, major: i32, minor: i32) -> HashMap<String, S
 }
 
 pub fn parse_udev(text: &str) -> HashMap<String, String> {
-    text.lines()
+    super::lines(text)
         .filter_map(|l| l.strip_prefix("E:"))
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))

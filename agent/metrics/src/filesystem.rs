@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use super::{BuildContext, Collector, CollectorError, MetricSet, read_proc};
+use super::{BuildContext, Collector, CollectorError, MetricSet, procfile};
 use node_agent_core::host::HostPaths;
 
 /// node_exporter 1.5.0 upstream default.
@@ -65,6 +65,9 @@ pub struct FilesystemCollector {
     stuck: Arc<Mutex<HashSet<String>>>,
     /// The current stat worker; replaced when one hangs.
     worker: Mutex<Option<mpsc::Sender<Arc<Batch>>>>,
+    /// The last parse of the mounts file and the path it came from, reused while the
+    /// kernel reports the mount table unchanged (see [`procfile::read_proc_if_changed`]).
+    mounts: Mutex<Option<(PathBuf, Arc<Vec<Mount>>)>>,
 }
 
 /// The mounts of one scrape, statted in order by the worker thread. The worker wakes the
@@ -112,22 +115,38 @@ impl FilesystemCollector {
             stat,
             stuck: Arc::default(),
             worker: Mutex::new(None),
+            mounts: Mutex::new(None),
         }
     }
 
-    fn read_mounts(&self) -> Result<Vec<Mount>, CollectorError> {
+    fn read_mounts(&self) -> Result<Arc<Vec<Mount>>, CollectorError> {
+        let mut cached = lock(&self.mounts);
         let primary = self.paths.proc_path("1/mounts");
-        let (path, text) = match read_proc(&primary) {
-            Ok(t) => (primary, t),
-            Err(e) if e.is_not_found() => {
-                let fallback = self.paths.proc_path("mounts");
-                let t = read_proc(&fallback)?;
-                (fallback, t)
-            }
+        let fallback = self.paths.proc_path("mounts");
+        let read = |path: &PathBuf| {
+            let have = cached.as_ref().is_some_and(|(p, _)| p == path);
+            procfile::read_proc_if_changed(path, have)
+        };
+        let (path, text) = match read(&primary) {
+            Ok(text) => (primary, text),
+            Err(e) if e.is_not_found() => (fallback.clone(), read(&fallback)?),
             Err(e) => return Err(e),
         };
-        parse_mounts(&text, &self.paths)
-            .map_err(|detail| CollectorError::parse(path.display().to_string(), detail))
+        let Some(text) = text else {
+            if let Some((_, mounts)) = cached.as_ref() {
+                return Ok(Arc::clone(mounts));
+            }
+            return Err(CollectorError::parse(
+                path.display().to_string(),
+                "mounts reported unchanged before a first read".to_string(),
+            ));
+        };
+        let mounts = Arc::new(
+            parse_mounts(&text, &self.paths)
+                .map_err(|detail| CollectorError::parse(path.display().to_string(), detail))?,
+        );
+        *cached = Some((path, Arc::clone(&mounts)));
+        Ok(mounts)
     }
 
     /// Stats `items` on the worker thread. An item that takes longer than `timeout` is
@@ -253,7 +272,7 @@ impl Collector for FilesystemCollector {
         let mut todo: Vec<&Mount> = Vec::new();
         {
             let stuck = lock(&self.stuck);
-            for m in &mounts {
+            for m in mounts.iter() {
                 if self.mount_points_exclude.is_match(&m.mountpoint)
                     || self.fs_types_exclude.is_match(&m.fstype)
                     || !seen.insert(m)

@@ -127,6 +127,28 @@ pub fn parse_number(text: &str) -> Result<f64, std::num::ParseFloatError> {
     }
 }
 
+/// The lines of a procfs file, as `str::lines` splits them (a `\r` before a `\n` is
+/// dropped, no empty line after a final newline), with memchr's vectorised newline search:
+/// std's char search was 7 % of a scrape's instructions, over ~2,000 short lines.
+pub fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let line = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => {
+                // `i` is a newline byte, so both slices end on character boundaries.
+                let (line, next) = (&rest[..i], &rest[i + 1..]);
+                rest = next;
+                line.strip_suffix('\r').unwrap_or(line)
+            }
+            None => std::mem::take(&mut rest),
+        };
+        Some(line)
+    })
+}
+
 /// node_exporter's device filter (collector/device_filter.go): a device is ignored when it
 /// matches the exclude regex or fails the include regex.
 #[derive(Debug, Clone, Default)]
@@ -789,5 +811,30 @@ mod live_host {
             only_theirs.is_empty() && only_ours.is_empty(),
             "only node_exporter: {only_theirs:#?}\nonly ours: {only_ours:#?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod lines_tests {
+    #[test]
+    fn lines_split_as_std_does() {
+        for text in [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n",
+            "a\nb",
+            "a\r\nb\r\n",
+            "a\rb\n",
+            "a\r",
+            "\r\n",
+            "x\n\ny\n",
+            "é\nü\r\n€",
+        ] {
+            let ours: Vec<&str> = super::lines(text).collect();
+            let std: Vec<&str> = text.lines().collect();
+            assert_eq!(ours, std, "{text:?}");
+        }
     }
 }

@@ -48,7 +48,7 @@ impl Collector for MeminfoCollector {
 /// Lines without a unit (HugePages_*) keep their plain count and get no suffix.
 pub fn parse_meminfo(text: &str, what: &str) -> Result<Vec<(String, f64)>, CollectorError> {
     let mut fields = Vec::with_capacity(64);
-    for line in text.lines() {
+    for line in super::lines(text) {
         let mut parts = line.split_ascii_whitespace();
         let Some(raw_key) = parts.next() else {
             continue; // blank lines occur on some old kernels
@@ -68,7 +68,10 @@ pub fn parse_meminfo(text: &str, what: &str) -> Result<Vec<(String, f64)>, Colle
         let raw_key = raw_key.strip_suffix(':').unwrap_or(raw_key);
         let mut key = String::with_capacity(raw_key.len() + 6);
         // `Active(anon)` → `Active_anon` (node_exporter's greedy `\((.*)\)` → `_${1}`).
-        match (raw_key.find('('), raw_key.rfind(')')) {
+        match (
+            memchr::memchr(b'(', raw_key.as_bytes()),
+            memchr::memrchr(b')', raw_key.as_bytes()),
+        ) {
             (Some(open), Some(close)) if open < close => {
                 key.push_str(&raw_key[..open]);
                 key.push('_');

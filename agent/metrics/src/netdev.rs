@@ -106,7 +106,7 @@ impl Collector for NetdevCollector {
 pub fn parse_net_dev(text: &str) -> Result<Vec<(&str, [u64; 16])>, CollectorError> {
     let mut devices = Vec::new();
     // Two header lines.
-    for line in text.lines().skip(2).filter(|l| !l.trim().is_empty()) {
+    for line in super::lines(text).skip(2).filter(|l| !l.trim().is_empty()) {
         let (name, rest) = line
             .split_once(':')
             .ok_or_else(|| CollectorError::parse("/proc/net/dev", format!("no ':' in {line:?}")))?;

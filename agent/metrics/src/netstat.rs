@@ -97,7 +97,7 @@ fn key_is(key: &str, proto: &str, field: &str) -> bool {
 /// `TcpExt: SyncookiesSent ...` followed by `TcpExt: 0 ...`.
 pub fn parse_net_stats<'a>(text: &'a str, file: &str) -> Result<Vec<Stat<'a>>, CollectorError> {
     let mut stats = Vec::new();
-    let mut lines = text.lines().filter(|l| !l.trim_ascii().is_empty());
+    let mut lines = super::lines(text).filter(|l| !l.trim_ascii().is_empty());
     while let Some(header) = lines.next() {
         let values = lines.next().ok_or_else(|| {
             CollectorError::parse(file, format!("header without values: {header:?}"))
@@ -139,12 +139,14 @@ pub fn parse_net_stats<'a>(text: &'a str, file: &str) -> Result<Vec<Stat<'a>>, C
 /// including the first '6'; lines without a '6' are skipped, as upstream does.
 pub fn parse_snmp6(text: &str) -> Result<Vec<Stat<'_>>, CollectorError> {
     let mut stats = Vec::new();
-    for line in text.lines() {
+    for line in super::lines(text) {
         let mut f = line.split_ascii_whitespace();
         let (Some(key), Some(v)) = (f.next(), f.next()) else {
             continue;
         };
-        let Some(six) = key.find('6') else { continue };
+        let Some(six) = key.bytes().position(|b| b == b'6') else {
+            continue;
+        };
         let v = parse_number(v)
             .map_err(|e| CollectorError::parse("/proc/net/snmp6", format!("{key}={v:?}: {e}")))?;
         stats.push((&key[..=six], &key[six + 1..], v));

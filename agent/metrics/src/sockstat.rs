@@ -82,7 +82,7 @@ impl Collector for SockstatCollector {
 pub fn parse_sockstat<'a>(text: &'a str, path: &Path) -> Result<Vec<Sample<'a>>, CollectorError> {
     let file = || path.display().to_string();
     let mut samples = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
         let (proto, rest) = line
             .split_once(':')
             .ok_or_else(|| CollectorError::parse(file(), format!("no ':' in {line:?}")))?;

@@ -60,7 +60,7 @@ impl Collector for SoftnetCollector {
 /// Parses the hex columns of /proc/net/softnet_stat.
 pub fn parse_softnet(text: &str) -> Result<Vec<SoftnetStat>, CollectorError> {
     let mut stats = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.len() < MIN_COLUMNS {
             return Err(CollectorError::parse(

@@ -37,7 +37,7 @@ pub const SOFTIRQ_VECTORS: &[&str] = &[
 
 /// Per-vector counts of the `softirq` line; zeros when the line is absent.
 pub fn parse_softirq(text: &str, what: &str) -> Result<Vec<u64>, CollectorError> {
-    let Some(rest) = text.lines().find_map(|l| l.strip_prefix("softirq ")) else {
+    let Some(rest) = super::lines(text).find_map(|l| l.strip_prefix("softirq ")) else {
         return Ok(vec![0; SOFTIRQ_VECTORS.len()]);
     };
     let values = rest

@@ -38,7 +38,7 @@ impl Collector for VmstatCollector {
         let mut layout = self.layout.lock().unwrap_or_else(|p| p.into_inner());
         let mut name = String::with_capacity(48);
         let mut help = String::with_capacity(64);
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in super::lines(&text).enumerate() {
             let (field, value) = parse_line(line, &what)?;
             let selected = match layout.get(i) {
                 Some((cached, m)) if &**cached == field => *m,
