@@ -15,10 +15,11 @@
 //!
 //! `--enrich` (Elasticsearch sink unless `--sink null`): the backlog's files are the
 //! containers of the fake API server's full node (`node_agent_tests::kube_bench`: 110
-//! pods × 3 containers, 20 labels + 20 annotations each); the pipeline runs four times,
+//! pods × 3 containers, 20 labels + 20 annotations each); the pipeline runs five times,
 //! each in a fresh process: without Kubernetes metadata, with a cache synced against a
 //! server holding only the node and namespaces (the client's own memory), with the full
-//! node, and full without pod annotations. Prints CPU, its change against off, RSS once
+//! node, full without pod annotations, and full with only the everyday keys (7 labels:
+//! app, pod-template-hash, app.kubernetes.io/*; 4 annotations). Prints CPU, its change against off, RSS once
 //! the cache is synced (before the pipeline starts) and peak RSS side by side. The API
 //! servers run in child processes (their CPU is not counted). Target: CPU with the full
 //! cache within +10% of off: `--size 1GiB --containers 330 --enrich`.
@@ -76,6 +77,9 @@ struct Options {
     kube_endpoint: Option<String>,
     /// Child side: keep no pod annotations on the records (`pod_annotations.exclude: ["*"]`).
     kube_annotations_off: bool,
+    /// Child side: keep only the fixture's everyday keys (7 labels: app, pod-template-hash,
+    /// app.kubernetes.io/*; 4 annotations), not its `example.com/*` padding.
+    kube_typical: bool,
 }
 
 /// What the generator wrote.
@@ -108,6 +112,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         enrich: false,
         kube_endpoint: None,
         kube_annotations_off: false,
+        kube_typical: false,
     };
     let mut sink_given = false;
     let mut it = args.iter();
@@ -130,6 +135,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                 )
             }
             "--kube-annotations-off" => o.kube_annotations_off = true,
+            "--kube-typical" => o.kube_typical = true,
             "--traces" => {
                 o.traces_per_mille = it.next().context("--traces needs a per mille")?.parse()?
             }
@@ -711,6 +717,11 @@ fn enrich_compare(
                 Some(&full.endpoint),
                 &["--kube-annotations-off"],
             ),
+            (
+                "full, typical keys",
+                Some(&full.endpoint),
+                &["--kube-typical"],
+            ),
         ],
     )?;
     drop((empty, full));
@@ -870,6 +881,10 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
             kube.hold_time = Duration::ZERO;
             if o.kube_annotations_off {
                 kube.pod_annotations.exclude = vec!["*".into()];
+            }
+            if o.kube_typical {
+                kube.pod_labels.exclude = vec!["example.com/*".into()];
+                kube.pod_annotations.exclude = vec!["example.com/*".into()];
             }
             let cache = runtime.block_on(async {
                 let cache = node_agent::kube_cache::MetadataCache::start(&kube, &kube_stop).await?;
