@@ -96,7 +96,8 @@ pub fn try_value(set: &MetricSet, name: &str, labels: &[(&str, &str)]) -> Option
 /// Debian's node_exporter 1.5.0, the reference these collectors are compared against.
 const NODE_EXPORTER: &str = "prometheus-node-exporter";
 
-struct KillOnDrop(std::process::Child);
+/// Kills and reaps a child process when dropped (a test's helper process).
+pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

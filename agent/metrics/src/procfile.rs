@@ -387,16 +387,6 @@ mod tests {
         assert!(!cache.is_kept(&planted), "new inode: forgotten");
     }
 
-    /// A child in its own mount namespace, so the test can change a mount table.
-    struct MountNs(std::process::Child);
-
-    impl Drop for MountNs {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     fn in_ns(pid: u32, args: &[&str]) {
         let status = std::process::Command::new("nsenter")
             .args(["-t", &pid.to_string(), "-m", "--"])
@@ -419,7 +409,8 @@ mod tests {
             eprintln!("SKIPPED: {reason}");
             return;
         };
-        let child = MountNs(child);
+        // A child in its own mount namespace, so the test can change a mount table.
+        let child = crate::fixtures::KillOnDrop(child);
         let pid = child.0.id();
         let path = PathBuf::from(format!("/proc/{pid}/mounts"));
         let dir = tempfile::tempdir().unwrap();
