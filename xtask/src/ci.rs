@@ -103,7 +103,9 @@ pub fn main(root: &Path) -> anyhow::Result<()> {
 const TAIL_LINES: usize = 80;
 
 /// Runs `cmd` with its stdout and stderr passed through to ours, keeping the last
-/// [`TAIL_LINES`] lines of both; returns whether it succeeded and that tail.
+/// [`TAIL_LINES`] lines of each; returns whether it succeeded and that tail, stdout's lines
+/// then stderr's. One tail per stream: the two pipes are read by two threads, so with one
+/// shared tail a burst of stdout read late could evict the error the step wrote last.
 fn run_keeping_tail(mut cmd: Command) -> (bool, Vec<String>) {
     use std::io::{BufRead, Write};
     use std::sync::{Arc, Mutex};
@@ -111,7 +113,6 @@ fn run_keeping_tail(mut cmd: Command) -> (bool, Vec<String>) {
         Ok(c) => c,
         Err(e) => return (false, vec![format!("could not start: {e}")]),
     };
-    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let pipes: Vec<(Box<dyn std::io::Read + Send>, bool)> = [
         child.stdout.take().map(|p| (Box::new(p) as _, false)),
         child.stderr.take().map(|p| (Box::new(p) as _, true)),
@@ -119,10 +120,15 @@ fn run_keeping_tail(mut cmd: Command) -> (bool, Vec<String>) {
     .into_iter()
     .flatten()
     .collect();
+    let tails: Vec<Arc<Mutex<VecDeque<String>>>> = pipes
+        .iter()
+        .map(|_| Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES))))
+        .collect();
     let readers: Vec<_> = pipes
         .into_iter()
-        .map(|(pipe, is_err)| {
-            let tail = Arc::clone(&tail);
+        .zip(&tails)
+        .map(|((pipe, is_err), tail)| {
+            let tail = Arc::clone(tail);
             std::thread::spawn(move || {
                 for line in std::io::BufReader::new(pipe)
                     .split(b'\n')
@@ -150,10 +156,14 @@ fn run_keeping_tail(mut cmd: Command) -> (bool, Vec<String>) {
     while readers.iter().any(|r| !r.is_finished()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let tail = tail
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(..)
+    let tail = tails
+        .iter()
+        .flat_map(|t| {
+            t.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+                .collect::<Vec<_>>()
+        })
         .collect();
     (ok, tail)
 }
@@ -168,12 +178,11 @@ mod tests {
         cmd.args(["-c", "seq 1 100; echo oops >&2; exit 3"]);
         let (ok, tail) = run_keeping_tail(cmd);
         assert!(!ok);
-        assert_eq!(tail.len(), TAIL_LINES);
-        assert!(tail.contains(&"oops".to_string()), "{tail:?}");
-        assert!(tail.contains(&"100".to_string()), "{tail:?}");
-        assert!(
-            !tail.contains(&"1".to_string()),
-            "only the last lines: {tail:?}"
-        );
+        // stdout's last 80 lines, then stderr's, however the two readers interleaved.
+        let expected: Vec<String> = (21..=100)
+            .map(|n| n.to_string())
+            .chain(["oops".to_string()])
+            .collect();
+        assert_eq!(tail, expected);
     }
 }
