@@ -141,10 +141,15 @@ impl FilesystemCollector {
                 "mounts reported unchanged before a first read".to_string(),
             ));
         };
-        let mounts = Arc::new(
-            parse_mounts(&text, &self.paths)
-                .map_err(|detail| CollectorError::parse(path.display().to_string(), detail))?,
-        );
+        let mounts = match parse_mounts(&text, &self.paths) {
+            Ok(mounts) => Arc::new(mounts),
+            Err(detail) => {
+                // The kept parse is older than the text that failed: the next scrape must
+                // read again rather than serve it while poll reports no further change.
+                *cached = None;
+                return Err(CollectorError::parse(path.display().to_string(), detail));
+            }
+        };
         *cached = Some((path, Arc::clone(&mounts)));
         Ok(mounts)
     }
