@@ -19,8 +19,9 @@
 //! each in a fresh process: without Kubernetes metadata, with a cache synced against a
 //! server holding only the node and namespaces (the client's own memory), with the full
 //! node, full without pod annotations, and full with only the everyday keys (7 labels:
-//! app, pod-template-hash, app.kubernetes.io/*; 4 annotations). Prints CPU, its change against off, RSS once
-//! the cache is synced (before the pipeline starts) and peak RSS side by side. The API
+//! app, pod-template-hash, app.kubernetes.io/*; 4 annotations). Prints CPU, its change
+//! against off, RSS once the cache is synced (before the pipeline starts) and peak RSS
+//! side by side. The API
 //! servers run in child processes (their CPU is not counted). Target: CPU with the full
 //! cache within +10% of off: `--size 1GiB --containers 330 --enrich`.
 //!

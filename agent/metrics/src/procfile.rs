@@ -100,16 +100,26 @@ impl FileCache {
     /// Reads a whole file, keeping it open for the next scrape if it is on procfs or
     /// sysfs (see the module docs).
     pub fn read(&self, path: &Path) -> Result<String, CollectorError> {
-        self.read_unless_unchanged(path, false)
+        self.read_if_changed(path, false)
             .map(|text| text.unwrap_or_default())
     }
 
-    /// [`Self::read`], or `Ok(None)` without reading when `skip_unchanged` is set and the
-    /// kept file's poll reports no change (see [`Self::read_if_changed`]).
-    fn read_unless_unchanged(
+    /// Reads a file whose `poll` reports changes with `POLLPRI` (`/proc/<pid>/mounts`,
+    /// `mountinfo`, `/proc/swaps`), or `Ok(None)` when the kept file says nothing changed
+    /// since the previous call, so the caller's parse of that read still holds.
+    ///
+    /// Generating /proc/1/mounts was the costliest read of a scrape (~70 µs for 23 mounts,
+    /// more than any other file) although the mount table rarely changes. The kernel bumps
+    /// the mount namespace's event count on every mount, unmount and remount, and `poll`
+    /// flags a file opened on it until the file has polled the new count, so a change
+    /// between the poll and the read is seen by the read, and one after it by the next
+    /// poll. `have_previous: false` (the caller holds no parse) always reads. Only for
+    /// files with such a poll: other seq files never set `POLLPRI` and would read as
+    /// unchanged forever. Files not on procfs/sysfs are not kept and are always read.
+    pub fn read_if_changed(
         &self,
         path: &Path,
-        skip_unchanged: bool,
+        have_previous: bool,
     ) -> Result<Option<String>, CollectorError> {
         let key = path.as_os_str().as_bytes();
         {
@@ -120,7 +130,7 @@ impl FileCache {
             if let Some(entry) = kept.files.get_mut(key) {
                 // Poll before the read: it consumes the event, and the read then sees at
                 // least the state it announced.
-                if skip_unchanged && !polled_change(&entry.file) {
+                if have_previous && !polled_change(&entry.file) {
                     entry.last_used = scrape;
                     return Ok(None);
                 }
@@ -148,26 +158,6 @@ impl FileCache {
             self.put_back(path, file);
         }
         decode(path, result.map_err(|e| CollectorError::io(path, e))?).map(Some)
-    }
-
-    /// Reads a file whose `poll` reports changes with `POLLPRI` (`/proc/<pid>/mounts`,
-    /// `mountinfo`, `/proc/swaps`), or `Ok(None)` when the kept file says nothing changed
-    /// since the previous call, so the caller's parse of that read still holds.
-    ///
-    /// Generating /proc/1/mounts was the costliest read of a scrape (~70 µs for 23 mounts,
-    /// more than any other file) although the mount table rarely changes. The kernel bumps
-    /// the mount namespace's event count on every mount, unmount and remount, and `poll`
-    /// flags a file opened on it until the file has polled the new count, so a change
-    /// between the poll and the read is seen by the read, and one after it by the next
-    /// poll. `have_previous: false` (the caller holds no parse) always reads. Only for
-    /// files with such a poll: other seq files never set `POLLPRI` and would read as
-    /// unchanged forever. Files not on procfs/sysfs are not kept and are always read.
-    pub fn read_if_changed(
-        &self,
-        path: &Path,
-        have_previous: bool,
-    ) -> Result<Option<String>, CollectorError> {
-        self.read_unless_unchanged(path, have_previous)
     }
 
     /// Lists a sysfs class directory such as /sys/class/net, and forgets kept files under
