@@ -146,8 +146,14 @@ fn run_getppid_in(cgroup: &Path, n: u64) {
     run_syscall_in(cgroup, libc::SYS_getppid, n);
 }
 
+/// Held from fork to reap. A child inherits every fd of this process, including the link of a
+/// program another test is detaching, and keeps that program attached until it exits; the lock
+/// makes "detached" mean detached once the detaching test's next child can run.
+static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Forks a child that joins `cgroup`, makes syscall `nr` (argument 0) `n` times and exits.
 fn run_syscall_in(cgroup: &Path, nr: libc::c_long, n: u64) {
+    let _only_child = CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let procs =
         CString::new(cgroup.join("cgroup.procs").to_str().expect("utf-8 path")).expect("no NUL");
     // SAFETY: the child only makes raw syscalls (open/write/getppid/_exit) on data prepared
@@ -415,7 +421,8 @@ async fn run_leader_attaches_until_shutdown_and_keeps_the_pins() {
         .expect("leader stops promptly")
         .expect("leader task")
         .expect("leader result");
-    // Detached: new syscalls are not counted, but the pinned counts remain.
+    // Detached: new syscalls are not counted, but the pinned counts remain. (A child of a
+    // concurrent test forked before the detach held the link until it exited: see CHILDREN.)
     let cgroup = fixture.container_cgroup.clone();
     tokio::task::spawn_blocking(move || run_getppid_in(&cgroup, 100))
         .await
