@@ -153,7 +153,9 @@ static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Forks a child that joins `cgroup`, makes syscall `nr` (argument 0) `n` times and exits.
 fn run_syscall_in(cgroup: &Path, nr: libc::c_long, n: u64) {
-    let _only_child = CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _only_child = CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let procs =
         CString::new(cgroup.join("cgroup.procs").to_str().expect("utf-8 path")).expect("no NUL");
     // SAFETY: the child only makes raw syscalls (open/write/getppid/_exit) on data prepared

@@ -66,10 +66,15 @@ pub struct LogsConfig {
     /// events. Every node pays for it while idle, hence the longer default.
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub watched_rescan_interval: Duration,
-    /// Confirmed positions are written after every acknowledgement (coalesced, one write
-    /// at a time) and at shutdown; this is the period of the fallback write.
+    /// Confirmed positions are written after acknowledgements (coalesced, one write at a
+    /// time) and at shutdown; this is the period of the fallback write.
     #[serde(deserialize_with = "duration_serde::deserialize")]
     pub checkpoint_interval: Duration,
+    /// The least time between the starts of two checkpoint writes (each is two fsyncs): a
+    /// crash may re-ship what was acknowledged within it; a clean shutdown never does.
+    /// `0s` writes after every acknowledgement.
+    #[serde(deserialize_with = "duration_serde::deserialize")]
+    pub checkpoint_min_interval: Duration,
     /// Cap on one message (joined partial lines); longer ones are cut and flagged.
     pub max_line_bytes: usize,
     /// Parse messages that are JSON objects into `fields` (a `type: json` processor run
@@ -120,6 +125,7 @@ impl Default for LogsConfig {
             rescan_interval: Duration::from_secs(5),
             watched_rescan_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(5),
+            checkpoint_min_interval: Duration::from_millis(200),
             max_line_bytes: 256 * 1024,
             parse_json: false,
             processors: Vec::new(),
@@ -534,6 +540,7 @@ impl LogsConfig {
             max_in_flight_batches: self.max_in_flight_batches,
             drain_timeout: self.drain_timeout,
             checkpoint_interval: self.checkpoint_interval,
+            checkpoint_min_interval: self.checkpoint_min_interval,
             batches: source::BatchLimits {
                 max_records: self.batch_max_records,
                 max_bytes: self.batch_max_bytes,

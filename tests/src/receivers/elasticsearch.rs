@@ -106,6 +106,11 @@ impl EsReceiver {
         self.es.store.lock().unwrap().writes.clone()
     }
 
+    /// Successful writes of all `_id`s (replays included).
+    pub fn write_count(&self) -> usize {
+        self.es.store.lock().unwrap().writes.values().sum()
+    }
+
     /// `_bulk` requests that reached the handler.
     pub fn bulk_requests(&self) -> usize {
         self.es.store.lock().unwrap().bulk_requests

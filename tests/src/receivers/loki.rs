@@ -131,6 +131,11 @@ impl LokiReceiver {
         self.loki.store.lock().unwrap().entries.clone()
     }
 
+    /// How many entries were accepted (duplicates included), without copying them.
+    pub fn entry_count(&self) -> usize {
+        self.loki.store.lock().unwrap().entries.len()
+    }
+
     /// Accepted lines.
     pub fn lines(&self) -> Vec<String> {
         self.entries().into_iter().map(|e| e.line).collect()
