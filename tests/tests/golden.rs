@@ -156,7 +156,10 @@ fn exposition_over_every_fixture_matches_the_golden_file() {
     std::fs::write(
         &config_file,
         format!(
-            "logs:\n  enabled: false\nhandover:\n  lock_file: {}\n",
+            // Its own state dir too: the leader also locks that, and another agent on this
+            // host holding the default one would keep this one a standby.
+            "logs:\n  enabled: false\n  state_dir: {}\nhandover:\n  lock_file: {}\n",
+            dir.path().join("state").display(),
             dir.path().join("leader.lock").display()
         ),
     )
