@@ -25,6 +25,9 @@
 //! servers run in child processes (their CPU is not counted). Target: CPU with the full
 //! cache within +10% of off: `--size 1GiB --containers 330 --enrich`.
 //!
+//! `--checkpoint-min-interval DURATION` sets `logs.checkpoint_min_interval` (`0s`: a
+//! checkpoint write after every acknowledgement, the behaviour before that setting).
+//!
 //! `--one-sink-down SECS`: two null sinks, one of them down for the first SECS seconds
 //! (its own delivery lane stalls; the files are its buffer). Prints the healthy sink's
 //! throughput while the other is down, RSS over the outage (it must stay flat), and the
@@ -81,6 +84,8 @@ struct Options {
     /// Child side: keep only the fixture's everyday keys (7 labels: app, pod-template-hash,
     /// app.kubernetes.io/*; 4 annotations), not its `example.com/*` padding.
     kube_typical: bool,
+    /// `logs.checkpoint_min_interval` (default: the agent's).
+    checkpoint_min_interval: Option<Duration>,
 }
 
 /// What the generator wrote.
@@ -114,6 +119,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         kube_endpoint: None,
         kube_annotations_off: false,
         kube_typical: false,
+        checkpoint_min_interval: None,
     };
     let mut sink_given = false;
     let mut it = args.iter();
@@ -137,6 +143,15 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
             }
             "--kube-annotations-off" => o.kube_annotations_off = true,
             "--kube-typical" => o.kube_typical = true,
+            "--checkpoint-min-interval" => {
+                let value = it
+                    .next()
+                    .context("--checkpoint-min-interval needs a duration")?;
+                o.checkpoint_min_interval = Some(
+                    node_agent::core::duration::parse(value)
+                        .with_context(|| format!("--checkpoint-min-interval {value:?}"))?,
+                );
+            }
             "--traces" => {
                 o.traces_per_mille = it.next().context("--traces needs a per mille")?.parse()?
             }
@@ -865,6 +880,9 @@ fn pipeline(o: &Options, root: &Path, backlog: Backlog) -> anyhow::Result<()> {
         } else {
             Vec::new()
         },
+        checkpoint_min_interval: o
+            .checkpoint_min_interval
+            .unwrap_or(LogsConfig::default().checkpoint_min_interval),
         ..LogsConfig::default()
     };
     // The metadata cache syncs before the pipeline starts (as the agent waits up to
