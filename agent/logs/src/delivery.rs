@@ -246,6 +246,20 @@ pub async fn run_source<S: Source>(
                 }
                 metrics().batches_in_flight.set(inflight.len() as i64);
             }
+            // Checkpoint writes come before new batches: under a reader that always has
+            // one ready, a later branch would never be polled and positions would go
+            // unsaved until the stream paused.
+            saved = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => {
+                saving = None;
+                finish_save(saved, &mut tracker);
+                if tracker.is_dirty() {
+                    saves.want();
+                }
+            }
+            _ = sleep_until_opt(saves.due()), if saving.is_none() => {
+                saving = saves.start(&store, &mut tracker);
+            }
+            _ = checkpoint_tick.tick(), if saving.is_none() => saving = saves.start(&store, &mut tracker),
             batch = rx.recv(), if rx_open && inflight.len() < max_in_flight => {
                 match batch {
                     Some(batch) => {
@@ -269,17 +283,6 @@ pub async fn run_source<S: Source>(
                     None => rx_open = false,
                 }
             }
-            saved = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => {
-                saving = None;
-                finish_save(saved, &mut tracker);
-                if tracker.is_dirty() {
-                    saves.want();
-                }
-            }
-            _ = sleep_until_opt(saves.due()), if saving.is_none() => {
-                saving = saves.start(&store, &mut tracker);
-            }
-            _ = checkpoint_tick.tick(), if saving.is_none() => saving = saves.start(&store, &mut tracker),
         }
     }
     if let Some(pending) = saving.take() {
