@@ -427,6 +427,142 @@ fn finish_save<P: Position>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use node_agent_core::record::{LogRecord, SourceKind, SourceMeta, Stream};
+    use node_agent_core::sink::{DeliverFuture, Sink};
+
+    use crate::position::Update;
+    use crate::sources::live::Delivered;
+
+    /// A reader that always has the next batch ready: one record per batch, sent as fast
+    /// as the delivery side takes them, until `stop`.
+    struct Endless;
+
+    impl Source for Endless {
+        type Position = Delivered;
+
+        fn name(&self) -> &'static str {
+            "endless"
+        }
+
+        fn checkpoint_file(&self) -> &str {
+            "endless.json"
+        }
+
+        fn run(self: Box<Self>, ctx: SourceContext<Delivered>, stop: &CancellationToken) -> Exit {
+            let meta = Arc::new(SourceMeta {
+                kind: SourceKind::Pod,
+                namespace: "ns".into(),
+                pod: "p".into(),
+                pod_uid: "u".into(),
+                container: "c".into(),
+                node: String::new(),
+                path: "/p".into(),
+                file_id: 1,
+                kubernetes: None,
+            });
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                let record = LogRecord::new(Arc::clone(&meta), 1, Stream::Stdout, 0, "x".into());
+                let batch = Batch {
+                    records: vec![record],
+                    bytes: 1,
+                    updates: vec![Update::Advance(Delivered(n))],
+                    covered_until: None,
+                };
+                if ctx.out.blocking_send(batch).is_err() {
+                    return Exit::ReceiverGone;
+                }
+            }
+            Exit::Shutdown
+        }
+    }
+
+    /// Confirms every batch at once and, on each, reads what the checkpoint holds; stops
+    /// the run once a save shows up (or after `give_up` batches).
+    struct Watching {
+        store: CheckpointStore<Delivered>,
+        delivered: AtomicU64,
+        saved_at: AtomicU64,
+        give_up: u64,
+        stop: CancellationToken,
+    }
+
+    impl Sink for Watching {
+        fn name(&self) -> &str {
+            "watching"
+        }
+
+        fn deliver<'a>(
+            &'a self,
+            _records: &'a [LogRecord],
+            _cancel: &'a CancellationToken,
+        ) -> DeliverFuture<'a> {
+            let n = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
+            let saved = self
+                .store
+                .load()
+                .ok()
+                .and_then(|m| m.get(&()).map(|d| d.0))
+                .unwrap_or(0);
+            if saved > 0 && self.saved_at.load(Ordering::SeqCst) == 0 {
+                self.saved_at.store(n, Ordering::SeqCst);
+                self.stop.cancel();
+            }
+            if n >= self.give_up {
+                self.stop.cancel();
+            }
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Under a reader that never runs dry and a sink that confirms at once (so in-flight
+    /// never reaches its bound), acknowledged positions must still reach the checkpoint
+    /// while the stream runs, not only when it pauses: a crash would otherwise re-ship
+    /// everything since the stream began. (The reader thread cannot be made to win every
+    /// race for the queue, so this does not force the case the branch order guards
+    /// against, where the queue is ready at every poll; with the order reversed it passed
+    /// too.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn positions_are_saved_while_a_never_idle_stream_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shutdown = CancellationToken::new();
+        let give_up = 200_000;
+        let sink = Arc::new(Watching {
+            store: CheckpointStore::new(dir.path(), "endless.json"),
+            delivered: AtomicU64::new(0),
+            saved_at: AtomicU64::new(0),
+            give_up,
+            stop: shutdown.clone(),
+        });
+        let router = Arc::new(Router::new(vec![sink.clone() as Arc<dyn Sink>]).expect("router"));
+        let settings = DeliverySettings {
+            state_dir: dir.path().to_path_buf(),
+            max_in_flight_batches: 1_000,
+            drain_timeout: Duration::from_secs(5),
+            // Neither the periodic tick nor spacing may be what saves here.
+            checkpoint_interval: Duration::from_secs(3600),
+            checkpoint_min_interval: Duration::ZERO,
+            batches: BatchLimits {
+                max_records: 1,
+                max_bytes: 1 << 20,
+                timeout: Duration::from_secs(1),
+            },
+            lane: None,
+        };
+        let summary = run_source(Endless, Chain::new(Vec::new()), settings, router, shutdown)
+            .await
+            .expect("run");
+        let saved_at = sink.saved_at.load(Ordering::SeqCst);
+        assert!(
+            saved_at > 0,
+            "no checkpoint written during {} batches of a never-idle reader",
+            summary.batches_delivered
+        );
+        assert!(saved_at < give_up);
+    }
 
     #[tokio::test]
     async fn saves_are_spaced_and_only_when_wanted() {
